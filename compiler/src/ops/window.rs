@@ -1,0 +1,194 @@
+//! Sliding-window arithmetic shared by convolution and pooling: output sizes as PyTorch
+//! and ONNX compute them, and the checks that make them meaningful.
+
+use super::args::{Args, Padding};
+use super::{ShapeError, ShapeWarning, checked_mul};
+use crate::diagnostics::Code;
+use std::fmt::Write;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub kernel: [u64; 2],
+    pub stride: [u64; 2],
+    pub dilation: [u64; 2],
+    pub padding: Padding,
+    /// Round the output size up (PyTorch's `ceil_mode`).
+    pub ceil: bool,
+}
+
+/// A window's output size, with the padding it resolved to (top, left, bottom, right).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowOutput {
+    pub size: [u64; 2],
+    pub pads: [u64; 4],
+}
+
+const AXES: [&str; 2] = ["height", "width"];
+
+impl Window {
+    pub fn from_args(args: &mut Args, default_stride_is_kernel: bool, ceil: bool) -> Window {
+        let kernel = args.size2("kernel", None, 1);
+        let stride_default = if default_stride_is_kernel {
+            kernel
+        } else {
+            [1, 1]
+        };
+        Window {
+            kernel,
+            stride: args.size2("stride", Some(stride_default), 1),
+            dilation: args.size2("dilation", Some([1, 1]), 1),
+            padding: args.padding("pad"),
+            ceil,
+        }
+    }
+
+    /// The kernel's extent once dilated.
+    pub fn effective_kernel(&self, axis: usize) -> u64 {
+        self.dilation[axis] * (self.kernel[axis] - 1) + 1
+    }
+
+    /// Resolves `same` padding for an input size (ONNX `SAME_UPPER`: the odd pixel of
+    /// padding goes at the end).
+    pub fn pads(&self, input: [u64; 2]) -> [u64; 4] {
+        match self.padding {
+            Padding::Explicit(p) => p,
+            Padding::Same => {
+                let mut pads = [0; 4];
+                for axis in 0..2 {
+                    let out = input[axis].div_ceil(self.stride[axis]);
+                    let needed = (out.saturating_sub(1).saturating_mul(self.stride[axis])
+                        + self.effective_kernel(axis))
+                    .saturating_sub(input[axis]);
+                    pads[axis] = needed / 2;
+                    pads[axis + 2] = needed - needed / 2;
+                }
+                pads
+            }
+        }
+    }
+
+    pub fn output(
+        &self,
+        input: [u64; 2],
+        warnings: &mut Vec<ShapeWarning>,
+    ) -> Result<WindowOutput, ShapeError> {
+        let pads = self.pads(input);
+        let mut size = [0; 2];
+        for axis in 0..2 {
+            let padded = input[axis] + pads[axis] + pads[axis + 2];
+            let kernel = self.effective_kernel(axis);
+            if kernel > padded {
+                return Err(self.too_large(input, pads, axis));
+            }
+            let span = padded - kernel;
+            let stride = self.stride[axis];
+            let mut out = if self.ceil {
+                span.div_ceil(stride)
+            } else {
+                span / stride
+            } + 1;
+            // PyTorch drops a last window that would start inside the end padding.
+            if self.ceil && (out - 1) * stride >= input[axis] + pads[axis] {
+                out -= 1;
+            }
+            size[axis] = out;
+            let uncovered = span % stride;
+            if !self.ceil && kernel >= stride && uncovered > pads[axis + 2] {
+                warnings.push(self.drops_pixels(input, axis, uncovered - pads[axis + 2]));
+            }
+        }
+        checked_mul(size[0], size[1])?;
+        Ok(WindowOutput { size, pads })
+    }
+
+    fn too_large(&self, input: [u64; 2], pads: [u64; 4], axis: usize) -> ShapeError {
+        let padded = [input[0] + pads[0] + pads[2], input[1] + pads[1] + pads[3]];
+        let mut message = format!(
+            "kernel {}x{} is larger than the padded input {}x{}",
+            self.effective_kernel(0),
+            self.effective_kernel(1),
+            padded[0],
+            padded[1]
+        );
+        if self.dilation != [1, 1] {
+            let _ = write!(
+                message,
+                " (a {}x{} kernel dilated by {}x{})",
+                self.kernel[0], self.kernel[1], self.dilation[0], self.dilation[1]
+            );
+        }
+        let mut help = format!(
+            "the input's {} is {} here; use a kernel of at most {}, add padding, or downsample less before this layer",
+            AXES[axis], input[axis], padded[axis]
+        );
+        if pads != [0; 4] {
+            let _ = write!(help, " (padding included: {})", fmt_pads(pads));
+        }
+        ShapeError::new(Code::KernelTooLarge, message)
+            .at_arg("kernel")
+            .label(format!("{}x{} kernel", self.kernel[0], self.kernel[1]))
+            .help(help)
+    }
+
+    fn drops_pixels(&self, input: [u64; 2], axis: usize, dropped: u64) -> ShapeWarning {
+        let stride = self.stride[axis];
+        let fitting = input[axis] + (stride - dropped % stride) % stride;
+        let what = if axis == 0 { "row" } else { "column" };
+        let plural = if dropped == 1 { "" } else { "s" };
+        ShapeWarning {
+            code: Code::StrideDropsPixels,
+            message: format!(
+                "stride {stride} drops the last {dropped} {what}{plural} of the {}x{} input",
+                input[0], input[1]
+            ),
+            arg: Some("stride"),
+            label: format!("the windows never reach the last {dropped} {what}{plural}"),
+            help: format!(
+                "an input {} of {fitting} (or {}) would be covered exactly; pad the input or adjust the kernel if the edge matters",
+                AXES[axis],
+                input[axis] - dropped
+            ),
+        }
+    }
+}
+
+pub fn fmt_pads(p: [u64; 4]) -> String {
+    if p[0] == p[2] && p[1] == p[3] {
+        if p[0] == p[1] {
+            format!("{}", p[0])
+        } else {
+            format!("{}x{}", p[0], p[1])
+        }
+    } else {
+        format!("[{}, {}, {}, {}]", p[0], p[1], p[2], p[3])
+    }
+}
+
+/// `3x3 s2 p1`, the way the summary shows a window.
+pub fn describe(window: &Window) -> String {
+    let mut text = format!("{}x{}", window.kernel[0], window.kernel[1]);
+    let pair = |v: [u64; 2]| {
+        if v[0] == v[1] {
+            v[0].to_string()
+        } else {
+            format!("{}x{}", v[0], v[1])
+        }
+    };
+    if window.stride != [1, 1] {
+        let _ = write!(text, " s{}", pair(window.stride));
+    }
+    match window.padding {
+        Padding::Same => text.push_str(" p=same"),
+        Padding::Explicit(p) if p != [0; 4] => {
+            let _ = write!(text, " p{}", fmt_pads(p));
+        }
+        Padding::Explicit(_) => {}
+    }
+    if window.dilation != [1, 1] {
+        let _ = write!(text, " d{}", pair(window.dilation));
+    }
+    if window.ceil {
+        text.push_str(" ceil");
+    }
+    text
+}
