@@ -877,3 +877,85 @@ fn lone_block_call(body: &Body) -> Option<&Call> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::syntax::parse;
+
+    fn names(source: &str) -> Vec<String> {
+        let file = parse(source).expect("parses");
+        let elaborated = super::elaborate(&file);
+        let errors: Vec<_> = elaborated
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        elaborated.graphs[0]
+            .0
+            .nodes
+            .iter()
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn repeats_of_a_lone_block_read_like_torchvision() {
+        let names = names(
+            "block B(c, project=false) { residual { conv(c, 3x3, pad=1) bn } shortcut downsample { if project { conv(c, 1x1) } } relu }
+             network N(input: 8x8x8) { repeat layer1 2 as i { B(8, project = i == 0) } }",
+        );
+        assert_eq!(
+            names,
+            [
+                "input",
+                "layer1.0.conv1",
+                "layer1.0.bn1",
+                "layer1.0.downsample.conv1",
+                "layer1.0.add1",
+                "layer1.0.relu1",
+                "layer1.1.conv1",
+                "layer1.1.bn1",
+                "layer1.1.add1",
+                "layer1.1.relu1"
+            ]
+        );
+    }
+
+    #[test]
+    fn branches_count_within_their_block() {
+        let names = names(
+            "block I(a) { concat { branch { conv(a, 1x1) } branch { conv(a, 1x1) conv(a, 3x3, pad=1) } } }
+             network N(input: 8x8x8) { I inception_4a(4) }",
+        );
+        assert!(
+            names.contains(&"inception_4a.branch2.conv2".to_string()),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&"inception_4a.concat1".to_string()),
+            "{names:?}"
+        );
+    }
+
+    #[test]
+    fn two_layers_on_one_line_are_not_a_name() {
+        let names =
+            names("network N(input: 16) { dense(8) relu dropout(0.5) dense(2) bn bn(eps=0.001) }");
+        assert_eq!(
+            names,
+            ["input", "dense1", "relu1", "dropout1", "dense2", "bn"]
+        );
+    }
+
+    #[test]
+    fn named_tensors_join_across_statements() {
+        let source = "network U(input: 1x8x8) { conv(4, 3x3, pad=1) -> skip; conv(4, 3x3, pad=1) -> up; concat(skip, up) }";
+        let file = parse(source).expect("parses");
+        let graph = &super::elaborate(&file).graphs[0].0;
+        let concat = graph.nodes.last().expect("nodes");
+        assert_eq!(concat.inputs.len(), 2);
+        assert_eq!(graph.node(concat.inputs[0]).name, "conv1");
+        assert_eq!(graph.node(concat.inputs[1]).name, "conv2");
+    }
+}

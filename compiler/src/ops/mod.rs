@@ -21,7 +21,7 @@ pub use elementwise::{Activation, Dropout};
 pub use input::Input;
 pub use merge::{Add, Concat, Residual};
 pub use norm::{BatchNorm, Lrn};
-pub use pool::{GlobalPool, Pool, PoolKind};
+pub use pool::{AdaptivePool, GlobalPool, Pool, PoolKind};
 pub use reshape::Flatten;
 
 use crate::diagnostics::Code;
@@ -178,6 +178,7 @@ pub enum Op {
     Conv(Conv),
     Pool(Pool),
     GlobalPool(GlobalPool),
+    AdaptivePool(AdaptivePool),
     Lrn(Lrn),
     BatchNorm(BatchNorm),
     Dropout(Dropout),
@@ -195,6 +196,7 @@ impl Op {
             Op::Conv(op) => op,
             Op::Pool(op) => op,
             Op::GlobalPool(op) => op,
+            Op::AdaptivePool(op) => op,
             Op::Lrn(op) => op,
             Op::BatchNorm(op) => op,
             Op::Dropout(op) => op,
@@ -213,6 +215,7 @@ impl Op {
             Op::Conv(_) => "conv",
             Op::Pool(p) => p.kind.name(),
             Op::GlobalPool(p) => p.kind.global_name(),
+            Op::AdaptivePool(p) => p.kind.adaptive_name(),
             Op::Lrn(_) => "lrn",
             Op::BatchNorm(_) => "bn",
             Op::Dropout(_) => "dropout",
@@ -249,6 +252,8 @@ pub const OPS: &[OpDef] = &[
     pool::AVGPOOL,
     pool::GLOBAL_AVGPOOL,
     pool::GLOBAL_MAXPOOL,
+    pool::ADAPTIVE_AVGPOOL,
+    pool::ADAPTIVE_MAXPOOL,
     norm::LRN,
     norm::BATCHNORM,
     norm::BATCHNORM_ALIAS,

@@ -103,6 +103,68 @@ impl OpRule for Pool {
     }
 }
 
+/// Pooling to a given output size, windows placed as PyTorch's `AdaptiveAvgPool2d`
+/// places them: output cell `i` covers input `floor(i*in/out) .. ceil((i+1)*in/out)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdaptivePool {
+    pub kind: PoolKind,
+    pub size: [u64; 2],
+}
+
+impl PoolKind {
+    pub fn adaptive_name(self) -> &'static str {
+        match self {
+            PoolKind::Max => "adaptivemaxpool",
+            PoolKind::Avg => "adaptiveavgpool",
+        }
+    }
+}
+
+pub const ADAPTIVE_AVGPOOL: OpDef = OpDef {
+    name: "adaptiveavgpool",
+    params: &["size"],
+    operands: Operands::Params,
+    build: |args| {
+        Op::AdaptivePool(AdaptivePool {
+            kind: PoolKind::Avg,
+            size: args.size2("size", None, 1),
+        })
+    },
+};
+
+pub const ADAPTIVE_MAXPOOL: OpDef = OpDef {
+    name: "adaptivemaxpool",
+    build: |args| {
+        Op::AdaptivePool(AdaptivePool {
+            kind: PoolKind::Max,
+            size: args.size2("size", None, 1),
+        })
+    },
+    ..ADAPTIVE_AVGPOOL
+};
+
+impl OpRule for AdaptivePool {
+    fn infer(&self, inputs: &[&Shape]) -> Result<Inferred, ShapeError> {
+        let [c, _, _] = inputs[0].chw().ok_or_else(|| {
+            ShapeError::wrong_rank(self.kind.adaptive_name(), "a CxHxW input", inputs[0])
+        })?;
+        Ok(Inferred::shape_only(Shape(vec![
+            c,
+            self.size[0],
+            self.size[1],
+        ])))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} {}x{}",
+            self.kind.adaptive_name(),
+            self.size[0],
+            self.size[1]
+        )
+    }
+}
+
 /// Pooling over the whole height and width, to `Cx1x1`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GlobalPool {

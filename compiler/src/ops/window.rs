@@ -192,3 +192,85 @@ pub fn describe(window: &Window) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(kernel: u64, stride: u64, pad: u64, ceil: bool) -> Window {
+        Window {
+            kernel: [kernel; 2],
+            stride: [stride; 2],
+            dilation: [1; 2],
+            padding: Padding::Explicit([pad; 4]),
+            ceil,
+        }
+    }
+
+    fn size(w: &Window, input: u64) -> u64 {
+        w.output([input; 2], &mut Vec::new()).expect("fits").size[0]
+    }
+
+    #[test]
+    fn floor_and_ceil_follow_pytorch() {
+        assert_eq!(size(&window(11, 4, 2, false), 224), 55); // AlexNet conv1
+        assert_eq!(size(&window(3, 2, 0, false), 112), 55);
+        assert_eq!(size(&window(3, 2, 0, true), 112), 56); // GoogLeNet's ceil-mode pools
+        // The last ceil-mode window may not start in the end padding: 5 pixels, k2 s2
+        // p1 gives 3 windows in floor mode and 4 would start at the padding in ceil.
+        assert_eq!(size(&window(2, 2, 1, true), 5), 3);
+    }
+
+    #[test]
+    fn same_padding_puts_the_odd_pixel_at_the_end() {
+        let w = Window {
+            padding: Padding::Same,
+            ..window(4, 1, 0, false)
+        };
+        assert_eq!(w.pads([10, 10]), [1, 1, 2, 2]);
+        let strided = Window {
+            padding: Padding::Same,
+            ..window(3, 2, 0, false)
+        };
+        assert_eq!(
+            strided.output([7, 8], &mut Vec::new()).expect("fits").size,
+            [4, 4]
+        );
+    }
+
+    #[test]
+    fn dilation_widens_the_kernel() {
+        let w = Window {
+            dilation: [2, 2],
+            ..window(3, 1, 0, false)
+        };
+        assert_eq!(w.effective_kernel(0), 5);
+        assert_eq!(size(&w, 9), 5);
+        assert_eq!(
+            w.output([4, 4], &mut Vec::new())
+                .expect_err("too small")
+                .code,
+            Code::KernelTooLarge
+        );
+    }
+
+    #[test]
+    fn uncovered_pixels_warn_only_when_real_input_is_dropped() {
+        let mut warnings = Vec::new();
+        window(11, 4, 0, false)
+            .output([224; 2], &mut warnings)
+            .expect("fits");
+        assert_eq!(warnings.len(), 2, "rows and columns");
+        assert!(warnings[0].help.contains("227"), "{}", warnings[0].help);
+        warnings.clear();
+        // torchvision's AlexNet pads by 2: the dropped row is padding.
+        window(11, 4, 2, false)
+            .output([224; 2], &mut warnings)
+            .expect("fits");
+        // A 1x1 stride-2 projection skips every other pixel by design.
+        window(1, 2, 0, false)
+            .output([56; 2], &mut warnings)
+            .expect("fits");
+        assert!(warnings.is_empty());
+    }
+}

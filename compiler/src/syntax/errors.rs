@@ -65,6 +65,11 @@ fn expected_phrases(error: &pest::error::Error<Rule>) -> Vec<String> {
             }
         }
     }
+    // After a complete value, operators could always continue it; naming them only
+    // hides what is really missing.
+    if phrases.len() > 1 {
+        phrases.retain(|p| p != "an operator" && p != "`?`");
+    }
     let mut phrases: Vec<String> = phrases.into_iter().collect();
     // Broad phrases first: "a layer" reads better before "`}`".
     phrases.sort_by_key(|p| (p.starts_with('`'), p.clone()));
@@ -73,7 +78,7 @@ fn expected_phrases(error: &pest::error::Error<Rule>) -> Vec<String> {
 
 fn rule_phrase(rule: Rule) -> Option<String> {
     let phrase = match rule {
-        Rule::network | Rule::block_def | Rule::kw_network | Rule::kw_block => {
+        Rule::file | Rule::network | Rule::block_def | Rule::kw_network | Rule::kw_block => {
             "`network` or `block`"
         }
         Rule::ident => "a name",

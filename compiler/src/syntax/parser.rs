@@ -171,18 +171,20 @@ impl Converter {
         }
     }
 
-    /// `relu dropout(0.5)` parses as a `relu` named `dropout` with an argument `relu`
-    /// cannot take: when the name is an op or a block and the first op takes no
-    /// arguments, it is two layers. (`bn bn(eps=0.001)` stays a `bn` named `bn`.)
+    /// `bn conv(64, 3x3)` parses as a `bn` named `conv`; after a built-in op, a name
+    /// that is another op or a block starts a new layer instead. A layer may still be
+    /// named after its own op, and a block call anything, as torchvision names them:
+    /// `bn bn(eps=0.001)`, `BasicConv2d conv(128, 1x1)`.
     fn split_misread_name(&self, step: Step) -> Vec<Step> {
-        let takes_no_args = |op: &str| crate::ops::find(op).is_some_and(|d| d.params.is_empty());
+        let is_op_or_block =
+            |name: &str| crate::ops::find(name).is_some() || self.block_names.contains(name);
         match step {
             Step::Call(mut call)
-                if !call.args.is_empty()
-                    && takes_no_args(&call.op.name)
-                    && call.name.as_ref().is_some_and(|n| {
-                        crate::ops::find(&n.name).is_some() || self.block_names.contains(&n.name)
-                    }) =>
+                if crate::ops::find(&call.op.name).is_some()
+                    && call
+                        .name
+                        .as_ref()
+                        .is_some_and(|n| n.name != call.op.name && is_op_or_block(&n.name)) =>
             {
                 let op = call.name.take().expect("checked above");
                 let args = std::mem::take(&mut call.args);
@@ -503,5 +505,71 @@ impl Rule {
                 | Rule::kw_branch
                 | Rule::kw_shortcut
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn first_error(source: &str) -> String {
+        parse(source).expect_err("a syntax error")[0]
+            .message
+            .clone()
+    }
+
+    #[test]
+    fn errors_read_like_english() {
+        assert_eq!(
+            first_error("network N(input: 8) { dense(4 }"),
+            "expected `)` or `,`, found `}`"
+        );
+        assert_eq!(
+            first_error("network N(input: 8) {\n  3x3\n}"),
+            "expected a layer, `->` or `}`, found `3x3`"
+        );
+        assert_eq!(
+            first_error("netwrk N(input: 8) {}"),
+            "expected `network` or `block`, found `netwrk`"
+        );
+    }
+
+    #[test]
+    fn operators_bind_as_written() {
+        let file = parse("network N(input: 8) { let a = 1 + 2 * 3 x 4 == 5 || !b ? 6 : 7 }")
+            .expect("parses");
+        let Item::Network(n) = &file.items[0] else {
+            panic!("a network")
+        };
+        let Stmt::Let { value, .. } = &n.body.stmts[0] else {
+            panic!("a let")
+        };
+        assert_eq!(
+            super::super::print::expr(value),
+            "(((((1 + (2 * 3)) x 4) == 5) || !b) ? 6 : 7)"
+        );
+    }
+
+    #[test]
+    fn repeat_names_and_counts_are_told_apart() {
+        for (source, name, count) in [
+            ("repeat n { relu }", None, "n"),
+            ("repeat layer1 3 as i { relu }", Some("layer1"), "3"),
+            ("repeat n - 1 { relu }", None, "(n - 1)"),
+            ("repeat n as i { relu }", None, "n"),
+        ] {
+            let file = parse(&format!("network N(input: 8) {{ {source} }}")).expect("parses");
+            let Item::Network(net) = &file.items[0] else {
+                panic!("a network")
+            };
+            let Stmt::Chain(steps) = &net.body.stmts[0] else {
+                panic!("a chain")
+            };
+            let Step::Repeat(r) = &steps[0] else {
+                panic!("a repeat")
+            };
+            assert_eq!(r.name.as_ref().map(|n| n.name.as_str()), name, "{source}");
+            assert_eq!(super::super::print::expr(&r.count), count, "{source}");
+        }
     }
 }

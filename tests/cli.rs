@@ -1,0 +1,126 @@
+//! End-to-end tests of the command line: exit codes, what goes to stdout and stderr.
+
+mod common;
+
+use common::{assert_golden, cnnc, root, stderr, stdout};
+
+#[test]
+fn check_passes_every_example_with_one_line_each() {
+    let mut files: Vec<String> = std::fs::read_dir(root().join("examples"))
+        .expect("examples/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cnn"))
+        .map(|p| {
+            p.strip_prefix(root())
+                .expect("under root")
+                .display()
+                .to_string()
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 19, "every seed network has an example");
+    let mut args = vec!["check"];
+    args.extend(files.iter().map(String::as_str));
+    let output = cnnc(&args);
+    assert!(
+        output.status.success(),
+        "check failed:\n{}",
+        stderr(&output)
+    );
+    let out = stdout(&output);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), files.len(), "{out}");
+    for (line, file) in lines.iter().zip(&files) {
+        assert!(line.starts_with(&format!("ok    {file}: ")), "{line}");
+    }
+    // The one warning is real: NIN's Caffe model strides 4 over 224 pixels and never
+    // reads the last row, as AlexNet's would.
+    let warnings = stderr(&output);
+    assert_eq!(warnings.matches("W0001").count(), 1, "{warnings}");
+    assert!(warnings.contains("examples/nin.cnn:11:"), "{warnings}");
+    assert!(!warnings.contains("E0"), "{warnings}");
+}
+
+#[test]
+fn check_reports_a_shape_error_with_a_miette_report() {
+    let output = cnnc(&["check", "tests/bad/residual.cnn"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stdout(&output),
+        "error tests/bad/residual.cnn: 1 error(s), 0 warning(s)\n"
+    );
+    assert_golden("residual.check.txt", &stderr(&output));
+}
+
+#[test]
+fn check_json_lists_diagnostics_with_positions() {
+    let output = cnnc(&["check", "tests/bad/residual.cnn", "--format", "json"]);
+    assert_eq!(output.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("valid JSON");
+    let d = &json[0];
+    assert_eq!(d["code"], "E0105");
+    assert_eq!(d["severity"], "error");
+    assert_eq!(d["file"], "tests/bad/residual.cnn");
+    assert_eq!(d["line"], 4);
+    assert_eq!(d["column"], 5);
+    assert!(
+        d["help"]
+            .as_str()
+            .is_some_and(|h| h.contains("conv(256, 1x1, stride=2)"))
+    );
+}
+
+#[test]
+fn missing_and_non_utf8_files_are_errors_not_panics() {
+    let output = cnnc(&["check", "no/such/file.cnn"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("cannot read no/such/file.cnn"));
+    let dir = std::env::temp_dir().join(format!("cnnc-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let binary = dir.join("binary.cnn");
+    std::fs::write(&binary, [0x6e, 0xff, 0xfe, 0x00]).expect("write");
+    let output = cnnc(&["summary", binary.to_str().expect("utf-8 path")]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("is not UTF-8 text"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn build_emits_the_graph_and_the_ast() {
+    let output = cnnc(&["build", "examples/lenet5.cnn", "--emit", "graph"]);
+    assert!(output.status.success());
+    assert_golden("lenet5.graph.txt", &stdout(&output));
+    let output = cnnc(&["build", "examples/lenet5.cnn", "--emit", "ast"]);
+    assert!(output.status.success());
+    assert_golden("lenet5.ast.txt", &stdout(&output));
+    let output = cnnc(&["build", "examples/googlenet.cnn", "--emit", "graph"]);
+    let graph = stdout(&output);
+    assert!(graph.contains("// inception_4a.branch2.conv1"), "{graph}");
+    assert!(graph.contains("side output aux2"), "{graph}");
+}
+
+#[test]
+fn several_networks_need_a_choice() {
+    let dir = std::env::temp_dir().join(format!("cnnc-two-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("two.cnn");
+    std::fs::write(
+        &file,
+        "network A(input: 8) { dense(4) }\nnetwork B(input: 8) { dense(2) }\n",
+    )
+    .expect("write");
+    let path = file.to_str().expect("utf-8 path");
+    let output = cnnc(&["summary", path]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("several networks (A, B)"),
+        "{}",
+        stderr(&output)
+    );
+    let output = cnnc(&["summary", path, "--network", "B", "--format", "json"]);
+    assert!(output.status.success());
+    assert!(stdout(&output).contains("\"network\": \"B\""));
+}
