@@ -13,6 +13,17 @@ pub struct Bound<'p> {
     pub span: Span,
 }
 
+/// What to do with a bare word that names nothing in scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Words {
+    /// Pass it on: the op knows which words it takes (`pad=same`) and what type it
+    /// wanted instead. A word close to a name in scope is still reported as a typo.
+    ToOp,
+    /// Only `same` and `valid` may pass into a block, which forwards them to its ops;
+    /// anything else is an unknown name, reported at the call.
+    ToBlock,
+}
+
 /// Binds and evaluates `args` against `params`; reports every problem, keeps what bound.
 /// `callee` names what is called, for messages (`conv`, `block Inception`).
 pub fn bind<'p>(
@@ -20,6 +31,7 @@ pub fn bind<'p>(
     params: &[&'p str],
     args: &[Arg],
     frames: &Frames,
+    words: Words,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<Bound<'p>> {
     let mut bound: Vec<Bound<'p>> = Vec::new();
@@ -55,7 +67,7 @@ pub fn bind<'p>(
             continue;
         }
         match eval(&arg.value, frames) {
-            Ok(Value::Symbol(word)) if !matches!(word.as_str(), "same" | "valid") => {
+            Ok(Value::Symbol(word)) if !passes(&word, words, frames) => {
                 diagnostics.push(unknown_name(&word, &arg.value, frames));
             }
             Ok(value) => bound.push(Bound {
@@ -67,6 +79,15 @@ pub fn bind<'p>(
         }
     }
     bound
+}
+
+fn passes(word: &str, words: Words, frames: &Frames) -> bool {
+    match words {
+        Words::ToOp => {
+            did_you_mean(word, frames.value_names().iter().map(String::as_str)).is_none()
+        }
+        Words::ToBlock => matches!(word, "same" | "valid"),
+    }
 }
 
 fn too_many(callee: &str, params: &[&str], arg: &Arg) -> Diagnostic {

@@ -13,7 +13,7 @@ use crate::ops::args::MAX_SIZE;
 use crate::ops::{self, Add, Args, Input, Op, Operands, Shape, Value};
 use crate::span::Span;
 use crate::syntax::ast::*;
-use bind::bind;
+use bind::{Words, bind};
 use eval::{condition, eval, quoted_list};
 use frames::Frames;
 use names::Scope;
@@ -439,6 +439,7 @@ impl<'a> Elaborator<'a> {
                     def.params,
                     &call.args,
                     &self.frames,
+                    Words::ToOp,
                     &mut self.diagnostics,
                 );
                 let arg_spans: Vec<(&'static str, Span)> =
@@ -590,6 +591,7 @@ impl<'a> Elaborator<'a> {
             &params,
             &call.args,
             &self.frames,
+            Words::ToBlock,
             &mut self.diagnostics,
         );
         self.frames.push(true);
@@ -711,6 +713,7 @@ impl<'a> Elaborator<'a> {
             &["scale"],
             &residual.args,
             &self.frames,
+            Words::ToBlock,
             &mut self.diagnostics,
         );
         let scale = match bound.first().map(|b| &b.value) {
