@@ -3,7 +3,8 @@
 
 use crate::diagnostics::{Diagnostic, Label};
 use crate::graph::{Graph, Node};
-use crate::ops::{Shape, ShapeError, ShapeWarning};
+use crate::ops::weights::parameter_count;
+use crate::ops::{Shape, ShapeError, ShapeWarning, WeightSpec};
 use crate::span::Span;
 use std::collections::HashSet;
 
@@ -11,6 +12,9 @@ use std::collections::HashSet;
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerFacts {
     pub shape: Shape,
+    /// The tensors the layer owns, named `<layer>.<suffix>`.
+    pub weights: Vec<WeightSpec>,
+    /// Learnable parameters, from `weights`.
     pub params: u64,
     pub macs: u64,
 }
@@ -38,8 +42,12 @@ pub fn check(graph: Graph, elaborated_cleanly: bool) -> (Option<CheckedGraph>, V
             facts.push(None);
             continue;
         };
-        match node.op.rule().infer(&inputs) {
-            Ok(inferred) => {
+        let inferred = node.op.rule().infer(&inputs).and_then(|inferred| {
+            let params = parameter_count(&inferred.weights)?;
+            Ok((inferred, params))
+        });
+        match inferred {
+            Ok((inferred, params)) => {
                 for warning in &inferred.warnings {
                     let d = place_warning(node, warning);
                     if reported.insert((d.code, d.primary.span)) {
@@ -48,7 +56,8 @@ pub fn check(graph: Graph, elaborated_cleanly: bool) -> (Option<CheckedGraph>, V
                 }
                 facts.push(Some(LayerFacts {
                     shape: inferred.shape,
-                    params: inferred.params,
+                    weights: inferred.weights,
+                    params,
                     macs: inferred.macs,
                 }));
             }

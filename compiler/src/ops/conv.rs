@@ -2,7 +2,7 @@
 
 use super::window::{Window, describe};
 use super::{
-    Inferred, Op, OpDef, OpRule, Operands, Shape, ShapeError, checked_add, checked_product,
+    Inferred, Init, Op, OpDef, OpRule, Operands, Shape, ShapeError, WeightSpec, checked_product,
 };
 use crate::diagnostics::Code;
 
@@ -39,13 +39,23 @@ impl OpRule for Conv {
         let mut warnings = Vec::new();
         let out = self.window.output([h, w], &mut warnings)?;
         let [kh, kw] = self.window.kernel;
-        let per_output = checked_product(&[c / self.groups, kh, kw])?;
-        let weights = checked_product(&[self.out_channels, per_output])?;
-        let params = checked_add(weights, if self.bias { self.out_channels } else { 0 })?;
-        let macs = checked_product(&[self.out_channels, out.size[0], out.size[1], per_output])?;
+        let fan_in = checked_product(&[c / self.groups, kh, kw])?;
+        let mut weights = vec![WeightSpec::learned(
+            "weight",
+            vec![self.out_channels, c / self.groups, kh, kw],
+            Init::fan_in(fan_in),
+        )];
+        if self.bias {
+            weights.push(WeightSpec::learned(
+                "bias",
+                vec![self.out_channels],
+                Init::fan_in(fan_in),
+            ));
+        }
+        let macs = checked_product(&[self.out_channels, out.size[0], out.size[1], fan_in])?;
         Ok(Inferred {
             shape: Shape(vec![self.out_channels, out.size[0], out.size[1]]),
-            params,
+            weights,
             macs,
             warnings,
         })

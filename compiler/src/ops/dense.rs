@@ -1,6 +1,8 @@
 //! Fully connected layers.
 
-use super::{Inferred, Op, OpDef, OpRule, Operands, Shape, ShapeError, checked_add, checked_mul};
+use super::{
+    Inferred, Init, Op, OpDef, OpRule, Operands, Shape, ShapeError, WeightSpec, checked_mul,
+};
 use crate::diagnostics::Code;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -38,10 +40,21 @@ impl OpRule for Dense {
             }
         };
         let macs = checked_mul(features, self.units)?;
-        let params = checked_add(macs, if self.bias { self.units } else { 0 })?;
+        let mut weights = vec![WeightSpec::learned(
+            "weight",
+            vec![self.units, features],
+            Init::fan_in(features),
+        )];
+        if self.bias {
+            weights.push(WeightSpec::learned(
+                "bias",
+                vec![self.units],
+                Init::fan_in(features),
+            ));
+        }
         Ok(Inferred {
             shape: Shape(vec![self.units]),
-            params,
+            weights,
             macs,
             warnings: Vec::new(),
         })

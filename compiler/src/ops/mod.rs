@@ -12,6 +12,7 @@ mod merge;
 mod norm;
 mod pool;
 mod reshape;
+pub mod weights;
 pub mod window;
 
 pub use args::{Args, Padding, Value};
@@ -23,6 +24,7 @@ pub use merge::{Add, Concat, Residual};
 pub use norm::{BatchNorm, Lrn};
 pub use pool::{AdaptivePool, GlobalPool, Pool, PoolKind};
 pub use reshape::Flatten;
+pub use weights::{Init, WeightSpec};
 
 use crate::diagnostics::Code;
 use std::fmt;
@@ -62,9 +64,8 @@ impl fmt::Display for Shape {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Inferred {
     pub shape: Shape,
-    /// Learnable parameters (batch norm's running statistics are not counted, as in
-    /// PyTorch's `parameters()`).
-    pub params: u64,
+    /// The tensors the layer owns; its parameter count derives from them.
+    pub weights: Vec<WeightSpec>,
     /// Multiply-accumulates per sample: one multiply-add is one MAC. Only convolutions
     /// and dense layers count; pooling, normalisation and activations are 0.
     pub macs: u64,
@@ -75,7 +76,7 @@ impl Inferred {
     pub fn shape_only(shape: Shape) -> Self {
         Inferred {
             shape,
-            params: 0,
+            weights: Vec::new(),
             macs: 0,
             warnings: Vec::new(),
         }

@@ -1,6 +1,6 @@
 //! Normalisation: batch norm (inference form) and local response normalisation.
 
-use super::{Inferred, Op, OpDef, OpRule, Operands, Shape, ShapeError, checked_mul};
+use super::{Inferred, Init, Op, OpDef, OpRule, Operands, Shape, ShapeError, WeightSpec};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchNorm {
@@ -25,11 +25,16 @@ pub const BATCHNORM_ALIAS: OpDef = OpDef {
 
 impl OpRule for BatchNorm {
     fn infer(&self, inputs: &[&Shape]) -> Result<Inferred, ShapeError> {
-        let channels = inputs[0].0[0];
+        let c = vec![inputs[0].0[0]];
         Ok(Inferred {
-            // A scale and a shift per channel; the running mean and variance are state,
-            // not parameters.
-            params: checked_mul(2, channels)?,
+            // A scale and a shift per channel are learned; the running mean and variance
+            // are state.
+            weights: vec![
+                WeightSpec::learned("weight", c.clone(), Init::Constant(1.0)),
+                WeightSpec::learned("bias", c.clone(), Init::Constant(0.0)),
+                WeightSpec::state("running_mean", c.clone(), Init::Constant(0.0)),
+                WeightSpec::state("running_var", c, Init::Constant(1.0)),
+            ],
             ..Inferred::shape_only(inputs[0].clone())
         })
     }
