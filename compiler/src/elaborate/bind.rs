@@ -9,7 +9,9 @@ use crate::syntax::ast::Arg;
 
 pub struct Bound<'p> {
     pub name: &'p str,
-    pub value: Value,
+    /// `None` when the value failed to evaluate (already reported): the argument was
+    /// given, so it must not also be reported missing.
+    pub value: Option<Value>,
     pub span: Span,
 }
 
@@ -36,8 +38,20 @@ pub fn bind<'p>(
 ) -> Vec<Bound<'p>> {
     let mut bound: Vec<Bound<'p>> = Vec::new();
     let mut positional = 0;
+    let mut named_seen = false;
     for arg in args {
         let param = match &arg.name {
+            None if named_seen => {
+                diagnostics.push(
+                    Diagnostic::error(
+                        Code::TooManyArguments,
+                        format!("positional argument after named ones in `{callee}`"),
+                        Label::new(arg.span, "positional, after a named argument"),
+                    )
+                    .with_help("give positional arguments first, or name this one too"),
+                );
+                continue;
+            }
             None => {
                 let Some(&param) = params.get(positional) else {
                     diagnostics.push(too_many(callee, params, arg));
@@ -46,7 +60,10 @@ pub fn bind<'p>(
                 positional += 1;
                 param
             }
-            Some(name) => match params.iter().find(|p| **p == name.name) {
+            Some(name) => match params.iter().find(|p| {
+                named_seen = true;
+                **p == name.name
+            }) {
                 Some(&param) => param,
                 None => {
                     diagnostics.push(unknown_argument(callee, params, &name.name, name.span));
@@ -66,17 +83,22 @@ pub fn bind<'p>(
             );
             continue;
         }
-        match eval(&arg.value, frames) {
+        let value = match eval(&arg.value, frames) {
             Ok(Value::Symbol(word)) if !passes(&word, words, frames) => {
                 diagnostics.push(unknown_name(&word, &arg.value, frames));
+                None
             }
-            Ok(value) => bound.push(Bound {
-                name: param,
-                value,
-                span: arg.span,
-            }),
-            Err(d) => diagnostics.push(d),
-        }
+            Ok(value) => Some(value),
+            Err(d) => {
+                diagnostics.push(d);
+                None
+            }
+        };
+        bound.push(Bound {
+            name: param,
+            value,
+            span: arg.span,
+        });
     }
     bound
 }

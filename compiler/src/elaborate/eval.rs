@@ -27,10 +27,15 @@ pub fn eval(expr: &Expr, frames: &Frames) -> Result<Value> {
             .cloned()
             .unwrap_or_else(|| Value::Symbol(name.clone())),
         ExprKind::Call(function, args) => {
-            let values = args
-                .iter()
-                .map(|a| number(a, frames))
-                .collect::<Result<Vec<_>>>()?;
+            // The function is checked before its arguments: `conv(...)` written as a
+            // value is an unknown function, not a bad argument.
+            let values = match function.name.as_str() {
+                "min" | "max" => args
+                    .iter()
+                    .map(|a| number(a, frames))
+                    .collect::<Result<Vec<_>>>()?,
+                _ => Vec::new(),
+            };
             match function.name.as_str() {
                 "min" | "max" if !values.is_empty() => fold_extreme(&function.name, values),
                 "min" | "max" => {

@@ -47,11 +47,18 @@ pub fn elaborate(file: &File) -> Elaborated {
         graphs.push((graph, elaborator.error_count() == errors_before));
     }
     if networks.is_empty() {
+        let at = file
+            .items
+            .first()
+            .map_or(Span::new(0, 0), |item| match item {
+                Item::Network(n) => n.name.span,
+                Item::Block(b) => b.name.span,
+            });
         elaborator.diagnostics.push(
             Diagnostic::error(
                 Code::NoNetwork,
                 "this file defines no network",
-                Label::new(Span::new(0, 0), "no `network` in this file"),
+                Label::new(at, "no `network` in this file"),
             )
             .with_help("add one: `network Name(input: 3x224x224) { ... }`; blocks are checked where a network uses them"),
         );
@@ -186,13 +193,7 @@ impl<'a> Elaborator<'a> {
         self.frames.push(true);
         let mut inputs = Vec::new();
         for decl in &network.inputs {
-            let name = match scope.explicit(&decl.name) {
-                Ok(name) => name,
-                Err(d) => {
-                    self.diagnostics.push(d);
-                    continue;
-                }
-            };
+            let name = scope.explicit(&decl.name, &mut self.diagnostics);
             let node = self.input_shape(decl).map(|shape| {
                 self.add_node(
                     name,
@@ -216,7 +217,16 @@ impl<'a> Elaborator<'a> {
             .first()
             .and_then(|decl| self.frames.use_tensor(&decl.name.name).ok().flatten());
         let output = self.body(&network.body, start, &mut scope);
-        self.frames.pop();
+        for (name, span) in self.frames.pop() {
+            self.diagnostics.push(
+                Diagnostic::warning(
+                    Code::UnusedTensor,
+                    format!("the input `{name}` is never used"),
+                    Label::new(span, "declared here"),
+                )
+                .with_help("read it with `from`, `concat(...)` or `add(...)`, or remove it"),
+            );
+        }
         let output = output.or(start).unwrap_or(NodeId(0));
         Graph {
             name: network.name.name.clone(),
@@ -423,14 +433,23 @@ impl<'a> Elaborator<'a> {
         };
         self.diagnostics.push(d);
         // Claim the name anyway, so later automatic names do not shift.
-        if let Err(d) = scope.name(call.name.as_ref(), &call.op.name.to_lowercase(), call.span) {
-            self.diagnostics.push(d);
-        }
+        scope.name(
+            call.name.as_ref(),
+            &call.op.name.to_lowercase(),
+            call.span,
+            &mut self.diagnostics,
+        );
         None
     }
 
     fn layer(&mut self, def: &'static ops::OpDef, call: &Call, cur: Cur, scope: &mut Scope) -> Cur {
-        let name = scope.name(call.name.as_ref(), def.name, call.span);
+        // A duplicate name is reported but does not stop the checking of what follows.
+        let name = scope.name(
+            call.name.as_ref(),
+            def.name,
+            call.span,
+            &mut self.diagnostics,
+        );
         let errors_before = self.error_count();
         let (op, inputs, arg_spans) = match def.operands {
             Operands::Params => {
@@ -444,15 +463,23 @@ impl<'a> Elaborator<'a> {
                 );
                 let arg_spans: Vec<(&'static str, Span)> =
                     bound.iter().map(|b| (b.name, b.span)).collect();
+                let failed = bound
+                    .iter()
+                    .filter(|b| b.value.is_none())
+                    .map(|b| b.name)
+                    .collect();
                 let bound = bound
                     .into_iter()
-                    .map(|b| ops::args::BoundArg {
-                        name: b.name,
-                        value: b.value,
-                        span: b.span,
+                    .filter_map(|b| {
+                        Some(ops::args::BoundArg {
+                            name: b.name,
+                            value: b.value?,
+                            span: b.span,
+                        })
                     })
                     .collect();
                 let mut args = Args::new(def.name, call.span, bound);
+                args.failed = failed;
                 let op = (def.build)(&mut args);
                 self.diagnostics.extend(args.diagnostics);
                 (op, vec![cur], arg_spans)
@@ -464,13 +491,6 @@ impl<'a> Elaborator<'a> {
                     inputs,
                     Vec::new(),
                 )
-            }
-        };
-        let name = match name {
-            Ok(name) => name,
-            Err(d) => {
-                self.diagnostics.push(d);
-                return None;
             }
         };
         let inputs: Option<Vec<NodeId>> = inputs.into_iter().collect();
@@ -542,9 +562,14 @@ impl<'a> Elaborator<'a> {
     ) -> Cur {
         self.used_blocks.insert(&block.name.name);
         let kind = block.name.name.to_lowercase();
-        let full_name = match instance {
-            Some(_) => Ok(String::new()),
-            None => scope.name(call.name.as_ref(), &kind, call.span),
+        let mut block_scope = match instance {
+            Some(instance) => instance,
+            None => Scope::child(&scope.name(
+                call.name.as_ref(),
+                &kind,
+                call.span,
+                &mut self.diagnostics,
+            )),
         };
         if let Some(cycle_start) = self
             .call_sites
@@ -597,22 +622,13 @@ impl<'a> Elaborator<'a> {
         self.frames.push(true);
         for param in &block.params {
             let value = match bound.iter().find(|b| b.name == param.name.name) {
-                Some(b) => Some(b.value.clone()),
+                Some(b) => b.value.clone(),
                 None => self.default_argument(block, param, call),
             };
             if let Some(value) = value {
                 self.frames.set_value(&param.name.name, value);
             }
         }
-        let mut block_scope = match (instance, full_name) {
-            (Some(instance), _) => instance,
-            (None, Ok(name)) => Scope::child(&name),
-            (None, Err(d)) => {
-                self.diagnostics.push(d);
-                self.frames.pop();
-                return None;
-            }
-        };
         let out = if self.error_count() > errors_before {
             None
         } else {
@@ -620,8 +636,16 @@ impl<'a> Elaborator<'a> {
                 block: block.name.name.clone(),
                 span: call.span,
             });
+            let reported = self.diagnostics.len();
             let out = self.body(&block.body, cur, &mut block_scope);
             self.call_sites.pop();
+            // Mistakes found while expanding the block also show which call expanded it.
+            for d in &mut self.diagnostics[reported..] {
+                d.secondary.push(Label::new(
+                    call.span,
+                    format!("in this call of `{}`", block.name.name),
+                ));
+            }
             out
         };
         self.frames.pop();
@@ -657,23 +681,21 @@ impl<'a> Elaborator<'a> {
     }
 
     fn concat(&mut self, concat: &Concat, cur: Cur, scope: &mut Scope) -> Cur {
-        let named = concat.name.as_ref().map(|n| scope.explicit(n));
-        let (mut own_scope, node_name) = match named {
-            Some(Ok(full)) => (Some(Scope::child(&full)), Ok(full)),
-            Some(Err(d)) => (None, Err(d)),
-            None => (None, Ok(String::new())),
-        };
+        let named = concat
+            .name
+            .as_ref()
+            .map(|n| scope.explicit(n, &mut self.diagnostics));
+        let mut own_scope = named.as_deref().map(Scope::child);
         let mut outputs = Vec::new();
         for branch in &concat.branches {
             let branch_scope = own_scope.as_mut().unwrap_or(scope);
-            let out = match branch_scope.name(branch.name.as_ref(), "branch", branch.keyword) {
-                Ok(name) => self.body(&branch.body, cur, &mut Scope::child(&name)),
-                Err(d) => {
-                    self.diagnostics.push(d);
-                    None
-                }
-            };
-            outputs.push(out);
+            let name = branch_scope.name(
+                branch.name.as_ref(),
+                "branch",
+                branch.keyword,
+                &mut self.diagnostics,
+            );
+            outputs.push(self.body(&branch.body, cur, &mut Scope::child(&name)));
         }
         if concat.branches.is_empty() {
             self.diagnostics.push(
@@ -686,14 +708,7 @@ impl<'a> Elaborator<'a> {
             );
             return None;
         }
-        let name = match (node_name, concat.name.is_some()) {
-            (Ok(full), true) => full,
-            (Ok(_), false) => scope.auto("concat", concat.keyword),
-            (Err(d), _) => {
-                self.diagnostics.push(d);
-                return None;
-            }
-        };
+        let name = named.unwrap_or_else(|| scope.auto("concat", concat.keyword));
         let inputs: Option<Vec<NodeId>> = outputs.into_iter().collect();
         Some(self.add_node(
             name,
@@ -716,7 +731,7 @@ impl<'a> Elaborator<'a> {
             Words::ToBlock,
             &mut self.diagnostics,
         );
-        let scale = match bound.first().map(|b| &b.value) {
+        let scale = match bound.first().and_then(|b| b.value.as_ref()) {
             None => 1.0,
             Some(Value::Int(v)) => *v as f64,
             Some(Value::Float(v)) => *v,
@@ -732,25 +747,21 @@ impl<'a> Elaborator<'a> {
                 1.0
             }
         };
-        let mut named_scope = match residual.name.as_ref().map(|n| scope.explicit(n)) {
-            Some(Ok(full)) => Some((Scope::child(&full), full)),
-            Some(Err(d)) => {
-                self.diagnostics.push(d);
-                None
-            }
-            None => None,
-        };
+        let mut named_scope = residual.name.as_ref().map(|n| {
+            let full = scope.explicit(n, &mut self.diagnostics);
+            (Scope::child(&full), full)
+        });
         let inner = named_scope.as_mut().map_or(&mut *scope, |(s, _)| s);
         let main = self.body(&residual.body, cur, inner);
         let shortcut = match &residual.shortcut {
             Some(shortcut) if !shortcut.body.stmts.is_empty() => {
-                match inner.name(shortcut.name.as_ref(), "shortcut", shortcut.keyword) {
-                    Ok(name) => self.body(&shortcut.body, cur, &mut Scope::child(&name)),
-                    Err(d) => {
-                        self.diagnostics.push(d);
-                        None
-                    }
-                }
+                let name = inner.name(
+                    shortcut.name.as_ref(),
+                    "shortcut",
+                    shortcut.keyword,
+                    &mut self.diagnostics,
+                );
+                self.body(&shortcut.body, cur, &mut Scope::child(&name))
             }
             _ => cur,
         };
@@ -806,13 +817,12 @@ impl<'a> Elaborator<'a> {
                 return None;
             }
         };
-        let name = match scope.name(repeat.name.as_ref(), "repeat", repeat.keyword) {
-            Ok(name) => name,
-            Err(d) => {
-                self.diagnostics.push(d);
-                return None;
-            }
-        };
+        let name = scope.name(
+            repeat.name.as_ref(),
+            "repeat",
+            repeat.keyword,
+            &mut self.diagnostics,
+        );
         let lone_block =
             lone_block_call(&repeat.body).filter(|c| self.blocks.contains_key(c.op.name.as_str()));
         for i in 0..count {
@@ -834,13 +844,12 @@ impl<'a> Elaborator<'a> {
     }
 
     fn side(&mut self, side: &Side, cur: Cur, scope: &mut Scope) -> Cur {
-        let name = match scope.name(side.name.as_ref(), "side", side.keyword) {
-            Ok(name) => name,
-            Err(d) => {
-                self.diagnostics.push(d);
-                return cur;
-            }
-        };
+        let name = scope.name(
+            side.name.as_ref(),
+            "side",
+            side.keyword,
+            &mut self.diagnostics,
+        );
         let outer = self.side;
         let index = self.side_outputs.len();
         self.side = Some(index);

@@ -36,7 +36,13 @@ impl Scope {
         let counter = self.counters.entry(kind.to_string()).or_insert(0);
         loop {
             *counter += 1;
-            let local = format!("{kind}{counter}");
+            // `relu6` numbered is `relu6_1`, not `relu61`, which reads as relu number 61.
+            let separator = if kind.ends_with(|c: char| c.is_ascii_digit()) {
+                "_"
+            } else {
+                ""
+            };
+            let local = format!("{kind}{separator}{counter}");
             if !self.taken.contains_key(&local) {
                 self.taken.insert(local.clone(), (at, true));
                 return self.full(&local);
@@ -44,8 +50,9 @@ impl Scope {
         }
     }
 
-    /// Claims a name the user wrote; a name already taken in this scope is an error.
-    pub fn explicit(&mut self, name: &Ident) -> Result<String, Diagnostic> {
+    /// Claims a name the user wrote. A name already taken in this scope is reported,
+    /// and used anyway, so that checking goes on past the mistake.
+    pub fn explicit(&mut self, name: &Ident, diagnostics: &mut Vec<Diagnostic>) -> String {
         if let Some(&(earlier, automatic)) = self.taken.get(&name.name) {
             let full = self.full(&name.name);
             let note = if automatic {
@@ -53,16 +60,19 @@ impl Scope {
             } else {
                 format!("`{full}` first used here")
             };
-            return Err(Diagnostic::error(
-                Code::DuplicateLayerName,
-                format!("the name `{full}` is used twice"),
-                Label::new(name.span, "used again here"),
-            )
-            .with_label(Label::new(earlier, note))
-            .with_help("layer names must be unique within their block; rename one of them"));
+            diagnostics.push(
+                Diagnostic::error(
+                    Code::DuplicateLayerName,
+                    format!("the name `{full}` is used twice"),
+                    Label::new(name.span, "used again here"),
+                )
+                .with_label(Label::new(earlier, note))
+                .with_help("layer names must be unique within their scope; rename one of them"),
+            );
+            return full;
         }
         self.taken.insert(name.name.clone(), (name.span, false));
-        Ok(self.full(&name.name))
+        self.full(&name.name)
     }
 
     /// The explicit name if given, else an automatic one.
@@ -71,10 +81,11 @@ impl Scope {
         explicit: Option<&Ident>,
         kind: &str,
         at: Span,
-    ) -> Result<String, Diagnostic> {
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> String {
         match explicit {
-            Some(name) => self.explicit(name),
-            None => Ok(self.auto(kind, at)),
+            Some(name) => self.explicit(name, diagnostics),
+            None => self.auto(kind, at),
         }
     }
 }

@@ -51,7 +51,7 @@ impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Value::Int(v) => write!(f, "{v}"),
-            Value::Float(v) => write!(f, "{v}"),
+            Value::Float(v) => write!(f, "{v:?}"),
             Value::Bool(v) => write!(f, "{v}"),
             Value::Dims(d) => {
                 let parts: Vec<String> = d.iter().map(i64::to_string).collect();
@@ -83,6 +83,8 @@ pub struct Args {
     pub op: &'static str,
     pub call: Span,
     pub bound: Vec<BoundArg>,
+    /// Arguments that were given but failed to evaluate (already reported).
+    pub failed: Vec<&'static str>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -92,6 +94,7 @@ impl Args {
             op,
             call,
             bound,
+            failed: Vec::new(),
             diagnostics: Vec::new(),
         }
     }
@@ -146,6 +149,7 @@ impl Args {
     fn require(&mut self, name: &str) -> Option<Value> {
         match self.get(name) {
             Some(arg) => Some(arg.value.clone()),
+            None if self.failed.contains(&name) => None,
             None => {
                 self.diagnostics.push(
                     Diagnostic::error(

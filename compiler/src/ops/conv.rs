@@ -77,8 +77,12 @@ impl Conv {
     fn check_groups(&self, in_channels: u64) -> Result<(), ShapeError> {
         for (what, channels) in [("input", in_channels), ("output", self.out_channels)] {
             if channels % self.groups != 0 {
-                let lower = (channels / self.groups) * self.groups;
-                let upper = lower + self.groups;
+                let divisors: Vec<String> = (1..=channels.min(self.groups))
+                    .rev()
+                    .filter(|g| channels % g == 0)
+                    .take(3)
+                    .map(|g| g.to_string())
+                    .collect();
                 return Err(ShapeError::new(
                     Code::GroupsMismatch,
                     format!("{channels} {what} channels cannot be split into {} groups", self.groups),
@@ -86,9 +90,12 @@ impl Conv {
                 .at_arg("groups")
                 .label(format!("{} groups", self.groups))
                 .help(format!(
-                    "the {what} channels must be a multiple of `groups`: use {} or {} {what} channels, or a `groups` that divides {channels}",
-                    lower.max(self.groups),
-                    upper
+                    "the {what} channels must be a multiple of `groups`: for {channels} {what} channels, `groups` could be {}",
+                    match divisors.split_last() {
+                        Some((last, [])) => last.clone(),
+                        Some((last, init)) => format!("{} or {last}", init.join(", ")),
+                        None => "1".to_string(),
+                    }
                 )));
             }
         }

@@ -34,6 +34,18 @@ impl OpRule for Concat {
 }
 
 fn mismatch(inputs: &[&Shape], culprit: usize) -> ShapeError {
+    if inputs[culprit].rank() != inputs[0].rank() {
+        let mut error = ShapeError::new(
+            Code::ConcatMismatch,
+            format!("cannot concatenate a {} tensor with a {} one", inputs[0], inputs[culprit]),
+        )
+        .label("joined here")
+        .help("concatenate images with images (same height and width) or vectors with vectors; `flatten` the images first to join them with vectors");
+        for (i, shape) in inputs.iter().enumerate() {
+            error = error.input_label(i, format!("gives {shape}"));
+        }
+        return error;
+    }
     let spatial = |s: &Shape| match s.chw() {
         Some([_, h, w]) => format!("{h}x{w}"),
         None => format!("a vector of {}", s.0[0]),

@@ -44,7 +44,10 @@ impl Window {
 
     /// The kernel's extent once dilated.
     pub fn effective_kernel(&self, axis: usize) -> u64 {
-        self.dilation[axis] * (self.kernel[axis] - 1) + 1
+        // Saturates: a kernel this wide is larger than any input, and is reported so.
+        self.dilation[axis]
+            .saturating_mul(self.kernel[axis] - 1)
+            .saturating_add(1)
     }
 
     /// Resolves `same` padding for an input size (ONNX `SAME_UPPER`: the odd pixel of
@@ -74,8 +77,11 @@ impl Window {
     ) -> Result<WindowOutput, ShapeError> {
         let pads = self.pads(input);
         let mut size = [0; 2];
+        let mut dropped = [0; 2];
         for axis in 0..2 {
-            let padded = input[axis] + pads[axis] + pads[axis + 2];
+            let padded = input[axis]
+                .saturating_add(pads[axis])
+                .saturating_add(pads[axis + 2]);
             let kernel = self.effective_kernel(axis);
             if kernel > padded {
                 return Err(self.too_large(input, pads, axis));
@@ -94,15 +100,18 @@ impl Window {
             size[axis] = out;
             let uncovered = span % stride;
             if !self.ceil && kernel >= stride && uncovered > pads[axis + 2] {
-                warnings.push(self.drops_pixels(input, axis, uncovered - pads[axis + 2]));
+                dropped[axis] = uncovered - pads[axis + 2];
             }
+        }
+        if dropped != [0, 0] {
+            warnings.push(self.drops_pixels(input, dropped));
         }
         checked_mul(size[0], size[1])?;
         Ok(WindowOutput { size, pads })
     }
 
     fn too_large(&self, input: [u64; 2], pads: [u64; 4], axis: usize) -> ShapeError {
-        let padded = [input[0] + pads[0] + pads[2], input[1] + pads[1] + pads[3]];
+        let padded = [0, 1].map(|a| input[a].saturating_add(pads[a]).saturating_add(pads[a + 2]));
         let mut message = format!(
             "kernel {}x{} is larger than the padded input {}x{}",
             self.effective_kernel(0),
@@ -130,23 +139,41 @@ impl Window {
             .help(help)
     }
 
-    fn drops_pixels(&self, input: [u64; 2], axis: usize, dropped: u64) -> ShapeWarning {
-        let stride = self.stride[axis];
-        let fitting = input[axis] + (stride - dropped % stride) % stride;
-        let what = if axis == 0 { "row" } else { "column" };
-        let plural = if dropped == 1 { "" } else { "s" };
+    fn drops_pixels(&self, input: [u64; 2], dropped: [u64; 2]) -> ShapeWarning {
+        let count = |n: u64, what: &str| match n {
+            1 => format!("the last {what}"),
+            n => format!("the last {n} {what}s"),
+        };
+        let what = match dropped {
+            [rows, 0] => count(rows, "row"),
+            [0, columns] => count(columns, "column"),
+            [rows, columns] => format!("{} and {}", count(rows, "row"), count(columns, "column")),
+        };
+        let stride = self.stride;
+        let fitting: Vec<String> = (0..2)
+            .filter(|&axis| dropped[axis] > 0)
+            .map(|axis| {
+                let fits =
+                    input[axis] + (stride[axis] - dropped[axis] % stride[axis]) % stride[axis];
+                format!("{} {fits} (or {})", AXES[axis], input[axis] - dropped[axis])
+            })
+            .collect();
+        let stride_text = if stride[0] == stride[1] {
+            stride[0].to_string()
+        } else {
+            format!("{}x{}", stride[0], stride[1])
+        };
         ShapeWarning {
             code: Code::StrideDropsPixels,
             message: format!(
-                "stride {stride} drops the last {dropped} {what}{plural} of the {}x{} input",
+                "stride {stride_text} drops {what} of the {}x{} input",
                 input[0], input[1]
             ),
             arg: Some("stride"),
-            label: format!("the windows never reach the last {dropped} {what}{plural}"),
+            label: format!("the windows never reach {what}"),
             help: format!(
-                "an input {} of {fitting} (or {}) would be covered exactly; pad the input or adjust the kernel if the edge matters",
-                AXES[axis],
-                input[axis] - dropped
+                "an input {} would be covered exactly; pad the input or adjust the kernel if the edge matters",
+                fitting.join(" and ")
             ),
         }
     }
@@ -260,8 +287,18 @@ mod tests {
         window(11, 4, 0, false)
             .output([224; 2], &mut warnings)
             .expect("fits");
-        assert_eq!(warnings.len(), 2, "rows and columns");
-        assert!(warnings[0].help.contains("227"), "{}", warnings[0].help);
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(
+            warnings[0].message,
+            "stride 4 drops the last row and the last column of the 224x224 input"
+        );
+        assert!(
+            warnings[0]
+                .help
+                .contains("height 227 (or 223) and width 227"),
+            "{}",
+            warnings[0].help
+        );
         warnings.clear();
         // torchvision's AlexNet pads by 2: the dropped row is padding.
         window(11, 4, 2, false)

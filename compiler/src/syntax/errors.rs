@@ -24,11 +24,24 @@ pub(super) fn syntax_error(source: &str, error: &pest::error::Error<Rule>) -> Di
     } else {
         format!("expected {} here", join_or(&expected))
     };
-    let mut diagnostic = Diagnostic::error(
-        Code::Syntax,
-        message,
-        Label::new(Span::new(offset, offset + found_len), label),
-    );
+    // At the end of the file there is nothing to underline: point at its last
+    // character instead, so the report still shows where the text stops.
+    let trimmed_end = source.trim_end().len();
+    let span = if offset >= trimmed_end && trimmed_end > 0 {
+        let last = source[..trimmed_end]
+            .chars()
+            .next_back()
+            .map_or(1, char::len_utf8);
+        Span::new(trimmed_end - last, trimmed_end)
+    } else {
+        Span::new(offset, offset + found_len)
+    };
+    let label = if offset >= trimmed_end && trimmed_end > 0 {
+        format!("the file ends here; {label}")
+    } else {
+        label
+    };
+    let mut diagnostic = Diagnostic::error(Code::Syntax, message, Label::new(span, label));
     if let Some(help) = help_for(&expected, &source[offset..]) {
         diagnostic = diagnostic.with_help(help);
     }
