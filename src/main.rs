@@ -1,12 +1,14 @@
-//! `cnnc`: the command line. Each subcommand runs the compiler's stages as far as it
-//! needs and prints what they produced.
+//! `cnnc`: the command line. Each subcommand runs the pipeline as far as it needs and
+//! prints what it produced.
+
+mod run;
+mod source;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use cnnc_compiler::check::CheckedGraph;
-use cnnc_compiler::diagnostics::{self, Diagnostic};
+use cnnc_compiler::diagnostics;
 use cnnc_compiler::{Compilation, compile, summary, syntax};
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use source::{compile_network, print_diagnostics, read};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -50,6 +52,64 @@ enum Command {
         #[arg(long)]
         network: Option<String>,
     },
+    /// Run a network: seeded weights and a seeded random input unless given.
+    Run(RunArgs),
+    /// Write a network's seeded weights as a safetensors file.
+    Init {
+        file: PathBuf,
+        /// Where to write the weights.
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        network: Option<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    file: PathBuf,
+    /// A safetensors file whose tensor names are the layer names (`conv1.weight`).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// An image (PNG, JPEG) or a .npy array; repeat for a batch.
+    #[arg(long)]
+    input: Vec<PathBuf>,
+    /// Seed of the initialisation and of the random input.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Samples per run; one input is repeated to fill the batch.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// How many classes to list per sample.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    /// A text file with one class label per line.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Per-channel mean subtracted from images scaled to [0, 1] (default: ImageNet's for RGB, 0 otherwise).
+    #[arg(long, value_delimiter = ',')]
+    mean: Option<Vec<f32>>,
+    /// Per-channel standard deviation images are divided by (default: ImageNet's for RGB, 1 otherwise).
+    #[arg(long, value_delimiter = ',')]
+    std: Option<Vec<f32>>,
+    /// Write the output, and the tensors named by --save, as .npy files in DIR.
+    #[arg(long, value_name = "DIR")]
+    save_outputs: Option<PathBuf>,
+    /// A layer or block whose output to save (with --save-outputs); repeatable.
+    #[arg(long, value_name = "NAME")]
+    save: Vec<String>,
+    #[arg(long, value_enum, default_value_t = RunFormat::Text)]
+    format: RunFormat,
+    /// Only the reference interpreter exists so far.
+    #[arg(long, value_enum, default_value_t = Backend::Reference)]
+    backend: Backend,
+    /// Refuse runs that need more memory than this (default: the memory available).
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
+    memory_limit: Option<u64>,
+    #[arg(long)]
+    network: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -66,11 +126,28 @@ enum SummaryFormat {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RunFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    /// The reference interpreter: simple, exact, the oracle for other backends.
+    Reference,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Emit {
     /// The syntax tree, as parsed.
     Ast,
     /// The graph IR: every layer after blocks and repeats are expanded.
     Graph,
+}
+
+fn parse_memory(text: &str) -> Result<u64, String> {
+    cnnc_runtime::memory::parse_size(text)
+        .ok_or_else(|| format!("`{text}` is not a size such as 4GiB or 512MiB"))
 }
 
 /// Deeply nested input is refused by the parser, but the stages recurse; give them room.
@@ -91,15 +168,15 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> ExitCode {
-    match cli.command {
-        Command::Check { files, format } => check(&files, format),
+    let result = match cli.command {
+        Command::Check { files, format } => return check(&files, format),
         Command::Summary {
             file,
             format,
             depth,
             network,
-        } => with_network(&file, network.as_deref(), |checked| {
-            let summary = summary::summarize(checked, depth);
+        } => compile_network(&file, network.as_deref()).map(|checked| {
+            let summary = summary::summarize(&checked, depth);
             match format {
                 SummaryFormat::Table => print!("{}", summary::table(&summary)),
                 SummaryFormat::Markdown => print!("{}", summary::markdown(&summary)),
@@ -111,38 +188,46 @@ fn run(cli: Cli) -> ExitCode {
             emit,
             network,
         } => build(&file, emit, network.as_deref()),
+        Command::Run(args) => run_network(args),
+        Command::Init {
+            file,
+            output,
+            seed,
+            network,
+        } => compile_network(&file, network.as_deref())
+            .and_then(|checked| run::init(&checked, seed, &output).map_err(|e| e.to_string())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
     }
+}
+
+fn run_network(args: RunArgs) -> Result<(), String> {
+    let Backend::Reference = args.backend;
+    let checked = compile_network(&args.file, args.network.as_deref())?;
+    let request = run::RunRequest {
+        weights: args.weights,
+        seed: args.seed,
+        inputs: args.input,
+        batch: args.batch,
+        top: args.top,
+        labels: args.labels,
+        mean: args.mean,
+        std: args.std,
+        save_outputs: args.save_outputs,
+        save: args.save,
+        json: args.format == RunFormat::Json,
+        memory_limit: args.memory_limit,
+    };
+    run::run(&checked, &request).map_err(|e| e.to_string())
 }
 
 fn pretty_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
-}
-
-struct Source {
-    name: String,
-    text: String,
-}
-
-fn read(path: &Path) -> Result<Source, String> {
-    let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {name}: {e}"))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        format!(
-            "{name} is not UTF-8 text (invalid byte at offset {})",
-            e.utf8_error().valid_up_to()
-        )
-    })?;
-    Ok(Source { name, text })
-}
-
-fn print_diagnostics(source: &Source, diagnostics: &[Diagnostic]) {
-    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    for d in diagnostics {
-        eprint!(
-            "{}",
-            diagnostics::render(d, &source.name, &source.text, color)
-        );
-    }
 }
 
 fn check(files: &[PathBuf], format: DiagnosticFormat) -> ExitCode {
@@ -182,13 +267,13 @@ fn check(files: &[PathBuf], format: DiagnosticFormat) -> ExitCode {
     }
 }
 
-/// `ok    examples/lenet5.cnn  LeNet5: 61,706 params, 416.52 K MACs`
+/// `ok    examples/lenet5.cnn: LeNet5 61,706 params, 416.52 K MACs`
 fn check_line(name: &str, compilation: &Compilation) -> String {
-    let count = |severity_error: bool| {
+    let count = |errors: bool| {
         compilation
             .diagnostics
             .iter()
-            .filter(|d| d.is_error() == severity_error)
+            .filter(|d| d.is_error() == errors)
             .count()
     };
     let (errors, warnings) = (count(true), count(false));
@@ -216,75 +301,19 @@ fn check_line(name: &str, compilation: &Compilation) -> String {
     format!("ok    {name}: {}{warned}", networks.join("; "))
 }
 
-/// Compiles `file`, reports its diagnostics, and runs `then` on the chosen network.
-fn with_network(file: &Path, network: Option<&str>, then: impl FnOnce(&CheckedGraph)) -> ExitCode {
-    let source = match read(file) {
-        Ok(s) => s,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let compilation = compile(&source.text);
-    print_diagnostics(&source, &compilation.diagnostics);
-    if compilation.has_errors() {
-        return ExitCode::FAILURE;
-    }
-    match choose(&compilation.networks, network) {
-        Ok(checked) => {
-            then(checked);
-            ExitCode::SUCCESS
-        }
-        Err(message) => {
-            eprintln!("error: {message}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn choose<'a>(
-    networks: &'a [CheckedGraph],
-    wanted: Option<&str>,
-) -> Result<&'a CheckedGraph, String> {
-    let names = || {
-        networks
-            .iter()
-            .map(|n| n.graph.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    match (wanted, networks) {
-        (Some(name), _) => networks
-            .iter()
-            .find(|n| n.graph.name == name)
-            .ok_or_else(|| format!("no network named `{name}`; this file defines: {}", names())),
-        (None, [only]) => Ok(only),
-        (None, _) => Err(format!(
-            "this file defines several networks ({}); choose one with --network",
-            names()
-        )),
-    }
-}
-
-fn build(file: &Path, emit: Emit, network: Option<&str>) -> ExitCode {
+fn build(file: &std::path::Path, emit: Emit, network: Option<&str>) -> Result<(), String> {
     match emit {
-        Emit::Graph => with_network(file, network, |checked| print!("{}", checked.graph)),
+        Emit::Graph => compile_network(file, network).map(|checked| print!("{}", checked.graph)),
         Emit::Ast => {
-            let source = match read(file) {
-                Ok(s) => s,
-                Err(message) => {
-                    eprintln!("error: {message}");
-                    return ExitCode::FAILURE;
-                }
-            };
+            let source = read(file)?;
             match syntax::parse(&source.text) {
                 Ok(ast) => {
                     print!("{}", syntax::print_ast(&ast, &source.text));
-                    ExitCode::SUCCESS
+                    Ok(())
                 }
                 Err(diagnostics) => {
                     print_diagnostics(&source, &diagnostics);
-                    ExitCode::FAILURE
+                    Err(format!("{} has a syntax error", source.name))
                 }
             }
         }

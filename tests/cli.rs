@@ -2,22 +2,11 @@
 
 mod common;
 
-use common::{assert_golden, cnnc, root, stderr, stdout};
+use common::{assert_golden, cnnc, stderr, stdout};
 
 #[test]
 fn check_passes_every_example_with_one_line_each() {
-    let mut files: Vec<String> = std::fs::read_dir(root().join("examples"))
-        .expect("examples/")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "cnn"))
-        .map(|p| {
-            p.strip_prefix(root())
-                .expect("under root")
-                .display()
-                .to_string()
-        })
-        .collect();
-    files.sort();
+    let files = common::example_files();
     assert!(files.len() >= 19, "every seed network has an example");
     let mut args = vec!["check"];
     args.extend(files.iter().map(String::as_str));

@@ -12,6 +12,23 @@ pub fn example(name: &str) -> PathBuf {
     root().join("examples").join(format!("{name}.cnn"))
 }
 
+/// Every example, as `examples/NAME.cnn`, sorted.
+pub fn example_files() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(root().join("examples"))
+        .expect("examples/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cnn"))
+        .map(|p| {
+            format!(
+                "examples/{}",
+                p.file_name().expect("named").to_string_lossy()
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
 /// Runs the `cnnc` binary from the repository root.
 pub fn cnnc(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cnnc"))

@@ -1,0 +1,24 @@
+//! Fully connected: `y = x Wᵀ + b`, with `W` as `[out, in]` (PyTorch's Linear).
+
+use crate::Tensor;
+use ndarray::Ix2;
+
+pub fn dense(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
+    let x = x
+        .view()
+        .into_dimensionality::<Ix2>()
+        .expect("dense input is [N, F]");
+    let weight = weight
+        .view()
+        .into_dimensionality::<Ix2>()
+        .expect("dense weight is [out, in]");
+    let mut y = x.dot(&weight.t());
+    if let Some(bias) = bias {
+        let bias = bias
+            .view()
+            .into_dimensionality::<ndarray::Ix1>()
+            .expect("bias is [out]");
+        y += &bias;
+    }
+    y.into_dyn()
+}

@@ -1,0 +1,304 @@
+//! `cnnc run` and `cnnc init`: weights, inputs, the reference interpreter, outputs.
+
+use cnnc_compiler::check::CheckedGraph;
+use cnnc_compiler::diagnostics::did_you_mean;
+use cnnc_compiler::graph::NodeId;
+use cnnc_compiler::ops::{Activation, Op};
+use cnnc_runtime::input::{self, InputSource, Normalize};
+use cnnc_runtime::output::{self, Ranked};
+use cnnc_runtime::reference::{self, RunOptions};
+use cnnc_runtime::weights::{self, Weights};
+use cnnc_runtime::{RuntimeError, memory};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Everything `cnnc run` was asked, after parsing.
+pub struct RunRequest {
+    pub weights: Option<PathBuf>,
+    pub seed: u64,
+    pub inputs: Vec<PathBuf>,
+    pub batch: Option<usize>,
+    pub top: usize,
+    pub labels: Option<PathBuf>,
+    pub mean: Option<Vec<f32>>,
+    pub std: Option<Vec<f32>>,
+    pub save_outputs: Option<PathBuf>,
+    pub save: Vec<String>,
+    pub json: bool,
+    pub memory_limit: Option<u64>,
+}
+
+#[derive(serde::Serialize)]
+struct Report {
+    network: String,
+    backend: &'static str,
+    batch: usize,
+    weights: String,
+    inputs: Vec<String>,
+    output_shape: Vec<usize>,
+    /// Top classes per sample, when the output is a vector of class scores.
+    predictions: Option<Vec<Vec<Ranked>>>,
+    /// Whether `predictions` are the network's own probabilities (it ends in softmax)
+    /// or a softmax of its raw output.
+    softmax_applied: bool,
+    saved: Vec<String>,
+    milliseconds: f64,
+}
+
+pub fn run(net: &CheckedGraph, request: &RunRequest) -> Result<(), RuntimeError> {
+    let graph = &net.graph;
+    let keep = kept_layers(net, &request.save)?;
+    let batch = request.batch.unwrap_or(request.inputs.len().max(1));
+    if batch == 0 {
+        return Err(RuntimeError::Invalid("--batch must be at least 1".into()));
+    }
+    let mut keep_mask = vec![false; graph.nodes.len()];
+    for (_, id) in &keep {
+        keep_mask[id.0] = true;
+    }
+    let limit = request.memory_limit.or_else(memory::available);
+    if let Some(limit) = limit {
+        memory::check(net, batch as u64, &keep_mask, limit)?;
+    }
+    let weights = match &request.weights {
+        Some(path) => Weights::load(path, net)?,
+        None => Weights::seeded(net, request.seed),
+    };
+    let inputs = graph
+        .inputs
+        .iter()
+        .map(|&id| {
+            let shape = &net.facts[id.0].shape;
+            let source = if request.inputs.is_empty() {
+                InputSource::Random { seed: request.seed }
+            } else {
+                InputSource::Files(request.inputs.clone())
+            };
+            input::load(
+                &source,
+                shape,
+                batch,
+                &normalization(shape.0[0] as usize, request)?,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let started = Instant::now();
+    let options = RunOptions {
+        side_outputs: false,
+        keep: keep.iter().map(|(_, id)| *id).collect(),
+    };
+    let outputs = reference::run(net, &weights, inputs, &options)?;
+    let milliseconds = started.elapsed().as_secs_f64() * 1e3;
+    let labels = match &request.labels {
+        Some(path) => read_labels(path)?,
+        None => Vec::new(),
+    };
+    let ends_in_softmax = matches!(
+        graph.node(graph.output).op,
+        Op::Activation(Activation::Softmax)
+    );
+    let predictions = output::top_k(&outputs.output, request.top, ends_in_softmax, &labels);
+    let mut saved = Vec::new();
+    if let Some(dir) = &request.save_outputs {
+        std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Write {
+            path: dir.clone(),
+            source,
+        })?;
+        // Saved under the names asked for: `--save inception_4a` is inception_4a.npy.
+        let mut tensors = vec![("output", &outputs.output)];
+        tensors.extend(keep.iter().filter_map(|(asked, id)| {
+            Some((asked.as_str(), outputs.kept.get(&graph.node(*id).name)?))
+        }));
+        for (name, tensor) in tensors {
+            let path = dir.join(format!("{name}.npy"));
+            output::save_npy(tensor, &path)?;
+            saved.push(path.display().to_string());
+        }
+    }
+    let report = Report {
+        network: graph.name.clone(),
+        backend: "reference",
+        batch,
+        weights: match &request.weights {
+            Some(path) => path.display().to_string(),
+            None => format!("seeded initialisation (seed {})", request.seed),
+        },
+        inputs: if request.inputs.is_empty() {
+            vec![format!("seeded random tensor (seed {})", request.seed)]
+        } else {
+            request
+                .inputs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect()
+        },
+        output_shape: outputs.output.shape().to_vec(),
+        predictions,
+        softmax_applied: !ends_in_softmax,
+        saved,
+        milliseconds,
+    };
+    if request.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print_report(&report, &outputs.output);
+    }
+    Ok(())
+}
+
+fn normalization(channels: usize, request: &RunRequest) -> Result<Normalize, RuntimeError> {
+    let default = Normalize::default_for(channels);
+    let pick = |given: &Option<Vec<f32>>, fallback: Vec<f32>, what: &str| match given {
+        None => Ok(fallback),
+        Some(v) if v.len() == 1 => Ok(vec![v[0]; channels]),
+        Some(v) if v.len() == channels => Ok(v.clone()),
+        Some(v) => Err(RuntimeError::Invalid(format!(
+            "--{what} has {} values but the input has {channels} channels",
+            v.len()
+        ))),
+    };
+    let normalize = Normalize {
+        mean: pick(&request.mean, default.mean, "mean")?,
+        std: pick(&request.std, default.std, "std")?,
+    };
+    if normalize.std.iter().any(|&s| s == 0.0 || !s.is_finite()) {
+        return Err(RuntimeError::Invalid(
+            "--std values must be finite and non-zero".into(),
+        ));
+    }
+    Ok(normalize)
+}
+
+/// The layers named with `--save`, checked against the network.
+fn kept_layers(
+    net: &CheckedGraph,
+    names: &[String],
+) -> Result<Vec<(String, NodeId)>, RuntimeError> {
+    names
+        .iter()
+        .map(|name| {
+            net.graph
+                .nodes
+                .iter()
+                .find(|n| &n.name == name || n.name.starts_with(&format!("{name}.")) && is_last_of_scope(net, n.id, name))
+                .map(|n| (name.clone(), n.id))
+                .ok_or_else(|| {
+                    let close = did_you_mean(name, net.graph.nodes.iter().map(|n| n.name.as_str()));
+                    let hint = close.map_or(String::new(), |c| format!(" (did you mean `{c}`?)"));
+                    RuntimeError::Invalid(format!(
+                        "--save {name}: no layer or block of that name{hint}; `cnnc summary` lists them"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// `--save inception_4a` names a block: its output is its scope's last layer.
+fn is_last_of_scope(net: &CheckedGraph, id: NodeId, scope: &str) -> bool {
+    let prefix = format!("{scope}.");
+    let last = net
+        .graph
+        .nodes
+        .iter()
+        .rev()
+        .find(|n| n.name.starts_with(&prefix) && n.side.is_none());
+    last.is_some_and(|n| n.id == id)
+}
+
+fn read_labels(path: &Path) -> Result<Vec<String>, RuntimeError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RuntimeError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(text.lines().map(|l| l.trim().to_string()).collect())
+}
+
+fn print_report(report: &Report, output: &cnnc_runtime::Tensor) {
+    println!(
+        "{}: {} backend, batch {}, {:.1} ms",
+        report.network, report.backend, report.batch, report.milliseconds
+    );
+    println!("weights: {}", report.weights);
+    println!("input: {}", report.inputs.join(", "));
+    match &report.predictions {
+        Some(samples) => {
+            let note = if report.softmax_applied {
+                " (softmax of the output)"
+            } else {
+                ""
+            };
+            for (i, ranked) in samples.iter().enumerate() {
+                if samples.len() > 1 {
+                    println!("sample {i}:");
+                }
+                if let Some(best) = ranked.first() {
+                    println!(
+                        "{} (probability {:.4}){note}",
+                        class_text(best),
+                        best.probability
+                    );
+                }
+                for (rank, r) in ranked.iter().enumerate() {
+                    println!("  {}. {:<24} {:.4}", rank + 1, class_text(r), r.probability);
+                }
+            }
+        }
+        None => {
+            let (min, max) = output
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                    (lo.min(v), hi.max(v))
+                });
+            let mean = output.iter().sum::<f32>() / output.len().max(1) as f32;
+            println!(
+                "output: {} (min {min:.4}, max {max:.4}, mean {mean:.4})",
+                report
+                    .output_shape
+                    .iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join("x")
+            );
+        }
+    }
+    for path in &report.saved {
+        println!("saved {path}");
+    }
+}
+
+fn class_text(r: &Ranked) -> String {
+    match &r.label {
+        Some(label) => format!("{} {label}", r.class),
+        None => r.class.to_string(),
+    }
+}
+
+/// `cnnc init`: the seeded weights of a network, written as safetensors.
+pub fn init(net: &CheckedGraph, seed: u64, out: &Path) -> Result<(), RuntimeError> {
+    let tensors = weights::expected(net);
+    let bytes: u64 = tensors
+        .iter()
+        .map(|e| e.spec.shape.iter().product::<u64>().saturating_mul(4))
+        .fold(0, u64::saturating_add);
+    if let Some(limit) = memory::available()
+        && bytes > limit
+    {
+        return Err(RuntimeError::OutOfMemory {
+            needed: cnnc_compiler::summary::bytes(bytes),
+            limit: cnnc_compiler::summary::bytes(limit),
+            largest: "the weights themselves".into(),
+        });
+    }
+    let weights = Weights::seeded(net, seed);
+    weights::save(&weights, net, out)?;
+    println!(
+        "wrote {} ({} tensors, {}, seed {seed})",
+        out.display(),
+        tensors.len(),
+        cnnc_compiler::summary::bytes(bytes)
+    );
+    Ok(())
+}

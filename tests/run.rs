@@ -1,0 +1,251 @@
+//! `cnnc run` and `cnnc init` end to end: the digit demo, every example out of the box,
+//! saved tensors, and a clear error for every kind of bad input.
+
+mod common;
+
+use common::{cnnc, root, stderr, stdout};
+use std::path::PathBuf;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cnnc-run-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    let output = cnnc(args);
+    assert!(
+        output.status.success(),
+        "cnnc {args:?}:\n{}",
+        stderr(&output)
+    );
+    serde_json::from_str(&stdout(&output)).expect("JSON report")
+}
+
+#[test]
+fn the_trained_lenet5_reads_every_shipped_digit() {
+    for digit in 0..10 {
+        let image = format!("examples/images/digit{digit}.png");
+        let output = cnnc(&[
+            "run",
+            "examples/lenet5.cnn",
+            "--weights",
+            "examples/weights/lenet5-digits.safetensors",
+            "--input",
+            &image,
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let text = stdout(&output);
+        assert!(
+            text.contains(&format!("\n{digit} (probability 0.99")),
+            "{image}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn every_example_runs_out_of_the_box() {
+    let examples = common::example_files();
+    for example in &examples {
+        let report = json(&["run", example, "--format", "json", "--top", "3"]);
+        let classes = if example.ends_with("lenet5.cnn") {
+            10
+        } else {
+            1000
+        };
+        assert_eq!(
+            report["output_shape"],
+            serde_json::json!([1, classes]),
+            "{example}"
+        );
+        let top = &report["predictions"][0];
+        assert_eq!(top.as_array().map(Vec::len), Some(3), "{example}");
+        let p = top[0]["probability"].as_f64().expect("probability");
+        assert!(p.is_finite() && p > 0.0 && p <= 1.0, "{example}: {p}");
+    }
+}
+
+#[test]
+fn seeded_runs_are_reproducible_and_init_writes_the_same_weights() {
+    let dir = scratch("init");
+    let weights = dir.join("resnet18.safetensors");
+    let output = cnnc(&[
+        "init",
+        "examples/resnet18.cnn",
+        "-o",
+        weights.to_str().expect("utf-8"),
+        "--seed",
+        "7",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("wrote"), "{}", stdout(&output));
+    let seeded = json(&[
+        "run",
+        "examples/resnet18.cnn",
+        "--seed",
+        "7",
+        "--format",
+        "json",
+    ]);
+    let again = json(&[
+        "run",
+        "examples/resnet18.cnn",
+        "--seed",
+        "7",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(seeded["predictions"], again["predictions"]);
+    let from_file = json(&[
+        "run",
+        "examples/resnet18.cnn",
+        "--seed",
+        "7",
+        "--weights",
+        weights.to_str().expect("utf-8"),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(seeded["predictions"], from_file["predictions"]);
+    let other_seed = json(&[
+        "run",
+        "examples/resnet18.cnn",
+        "--seed",
+        "8",
+        "--format",
+        "json",
+    ]);
+    assert_ne!(seeded["predictions"], other_seed["predictions"]);
+}
+
+#[test]
+fn outputs_and_named_tensors_are_saved_as_npy() {
+    let dir = scratch("save");
+    let out = dir.join("out");
+    let report = json(&[
+        "run",
+        "examples/googlenet.cnn",
+        "--save-outputs",
+        out.to_str().expect("utf-8"),
+        "--save",
+        "inception_4a",
+        "--save",
+        "conv1",
+        "--batch",
+        "2",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(report["batch"], 2);
+    for (name, shape) in [
+        ("output", "(2, 1000)"),
+        ("inception_4a", "(2, 512, 14, 14)"),
+        ("conv1", "(2, 64, 112, 112)"),
+    ] {
+        let bytes = std::fs::read(out.join(format!("{name}.npy"))).expect("saved");
+        let header = String::from_utf8_lossy(&bytes[..128.min(bytes.len())]).into_owned();
+        assert!(
+            header.contains(&format!("'shape': {shape}")),
+            "{name}: {header}"
+        );
+    }
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let dir = scratch("bad");
+    let lenet = "examples/lenet5.cnn";
+    let real =
+        std::fs::read(root().join("examples/weights/lenet5-digits.safetensors")).expect("weights");
+    let truncated = dir.join("truncated.safetensors");
+    std::fs::write(&truncated, &real[..real.len() / 2]).expect("write");
+    let garbage = dir.join("garbage.safetensors");
+    std::fs::write(&garbage, b"\xff\xff\xff\xff\xff\xff\xff\xffnot json").expect("write");
+    let not_an_image = dir.join("photo.png");
+    std::fs::write(&not_an_image, b"this is text, not a PNG").expect("write");
+    let vgg_weights = dir.join("vgg11.safetensors");
+    let path = |p: &PathBuf| p.to_str().expect("utf-8").to_string();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["--weights".into(), path(&truncated)],
+            "is not a valid safetensors file",
+        ),
+        (
+            vec!["--weights".into(), path(&garbage)],
+            "is not a valid safetensors file",
+        ),
+        (
+            vec!["--weights".into(), "no/such.safetensors".into()],
+            "cannot read no/such.safetensors",
+        ),
+        (
+            vec!["--input".into(), path(&not_an_image)],
+            "cannot decode the image",
+        ),
+        (
+            vec!["--input".into(), "examples/images/missing.png".into()],
+            "cannot read examples/images/missing.png",
+        ),
+        (
+            vec!["--memory-limit".into(), "1KiB".into()],
+            "more than the limit of 1.00 KiB",
+        ),
+        (
+            vec!["--batch".into(), "0".into()],
+            "--batch must be at least 1",
+        ),
+        (vec!["--save".into(), "c2".into()], "did you mean `c1`?"),
+        (
+            vec!["--mean".into(), "0.1,0.2".into()],
+            "--mean has 2 values but the input has 1 channels",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let mut args = vec!["run", lenet];
+        args.extend(extra.iter().map(String::as_str));
+        let output = cnnc(&args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&output).contains(expected),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+    // Weights of another network: every mismatch listed in one error.
+    assert!(
+        cnnc(&["init", "examples/vgg11.cnn", "-o", &path(&vgg_weights)])
+            .status
+            .success()
+    );
+    let output = cnnc(&["run", lenet, "--weights", &path(&vgg_weights)]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        message.contains("does not match the network LeNet5"),
+        "{message}"
+    );
+    assert!(
+        message.contains("missing: c1.weight [6, 1, 5, 5]"),
+        "{message}"
+    );
+    assert!(
+        message.contains("unexpected: features.conv1.weight") || message.contains("unexpected: "),
+        "{message}"
+    );
+    // An input array of the wrong shape states both shapes.
+    let wrong = dir.join("wrong.npy");
+    let mut npy =
+        b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (3, 8, 8), }"
+            .to_vec();
+    npy.resize(10 + 0x76 - 1, b' ');
+    npy.push(b'\n');
+    npy.extend(std::iter::repeat_n(0u8, 3 * 8 * 8 * 4));
+    std::fs::write(&wrong, npy).expect("write");
+    let output = cnnc(&["run", lenet, "--input", &path(&wrong)]);
+    assert!(
+        stderr(&output).contains("the input has shape 3x8x8 but the network takes 1x32x32"),
+        "{}",
+        stderr(&output)
+    );
+}
