@@ -54,6 +54,22 @@ enum Command {
     },
     /// Run a network: seeded weights and a seeded random input unless given.
     Run(RunArgs),
+    /// Export a network and its weights (seeded unless given) as an ONNX model (opset 17).
+    Export {
+        file: PathBuf,
+        /// Where to write the .onnx file.
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Leave out the side outputs (auxiliary classifiers), as inference does.
+        #[arg(long)]
+        prune_side_outputs: bool,
+        #[arg(long)]
+        network: Option<String>,
+    },
     /// Write a network's seeded weights as a safetensors file.
     Init {
         file: PathBuf,
@@ -189,6 +205,18 @@ fn run(cli: Cli) -> ExitCode {
             network,
         } => build(&file, emit, network.as_deref()),
         Command::Run(args) => run_network(args),
+        Command::Export {
+            file,
+            output,
+            weights,
+            seed,
+            prune_side_outputs,
+            network,
+        } => compile_network(&file, network.as_deref()).and_then(|checked| {
+            let options = cnnc_onnx::ExportOptions { prune_side_outputs };
+            run::export(&checked, weights.as_deref(), seed, options, &output)
+                .map_err(|e| e.to_string())
+        }),
         Command::Init {
             file,
             output,

@@ -302,3 +302,26 @@ pub fn init(net: &CheckedGraph, seed: u64, out: &Path) -> Result<(), RuntimeErro
     );
     Ok(())
 }
+
+/// `cnnc export`: the network and its weights as an ONNX model.
+pub fn export(
+    net: &CheckedGraph,
+    weights: Option<&Path>,
+    seed: u64,
+    options: cnnc_onnx::ExportOptions,
+    out: &Path,
+) -> Result<(), RuntimeError> {
+    let weights = match weights {
+        Some(path) => Weights::load(path, net)?,
+        None => Weights::seeded(net, seed),
+    };
+    let bytes = cnnc_onnx::export(net, &weights, options).map_err(RuntimeError::Invalid)?;
+    output::write_atomically(out, &bytes)?;
+    println!(
+        "wrote {} ({}, opset {})",
+        out.display(),
+        cnnc_compiler::summary::bytes(bytes.len() as u64),
+        cnnc_onnx::export::OPSET
+    );
+    Ok(())
+}

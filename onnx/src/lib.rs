@@ -1,0 +1,7 @@
+//! ONNX interop: export a checked network with its weights as an ONNX model, and
+//! import ONNX models as readable `.cnn` networks with safetensors weights.
+
+pub mod export;
+pub mod proto;
+
+pub use export::{ExportOptions, export};
