@@ -70,6 +70,16 @@ enum Command {
         #[arg(long)]
         network: Option<String>,
     },
+    /// Import an ONNX model as a readable .cnn file and a safetensors file of its weights.
+    Import {
+        model: PathBuf,
+        /// Where to write the .cnn file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Where to write the weights [default: the .cnn path with .safetensors].
+        #[arg(long)]
+        weights: Option<PathBuf>,
+    },
     /// Write a network's seeded weights as a safetensors file.
     Init {
         file: PathBuf,
@@ -217,6 +227,14 @@ fn run(cli: Cli) -> ExitCode {
             run::export(&checked, weights.as_deref(), seed, options, &output)
                 .map_err(|e| e.to_string())
         }),
+        Command::Import {
+            model,
+            output,
+            weights,
+        } => {
+            let weights = weights.unwrap_or_else(|| output.with_extension("safetensors"));
+            run::import(&model, &output, &weights)
+        }
         Command::Init {
             file,
             output,

@@ -41,8 +41,25 @@ struct Report {
     /// Whether `predictions` are the network's own probabilities (it ends in softmax)
     /// or a softmax of its raw output.
     softmax_applied: bool,
-    saved: Vec<String>,
+    saved: Vec<Saved>,
     milliseconds: f64,
+}
+
+#[derive(serde::Serialize)]
+struct Saved {
+    /// `output` for the network's output, else the layer or block name asked for.
+    tensor: String,
+    path: String,
+}
+
+/// The file a saved tensor goes to. The network's output is `output.npy`, so a layer
+/// that happens to be named `output` (LeNet-5's last dense layer) gets another name
+/// rather than overwriting it.
+fn npy_file_name(tensor: &str, is_network_output: bool) -> String {
+    match (tensor, is_network_output) {
+        ("output", false) => "output.layer.npy".to_string(),
+        _ => format!("{tensor}.npy"),
+    }
 }
 
 pub fn run(net: &CheckedGraph, request: &RunRequest) -> Result<(), RuntimeError> {
@@ -105,14 +122,21 @@ pub fn run(net: &CheckedGraph, request: &RunRequest) -> Result<(), RuntimeError>
             source,
         })?;
         // Saved under the names asked for: `--save inception_4a` is inception_4a.npy.
-        let mut tensors = vec![("output", &outputs.output)];
+        let mut tensors = vec![("output", true, &outputs.output)];
         tensors.extend(keep.iter().filter_map(|(asked, id)| {
-            Some((asked.as_str(), outputs.kept.get(&graph.node(*id).name)?))
+            Some((
+                asked.as_str(),
+                false,
+                outputs.kept.get(&graph.node(*id).name)?,
+            ))
         }));
-        for (name, tensor) in tensors {
-            let path = dir.join(format!("{name}.npy"));
+        for (name, is_network_output, tensor) in tensors {
+            let path = dir.join(npy_file_name(name, is_network_output));
             output::save_npy(tensor, &path)?;
-            saved.push(path.display().to_string());
+            saved.push(Saved {
+                tensor: name.to_string(),
+                path: path.display().to_string(),
+            });
         }
     }
     let report = Report {
@@ -264,8 +288,8 @@ fn print_report(report: &Report, output: &cnnc_runtime::Tensor) {
             );
         }
     }
-    for path in &report.saved {
-        println!("saved {path}");
+    for saved in &report.saved {
+        println!("saved {} ({})", saved.path, saved.tensor);
     }
 }
 
@@ -323,5 +347,42 @@ pub fn export(
         cnnc_compiler::summary::bytes(bytes.len() as u64),
         cnnc_onnx::export::OPSET
     );
+    Ok(())
+}
+
+/// `cnnc import`: an ONNX model as a .cnn file and a safetensors file of its weights.
+pub fn import(model: &Path, cnn: &Path, weights_path: &Path) -> Result<(), String> {
+    let unreadable = |e: std::io::Error| format!("cannot read {}: {e}", model.display());
+    let size = std::fs::metadata(model).map_err(unreadable)?.len();
+    if size > cnnc_onnx::import::MAX_MODEL_BYTES {
+        return Err(format!(
+            "{} is {}, more than a single-file ONNX model can be (2 GiB)",
+            model.display(),
+            cnnc_compiler::summary::bytes(size)
+        ));
+    }
+    let bytes = std::fs::read(model).map_err(unreadable)?;
+    let stem = model
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("Imported");
+    let imported =
+        cnnc_onnx::import(&bytes, stem).map_err(|e| format!("{}: {e}", model.display()))?;
+    output::write_atomically(cnn, imported.source.as_bytes()).map_err(|e| e.to_string())?;
+    weights::save(&imported.weights, &imported.network, weights_path).map_err(|e| e.to_string())?;
+    let totals = cnnc_compiler::summary::summarize(&imported.network, None).totals;
+    println!(
+        "wrote {} (network {}: {} params, {} MACs{})",
+        cnn.display(),
+        imported.network.graph.name,
+        cnnc_compiler::summary::si(totals.inference.params),
+        cnnc_compiler::summary::si(totals.inference.macs),
+        if imported.named_tensors {
+            "; written with named tensors, as its graph is not nested branches and joins"
+        } else {
+            ""
+        }
+    );
+    println!("wrote {}", weights_path.display());
     Ok(())
 }

@@ -120,6 +120,30 @@ fn seeded_runs_are_reproducible_and_init_writes_the_same_weights() {
 }
 
 #[test]
+fn a_layer_named_output_does_not_overwrite_the_network_output() {
+    // LeNet-5's last dense layer is named `output`; the network's output is its softmax.
+    let dir = scratch("save-output-layer");
+    let out = dir.join("out");
+    let report = json(&[
+        "run",
+        "examples/lenet5.cnn",
+        "--save-outputs",
+        out.to_str().expect("utf-8"),
+        "--save",
+        "output",
+        "--format",
+        "json",
+    ]);
+    let saved = report["saved"].as_array().expect("saved files");
+    assert_eq!(saved.len(), 2, "{saved:?}");
+    assert_eq!(saved[1]["tensor"], "output");
+    let network = std::fs::read(out.join("output.npy")).expect("network output");
+    let layer = std::fs::read(out.join("output.layer.npy")).expect("the layer");
+    // Same shape (1x10), different values: softmax probabilities vs raw scores.
+    assert_ne!(network, layer);
+}
+
+#[test]
 fn outputs_and_named_tensors_are_saved_as_npy() {
     let dir = scratch("save");
     let out = dir.join("out");

@@ -2,6 +2,8 @@
 //! import ONNX models as readable `.cnn` networks with safetensors weights.
 
 pub mod export;
+pub mod import;
 pub mod proto;
 
 pub use export::{ExportOptions, export};
+pub use import::{ImportError, Imported, import};
