@@ -4,6 +4,7 @@
 //! has no such form; the caller then writes it with named tensors.
 
 use super::layers::{Kind, Layer};
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -26,11 +27,18 @@ pub enum Item {
 
 type Set = BTreeSet<usize>;
 
+/// The parser refuses deeper nesting, so a deeper structure could not be written.
+const MAX_NESTING: usize = 100;
+/// Finding joins costs up to quadratic time in the layers between a fork and its join;
+/// past this size the named-tensor form (linear) is written instead.
+const MAX_STRUCTURED_LAYERS: usize = 20_000;
+
 pub struct Dag<'a> {
     pub layers: &'a [Layer],
     producer: HashMap<&'a str, usize>,
     consumers: HashMap<&'a str, Vec<usize>>,
     graph_outputs: HashSet<&'a str>,
+    nesting: Cell<usize>,
 }
 
 impl<'a> Dag<'a> {
@@ -48,6 +56,7 @@ impl<'a> Dag<'a> {
             producer,
             consumers,
             graph_outputs: outputs.iter().map(String::as_str).collect(),
+            nesting: Cell::new(0),
         }
     }
 
@@ -115,11 +124,24 @@ impl<'a> Dag<'a> {
 
     /// The network from `input` to `output` as nested items, if it has that form.
     pub fn structure(&self, input: &str, output: &str) -> Option<Vec<Item>> {
+        if self.layers.len() > MAX_STRUCTURED_LAYERS {
+            return None;
+        }
         self.region(input, output, &self.live())
     }
 
     /// Items that take `start` to `end` using exactly the layers of `allowed`.
     fn region(&self, start: &str, end: &str, allowed: &Set) -> Option<Vec<Item>> {
+        if self.nesting.get() >= MAX_NESTING {
+            return None;
+        }
+        self.nesting.set(self.nesting.get() + 1);
+        let items = self.region_items(start, end, allowed);
+        self.nesting.set(self.nesting.get() - 1);
+        items
+    }
+
+    fn region_items(&self, start: &str, end: &str, allowed: &Set) -> Option<Vec<Item>> {
         let mut items = Vec::new();
         let mut left = allowed.clone();
         let mut current = start.to_string();
@@ -309,5 +331,104 @@ impl<'a> Dag<'a> {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::import::layers::Activation;
+
+    fn layer(kind: Kind, inputs: &[&str], output: &str) -> Layer {
+        Layer {
+            path: output.to_string(),
+            kind,
+            inputs: inputs.iter().map(|i| i.to_string()).collect(),
+            output: output.to_string(),
+            weights: Vec::new(),
+        }
+    }
+
+    fn relu(input: &str, output: &str) -> Layer {
+        layer(Kind::Activation(Activation::Relu), &[input], output)
+    }
+
+    #[test]
+    fn a_fork_that_joins_in_an_add_is_a_residual() {
+        // x -> a -> b; add(b, x): b's path is the residual, the identity the shortcut.
+        let layers = [
+            relu("x", "a"),
+            relu("a", "b"),
+            layer(Kind::Add { scale: 1.0 }, &["b", "x"], "sum"),
+            relu("sum", "y"),
+        ];
+        let outputs = ["y".to_string()];
+        let dag = Dag::new(&layers, &outputs);
+        let items = dag.structure("x", "y").expect("nested");
+        assert_eq!(
+            items,
+            [
+                Item::Residual {
+                    main: vec![Item::Layer(0), Item::Layer(1)],
+                    shortcut: vec![],
+                    join: 2
+                },
+                Item::Layer(3)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_path_that_skips_into_a_later_join_is_not_nested() {
+        // DenseNet: the second concat reads x again, past the first join.
+        let layers = [
+            relu("x", "a"),
+            layer(Kind::Concat, &["x", "a"], "c1"),
+            relu("c1", "b"),
+            layer(Kind::Concat, &["x", "a", "b"], "c2"),
+        ];
+        let outputs = ["c2".to_string()];
+        assert_eq!(Dag::new(&layers, &outputs).structure("x", "c2"), None);
+    }
+
+    #[test]
+    fn a_branch_that_never_rejoins_is_a_side_output() {
+        let layers = [relu("x", "a"), relu("a", "aux"), relu("a", "y")];
+        let outputs = ["y".to_string(), "aux".to_string()];
+        let items = Dag::new(&layers, &outputs)
+            .structure("x", "y")
+            .expect("nested");
+        assert_eq!(
+            items,
+            [
+                Item::Layer(0),
+                Item::Side {
+                    body: vec![Item::Layer(1)]
+                },
+                Item::Layer(2)
+            ]
+        );
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_parser_allows_falls_back() {
+        // Residuals nested 150 deep: each main path holds the next residual.
+        let depth = 150;
+        let mut layers = Vec::new();
+        for i in 0..depth {
+            layers.push(relu(&format!("x{i}"), &format!("x{}", i + 1)));
+        }
+        let mut inner = format!("x{depth}");
+        for i in (0..depth).rev() {
+            let sum = format!("s{i}");
+            layers.push(layer(
+                Kind::Add { scale: 1.0 },
+                &[&inner, &format!("x{i}")],
+                &sum,
+            ));
+            inner = sum;
+        }
+        let outputs = [inner.clone()];
+        assert_eq!(Dag::new(&layers, &outputs).structure("x0", &inner), None);
     }
 }
