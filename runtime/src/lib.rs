@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod input;
+pub mod jit;
 pub mod memory;
 pub mod output;
 pub mod reference;
