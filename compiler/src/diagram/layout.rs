@@ -648,3 +648,134 @@ impl Layered {
         boxes
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(width: f64, clusters: Vec<usize>, side: bool) -> Item {
+        Item {
+            width,
+            height: 30.0,
+            clusters,
+            side,
+        }
+    }
+
+    /// input → two branches in clusters 0 (→ nested 1) and 2 → join, a long skip from
+    /// the input to the join, and a side output hanging off the input.
+    fn branching() -> LayoutInput {
+        LayoutInput {
+            items: vec![
+                item(60.0, vec![], false),     // 0 input
+                item(80.0, vec![0], false),    // 1 branch a, first
+                item(80.0, vec![0, 1], false), // 2 branch a, nested
+                item(120.0, vec![2], false),   // 3 branch b
+                item(60.0, vec![], false),     // 4 join
+                item(70.0, vec![3], true),     // 5 side output
+                item(70.0, vec![3], true),     // 6 side output
+            ],
+            edges: vec![
+                (0, 1),
+                (1, 2),
+                (0, 3),
+                (2, 4),
+                (3, 4),
+                (0, 4),
+                (0, 5),
+                (5, 6),
+            ],
+            cluster_count: 4,
+        }
+    }
+
+    fn overlaps(a: &Rect, b: &Rect) -> bool {
+        a.x < b.right() && b.x < a.right() && a.y < b.bottom() && b.y < a.bottom()
+    }
+
+    fn contains(outer: &Rect, inner: &Rect) -> bool {
+        outer.x <= inner.x
+            && outer.y <= inner.y
+            && inner.right() <= outer.right()
+            && inner.bottom() <= outer.bottom()
+    }
+
+    #[test]
+    fn ranks_follow_the_longest_path() {
+        let layout = layout(&branching());
+        assert_eq!(layout.ranks, vec![0, 1, 2, 1, 3, 1, 2]);
+    }
+
+    #[test]
+    fn boxes_do_not_overlap_and_edges_go_down() {
+        let layout = layout(&branching());
+        for (i, a) in layout.nodes.iter().enumerate() {
+            for b in &layout.nodes[i + 1..] {
+                assert!(!overlaps(a, b), "{a:?} overlaps {b:?}");
+            }
+        }
+        for path in &layout.edges {
+            assert!(path.len() >= 2);
+            assert!(path.windows(2).all(|p| p[1].1 >= p[0].1), "{path:?}");
+            assert!(path[path.len() - 1].1 > path[0].1);
+        }
+        // The skip from the input to the join passes through two ranks.
+        assert_eq!(layout.edges[5].len(), 2 + 2 * 2);
+    }
+
+    #[test]
+    fn clusters_hold_their_boxes_and_nest() {
+        let layout = layout(&branching());
+        let input = branching();
+        for (item, rect) in input.items.iter().zip(&layout.nodes) {
+            for &c in &item.clusters {
+                let cluster = layout.clusters[c].expect("cluster placed");
+                assert!(contains(&cluster, rect), "{cluster:?} misses {rect:?}");
+            }
+        }
+        let (outer, inner) = (layout.clusters[0].unwrap(), layout.clusters[1].unwrap());
+        assert!(contains(&outer, &inner) && outer != inner);
+        let (a, b) = (layout.clusters[0].unwrap(), layout.clusters[2].unwrap());
+        assert!(
+            !overlaps(&a, &b),
+            "sibling clusters {a:?} and {b:?} overlap"
+        );
+    }
+
+    #[test]
+    fn side_outputs_stand_right_of_the_network() {
+        let layout = layout(&branching());
+        let main_right = layout.nodes[..5]
+            .iter()
+            .map(Rect::right)
+            .fold(0.0, f64::max);
+        let side = layout.clusters[3].unwrap();
+        assert!(side.x >= main_right + SIDE_GAP - CLUSTER_PAD);
+    }
+
+    #[test]
+    fn edges_against_the_order_are_left_out() {
+        let input = LayoutInput {
+            items: vec![item(50.0, vec![], false), item(50.0, vec![], false)],
+            edges: vec![(1, 0), (0, 0), (0, 7), (0, 1)],
+            cluster_count: 1,
+        };
+        let layout = layout(&input);
+        assert_eq!(layout.ranks, vec![0, 1]);
+        assert!(layout.edges[..3].iter().all(Vec::is_empty));
+        assert_eq!(layout.edges[3].len(), 2);
+        assert_eq!(layout.clusters, vec![None]);
+        assert_eq!(super::layout(&LayoutInput::default()).nodes, vec![]);
+    }
+
+    #[test]
+    fn fitting_in_order_keeps_gaps_and_is_exact_when_it_can_be() {
+        assert_eq!(fit_in_order(&[0.0, 100.0], &[10.0]), vec![0.0, 100.0]);
+        assert_eq!(
+            fit_in_order(&[0.0, 0.0, 0.0], &[10.0, 10.0]),
+            vec![-10.0, 0.0, 10.0]
+        );
+        let xs = fit_in_order(&[5.0, 0.0, 50.0, 49.0], &[20.0, 20.0, 20.0]);
+        assert!(xs.windows(2).all(|p| p[1] - p[0] >= 20.0 - 1e-9), "{xs:?}");
+    }
+}

@@ -157,10 +157,13 @@ struct Clusters {
 }
 
 impl Clusters {
-    /// The clusters around a box named `name`: one per proper prefix of its name.
+    /// The clusters around a box named `name`: one per proper prefix of its name, and
+    /// the cluster of its own name if one came before it (a named `concat` joins the
+    /// branches it closes).
     fn path(&mut self, name: &str, side: bool) -> Vec<usize> {
         let segments: Vec<&str> = name.split('.').collect();
-        (1..segments.len())
+        let own = self.ids.get(name).copied();
+        let mut path: Vec<usize> = (1..segments.len())
             .map(|n| {
                 let prefix = segments[..n].join(".");
                 let id = *self.ids.entry(prefix.clone()).or_insert_with(|| {
@@ -173,7 +176,12 @@ impl Clusters {
                 self.list[id].side &= side;
                 id
             })
-            .collect()
+            .collect();
+        if let Some(id) = own {
+            self.list[id].side &= side;
+            path.push(id);
+        }
+        path
     }
 }
 

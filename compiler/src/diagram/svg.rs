@@ -126,6 +126,11 @@ fn edges(out: &mut String, diagram: &Diagram, layout: &Layout) {
         // A tensor read by several boxes is labelled once, below its producer.
         if !std::mem::replace(&mut labelled[edge.from], true) {
             let (x, y) = layout.label_anchors[edge.from];
+            let colour = if diagram.nodes[edge.from].side {
+                SIDE_COLOUR
+            } else {
+                EDGE_COLOUR
+            };
             let _ = writeln!(
                 out,
                 r#"<text x="{x:.1}" y="{y:.1}" font-size="10" fill="{colour}">{}</text>"#,
