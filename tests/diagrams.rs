@@ -244,3 +244,30 @@ fn committed_diagrams_are_up_to_date() {
     }
     assert!(checked_any);
 }
+
+/// A block's box holds its own layers and no others.
+#[test]
+fn cluster_boxes_hold_no_strangers() {
+    let mut strangers = Vec::new();
+    for file in example_files() {
+        let checked = checked(&file);
+        for depth in [None, Some(1), Some(2)] {
+            let diagram = Diagram::new(&checked, depth);
+            let layout = diagram.layout();
+            for (c, cluster) in layout.clusters.iter().enumerate() {
+                let Some(b) = cluster else { continue };
+                for (node, r) in diagram.nodes.iter().zip(&layout.nodes) {
+                    let inside =
+                        r.x < b.right() && b.x < r.right() && r.y < b.bottom() && b.y < r.bottom();
+                    if inside && !node.clusters.contains(&c) {
+                        strangers.push(format!(
+                            "{file} {depth:?}: {} in {}",
+                            node.name, diagram.clusters[c].name
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(strangers.is_empty(), "{}", strangers.join("\n"));
+}

@@ -28,6 +28,8 @@ pub const MARGIN: f64 = 12.0;
 const DUMMY_WIDTH: f64 = 6.0;
 const ORDER_SWEEPS: usize = 6;
 const PLACEMENT_SWEEPS: usize = 6;
+/// Rounds of widening gaps where a cluster's box would cover a box beside it.
+const CLUSTER_ROUNDS: usize = 12;
 
 /// One box to place.
 #[derive(Debug, Clone, PartialEq)]
@@ -314,22 +316,82 @@ impl Layered {
     /// The least distance between the centres of two neighbours in a rank.
     fn separation(&self, a: usize, b: usize) -> f64 {
         let (va, vb) = (&self.vertices[a], &self.vertices[b]);
-        let common = va
-            .clusters
-            .iter()
-            .zip(&vb.clusters)
-            .take_while(|(x, y)| x == y)
-            .count();
+        let common = common_prefix(&va.clusters, &vb.clusters);
         let borders = (va.clusters.len() - common) + (vb.clusters.len() - common);
         let side = if va.side != vb.side { SIDE_GAP } else { 0.0 };
         (va.width + vb.width) / 2.0 + NODE_GAP + CLUSTER_PAD * borders as f64 + side
     }
 
+    /// x of every vertex. Placing by neighbours alone can let a block's box, which
+    /// spans several ranks, reach over a box beside it in one rank; such pairs get a
+    /// wider gap and the placement is redone, a few rounds at most.
     fn place_horizontally(&self) -> Vec<f64> {
+        let mut extra: HashMap<(usize, usize), f64> = HashMap::new();
+        let mut xs = self.place_with(&extra);
+        for _ in 0..CLUSTER_ROUNDS {
+            let violations = self.cluster_violations(&xs);
+            if violations.is_empty() {
+                break;
+            }
+            for (pair, need) in violations {
+                *extra.entry(pair).or_insert(0.0) += need;
+            }
+            xs = self.place_with(&extra);
+        }
+        self.move_side_outputs_apart(&mut xs);
+        xs
+    }
+
+    /// Neighbours `(a, b)` in a rank that stand too close for the boxes of the clusters
+    /// one holds and the other doesn't, and how much more room they need.
+    fn cluster_violations(&self, xs: &[f64]) -> Vec<((usize, usize), f64)> {
+        let extents = self.cluster_extents(xs);
+        let mut violations = Vec::new();
+        for rank_order in &self.order {
+            for pair in rank_order.windows(2) {
+                let (a, b) = (&self.vertices[pair[0]], &self.vertices[pair[1]]);
+                let common = common_prefix(&a.clusters, &b.clusters);
+                let a_right =
+                    xs[pair[0]] + a.width / 2.0 + CLUSTER_PAD * (a.clusters.len() - common) as f64;
+                let b_left =
+                    xs[pair[1]] - b.width / 2.0 - CLUSTER_PAD * (b.clusters.len() - common) as f64;
+                let mut need: f64 = 0.0;
+                for c in &a.clusters[common..] {
+                    need = need.max(extents[c].1 + NODE_GAP - b_left);
+                }
+                for c in &b.clusters[common..] {
+                    need = need.max(a_right + NODE_GAP - extents[c].0);
+                }
+                if need > 0.5 {
+                    violations.push(((pair[0], pair[1]), need));
+                }
+            }
+        }
+        violations
+    }
+
+    /// Each cluster's left and right edge, as its box will be drawn.
+    fn cluster_extents(&self, xs: &[f64]) -> HashMap<usize, (f64, f64)> {
+        let mut extents: HashMap<usize, (f64, f64)> = HashMap::new();
+        for (v, vertex) in self.vertices.iter().enumerate() {
+            let depth = vertex.clusters.len();
+            for (level, &c) in vertex.clusters.iter().enumerate() {
+                let reach = vertex.width / 2.0 + CLUSTER_PAD * (depth - level) as f64;
+                let extent = extents
+                    .entry(c)
+                    .or_insert((f64::INFINITY, f64::NEG_INFINITY));
+                extent.0 = extent.0.min(xs[v] - reach);
+                extent.1 = extent.1.max(xs[v] + reach);
+            }
+        }
+        extents
+    }
+
+    fn place_with(&self, extra: &HashMap<(usize, usize), f64>) -> Vec<f64> {
         let mut xs = vec![0.0; self.vertices.len()];
         for rank in 0..self.order.len() {
             let packed: Vec<f64> = vec![0.0; self.order[rank].len()];
-            self.place_rank(rank, &packed, &mut xs);
+            self.place_rank(rank, &packed, extra, &mut xs);
         }
         for sweep in 0..=PLACEMENT_SWEEPS {
             // End on a downward sweep: the network then hangs from its input.
@@ -341,41 +403,45 @@ impl Layered {
             };
             for rank in ranks {
                 let desired = self.desired(rank, down, &xs);
-                self.place_rank(rank, &desired, &mut xs);
+                self.place_rank(rank, &desired, extra, &mut xs);
             }
         }
-        self.move_side_outputs_apart(&mut xs);
         xs
     }
 
     /// Where each vertex of a rank would like to be: above (or below) the mean of its
-    /// neighbours there, side outputs not pulling on the main network.
+    /// neighbours there. Side outputs and the main network don't pull on each other, so
+    /// each side output hangs in a column of its own.
     fn desired(&self, rank: usize, down: bool, xs: &[f64]) -> Vec<f64> {
         self.order[rank]
             .iter()
             .map(|&v| {
                 let vertex = &self.vertices[v];
                 let all = if down { &vertex.preds } else { &vertex.succs };
-                let same: Vec<usize> = all
+                let (sum, count) = all
                     .iter()
-                    .copied()
-                    .filter(|&n| self.vertices[n].side == vertex.side)
-                    .collect();
-                let neighbours = if same.is_empty() { all } else { &same };
-                if neighbours.is_empty() {
+                    .filter(|&&n| self.vertices[n].side == vertex.side)
+                    .fold((0.0, 0), |(s, c), &n| (s + xs[n], c + 1));
+                if count == 0 {
                     xs[v]
                 } else {
-                    neighbours.iter().map(|&n| xs[n]).sum::<f64>() / neighbours.len() as f64
+                    sum / count as f64
                 }
             })
             .collect()
     }
 
-    fn place_rank(&self, rank: usize, desired: &[f64], xs: &mut [f64]) {
+    fn place_rank(
+        &self,
+        rank: usize,
+        desired: &[f64],
+        extra: &HashMap<(usize, usize), f64>,
+        xs: &mut [f64],
+    ) {
         let order = &self.order[rank];
         let gaps: Vec<f64> = order
             .windows(2)
-            .map(|p| self.separation(p[0], p[1]))
+            .map(|p| self.separation(p[0], p[1]) + extra.get(&(p[0], p[1])).unwrap_or(&0.0))
             .collect();
         for (&v, x) in order.iter().zip(fit_in_order(desired, &gaps)) {
             xs[v] = x;
@@ -438,6 +504,10 @@ fn dummy(
         preds: Vec::new(),
         succs: Vec::new(),
     }
+}
+
+fn common_prefix(a: &[usize], b: &[usize]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 fn compare_keys(a: &[(f64, usize)], b: &[(f64, usize)]) -> std::cmp::Ordering {
