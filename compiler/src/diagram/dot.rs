@@ -17,7 +17,8 @@ pub fn render(diagram: &Diagram) -> String {
         "  node [shape=box, style=\"rounded,filled\", fontname=\"Helvetica\", fontsize=10];\n",
     );
     out.push_str("  edge [fontname=\"Helvetica\", fontsize=9];\n");
-    write_cluster(&mut out, diagram, None, 1);
+    let tree = Tree::new(diagram);
+    write_cluster(&mut out, diagram, &tree, diagram.clusters.len(), 1);
     for edge in &diagram.edges {
         let side = diagram.nodes[edge.from].side || diagram.nodes[edge.to].side;
         let style = if side {
@@ -37,31 +38,43 @@ pub fn render(diagram: &Diagram) -> String {
     out
 }
 
-/// Writes the boxes directly in `cluster` (the top level for `None`), then each cluster
-/// directly inside it as a `subgraph cluster_N`, recursively.
-fn write_cluster(out: &mut String, diagram: &Diagram, cluster: Option<usize>, indent: usize) {
-    let pad = "  ".repeat(indent);
-    // The top level is written at indent 1, each nested cluster one deeper.
-    let level = indent - 1;
-    for (i, node) in diagram.nodes.iter().enumerate() {
-        if node.clusters.len() == level && node.clusters.last().copied() == cluster {
-            let _ = writeln!(out, "{pad}n{i} [{}];", node_attributes(node));
-        }
-    }
-    let mut children: Vec<usize> = Vec::new();
-    for node in &diagram.nodes {
-        let inside = match cluster {
-            None => true,
-            Some(c) => node.clusters.get(level - 1) == Some(&c),
+/// What each cluster directly holds, in order of first appearance; index
+/// `clusters.len()` stands for the top level.
+struct Tree {
+    nodes: Vec<Vec<usize>>,
+    children: Vec<Vec<usize>>,
+}
+
+impl Tree {
+    fn new(diagram: &Diagram) -> Tree {
+        let top = diagram.clusters.len();
+        let mut tree = Tree {
+            nodes: vec![Vec::new(); top + 1],
+            children: vec![Vec::new(); top + 1],
         };
-        if let Some(&child) = node.clusters.get(level)
-            && inside
-            && !children.contains(&child)
-        {
-            children.push(child);
+        let mut placed = vec![false; top];
+        for (i, node) in diagram.nodes.iter().enumerate() {
+            let mut parent = top;
+            for &c in &node.clusters {
+                if !std::mem::replace(&mut placed[c], true) {
+                    tree.children[parent].push(c);
+                }
+                parent = c;
+            }
+            tree.nodes[parent].push(i);
         }
+        tree
     }
-    for child in children {
+}
+
+/// Writes the boxes directly in `cluster` (the top level is `clusters.len()`), then
+/// each cluster directly inside it as a `subgraph cluster_N`, recursively.
+fn write_cluster(out: &mut String, diagram: &Diagram, tree: &Tree, cluster: usize, indent: usize) {
+    let pad = "  ".repeat(indent);
+    for &i in &tree.nodes[cluster] {
+        let _ = writeln!(out, "{pad}n{i} [{}];", node_attributes(&diagram.nodes[i]));
+    }
+    for &child in &tree.children[cluster] {
         let info = &diagram.clusters[child];
         let _ = writeln!(out, "{pad}subgraph cluster_{child} {{");
         let style = if info.side {
@@ -74,7 +87,7 @@ fn write_cluster(out: &mut String, diagram: &Diagram, cluster: Option<usize>, in
             "{pad}  label={}; style=\"{style}\"; color=\"#94a3b8\"; fontsize=10;",
             quote(&info.name)
         );
-        write_cluster(out, diagram, Some(child), indent + 1);
+        write_cluster(out, diagram, tree, child, indent + 1);
         let _ = writeln!(out, "{pad}}}");
     }
 }

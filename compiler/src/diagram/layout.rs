@@ -224,14 +224,17 @@ impl Layered {
         // Sweeps can make things worse as well as better: keep the best order seen,
         // preferring the first (the source's) on ties.
         let mut best = (self.crossings(), self.order.clone());
+        let mut position = self.positions();
         for _ in 0..ORDER_SWEEPS {
             for rank in 1..self.order.len() {
-                let value = self.barycenters(rank, true);
-                self.sort_rank(rank, &value);
+                self.barycenters(rank, true, &mut position);
+                self.sort_rank(rank, &position);
+                self.update_positions(rank, &mut position);
             }
             for rank in (0..self.order.len().saturating_sub(1)).rev() {
-                let value = self.barycenters(rank, false);
-                self.sort_rank(rank, &value);
+                self.barycenters(rank, false, &mut position);
+                self.sort_rank(rank, &position);
+                self.update_positions(rank, &mut position);
             }
             let crossings = self.crossings();
             if crossings < best.0 {
@@ -241,17 +244,27 @@ impl Layered {
         self.order = best.1;
     }
 
+    /// Each vertex's index within its rank.
+    fn positions(&self) -> Vec<f64> {
+        let mut position = vec![0.0; self.vertices.len()];
+        for rank in 0..self.order.len() {
+            self.update_positions(rank, &mut position);
+        }
+        position
+    }
+
+    fn update_positions(&self, rank: usize, position: &mut [f64]) {
+        for (i, &v) in self.order[rank].iter().enumerate() {
+            position[v] = i as f64;
+        }
+    }
+
     /// How many pairs of edge segments cross, over all pairs of neighbouring ranks.
     fn crossings(&self) -> usize {
-        let mut position = vec![0; self.vertices.len()];
-        for rank_order in &self.order {
-            for (i, &v) in rank_order.iter().enumerate() {
-                position[v] = i;
-            }
-        }
+        let position = self.positions();
         let mut total = 0;
         for rank_order in &self.order {
-            let segments: Vec<(usize, usize)> = rank_order
+            let segments: Vec<(f64, f64)> = rank_order
                 .iter()
                 .flat_map(|&u| self.vertices[u].succs.iter().map(move |&v| (u, v)))
                 .map(|(u, v)| (position[u], position[v]))
@@ -266,25 +279,18 @@ impl Layered {
         total
     }
 
-    /// Each vertex's mean position among its neighbours in the rank above (`down`) or
-    /// below; a vertex without any keeps its own position.
-    fn barycenters(&self, rank: usize, down: bool) -> Vec<f64> {
-        let mut position = vec![0.0; self.vertices.len()];
-        for rank_order in &self.order {
-            for (i, &v) in rank_order.iter().enumerate() {
-                position[v] = i as f64;
-            }
-        }
-        let mut value = position.clone();
+    /// Replaces the positions of a rank's vertices by their mean position among their
+    /// neighbours in the rank above (`down`) or below; a vertex without any keeps its
+    /// own. The neighbours' rank is untouched, so this is safe in place.
+    fn barycenters(&self, rank: usize, down: bool, position: &mut [f64]) {
         for &v in &self.order[rank] {
             let vertex = &self.vertices[v];
             let neighbours = if down { &vertex.preds } else { &vertex.succs };
             if !neighbours.is_empty() {
                 let sum: f64 = neighbours.iter().map(|&n| position[n]).sum();
-                value[v] = sum / neighbours.len() as f64;
+                position[v] = sum / neighbours.len() as f64;
             }
         }
-        value
     }
 
     /// Sorts a rank by `value`, keeping every cluster contiguous: at each nesting level
@@ -722,6 +728,7 @@ impl Layered {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn item(width: f64, clusters: Vec<usize>, side: bool) -> Item {
         Item {
@@ -836,6 +843,54 @@ mod tests {
         assert_eq!(layout.edges[3].len(), 2);
         assert_eq!(layout.clusters, vec![None]);
         assert_eq!(super::layout(&LayoutInput::default()).nodes, vec![]);
+    }
+
+    /// Cluster paths of a small tree: 0 ⊃ 1, 0 ⊃ 4, 2 ⊃ 3.
+    const PATHS: [&[usize]; 6] = [&[], &[0], &[0, 1], &[2], &[2, 3], &[0, 4]];
+
+    fn random_input() -> impl Strategy<Value = LayoutInput> {
+        (1usize..40)
+            .prop_flat_map(|n| {
+                let items =
+                    proptest::collection::vec((20.0f64..200.0, 0..PATHS.len(), any::<bool>()), n);
+                let edges = proptest::collection::vec((0..n, 0..n), 0..n * 2);
+                (items, edges)
+            })
+            .prop_map(|(items, edges)| LayoutInput {
+                items: items
+                    .into_iter()
+                    .map(|(width, path, side)| item(width, PATHS[path].to_vec(), side))
+                    .collect(),
+                edges,
+                cluster_count: 5,
+            })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_dag_lays_out_cleanly(input in random_input()) {
+            let layout = layout(&input);
+            for (i, a) in layout.nodes.iter().enumerate() {
+                prop_assert!(a.x.is_finite() && a.y.is_finite());
+                for b in &layout.nodes[i + 1..] {
+                    prop_assert!(!overlaps(a, b), "{:?} overlaps {:?}", a, b);
+                }
+            }
+            for (&(from, to), path) in input.edges.iter().zip(&layout.edges) {
+                if from < to {
+                    prop_assert!(layout.ranks[from] < layout.ranks[to]);
+                    prop_assert!(path.windows(2).all(|p| p[1].1 >= p[0].1));
+                } else {
+                    prop_assert!(path.is_empty());
+                }
+            }
+            for (item, rect) in input.items.iter().zip(&layout.nodes) {
+                for &c in &item.clusters {
+                    let cluster = layout.clusters[c].expect("cluster placed");
+                    prop_assert!(contains(&cluster, rect));
+                }
+            }
+        }
     }
 
     #[test]
