@@ -41,9 +41,11 @@ pub fn graph(
     };
     match output {
         Some(path) => write_atomically(path, &text),
-        None => std::io::stdout()
-            .write_all(text.as_bytes())
-            .map_err(|e| format!("cannot write the diagram to stdout: {e}")),
+        None => match std::io::stdout().write_all(text.as_bytes()) {
+            // The reader stopped early (`| head`): nothing is wrong.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            result => result.map_err(|e| format!("cannot write the diagram to stdout: {e}")),
+        },
     }
 }
 
