@@ -1,12 +1,14 @@
 //! `cnnc`: the command line. Each subcommand runs the pipeline as far as it needs and
 //! prints what it produced.
 
+mod graph_cmd;
 mod run;
 mod source;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use cnnc_compiler::diagnostics;
 use cnnc_compiler::{Compilation, compile, summary, syntax};
+use graph_cmd::GraphFormat;
 use source::{compile_network, print_diagnostics, read};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +43,21 @@ enum Command {
         #[arg(long, value_name = "N")]
         depth: Option<usize>,
         /// Which network of the file, when it defines several.
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// Draw the network's architecture: SVG (laid out by cnnc) or Graphviz DOT.
+    Graph {
+        file: PathBuf,
+        /// Where to write the diagram (default: stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// `svg` or `dot` (default: `dot` for a .dot or .gv output, else `svg`).
+        #[arg(long, value_enum)]
+        format: Option<GraphFormat>,
+        /// Collapse layers deeper than N name segments into one box per block.
+        #[arg(long, value_name = "N")]
+        depth: Option<usize>,
         #[arg(long)]
         network: Option<String>,
     },
@@ -208,6 +225,16 @@ fn run(cli: Cli) -> ExitCode {
                 SummaryFormat::Markdown => print!("{}", summary::markdown(&summary)),
                 SummaryFormat::Json => println!("{}", pretty_json(&summary)),
             }
+        }),
+        Command::Graph {
+            file,
+            output,
+            format,
+            depth,
+            network,
+        } => compile_network(&file, network.as_deref()).and_then(|checked| {
+            let format = GraphFormat::choose(format, output.as_deref());
+            graph_cmd::graph(&checked, format, depth, output.as_deref())
         }),
         Command::Build {
             file,

@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod diagnostics;
+pub mod diagram;
 pub mod elaborate;
 pub mod graph;
 pub mod ops;

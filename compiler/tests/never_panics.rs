@@ -1,9 +1,20 @@
 //! Property tests: no input makes the parser, elaborator or checker panic. Arbitrary
 //! text reaches the lexer; token soup reaches the parser's corners; mutated examples
-//! and generated networks with random sizes reach elaboration and the shape rules.
+//! and generated networks with random sizes reach elaboration and the shape rules, and
+//! what checks is drawn as a diagram.
 
-use cnnc_compiler::compile;
+use cnnc_compiler::{compile, diagram};
 use proptest::prelude::*;
+
+/// Compiles, and draws every network that checked, whole or collapsed to `depths`.
+fn compile_and_draw(text: &str, depths: &[Option<usize>]) {
+    for network in compile(text).networks {
+        for &depth in depths {
+            let _ = diagram::to_svg(&network, depth);
+            let _ = diagram::to_dot(&network, depth);
+        }
+    }
+}
 
 const TOKENS: &[&str] = &[
     "network",
@@ -162,7 +173,7 @@ proptest! {
 
     #[test]
     fn generated_networks_never_panic(text in generated_network()) {
-        let _ = compile(&text);
+        compile_and_draw(&text, &[None, Some(0), Some(1)]);
     }
 
     #[test]
@@ -184,7 +195,7 @@ proptest! {
             end -= 1;
         }
         let mutated = format!("{}{}{}", &text[..start], TOKENS[insert], &text[end..]);
-        let _ = compile(&mutated);
+        compile_and_draw(&mutated, &[Some(2)]);
     }
 }
 

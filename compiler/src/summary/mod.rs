@@ -138,34 +138,73 @@ pub fn summarize(checked: &CheckedGraph, depth: Option<usize>) -> Summary {
 /// Merges consecutive rows whose names share their first `depth` segments into one row
 /// named by that prefix, with summed counts and the last row's output.
 fn collapse(rows: Vec<Row>, depth: usize) -> Vec<Row> {
-    let depth = depth.max(1);
+    let groups = collapsed_rows(rows.iter().map(|r| r.name.as_str()), depth);
     let mut out: Vec<Row> = Vec::new();
+    for (row, group) in rows.into_iter().zip(groups) {
+        if group.index < out.len() {
+            let merged = &mut out[group.index];
+            merged.layers += 1;
+            merged.params += row.params;
+            merged.macs += row.macs;
+            merged.output = row.output;
+            merged.op = format!("({} layers)", merged.layers);
+        } else if group.block {
+            out.push(Row {
+                name: group.name,
+                op: "(1 layer)".to_string(),
+                ..row
+            });
+        } else {
+            out.push(row);
+        }
+    }
+    out
+}
+
+/// Where one layer lands when blocks deeper than some depth are collapsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collapsed {
+    /// The collapsed row (or diagram box) that holds the layer.
+    pub index: usize,
+    /// That row's name: the layer's own, or its block's.
+    pub name: String,
+    /// Whether the row stands for a block rather than the layer itself.
+    pub block: bool,
+}
+
+/// For each layer name, in order, the collapsed row it falls in: consecutive layers
+/// whose names share their first `depth` segments (and have more) share one row named by
+/// that prefix. The summary and the diagrams both collapse with this.
+pub fn collapsed_rows<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    depth: usize,
+) -> Vec<Collapsed> {
+    let depth = depth.max(1);
+    let mut out: Vec<Collapsed> = Vec::new();
+    let mut rows = 0;
     let mut open_group: Option<String> = None;
-    for row in rows {
-        let segments: Vec<&str> = row.name.split('.').collect();
+    for name in names {
+        let segments: Vec<&str> = name.split('.').collect();
         if segments.len() <= depth {
             open_group = None;
-            out.push(row);
+            out.push(Collapsed {
+                index: rows,
+                name: name.to_string(),
+                block: false,
+            });
+            rows += 1;
             continue;
         }
         let prefix = segments[..depth].join(".");
-        match out.last_mut() {
-            Some(group) if open_group.as_deref() == Some(prefix.as_str()) => {
-                group.layers += 1;
-                group.params += row.params;
-                group.macs += row.macs;
-                group.output = row.output;
-                group.op = format!("({} layers)", group.layers);
-            }
-            _ => {
-                open_group = Some(prefix.clone());
-                out.push(Row {
-                    name: prefix,
-                    op: "(1 layer)".to_string(),
-                    ..row
-                });
-            }
+        if open_group.as_deref() != Some(prefix.as_str()) {
+            open_group = Some(prefix.clone());
+            rows += 1;
         }
+        out.push(Collapsed {
+            index: rows - 1,
+            name: prefix,
+            block: true,
+        });
     }
     out
 }
