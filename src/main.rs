@@ -1,6 +1,8 @@
 //! `cnnc`: the command line. Each subcommand runs the pipeline as far as it needs and
 //! prints what it produced.
 
+mod diff;
+mod fmt_cmd;
 mod run;
 mod source;
 
@@ -43,6 +45,14 @@ enum Command {
         /// Which network of the file, when it defines several.
         #[arg(long)]
         network: Option<String>,
+    },
+    /// Rewrite .cnn files in canonical form, comments kept; exit 1 on a syntax error.
+    Fmt {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Write nothing: show the diff of each file that would change; exit 1 if any.
+        #[arg(long)]
+        check: bool,
     },
     /// Show an intermediate form of the compiler.
     Build {
@@ -186,6 +196,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Check { files, format } => return check(&files, format),
+        Command::Fmt { files, check } => return fmt_cmd::fmt(&files, check),
         Command::Summary {
             file,
             format,
