@@ -6,6 +6,7 @@ use crate::diff;
 use crate::source::{Source, print_diagnostics, read};
 use cnnc_compiler::syntax::{self, FormatError};
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -36,6 +37,9 @@ pub fn fmt(files: &[PathBuf], check: bool) -> ExitCode {
 
 /// Whether the file was (or, with `check`, would be) changed.
 fn fmt_file(path: &Path, check: bool) -> Result<bool, String> {
+    if path == Path::new("-") {
+        return fmt_stdin(check);
+    }
     let source = read(path)?;
     let formatted = formatted(&source)?;
     if formatted == source.text {
@@ -47,6 +51,26 @@ fn fmt_file(path: &Path, check: bool) -> Result<bool, String> {
         replace(path, &formatted)?;
     }
     Ok(true)
+}
+
+/// `-`: standard input to standard output, for editors that pipe the buffer through.
+fn fmt_stdin(check: bool) -> Result<bool, String> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read standard input: {e}"))?;
+    let source = Source {
+        name: "<stdin>".to_string(),
+        text,
+    };
+    let formatted = formatted(&source)?;
+    let changed = formatted != source.text;
+    if !check {
+        print!("{formatted}");
+    } else if changed {
+        print!("{}", diff::unified(&source.name, &source.text, &formatted));
+    }
+    Ok(changed && check)
 }
 
 fn formatted(source: &Source) -> Result<String, String> {

@@ -48,6 +48,7 @@ enum Command {
     },
     /// Rewrite .cnn files in canonical form, comments kept; exit 1 on a syntax error.
     Fmt {
+        /// Files to rewrite in place; `-` formats standard input to standard output.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Write nothing: show the diff of each file that would change; exit 1 if any.

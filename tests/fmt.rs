@@ -145,3 +145,35 @@ fn a_syntax_error_is_reported_and_the_file_left_alone() {
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("cannot read no/such/file.cnn"));
 }
+
+#[test]
+fn a_dash_formats_standard_input_to_standard_output() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let run = |args: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cnnc"))
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cnnc runs");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"network N(input:8){relu}")
+            .expect("write stdin");
+        drop(stdin);
+        child.wait_with_output().expect("cnnc finishes")
+    };
+    let output = run(&["fmt", "-"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "network N(input: 8) { relu }\n");
+    let output = run(&["fmt", "--check", "-"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stdout(&output).starts_with("--- <stdin>\n"),
+        "{}",
+        stdout(&output)
+    );
+}
