@@ -81,7 +81,7 @@ impl<'s> Printer<'s> {
     }
 
     pub fn token(&mut self, text: &str, at: usize) {
-        self.place_comments(at);
+        self.place_comments(at, false);
         self.emit(text, at);
     }
 
@@ -98,7 +98,7 @@ impl<'s> Printer<'s> {
     }
 
     pub fn close_paren(&mut self, text: &str, at: usize) {
-        self.place_comments(at);
+        self.place_comments(at, true);
         self.parens = self.parens.saturating_sub(1);
         self.emit(text, at);
     }
@@ -111,7 +111,7 @@ impl<'s> Printer<'s> {
     /// Closes a body; `gap` replaces whatever the body's last statement asked for, so
     /// no blank line stays before a `}`.
     pub fn close_brace(&mut self, at: usize, gap: Gap) {
-        self.place_comments(at);
+        self.place_comments(at, false);
         self.depth = self.depth.saturating_sub(1);
         self.pending = gap;
         self.continues = false;
@@ -120,7 +120,7 @@ impl<'s> Printer<'s> {
 
     /// Writes the comments left at the end of the file and returns the text.
     pub fn finish(mut self) -> String {
-        self.place_comments(self.source.len());
+        self.place_comments(self.source.len(), false);
         trim_line_end(&mut self.out);
         if !self.out.is_empty() {
             self.out.push('\n');
@@ -176,8 +176,9 @@ impl<'s> Printer<'s> {
     }
 
     /// Writes the comments that start before `at`, each on the line it had: after code
-    /// on the same source line, or on a line of its own.
-    fn place_comments(&mut self, at: usize) {
+    /// on the same source line, or on a line of its own. `closing`: the next token is a
+    /// closing bracket, which a comment before it does not push away.
+    fn place_comments(&mut self, at: usize, closing: bool) {
         while let Some(&comment) = self.comments.get(self.next_comment) {
             if comment.start >= at {
                 break;
@@ -188,7 +189,7 @@ impl<'s> Printer<'s> {
             if own_line {
                 self.comment_on_own_line(comment, at);
             } else {
-                self.comment_after_code(comment);
+                self.comment_after_code(comment, closing);
             }
             self.last_end = comment.end;
         }
@@ -216,7 +217,12 @@ impl<'s> Printer<'s> {
 
     /// A comment after code stays after it; a line comment keeps its source column
     /// while the code before it leaves room, so comments aligned by hand stay aligned.
-    fn comment_after_code(&mut self, comment: Comment) {
+    /// The space around a block comment is the layout's, never the source's, so that a
+    /// second run writes the same.
+    fn comment_after_code(&mut self, comment: Comment, closing: bool) {
+        if self.pending == Gap::Space {
+            self.pending = Gap::None;
+        }
         let line = &self.out[self.out.rfind('\n').map_or(0, |at| at + 1)..];
         let column = line.chars().count();
         let line_start = self.source[..comment.start]
@@ -230,11 +236,10 @@ impl<'s> Printer<'s> {
         };
         self.out.extend(std::iter::repeat_n(' ', padding));
         self.out.push_str(comments::text(self.source, &comment));
-        let spaced = self.source[comment.end..].starts_with(|c: char| c.is_whitespace());
-        let after = match (comment.line, spaced) {
+        let after = match (comment.line, closing) {
             (true, _) => Gap::Line,
-            (false, true) => Gap::Space,
-            (false, false) => Gap::None,
+            (false, false) => Gap::Space,
+            (false, true) => Gap::None,
         };
         if after > self.pending {
             self.pending = after;

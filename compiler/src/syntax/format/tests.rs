@@ -201,3 +201,13 @@ proptest! {
         let _ = format(&source);
     }
 }
+
+#[test]
+fn block_comments_get_the_layout_spacing() {
+    // Found by fuzzing: the space after a block comment once came from the source,
+    // so a second run moved the next token.
+    assert_eq!(
+        fmt("network N(input: 8 /* in */) {\n  leakyrelu/*a*//*b*/(0.1) dense(/*n*/4)\n}"),
+        "network N(input: 8 /* in */) {\n    leakyrelu /*a*/ /*b*/ (0.1) dense( /*n*/ 4)\n}\n"
+    );
+}
