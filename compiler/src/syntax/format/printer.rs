@@ -35,6 +35,10 @@ pub(super) struct Printer<'s> {
     line_continues: bool,
     /// The source offset just after the last token or comment written.
     last_end: usize,
+    /// The source offset of the first thing on the current output line, and the
+    /// column it was written at.
+    line_source: usize,
+    line_indent: usize,
 }
 
 impl<'s> Printer<'s> {
@@ -50,6 +54,8 @@ impl<'s> Printer<'s> {
             continues: false,
             line_continues: false,
             last_end: 0,
+            line_source: 0,
+            line_indent: 0,
         }
     }
 
@@ -89,7 +95,7 @@ impl<'s> Printer<'s> {
     /// moves): written right after the previous token, without moving any comment.
     pub fn glue(&mut self, text: &str) {
         self.write_gap(self.last_end);
-        self.write(text);
+        self.write(text, self.last_end);
     }
 
     pub fn open_paren(&mut self, text: &str, at: usize) {
@@ -161,17 +167,18 @@ impl<'s> Printer<'s> {
                 at = at.max(c.end);
                 continue;
             }
-            if self.source[at..].starts_with(literal) {
+            let rest = self.source.get(at..).unwrap_or_default();
+            if rest.starts_with(literal) {
                 return Some(at);
             }
-            at += self.source[at..].chars().next().map_or(1, char::len_utf8);
+            at += rest.chars().next().map_or(1, char::len_utf8);
         }
         None
     }
 
     fn emit(&mut self, text: &str, at: usize) {
         self.write_gap(at);
-        self.write(text);
+        self.write(text, at);
         self.last_end = at + text.len();
     }
 
@@ -201,7 +208,7 @@ impl<'s> Printer<'s> {
         }
         let continues = self.continues;
         self.write_gap(comment.start);
-        self.write(comments::text(self.source, &comment));
+        self.write(comments::text(self.source, &comment), comment.start);
         let next = self
             .comments
             .get(self.next_comment)
@@ -215,8 +222,9 @@ impl<'s> Printer<'s> {
         self.continues = continues;
     }
 
-    /// A comment after code stays after it; a line comment keeps its source column
-    /// while the code before it leaves room, so comments aligned by hand stay aligned.
+    /// A comment after code stays after it. A line comment keeps its distance from the
+    /// start of its line's code while the code leaves room (and the line is the one it
+    /// was on), so comments aligned by hand stay aligned, even when re-indented.
     /// The space around a block comment is the layout's, never the source's, so that a
     /// second run writes the same.
     fn comment_after_code(&mut self, comment: Comment, closing: bool) {
@@ -225,12 +233,14 @@ impl<'s> Printer<'s> {
         }
         let line = &self.out[self.out.rfind('\n').map_or(0, |at| at + 1)..];
         let column = line.chars().count();
-        let line_start = self.source[..comment.start]
-            .rfind(['\n', '\r'])
-            .map_or(0, |at| at + 1);
-        let source_column = self.source[line_start..comment.start].chars().count();
-        let padding = if comment.line && source_column > column {
-            source_column - column
+        let same_line = self
+            .source
+            .get(self.line_source..comment.start)
+            .is_some_and(|code| !has_newline(code));
+        let wanted = (self.line_indent + self.source_column(comment.start))
+            .saturating_sub(self.source_column(self.line_source));
+        let padding = if comment.line && same_line && wanted > column {
+            wanted - column
         } else {
             1
         };
@@ -244,6 +254,13 @@ impl<'s> Printer<'s> {
         if after > self.pending {
             self.pending = after;
         }
+    }
+
+    /// The column of a source offset, in characters.
+    fn source_column(&self, offset: usize) -> usize {
+        let before = self.source.get(..offset).unwrap_or_default();
+        let line_start = before.rfind(['\n', '\r']).map_or(0, |at| at + 1);
+        before[line_start..].chars().count()
     }
 
     /// Writes the whitespace `pending` asks for before something at source offset `at`.
@@ -278,9 +295,11 @@ impl<'s> Printer<'s> {
         self.line_continues = continues;
     }
 
-    fn write(&mut self, text: &str) {
+    fn write(&mut self, text: &str, at: usize) {
         if self.at_line_start() {
             let levels = self.depth + self.parens + usize::from(self.line_continues);
+            self.line_source = at;
+            self.line_indent = levels * INDENT.len();
             for _ in 0..levels {
                 self.out.push_str(INDENT);
             }

@@ -211,3 +211,18 @@ fn block_comments_get_the_layout_spacing() {
         "network N(input: 8 /* in */) {\n    leakyrelu /*a*/ /*b*/ (0.1) dense( /*n*/ 4)\n}\n"
     );
 }
+
+#[test]
+fn trailing_comments_keep_their_place_on_their_line() {
+    // Re-indented from two spaces to four, and shortened: the comments stay aligned.
+    let source = "network N(input: 8) {\n  relu       // one\n  dense( 4 ) // two\n}\n";
+    assert_eq!(
+        fmt(source),
+        "network N(input: 8) {\n    relu       // one\n    dense(4)   // two\n}\n"
+    );
+    // A comment whose code moved to another line follows it at one space.
+    assert_eq!(
+        fmt("network N(input: 8) { relu // moved\n}"),
+        "network N(input: 8) {\n    relu // moved\n}\n"
+    );
+}
