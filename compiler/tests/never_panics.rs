@@ -3,6 +3,7 @@
 //! and generated networks with random sizes reach elaboration and the shape rules.
 
 use cnnc_compiler::compile;
+use cnnc_compiler::syntax::{FormatError, format as format_source};
 use proptest::prelude::*;
 
 const TOKENS: &[&str] = &[
@@ -185,6 +186,15 @@ proptest! {
         }
         let mutated = format!("{}{}{}", &text[..start], TOKENS[insert], &text[end..]);
         let _ = compile(&mutated);
+    }
+
+    /// `cnnc fmt` answers every input, and what it writes is already formatted.
+    #[test]
+    fn formatting_is_stable(text in prop_oneof![token_soup(), generated_network()]) {
+        if let Ok(formatted) = format_source(&text) {
+            prop_assert_eq!(format_source(&formatted).ok(), Some(formatted.clone()));
+        }
+        prop_assert!(!matches!(format_source(&text), Err(FormatError::Internal(_))), "{}", text);
     }
 }
 
