@@ -33,16 +33,16 @@ fn word(p: &mut Printer, pair: &Pair<Rule>) {
 /// `network NAME(INPUT: SHAPE, ...) { ... }` and `block NAME(PARAM=DEFAULT, ...) { ... }`.
 fn definition(p: &mut Printer, pair: Pair<Rule>) {
     let parts: Vec<Pair<Rule>> = pair.into_inner().collect();
-    let [keyword, name, declarations @ .., body] = &parts[..] else {
+    let [keyword, name, declarations @ .., braces] = &parts[..] else {
         return;
     };
     word(p, keyword);
     p.gap(Gap::Space, false);
     word(p, name);
-    let first = declarations.first().map_or(start(body), start);
+    let first = declarations.first().map_or(start(braces), start);
     let open = p.find(end(name), first, "(").unwrap_or(end(name));
     let last = declarations.last().map_or(open + 1, end);
-    let close = p.find(last, start(body), ")").unwrap_or(last);
+    let close = p.find(last, start(braces), ")").unwrap_or(last);
     list(
         p,
         ("(", open),
@@ -52,7 +52,7 @@ fn definition(p: &mut Printer, pair: Pair<Rule>) {
         declaration,
     );
     p.gap(Gap::Space, false);
-    self::body(p, body);
+    body(p, braces);
 }
 
 /// `input: 3x224x224` or `stride=1`.
