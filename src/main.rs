@@ -1,6 +1,8 @@
 //! `cnnc`: the command line. Each subcommand runs the pipeline as far as it needs and
 //! prints what it produced.
 
+mod diff;
+mod fmt_cmd;
 mod graph_cmd;
 mod run;
 mod source;
@@ -60,6 +62,15 @@ enum Command {
         depth: Option<usize>,
         #[arg(long)]
         network: Option<String>,
+    },
+    /// Rewrite .cnn files in canonical form, comments kept; exit 1 on a syntax error.
+    Fmt {
+        /// Files to rewrite in place; `-` formats standard input to standard output.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Write nothing: show the diff of each file that would change; exit 1 if any.
+        #[arg(long)]
+        check: bool,
     },
     /// Show an intermediate form of the compiler.
     Build {
@@ -213,6 +224,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Check { files, format } => return check(&files, format),
+        Command::Fmt { files, check } => return fmt_cmd::fmt(&files, check),
         Command::Summary {
             file,
             format,

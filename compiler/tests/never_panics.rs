@@ -3,6 +3,7 @@
 //! and generated networks with random sizes reach elaboration and the shape rules, and
 //! what checks is drawn as a diagram.
 
+use cnnc_compiler::syntax::{FormatError, format as format_source};
 use cnnc_compiler::{compile, diagram};
 use proptest::prelude::*;
 
@@ -196,6 +197,15 @@ proptest! {
         }
         let mutated = format!("{}{}{}", &text[..start], TOKENS[insert], &text[end..]);
         compile_and_draw(&mutated, &[Some(2)]);
+    }
+
+    /// `cnnc fmt` answers every input, and what it writes is already formatted.
+    #[test]
+    fn formatting_is_stable(text in prop_oneof![token_soup(), generated_network()]) {
+        if let Ok(formatted) = format_source(&text) {
+            prop_assert_eq!(format_source(&formatted).ok(), Some(formatted.clone()));
+        }
+        prop_assert!(!matches!(format_source(&text), Err(FormatError::Internal(_))), "{}", text);
     }
 }
 

@@ -3,9 +3,11 @@
 
 pub mod ast;
 mod errors;
+pub mod format;
 mod parser;
 mod print;
 
+pub use format::{FormatError, format};
 pub use parser::parse;
 pub use print::print_ast;
 
