@@ -6,7 +6,7 @@ mod source;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use cnnc_compiler::diagnostics;
-use cnnc_compiler::{Compilation, compile, summary, syntax};
+use cnnc_compiler::{Compilation, compile, passes, summary, syntax};
 use source::{compile_network, print_diagnostics, read};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -159,6 +159,9 @@ enum Emit {
     Ast,
     /// The graph IR: every layer after blocks and repeats are expanded.
     Graph,
+    /// The fused graph after the passes (inference: side outputs pruned), with its
+    /// memory plan.
+    Fused,
 }
 
 fn parse_memory(text: &str) -> Result<u64, String> {
@@ -332,6 +335,10 @@ fn check_line(name: &str, compilation: &Compilation) -> String {
 fn build(file: &std::path::Path, emit: Emit, network: Option<&str>) -> Result<(), String> {
     match emit {
         Emit::Graph => compile_network(file, network).map(|checked| print!("{}", checked.graph)),
+        Emit::Fused => compile_network(file, network).map(|checked| {
+            let fused = passes::fuse(&checked);
+            print!("{}", passes::listing(&fused, &passes::plan(&fused)));
+        }),
         Emit::Ast => {
             let source = read(file)?;
             match syntax::parse(&source.text) {

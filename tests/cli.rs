@@ -92,6 +92,31 @@ fn build_emits_the_graph_and_the_ast() {
 }
 
 #[test]
+fn build_emits_the_fused_graph_and_its_memory_plan() {
+    let output = cnnc(&["build", "examples/lenet5.cnn", "--emit", "fused"]);
+    assert!(output.status.success());
+    assert_golden("lenet5.fused.txt", &stdout(&output));
+    let output = cnnc(&["build", "examples/resnet18.cnn", "--emit", "fused"]);
+    let fused = stdout(&output);
+    // BN folded, ReLU and the residual add in the conv's epilogue, in source order.
+    assert!(
+        fused.contains(
+            "%4 = conv 64 3x3 p1 nobias (%3) + fold(layer1.0.bn2) + bias + add(%2) + relu"
+        ),
+        "{fused}"
+    );
+    assert!(fused.contains("peak activation memory: 4.59 MiB per sample in 3 buffers"));
+    let output = cnnc(&["build", "examples/googlenet.cnn", "--emit", "fused"]);
+    let fused = stdout(&output);
+    assert!(
+        fused.contains("%15 = concat in place (%8, %10, %12, %14) : 256x28x28 @ b0"),
+        "{fused}"
+    );
+    assert!(fused.contains(": 128x28x28 @ b0[64..192]"), "{fused}");
+    assert!(!fused.contains("aux1"), "side outputs are pruned");
+}
+
+#[test]
 fn several_networks_need_a_choice() {
     let dir = std::env::temp_dir().join(format!("cnnc-two-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
