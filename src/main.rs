@@ -118,7 +118,7 @@ struct RunArgs {
     save: Vec<String>,
     #[arg(long, value_enum, default_value_t = RunFormat::Text)]
     format: RunFormat,
-    /// Only the reference interpreter exists so far.
+    /// Which executor runs the network.
     #[arg(long, value_enum, default_value_t = Backend::Reference)]
     backend: Backend,
     /// Refuse runs that need more memory than this (default: the memory available).
@@ -151,6 +151,9 @@ enum RunFormat {
 enum Backend {
     /// The reference interpreter: simple, exact, the oracle for other backends.
     Reference,
+    /// The fused graph (folded BN, epilogues, concat in place) over the memory plan's
+    /// buffers, with the reference kernels: the passes, proven numerically.
+    Fused,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -238,7 +241,6 @@ fn run(cli: Cli) -> ExitCode {
 }
 
 fn run_network(args: RunArgs) -> Result<(), String> {
-    let Backend::Reference = args.backend;
     let checked = compile_network(&args.file, args.network.as_deref())?;
     let request = run::RunRequest {
         weights: args.weights,
@@ -253,6 +255,7 @@ fn run_network(args: RunArgs) -> Result<(), String> {
         save: args.save,
         json: args.format == RunFormat::Json,
         memory_limit: args.memory_limit,
+        fused: args.backend == Backend::Fused,
     };
     run::run(&checked, &request).map_err(|e| e.to_string())
 }
