@@ -109,9 +109,15 @@ fn build_emits_the_fused_graph_and_its_memory_plan() {
     let output = cnnc(&["build", "examples/googlenet.cnn", "--emit", "fused"]);
     let fused = stdout(&output);
     assert!(
-        fused.contains("%15 = concat in place (%8, %10, %12, %14) : 256x28x28 @ b0"),
+        fused.contains("%16 = concat in place (%8, %11, %13, %15) : 256x28x28 @ b0"),
         "{fused}"
     );
+    // The two 1x1 reductions of a block read the same tensor: one kernel.
+    assert!(
+        fused.contains("%9 = conv 112 1x1 (%7) merging [inception_3a.branch2.conv1 96, inception_3a.branch3.conv1 16] + bias + relu : 112x28x28 @ b2"),
+        "{fused}"
+    );
+    assert!(fused.contains("%10 = part of %9 : 96x28x28 @ b2[0..96]"));
     assert!(fused.contains(": 128x28x28 @ b0[64..192]"), "{fused}");
     assert!(!fused.contains("aux1"), "side outputs are pruned");
 }

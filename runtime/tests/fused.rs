@@ -1,7 +1,7 @@
 //! The fused executor against the reference interpreter: every pass proven on numbers.
 //! Examples, the ONNX Runtime fixtures and generated networks (conv+bn+activation,
-//! residuals with and without projection and scale, concat, pooling, dropout, flatten,
-//! dense) run both ways on the same weights and input; batch norms get random
+//! residuals with and without projection and scale, concat, merged 1x1 convs, pooling,
+//! dropout, flatten, dense) run both ways on the same weights and input; batch norms get random
 //! statistics so folding them changes the weights. Tolerance: max |fused − reference|
 //! <= 1e-5 × max |reference| (relative to the output's scale, with no floor, so that a
 //! softmax's small probabilities are held as tightly as logits).
@@ -201,6 +201,13 @@ fn layer(kind: u8, a: u64, b: u64, channels: u64, size: &mut u64) -> (String, u6
             format!("conv({channels}, 1x1) -> t {act} -> u add(t, u) {act}"),
             channels,
         ),
+        8 => (
+            // 1x1 convs that merge: same input, same epilogue, outputs read apart.
+            format!(
+                "concat {{ branch {{ conv({a}, 1x1) {act} conv({a}, 3x3, pad=1) }} branch {{ conv({b}, 1x1, bias=false) bn {act} conv({a}, 3x3, pad=1) bn }} }}"
+            ),
+            2 * a,
+        ),
         _ => (format!("conv({a}, 1x1, bias=false) bn dropout {act}"), a),
     }
 }
@@ -215,7 +222,7 @@ fn head(kind: u8, units: u64) -> String {
 }
 
 fn generated_network() -> impl Strategy<Value = String> {
-    let layers = (0u8..9, 1u64..6, 1u64..6);
+    let layers = (0u8..10, 1u64..6, 1u64..6);
     (
         1u64..4,
         prop::sample::select(vec![4u64, 5, 8]),

@@ -60,6 +60,18 @@ pub struct FoldedBn {
     pub eps: f64,
 }
 
+/// One of several 1x1 convs merged into one kernel: its layer (whose weights supply
+/// `out_channels` rows of the merged weights, in order) and what it brought along.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Part {
+    pub node: NodeId,
+    pub name: String,
+    pub out_channels: u64,
+    /// The layer's own bias (a folded BN adds one where it has none).
+    pub bias: bool,
+    pub folded_bn: Option<FoldedBn>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Kernel {
     /// The graph layer whose op this kernel runs; its weights are named after it.
@@ -72,6 +84,9 @@ pub struct Kernel {
     pub epilogue: Vec<Step>,
     /// Every graph layer this kernel computes, its own first.
     pub layers: Vec<String>,
+    /// For convs merged horizontally, the layers whose weights are stacked, in channel
+    /// order; empty for every other kernel (its weights are its layer's).
+    pub parts: Vec<Part>,
 }
 
 impl Kernel {

@@ -48,6 +48,7 @@ pub fn lower(net: &CheckedGraph) -> FusedGraph {
                 Vec::new()
             },
             layers: vec![node.name.clone()],
+            parts: Vec::new(),
         });
     }
     fused.output = tensor_of[graph.output.0].unwrap_or(output_fallback(&fused));

@@ -8,6 +8,7 @@
 //! 5. [`fuse_epilogues`]: bias, activations, unfolded BNs and residual adds become steps
 //!    of the conv or dense kernel before them.
 //! 6. [`concat_in_place`]: branches write their channel slices of a concat's output.
+//! 7. [`merge_1x1_convs`]: 1x1 convs reading the same tensor become one conv.
 //!
 //! [`plan`] then assigns buffers by liveness. Shapes come from the checked graph's facts;
 //! weights are not touched here: the runtime applies [`fold_batch_norm`] to them.
@@ -19,6 +20,7 @@ mod flatten;
 mod fold_bn;
 mod ir;
 mod lower;
+mod merge_1x1;
 mod plan;
 mod render;
 
@@ -27,8 +29,9 @@ pub use dropout::remove_dropout;
 pub use epilogue::fuse_epilogues;
 pub use flatten::flatten_views;
 pub use fold_bn::{BnStats, fold_batch_norm, fold_batch_norms};
-pub use ir::{FoldedBn, FusedGraph, Index, Kernel, Place, Step, Tensor, TensorId};
+pub use ir::{FoldedBn, FusedGraph, Index, Kernel, Part, Place, Step, Tensor, TensorId};
 pub use lower::lower;
+pub use merge_1x1::merge_1x1_convs;
 pub use plan::{MemoryPlan, plan};
 pub use render::listing;
 
@@ -42,6 +45,7 @@ pub fn fuse(net: &CheckedGraph) -> FusedGraph {
     fold_batch_norms(&mut fused);
     fuse_epilogues(&mut fused);
     concat_in_place(&mut fused);
+    merge_1x1_convs(&mut fused);
     compact(&mut fused);
     fused
 }

@@ -27,6 +27,7 @@ pub fn listing(fused: &FusedGraph, plan: &MemoryPlan) -> String {
     }
     for (k, kernel) in fused.kernels.iter().enumerate() {
         let _ = writeln!(out, "  {}", kernel_line(fused, plan, kernel));
+        listing.parts_of(&mut out, kernel);
         listing.views_of(&mut out, kernel.output);
         listing.concats_completed(&mut out, k);
     }
@@ -52,6 +53,17 @@ fn kernel_line(fused: &FusedGraph, plan: &MemoryPlan, kernel: &Kernel) -> String
     );
     if let Some(bn) = &kernel.folded_bn {
         let _ = write!(line, " + fold({})", bn.layer);
+    }
+    if !kernel.parts.is_empty() {
+        let parts: Vec<String> = kernel
+            .parts
+            .iter()
+            .map(|p| match &p.folded_bn {
+                Some(bn) => format!("{} {} + fold({})", p.name, p.out_channels, bn.layer),
+                None => format!("{} {}", p.name, p.out_channels),
+            })
+            .collect();
+        let _ = write!(line, " merging [{}]", parts.join(", "));
     }
     for step in &kernel.epilogue {
         let _ = write!(line, " + {}", step_text(step));
@@ -152,6 +164,25 @@ struct Listing<'a> {
 }
 
 impl Listing<'_> {
+    /// The layers' own outputs within a merged kernel's output.
+    fn parts_of(&self, out: &mut String, kernel: &Kernel) {
+        if kernel.parts.is_empty() {
+            return;
+        }
+        for &part in &self.slices.children[kernel.output.0] {
+            let t = self.fused.tensor(part);
+            let _ = writeln!(
+                out,
+                "  %{} = part of %{}{}  // {}",
+                part.0,
+                kernel.output.0,
+                at(self.fused, self.plan, part),
+                t.name
+            );
+            self.views_of(out, part);
+        }
+    }
+
     /// A concat done in place is listed once its last slice is written.
     fn concats_completed(&self, out: &mut String, kernel: usize) {
         let mut t = self.fused.kernels[kernel].output;

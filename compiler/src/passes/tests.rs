@@ -238,12 +238,61 @@ fn concat_in_place_is_not_applied_where_illegal() {
     // A flattened branch is a view, not a slice.
     let f = fused(
         "network N(input: 4x2x2) {
-            conv a(4, 1x1) flatten -> x
+            conv a(4, 1x1) relu flatten -> x
             from input conv b(4, 1x1) flatten -> y
             concat(x, y)
         }",
     );
     assert_eq!(ops(&f), ["conv", "conv", "concat"]);
+}
+
+#[test]
+fn pointwise_convs_reading_one_tensor_merge() {
+    let f = fused(
+        "network N(input: 4x8x8) {
+            conv(4, 3x3, pad=1)
+            concat {
+                branch { conv a(2, 1x1) relu }
+                branch { conv b(3, 1x1, bias=false) bn relu conv(3, 3x3, pad=1) }
+                branch { conv c(5, 1x1) relu conv(3, 3x3, pad=1) }
+                branch { conv d(5, 1x1) tanh conv(3, 3x3, pad=1) }
+                branch { conv e(5, 3x3, pad=1) relu conv(3, 3x3, pad=1) }
+            }
+        }",
+    );
+    // `a` writes its concat slice, `d` ends in tanh, `e` is 3x3: only b and c merge.
+    let merged: Vec<&Kernel> = f.kernels.iter().filter(|k| !k.parts.is_empty()).collect();
+    assert_eq!(merged.len(), 1);
+    let m = merged[0];
+    let parts: Vec<(&str, u64, bool)> = m
+        .parts
+        .iter()
+        .map(|p| (p.name.as_str(), p.out_channels, p.folded_bn.is_some()))
+        .collect();
+    assert_eq!(parts, [("branch2.b", 3, true), ("branch3.c", 5, false)]);
+    assert_eq!(m.op.rule().describe(), "conv 8 1x1");
+    assert_eq!(m.epilogue, [Step::Bias, Step::Activation(Activation::Relu)]);
+    assert_eq!(f.tensor(m.output).shape.0, [8, 8, 8]);
+    let readers: Vec<Place> = f
+        .kernels
+        .iter()
+        .filter(|k| k.inputs.iter().any(|&t| f.root(t).0 == m.output))
+        .map(|k| f.tensor(k.inputs[0]).place)
+        .collect();
+    assert_eq!(
+        readers,
+        [
+            Place::Slice {
+                parent: m.output,
+                offset: 0
+            },
+            Place::Slice {
+                parent: m.output,
+                offset: 3
+            }
+        ]
+    );
+    assert_plan_is_sound(&f, &plan(&f));
 }
 
 #[test]
@@ -358,10 +407,11 @@ fn resnet50_folds_every_batch_norm() {
         .filter(|n| matches!(n.op, Op::BatchNorm(_)))
         .count();
     let f = fuse(&net);
+    assert!(f.kernels.iter().all(|k| k.parts.is_empty()));
     let folded = f.kernels.iter().filter(|k| k.folded_bn.is_some()).count();
     assert_eq!((bns, folded), (53, 53));
     // Every conv's BN, ReLU and residual add are in its epilogue: only convs, the
-    // pools and the head remain.
+    // pools and the head remain. No 1x1 convs share an input with the same epilogue.
     let kinds: std::collections::BTreeSet<&str> = ops(&f).into_iter().collect();
     assert_eq!(
         kinds.into_iter().collect::<Vec<_>>(),
