@@ -1,8 +1,9 @@
-//! Property tests: no input makes the parser, elaborator or checker panic. Arbitrary
-//! text reaches the lexer; token soup reaches the parser's corners; mutated examples
-//! and generated networks with random sizes reach elaboration and the shape rules.
+//! Property tests: no input makes the parser, elaborator, checker or passes panic.
+//! Arbitrary text reaches the lexer; token soup reaches the parser's corners; mutated
+//! examples and generated networks with random sizes reach elaboration, the shape rules
+//! and, when they check, the passes and the memory plan.
 
-use cnnc_compiler::compile;
+use cnnc_compiler::{compile, passes};
 use proptest::prelude::*;
 
 const TOKENS: &[&str] = &[
@@ -162,7 +163,11 @@ proptest! {
 
     #[test]
     fn generated_networks_never_panic(text in generated_network()) {
-        let _ = compile(&text);
+        // What checks goes on through the passes, the memory plan and the listing.
+        for net in compile(&text).networks {
+            let fused = passes::fuse(&net);
+            let _ = passes::listing(&fused, &passes::plan(&fused));
+        }
     }
 
     #[test]
