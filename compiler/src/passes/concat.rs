@@ -21,11 +21,13 @@ pub fn concat_in_place(fused: &mut FusedGraph) {
             fused.tensors[tensor.0].place = Place::Slice { parent, offset };
         }
         gone[i] = true;
-        let name = &fused.kernels[i].name;
-        fused
-            .removed
-            .push(format!("{name} (concat: each branch writes its slice)"));
     }
+    // Listed in network order.
+    let removed = fused.kernels.iter().zip(&gone).filter(|(_, g)| **g);
+    let removed: Vec<String> = removed
+        .map(|(k, _)| format!("{} (concat: each branch writes its slice)", k.name))
+        .collect();
+    fused.removed.extend(removed);
     fused.retain_kernels(&gone);
 }
 

@@ -10,10 +10,9 @@ use std::collections::HashMap;
 
 pub fn merge_1x1_convs(fused: &mut FusedGraph) {
     let mut gone = vec![false; fused.kernels.len()];
-    let mut added: Vec<(TensorId, Tensor)> = Vec::new();
     for group in groups(fused) {
         let first = group[0];
-        let merged = TensorId(fused.tensors.len() + added.len());
+        let merged = TensorId(fused.tensors.len());
         let (kernel, tensor) = merge(fused, &group, merged);
         let mut offset = 0u64;
         for &k in &group {
@@ -25,12 +24,11 @@ pub fn merge_1x1_convs(fused: &mut FusedGraph) {
             offset = offset.saturating_add(out_channels(&fused.kernels[k]));
             gone[k] = k != first;
         }
-        // Listed (and numbered) just before its first part.
-        added.push((fused.kernels[first].output, tensor));
+        // Numbered last for now; `compact` numbers it before its parts.
+        fused.tensors.push(tensor);
         fused.kernels[first] = kernel;
     }
     fused.retain_kernels(&gone);
-    insert_tensors(fused, added);
 }
 
 /// Kernels that can merge, grouped by what they read and their epilogue, in order.
@@ -134,30 +132,4 @@ fn part(kernel: &Kernel) -> Part {
         bias: matches!(&kernel.op, Op::Conv(c) if c.bias),
         folded_bn: kernel.folded_bn.clone(),
     }
-}
-
-/// Appends tensors numbered past the end, then moves each to just before its anchor,
-/// renumbering everything once.
-fn insert_tensors(fused: &mut FusedGraph, added: Vec<(TensorId, Tensor)>) {
-    let old = fused.tensors.len();
-    let mut before: Vec<Vec<usize>> = vec![Vec::new(); old];
-    for (i, (anchor, _)) in added.iter().enumerate() {
-        before[anchor.0].push(old + i);
-    }
-    let mut order = Vec::with_capacity(old + added.len());
-    for (t, extra) in before.into_iter().enumerate() {
-        order.extend(extra);
-        order.push(t);
-    }
-    let mut map = vec![TensorId(0); order.len()];
-    for (new, &t) in order.iter().enumerate() {
-        map[t] = TensorId(new);
-    }
-    fused.tensors.extend(added.into_iter().map(|(_, t)| t));
-    fused.remap(&map);
-    let mut tensors: Vec<Option<Tensor>> = std::mem::take(&mut fused.tensors)
-        .into_iter()
-        .map(Some)
-        .collect();
-    fused.tensors = order.iter().filter_map(|&t| tensors[t].take()).collect();
 }

@@ -21,6 +21,7 @@ mod fold_bn;
 mod ir;
 mod lower;
 mod merge_1x1;
+mod order;
 mod plan;
 mod render;
 
@@ -50,11 +51,38 @@ pub fn fuse(net: &CheckedGraph) -> FusedGraph {
     fused
 }
 
-/// Drops the tensors fusion left unused and numbers the rest in order, so listings
-/// read `%0, %1, ...`.
+/// Drops the tensors fusion left unused and numbers the rest in the order the listing
+/// shows them, so it reads `%0, %1, ...`.
 pub fn compact(fused: &mut FusedGraph) {
     let count = fused.tensors.len();
-    let mut used = vec![false; count];
+    let used = used(fused);
+    let listed = order::entries(fused).into_iter().map(|e| e.tensor(fused));
+    // Anything used but not listed (never, in a well-formed graph) goes last.
+    let order: Vec<TensorId> = listed
+        .chain((0..count).map(TensorId))
+        .filter(|t| used[t.0])
+        .collect();
+    let mut map = vec![TensorId(0); count];
+    let mut numbered = vec![false; count];
+    let mut kept = Vec::new();
+    for t in order {
+        if !std::mem::replace(&mut numbered[t.0], true) {
+            map[t.0] = TensorId(kept.len());
+            kept.push(t);
+        }
+    }
+    fused.remap(&map);
+    let mut tensors: Vec<Option<Tensor>> = std::mem::take(&mut fused.tensors)
+        .into_iter()
+        .map(Some)
+        .collect();
+    fused.tensors = kept.iter().filter_map(|t| tensors[t.0].take()).collect();
+}
+
+/// The tensors the graph refers to: inputs, output, what kernels read and write, and
+/// the storage of views and slices.
+fn used(fused: &FusedGraph) -> Vec<bool> {
+    let mut used = vec![false; fused.tensors.len()];
     let mut pending: Vec<TensorId> = fused.inputs.clone();
     pending.push(fused.output);
     for kernel in &fused.kernels {
@@ -70,20 +98,7 @@ pub fn compact(fused: &mut FusedGraph) {
             Place::Own => {}
         }
     }
-    let mut map = vec![TensorId(0); count];
-    let mut next = 0;
-    for (t, &u) in used.iter().enumerate() {
-        if u {
-            map[t] = TensorId(next);
-            next += 1;
-        }
-    }
-    fused.remap(&map);
-    let mut t = 0;
-    fused.tensors.retain(|_| {
-        t += 1;
-        used[t - 1]
-    });
+    used
 }
 
 #[cfg(test)]

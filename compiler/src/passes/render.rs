@@ -2,34 +2,32 @@
 //! where they live, then the memory plan's buffers, and the peak against no reuse.
 
 use super::ir::{FusedGraph, Kernel, Place, Step, TensorId};
+use super::order::{Entry, entries};
 use super::plan::MemoryPlan;
 use crate::ops::OpRule;
 use crate::summary::bytes;
 use std::fmt::Write;
 
 pub fn listing(fused: &FusedGraph, plan: &MemoryPlan) -> String {
-    let listing = Listing {
-        fused,
-        plan,
-        views: views(fused),
-        slices: slices(fused),
-    };
     let mut out = format!("fused {} {{\n", fused.name);
-    for &input in &fused.inputs {
-        let name = &fused.tensor(input).name;
-        let _ = writeln!(
-            out,
-            "  %{} = input{}  // {name}",
-            input.0,
-            at(fused, plan, input)
-        );
-        listing.views_of(&mut out, input);
-    }
-    for (k, kernel) in fused.kernels.iter().enumerate() {
-        let _ = writeln!(out, "  {}", kernel_line(fused, plan, kernel));
-        listing.parts_of(&mut out, kernel);
-        listing.views_of(&mut out, kernel.output);
-        listing.concats_completed(&mut out, k);
+    for entry in entries(fused) {
+        let line = match &entry {
+            Entry::Kernel(k) => kernel_line(fused, plan, &fused.kernels[*k]),
+            Entry::Input(t) => format!("%{} = input", t.0),
+            Entry::Part { tensor, of } => format!("%{} = part of %{}", tensor.0, of.0),
+            Entry::View { tensor, base } => format!("%{} = view of %{}", tensor.0, base.0),
+            Entry::Concat { tensor, slices } => {
+                let slices: Vec<String> = slices.iter().map(|t| format!("%{}", t.0)).collect();
+                format!("%{} = concat in place ({})", tensor.0, slices.join(", "))
+            }
+        };
+        if let Entry::Kernel(_) = entry {
+            let _ = writeln!(out, "  {line}");
+        } else {
+            let t = entry.tensor(fused);
+            let name = &fused.tensor(t).name;
+            let _ = writeln!(out, "  {line}{}  // {name}", at(fused, plan, t));
+        }
     }
     let _ = writeln!(out, "  output %{}\n}}", fused.output.0);
     buffer_table(&mut out, fused, plan);
@@ -113,119 +111,6 @@ fn at(fused: &FusedGraph, plan: &MemoryPlan, tensor: TensorId) -> String {
         Place::View(_) | Place::Own => buffer,
     };
     format!(" : {} @ {place}", t.shape)
-}
-
-/// The views of each tensor.
-fn views(fused: &FusedGraph) -> Vec<Vec<TensorId>> {
-    let mut views = vec![Vec::new(); fused.tensors.len()];
-    for (i, t) in fused.tensors.iter().enumerate() {
-        if let Place::View(base) = t.place {
-            views[base.0].push(TensorId(i));
-        }
-    }
-    views
-}
-
-/// The slices of each tensor, and the last kernel to write one of them.
-struct Slices {
-    children: Vec<Vec<TensorId>>,
-    last_writer: Vec<Option<usize>>,
-}
-
-fn slices(fused: &FusedGraph) -> Slices {
-    let count = fused.tensors.len();
-    let mut slices = Slices {
-        children: vec![Vec::new(); count],
-        last_writer: vec![None; count],
-    };
-    for (i, t) in fused.tensors.iter().enumerate() {
-        if let Place::Slice { parent, .. } = t.place {
-            slices.children[parent.0].push(TensorId(i));
-        }
-    }
-    for (k, kernel) in fused.kernels.iter().enumerate() {
-        let mut t = kernel.output;
-        for _ in 0..count {
-            let Place::Slice { parent, .. } = fused.tensor(t).place else {
-                break;
-            };
-            slices.last_writer[parent.0] = Some(k);
-            t = parent;
-        }
-    }
-    slices
-}
-
-struct Listing<'a> {
-    fused: &'a FusedGraph,
-    plan: &'a MemoryPlan,
-    views: Vec<Vec<TensorId>>,
-    slices: Slices,
-}
-
-impl Listing<'_> {
-    /// The layers' own outputs within a merged kernel's output.
-    fn parts_of(&self, out: &mut String, kernel: &Kernel) {
-        if kernel.parts.is_empty() {
-            return;
-        }
-        for &part in &self.slices.children[kernel.output.0] {
-            let t = self.fused.tensor(part);
-            let _ = writeln!(
-                out,
-                "  %{} = part of %{}{}  // {}",
-                part.0,
-                kernel.output.0,
-                at(self.fused, self.plan, part),
-                t.name
-            );
-            self.views_of(out, part);
-        }
-    }
-
-    /// A concat done in place is listed once its last slice is written.
-    fn concats_completed(&self, out: &mut String, kernel: usize) {
-        let mut t = self.fused.kernels[kernel].output;
-        while let Place::Slice { parent, .. } = self.fused.tensor(t).place {
-            if self.slices.last_writer[parent.0] != Some(kernel) {
-                break;
-            }
-            let parts: Vec<String> = self.slices.children[parent.0]
-                .iter()
-                .map(|c| format!("%{}", c.0))
-                .collect();
-            let _ = writeln!(
-                out,
-                "  %{} = concat in place ({}){}  // {}",
-                parent.0,
-                parts.join(", "),
-                at(self.fused, self.plan, parent),
-                self.fused.tensor(parent).name
-            );
-            self.views_of(out, parent);
-            t = parent;
-        }
-    }
-
-    /// A view's line follows the line that writes its base.
-    fn views_of(&self, out: &mut String, base: TensorId) {
-        let mut pending: Vec<TensorId> = self.views[base.0].iter().rev().copied().collect();
-        while let Some(id) = pending.pop() {
-            let t = self.fused.tensor(id);
-            let base = match t.place {
-                Place::View(base) => base.0,
-                _ => continue,
-            };
-            let _ = writeln!(
-                out,
-                "  %{} = view of %{base}{}  // {}",
-                id.0,
-                at(self.fused, self.plan, id),
-                t.name
-            );
-            pending.extend(self.views[id.0].iter().rev());
-        }
-    }
 }
 
 fn buffer_table(out: &mut String, fused: &FusedGraph, plan: &MemoryPlan) {

@@ -391,6 +391,12 @@ fn every_example_has_a_sound_plan_below_the_unshared_sum() {
         let p = plan(&f);
         assert_plan_is_sound(&f, &p);
         assert!(p.peak_bytes < p.unshared_bytes, "{}", path.display());
+        // The listing shows every tensor once, numbered in order.
+        let listed: Vec<usize> = super::order::entries(&f)
+            .iter()
+            .map(|e| e.tensor(&f).0)
+            .collect();
+        assert_eq!(listed, (0..f.tensors.len()).collect::<Vec<_>>());
         checked += 1;
     }
     assert!(checked >= 19);
