@@ -125,7 +125,8 @@ pub struct FusedGraph {
     pub kernels: Vec<Kernel>,
     pub inputs: Vec<TensorId>,
     pub output: TensorId,
-    /// Layers that no longer run at all (dropout), and views made of flatten.
+    /// Layers that no longer run at all, and why: dropout and identity, flatten (a
+    /// view), concats done in place.
     pub removed: Vec<String>,
 }
 
