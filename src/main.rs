@@ -9,7 +9,7 @@ mod source;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use cnnc_compiler::diagnostics;
-use cnnc_compiler::{Compilation, compile, summary, syntax};
+use cnnc_compiler::{Compilation, compile, passes, summary, syntax};
 use graph_cmd::GraphFormat;
 use source::{compile_network, print_diagnostics, read};
 use std::path::PathBuf;
@@ -156,7 +156,7 @@ struct RunArgs {
     save: Vec<String>,
     #[arg(long, value_enum, default_value_t = RunFormat::Text)]
     format: RunFormat,
-    /// Only the reference interpreter exists so far.
+    /// Which executor runs the network.
     #[arg(long, value_enum, default_value_t = Backend::Reference)]
     backend: Backend,
     /// Refuse runs that need more memory than this (default: the memory available).
@@ -189,6 +189,9 @@ enum RunFormat {
 enum Backend {
     /// The reference interpreter: simple, exact, the oracle for other backends.
     Reference,
+    /// The fused graph (folded BN, epilogues, concat in place) over the memory plan's
+    /// buffers, with the reference kernels: the passes, proven numerically.
+    Fused,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -197,6 +200,9 @@ enum Emit {
     Ast,
     /// The graph IR: every layer after blocks and repeats are expanded.
     Graph,
+    /// The fused graph after the passes (inference: side outputs pruned), with its
+    /// memory plan.
+    Fused,
 }
 
 fn parse_memory(text: &str) -> Result<u64, String> {
@@ -292,7 +298,6 @@ fn run(cli: Cli) -> ExitCode {
 }
 
 fn run_network(args: RunArgs) -> Result<(), String> {
-    let Backend::Reference = args.backend;
     let checked = compile_network(&args.file, args.network.as_deref())?;
     let request = run::RunRequest {
         weights: args.weights,
@@ -307,6 +312,7 @@ fn run_network(args: RunArgs) -> Result<(), String> {
         save: args.save,
         json: args.format == RunFormat::Json,
         memory_limit: args.memory_limit,
+        fused: args.backend == Backend::Fused,
     };
     run::run(&checked, &request).map_err(|e| e.to_string())
 }
@@ -389,6 +395,10 @@ fn check_line(name: &str, compilation: &Compilation) -> String {
 fn build(file: &std::path::Path, emit: Emit, network: Option<&str>) -> Result<(), String> {
     match emit {
         Emit::Graph => compile_network(file, network).map(|checked| print!("{}", checked.graph)),
+        Emit::Fused => compile_network(file, network).map(|checked| {
+            let fused = passes::fuse(&checked);
+            print!("{}", passes::listing(&fused, &passes::plan(&fused)));
+        }),
         Emit::Ast => {
             let source = read(file)?;
             match syntax::parse(&source.text) {

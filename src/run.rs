@@ -1,4 +1,5 @@
-//! `cnnc run` and `cnnc init`: weights, inputs, the reference interpreter, outputs.
+//! `cnnc run` and `cnnc init`: weights, inputs, the reference interpreter (or the fused
+//! executor), outputs.
 
 use cnnc_compiler::check::CheckedGraph;
 use cnnc_compiler::diagnostics::did_you_mean;
@@ -8,7 +9,7 @@ use cnnc_runtime::input::{self, InputSource, Normalize};
 use cnnc_runtime::output::{self, Ranked};
 use cnnc_runtime::reference::{self, RunOptions};
 use cnnc_runtime::weights::{self, Weights};
-use cnnc_runtime::{RuntimeError, memory};
+use cnnc_runtime::{RuntimeError, fused, memory};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -26,6 +27,8 @@ pub struct RunRequest {
     pub save: Vec<String>,
     pub json: bool,
     pub memory_limit: Option<u64>,
+    /// Run the fused executor instead of the reference interpreter.
+    pub fused: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -104,7 +107,11 @@ pub fn run(net: &CheckedGraph, request: &RunRequest) -> Result<(), RuntimeError>
         side_outputs: false,
         keep: keep.iter().map(|(_, id)| *id).collect(),
     };
-    let outputs = reference::run(net, &weights, inputs, &options)?;
+    let outputs = if request.fused {
+        run_fused(net, &weights, inputs, &options)?
+    } else {
+        reference::run(net, &weights, inputs, &options)?
+    };
     let milliseconds = started.elapsed().as_secs_f64() * 1e3;
     let labels = match &request.labels {
         Some(path) => read_labels(path)?,
@@ -141,7 +148,7 @@ pub fn run(net: &CheckedGraph, request: &RunRequest) -> Result<(), RuntimeError>
     }
     let report = Report {
         network: graph.name.clone(),
-        backend: "reference",
+        backend: if request.fused { "fused" } else { "reference" },
         batch,
         weights: match &request.weights {
             Some(path) => path.display().to_string(),
@@ -171,6 +178,25 @@ pub fn run(net: &CheckedGraph, request: &RunRequest) -> Result<(), RuntimeError>
         print_report(&report, &outputs.output);
     }
     Ok(())
+}
+
+/// The fused executor keeps only the output: its buffers are reused as it goes.
+fn run_fused(
+    net: &CheckedGraph,
+    weights: &Weights,
+    inputs: Vec<cnnc_runtime::Tensor>,
+    options: &RunOptions,
+) -> Result<reference::Outputs, RuntimeError> {
+    if !options.keep.is_empty() {
+        return Err(RuntimeError::Invalid(
+            "--save needs --backend reference: the fused backend reuses the buffers of inner layers".into(),
+        ));
+    }
+    let output = fused::Program::new(net, weights)?.run(inputs)?;
+    Ok(reference::Outputs {
+        output,
+        ..Default::default()
+    })
 }
 
 fn normalization(channels: usize, request: &RunRequest) -> Result<Normalize, RuntimeError> {

@@ -92,6 +92,37 @@ fn build_emits_the_graph_and_the_ast() {
 }
 
 #[test]
+fn build_emits_the_fused_graph_and_its_memory_plan() {
+    let output = cnnc(&["build", "examples/lenet5.cnn", "--emit", "fused"]);
+    assert!(output.status.success());
+    assert_golden("lenet5.fused.txt", &stdout(&output));
+    let output = cnnc(&["build", "examples/resnet18.cnn", "--emit", "fused"]);
+    let fused = stdout(&output);
+    // BN folded, ReLU and the residual add in the conv's epilogue, in source order.
+    assert!(
+        fused.contains(
+            "%4 = conv 64 3x3 p1 nobias (%3) + fold(layer1.0.bn2) + bias + add(%2) + relu"
+        ),
+        "{fused}"
+    );
+    assert!(fused.contains("peak activation memory: 4.59 MiB per sample in 3 buffers"));
+    let output = cnnc(&["build", "examples/googlenet.cnn", "--emit", "fused"]);
+    let fused = stdout(&output);
+    assert!(
+        fused.contains("%16 = concat in place (%8, %12, %13, %15) : 256x28x28 @ b0"),
+        "{fused}"
+    );
+    // The two 1x1 reductions of a block read the same tensor: one kernel.
+    assert!(
+        fused.contains("%9 = conv 112 1x1 (%7) merging [inception_3a.branch2.conv1 96, inception_3a.branch3.conv1 16] + bias + relu : 112x28x28 @ b2"),
+        "{fused}"
+    );
+    assert!(fused.contains("%10 = part of %9 : 96x28x28 @ b2[0..96]"));
+    assert!(fused.contains(": 128x28x28 @ b0[64..192]"), "{fused}");
+    assert!(!fused.contains("aux1"), "side outputs are pruned");
+}
+
+#[test]
 fn several_networks_need_a_choice() {
     let dir = std::env::temp_dir().join(format!("cnnc-two-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");

@@ -67,6 +67,54 @@ fn every_example_runs_out_of_the_box() {
 }
 
 #[test]
+fn the_fused_backend_predicts_what_the_reference_does() {
+    for example in ["examples/resnet18.cnn", "examples/googlenet.cnn"] {
+        let run = |backend: &str| {
+            json(&[
+                "run",
+                example,
+                "--backend",
+                backend,
+                "--batch",
+                "2",
+                "--format",
+                "json",
+            ])
+        };
+        let (reference, fused) = (run("reference"), run("fused"));
+        assert_eq!(fused["backend"], "fused");
+        for (r, f) in reference["predictions"]
+            .as_array()
+            .expect("samples")
+            .iter()
+            .zip(fused["predictions"].as_array().expect("samples"))
+        {
+            for (r, f) in r
+                .as_array()
+                .expect("top")
+                .iter()
+                .zip(f.as_array().expect("top"))
+            {
+                assert_eq!(r["class"], f["class"], "{example}");
+                let (pr, pf) = (r["probability"].as_f64(), f["probability"].as_f64());
+                let (pr, pf) = (pr.expect("p"), pf.expect("p"));
+                assert!((pr - pf).abs() <= 1e-5 * pr, "{example}: {pr} vs {pf}");
+            }
+        }
+    }
+    let output = cnnc(&[
+        "run",
+        "examples/lenet5.cnn",
+        "--backend",
+        "fused",
+        "--save",
+        "c1",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("--save needs --backend reference"));
+}
+
+#[test]
 fn seeded_runs_are_reproducible_and_init_writes_the_same_weights() {
     let dir = scratch("init");
     let weights = dir.join("resnet18.safetensors");

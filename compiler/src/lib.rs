@@ -1,8 +1,9 @@
-//! The `cnnc` compiler: `.cnn` text → AST → graph IR → checked graph.
+//! The `cnnc` compiler: `.cnn` text → AST → graph IR → checked graph → fused graph.
 //!
 //! Each stage is a module and a pure function from one representation to the next:
 //! [`syntax::parse`], [`elaborate::elaborate`], [`check::check`]. [`compile`] runs them
-//! all and collects every diagnostic along the way.
+//! all and collects every diagnostic along the way. [`passes::fuse`] and [`passes::plan`]
+//! take a checked graph on to the fused graph and its memory plan.
 
 pub mod check;
 pub mod diagnostics;
@@ -10,6 +11,7 @@ pub mod diagram;
 pub mod elaborate;
 pub mod graph;
 pub mod ops;
+pub mod passes;
 pub mod span;
 pub mod summary;
 pub mod syntax;

@@ -1,10 +1,11 @@
-//! Property tests: no input makes the parser, elaborator or checker panic. Arbitrary
-//! text reaches the lexer; token soup reaches the parser's corners; mutated examples
-//! and generated networks with random sizes reach elaboration and the shape rules, and
-//! what checks is drawn as a diagram.
+//! Property tests: no input makes the parser, elaborator, checker or passes panic.
+//! Arbitrary text reaches the lexer; token soup reaches the parser's corners; mutated
+//! examples and generated networks with random sizes reach elaboration and the shape
+//! rules, and what checks goes through the passes and the memory plan and is drawn as
+//! a diagram.
 
 use cnnc_compiler::syntax::{FormatError, format as format_source};
-use cnnc_compiler::{compile, diagram};
+use cnnc_compiler::{compile, diagram, passes};
 use proptest::prelude::*;
 
 /// Compiles, and draws every network that checked, whole or collapsed to `depths`.
@@ -175,6 +176,11 @@ proptest! {
     #[test]
     fn generated_networks_never_panic(text in generated_network()) {
         compile_and_draw(&text, &[None, Some(0), Some(1)]);
+        // What checks goes on through the passes, the memory plan and the listing.
+        for net in compile(&text).networks {
+            let fused = passes::fuse(&net);
+            let _ = passes::listing(&fused, &passes::plan(&fused));
+        }
     }
 
     #[test]

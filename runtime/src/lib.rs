@@ -4,6 +4,7 @@
 //! Tensors are f32 and batch-first at every interface: `[N, C, H, W]` or `[N, F]`.
 
 pub mod error;
+pub mod fused;
 pub mod input;
 pub mod jit;
 pub mod memory;

@@ -57,12 +57,14 @@ pub struct Totals {
     pub activations: Activations,
 }
 
-/// Activation memory per sample in f32, for inference, before any buffer reuse.
+/// Activation memory per sample in f32, for inference: every layer's output without
+/// reuse, the largest one, and the peak under the memory plan (after the passes).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Activations {
     pub total_bytes: u64,
     pub largest_bytes: u64,
     pub largest_tensor: String,
+    pub peak_bytes: u64,
 }
 
 pub fn summarize(checked: &CheckedGraph, depth: Option<usize>) -> Summary {
@@ -88,6 +90,7 @@ pub fn summarize(checked: &CheckedGraph, depth: Option<usize>) -> Summary {
         total_bytes: 0,
         largest_bytes: 0,
         largest_tensor: String::new(),
+        peak_bytes: crate::passes::plan(&crate::passes::fuse(checked)).peak_bytes,
     };
     for (node, facts) in graph.nodes.iter().zip(&checked.facts) {
         // The checker has verified that these products fit; saturate rather than wrap

@@ -75,6 +75,13 @@ fn totals_lines(summary: &Summary) -> Vec<(String, String)> {
             a.largest_tensor
         ),
     ));
+    lines.push((
+        "Peak activation memory".to_string(),
+        format!(
+            "{} per sample (memory plan, after fusion)",
+            bytes(a.peak_bytes)
+        ),
+    ));
     lines
 }
 

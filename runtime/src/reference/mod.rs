@@ -2,12 +2,12 @@
 //! is the oracle that every other backend is tested against, so clarity wins over speed
 //! everywhere except the convolution's inner product (ndarray's `dot`).
 
-mod conv;
-mod dense;
-mod elementwise;
-mod merge;
-mod norm;
-mod pool;
+pub(crate) mod conv;
+pub(crate) mod dense;
+pub(crate) mod elementwise;
+pub(crate) mod merge;
+pub(crate) mod norm;
+pub(crate) mod pool;
 
 use crate::Tensor;
 use crate::error::{Result, RuntimeError};
@@ -131,7 +131,12 @@ pub fn run(
 }
 
 /// One layer. `weights` were validated against the network when loaded.
-fn evaluate(node: &Node, op: &Op, args: &[&Tensor], weights: &Weights) -> Result<Tensor> {
+pub(crate) fn evaluate(
+    node: &Node,
+    op: &Op,
+    args: &[&Tensor],
+    weights: &Weights,
+) -> Result<Tensor> {
     let weight = |suffix: &str| {
         let name = format!("{}.{suffix}", node.name);
         weights.get(&name).ok_or_else(|| {

@@ -1,0 +1,149 @@
+//! The fused executor: runs the compiler's fused graph over its memory plan's buffers,
+//! kernel by kernel, with the reference interpreter's kernels, the folded weights and
+//! the epilogues. It proves every pass numerically against the reference interpreter
+//! before generated code replaces the kernels one by one.
+
+mod prepare;
+mod storage;
+
+use crate::Tensor;
+use crate::error::{Result, RuntimeError};
+use crate::reference::{conv, dense, elementwise, evaluate, norm};
+use crate::weights::Weights;
+use cnnc_compiler::check::CheckedGraph;
+use cnnc_compiler::ops::Op;
+use cnnc_compiler::passes::{self, FusedGraph, Kernel, MemoryPlan, Step};
+use prepare::{Prepared, prepare, weight};
+use storage::Storage;
+
+/// A network compiled for the fused executor: the fused graph, its memory plan, and
+/// the weights its kernels use.
+pub struct Program<'a> {
+    net: &'a CheckedGraph,
+    pub fused: FusedGraph,
+    pub plan: MemoryPlan,
+    weights: &'a Weights,
+    prepared: Vec<Option<Prepared>>,
+}
+
+impl<'a> Program<'a> {
+    /// Runs the passes and folds the weights. `weights` were validated against `net`.
+    pub fn new(net: &'a CheckedGraph, weights: &'a Weights) -> Result<Self> {
+        let fused = passes::fuse(net);
+        let plan = passes::plan(&fused);
+        let prepared = fused
+            .kernels
+            .iter()
+            .map(|k| prepare(k, weights))
+            .collect::<Result<_>>()?;
+        Ok(Program {
+            net,
+            fused,
+            plan,
+            weights,
+            prepared,
+        })
+    }
+
+    /// Runs the network on `inputs` (one per network input, batch-first) and returns
+    /// its output. Side outputs are pruned, as inference does.
+    pub fn run(&self, inputs: Vec<Tensor>) -> Result<Tensor> {
+        if inputs.len() != self.fused.inputs.len() {
+            return Err(RuntimeError::Invalid(format!(
+                "the network takes {} inputs, {} given",
+                self.fused.inputs.len(),
+                inputs.len()
+            )));
+        }
+        let batch = inputs.first().map_or(1, |t| t.shape()[0]);
+        let mut storage = Storage::new(&self.fused, &self.plan, batch)?;
+        for (&id, tensor) in self.fused.inputs.iter().zip(&inputs) {
+            self.check_input(id, tensor, batch)?;
+            storage.write(id, tensor)?;
+        }
+        for (kernel, prepared) in self.fused.kernels.iter().zip(&self.prepared) {
+            let args = kernel
+                .inputs
+                .iter()
+                .map(|&t| storage.read(t))
+                .collect::<Result<Vec<_>>>()?;
+            let result = self.compute(kernel, prepared.as_ref(), &args)?;
+            let result = self.epilogue(kernel, result, &storage)?;
+            storage.write(kernel.output, &result)?;
+        }
+        storage.read(self.fused.output)
+    }
+
+    fn check_input(&self, id: passes::TensorId, tensor: &Tensor, batch: usize) -> Result<()> {
+        let mut expected = vec![batch];
+        expected.extend(self.fused.tensor(id).shape.0.iter().map(|&d| d as usize));
+        if tensor.shape() == expected.as_slice() {
+            return Ok(());
+        }
+        Err(RuntimeError::InputShape {
+            expected: crate::input::shape_text(&expected),
+            found: crate::input::shape_text(tensor.shape()),
+            hint: format!(" (input `{}`)", self.fused.tensor(id).name),
+        })
+    }
+
+    /// The kernel's op; conv and dense with the prepared (folded) weights and bias, so
+    /// the `Bias` step is done here.
+    fn compute(
+        &self,
+        kernel: &Kernel,
+        prepared: Option<&Prepared>,
+        args: &[Tensor],
+    ) -> Result<Tensor> {
+        let refs: Vec<&Tensor> = args.iter().collect();
+        let x = refs
+            .first()
+            .ok_or_else(|| RuntimeError::Invalid(format!("{} has no input", kernel.name)))?;
+        match (&kernel.op, prepared) {
+            (Op::Conv(op), Some(p)) => Ok(conv::conv2d(x, &p.weight, p.bias.as_ref(), op)),
+            (Op::Dense(_), Some(p)) => Ok(dense::dense(x, &p.weight, p.bias.as_ref())),
+            (op, _) => {
+                let node = self.net.graph.node(kernel.node);
+                evaluate(node, op, &refs, self.weights)
+            }
+        }
+    }
+
+    fn epilogue(&self, kernel: &Kernel, mut y: Tensor, storage: &Storage) -> Result<Tensor> {
+        for step in &kernel.epilogue {
+            y = match step {
+                Step::Bias => y,
+                Step::Activation(activation) => elementwise::activation(&y, activation),
+                Step::ScaleShift { layer, eps } => norm::batch_norm(
+                    &y,
+                    weight(self.weights, layer, "weight")?,
+                    weight(self.weights, layer, "bias")?,
+                    weight(self.weights, layer, "running_mean")?,
+                    weight(self.weights, layer, "running_var")?,
+                    *eps,
+                ),
+                Step::Add {
+                    input,
+                    self_scale,
+                    input_scale,
+                    ..
+                } => {
+                    // The reference computes `a + s·b`; one of the scales is 1, so this
+                    // rounds exactly as it does.
+                    let mut sum = storage.read(*input)?;
+                    if *input_scale != 1.0 {
+                        sum.mapv_inplace(|v| v * *input_scale as f32);
+                    }
+                    sum.scaled_add(*self_scale as f32, &y);
+                    sum
+                }
+            };
+        }
+        Ok(y)
+    }
+}
+
+/// Compiles and runs in one call.
+pub fn run(net: &CheckedGraph, weights: &Weights, inputs: Vec<Tensor>) -> Result<Tensor> {
+    Program::new(net, weights)?.run(inputs)
+}
