@@ -192,6 +192,9 @@ enum Backend {
     /// The fused graph (folded BN, epilogues, concat in place) over the memory plan's
     /// buffers, with the reference kernels: the passes, proven numerically.
     Fused,
+    /// The fused graph with its conv and dense kernels compiled by Cranelift (the
+    /// register tile an AVX-512/AVX2 microkernel); other kernels on the reference ones.
+    Jit,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -312,7 +315,11 @@ fn run_network(args: RunArgs) -> Result<(), String> {
         save: args.save,
         json: args.format == RunFormat::Json,
         memory_limit: args.memory_limit,
-        fused: args.backend == Backend::Fused,
+        backend: match args.backend {
+            Backend::Reference => run::Backend::Reference,
+            Backend::Fused => run::Backend::Fused,
+            Backend::Jit => run::Backend::Jit,
+        },
     };
     run::run(&checked, &request).map_err(|e| e.to_string())
 }

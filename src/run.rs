@@ -9,7 +9,7 @@ use cnnc_runtime::input::{self, InputSource, Normalize};
 use cnnc_runtime::output::{self, Ranked};
 use cnnc_runtime::reference::{self, RunOptions};
 use cnnc_runtime::weights::{self, Weights};
-use cnnc_runtime::{RuntimeError, fused, memory};
+use cnnc_runtime::{RuntimeError, fused, jit, memory};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -27,8 +27,7 @@ pub struct RunRequest {
     pub save: Vec<String>,
     pub json: bool,
     pub memory_limit: Option<u64>,
-    /// Run the fused executor instead of the reference interpreter.
-    pub fused: bool,
+    pub backend: Backend,
 }
 
 #[derive(serde::Serialize)]
@@ -46,6 +45,27 @@ struct Report {
     softmax_applied: bool,
     saved: Vec<Saved>,
     milliseconds: f64,
+    /// The JIT's code generation and compilation, before the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compile_milliseconds: Option<f64>,
+}
+
+/// Which executor runs the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Reference,
+    Fused,
+    Jit,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Reference => "reference",
+            Backend::Fused => "fused",
+            Backend::Jit => "jit",
+        }
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -107,12 +127,13 @@ pub fn run(net: &CheckedGraph, request: &RunRequest) -> Result<(), RuntimeError>
         side_outputs: false,
         keep: keep.iter().map(|(_, id)| *id).collect(),
     };
-    let outputs = if request.fused {
-        run_fused(net, &weights, inputs, &options)?
-    } else {
-        reference::run(net, &weights, inputs, &options)?
+    let (outputs, compile_milliseconds) = match request.backend {
+        Backend::Reference => (reference::run(net, &weights, inputs, &options)?, None),
+        Backend::Fused => (run_fused(net, &weights, inputs, &options)?, None),
+        Backend::Jit => run_jit(net, &weights, inputs, &options)?,
     };
-    let milliseconds = started.elapsed().as_secs_f64() * 1e3;
+    // The time to run, not to compile: that is reported on its own.
+    let milliseconds = started.elapsed().as_secs_f64() * 1e3 - compile_milliseconds.unwrap_or(0.0);
     let labels = match &request.labels {
         Some(path) => read_labels(path)?,
         None => Vec::new(),
@@ -148,7 +169,8 @@ pub fn run(net: &CheckedGraph, request: &RunRequest) -> Result<(), RuntimeError>
     }
     let report = Report {
         network: graph.name.clone(),
-        backend: if request.fused { "fused" } else { "reference" },
+        backend: request.backend.name(),
+        compile_milliseconds,
         batch,
         weights: match &request.weights {
             Some(path) => path.display().to_string(),
@@ -187,16 +209,39 @@ fn run_fused(
     inputs: Vec<cnnc_runtime::Tensor>,
     options: &RunOptions,
 ) -> Result<reference::Outputs, RuntimeError> {
-    if !options.keep.is_empty() {
-        return Err(RuntimeError::Invalid(
-            "--save needs --backend reference: the fused backend reuses the buffers of inner layers".into(),
-        ));
-    }
+    refuse_save(options, "fused")?;
     let output = fused::Program::new(net, weights)?.run(inputs)?;
     Ok(reference::Outputs {
         output,
         ..Default::default()
     })
+}
+
+/// The JIT's output, and how long compiling took (milliseconds).
+fn run_jit(
+    net: &CheckedGraph,
+    weights: &Weights,
+    inputs: Vec<cnnc_runtime::Tensor>,
+    options: &RunOptions,
+) -> Result<(reference::Outputs, Option<f64>), RuntimeError> {
+    refuse_save(options, "jit")?;
+    let program = jit::Program::new(net, weights)?;
+    let output = program.run(inputs)?;
+    let outputs = reference::Outputs {
+        output,
+        ..Default::default()
+    };
+    Ok((outputs, Some(program.compile_time.as_secs_f64() * 1e3)))
+}
+
+/// Backends that reuse the buffers of inner layers keep only the output.
+fn refuse_save(options: &RunOptions, backend: &str) -> Result<(), RuntimeError> {
+    if options.keep.is_empty() {
+        return Ok(());
+    }
+    Err(RuntimeError::Invalid(format!(
+        "--save needs --backend reference: the {backend} backend reuses the buffers of inner layers"
+    )))
 }
 
 fn normalization(channels: usize, request: &RunRequest) -> Result<Normalize, RuntimeError> {
@@ -267,8 +312,11 @@ fn read_labels(path: &Path) -> Result<Vec<String>, RuntimeError> {
 }
 
 fn print_report(report: &Report, output: &cnnc_runtime::Tensor) {
+    let compiled = report
+        .compile_milliseconds
+        .map_or(String::new(), |ms| format!(" (compiled in {ms:.1} ms)"));
     println!(
-        "{}: {} backend, batch {}, {:.1} ms",
+        "{}: {} backend, batch {}, {:.1} ms{compiled}",
         report.network, report.backend, report.batch, report.milliseconds
     );
     println!("weights: {}", report.weights);

@@ -6,6 +6,7 @@
 //! take a checked graph on to the fused graph and its memory plan.
 
 pub mod check;
+pub mod codegen;
 pub mod diagnostics;
 pub mod diagram;
 pub mod elaborate;

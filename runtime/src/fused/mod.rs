@@ -3,8 +3,8 @@
 //! the epilogues. It proves every pass numerically against the reference interpreter
 //! before generated code replaces the kernels one by one.
 
-mod prepare;
-mod storage;
+pub(crate) mod prepare;
+pub(crate) mod storage;
 
 use crate::Tensor;
 use crate::error::{Result, RuntimeError};
@@ -14,7 +14,7 @@ use cnnc_compiler::check::CheckedGraph;
 use cnnc_compiler::ops::Op;
 use cnnc_compiler::passes::{self, FusedGraph, Kernel, MemoryPlan, Step};
 use prepare::{Prepared, prepare, weight};
-use storage::Storage;
+pub(crate) use storage::Storage;
 
 /// A network compiled for the fused executor: the fused graph, its memory plan, and
 /// the weights its kernels use.
@@ -22,8 +22,8 @@ pub struct Program<'a> {
     net: &'a CheckedGraph,
     pub fused: FusedGraph,
     pub plan: MemoryPlan,
-    weights: &'a Weights,
-    prepared: Vec<Option<Prepared>>,
+    pub(crate) weights: &'a Weights,
+    pub(crate) prepared: Vec<Option<Prepared>>,
 }
 
 impl<'a> Program<'a> {
@@ -48,6 +48,15 @@ impl<'a> Program<'a> {
     /// Runs the network on `inputs` (one per network input, batch-first) and returns
     /// its output. Side outputs are pruned, as inference does.
     pub fn run(&self, inputs: Vec<Tensor>) -> Result<Tensor> {
+        let mut storage = self.start(&inputs)?;
+        for index in 0..self.fused.kernels.len() {
+            self.run_kernel(index, &mut storage)?;
+        }
+        storage.read(self.fused.output)
+    }
+
+    /// The buffers for a batch, with the inputs written in.
+    pub(crate) fn start(&self, inputs: &[Tensor]) -> Result<Storage<'_>> {
         if inputs.len() != self.fused.inputs.len() {
             return Err(RuntimeError::Invalid(format!(
                 "the network takes {} inputs, {} given",
@@ -57,21 +66,24 @@ impl<'a> Program<'a> {
         }
         let batch = inputs.first().map_or(1, |t| t.shape()[0]);
         let mut storage = Storage::new(&self.fused, &self.plan, batch)?;
-        for (&id, tensor) in self.fused.inputs.iter().zip(&inputs) {
+        for (&id, tensor) in self.fused.inputs.iter().zip(inputs) {
             self.check_input(id, tensor, batch)?;
             storage.write(id, tensor)?;
         }
-        for (kernel, prepared) in self.fused.kernels.iter().zip(&self.prepared) {
-            let args = kernel
-                .inputs
-                .iter()
-                .map(|&t| storage.read(t))
-                .collect::<Result<Vec<_>>>()?;
-            let result = self.compute(kernel, prepared.as_ref(), &args)?;
-            let result = self.epilogue(kernel, result, &storage)?;
-            storage.write(kernel.output, &result)?;
-        }
-        storage.read(self.fused.output)
+        Ok(storage)
+    }
+
+    /// Runs kernel `index` with the reference kernels, from and into `storage`.
+    pub(crate) fn run_kernel(&self, index: usize, storage: &mut Storage) -> Result<()> {
+        let kernel = &self.fused.kernels[index];
+        let args = kernel
+            .inputs
+            .iter()
+            .map(|&t| storage.read(t))
+            .collect::<Result<Vec<_>>>()?;
+        let result = self.compute(kernel, self.prepared[index].as_ref(), &args)?;
+        let result = self.epilogue(kernel, result, storage)?;
+        storage.write(kernel.output, &result)
     }
 
     fn check_input(&self, id: passes::TensorId, tensor: &Tensor, batch: usize) -> Result<()> {

@@ -59,6 +59,25 @@ impl<'a> Storage<'a> {
         })
     }
 
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Where sample 0 of tensor `id` starts (its channel offset applied): generated
+    /// code reads and writes there, at the sample stride the compiler computed from the
+    /// same plan.
+    pub fn pointer(&mut self, id: TensorId) -> Result<*mut f32> {
+        let at = self.location(id)?;
+        let buffer = &mut self.buffers[at.buffer];
+        if at.start + at.len > buffer.len() / self.batch.max(1) {
+            return Err(RuntimeError::Invalid(format!(
+                "tensor %{} does not fit its buffer",
+                id.0
+            )));
+        }
+        Ok(buffer[at.start..].as_mut_ptr())
+    }
+
     /// A copy of a tensor, `[batch, ...shape]`.
     pub fn read(&self, id: TensorId) -> Result<Tensor> {
         let at = self.location(id)?;

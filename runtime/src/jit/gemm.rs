@@ -38,6 +38,11 @@ impl PackedA {
         PackedA { m, k, mr, data }
     }
 
+    /// The panels, one after another: what generated code reads.
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+
     /// Panel `i`'s steps from `p` on.
     fn panel(&self, i: usize, p: usize) -> &[f32] {
         &self.data[i * self.k * self.mr + p * self.mr..]

@@ -1,5 +1,9 @@
-//! The JIT backend's run-time half: the precompiled register tiles that generated loop
-//! nests call, and the packing they read.
+//! The JIT backend's run-time half: the generated kernels defined in a Cranelift JIT
+//! module and run over the memory plan, the precompiled register tiles they call, and
+//! the packing they read.
 
 pub mod gemm;
 pub mod microkernel;
+mod program;
+
+pub use program::Program;

@@ -1,0 +1,275 @@
+//! A kernel's epilogue over one sample's output, channel by channel: the element-wise
+//! steps in source order, four lanes at a time (f32x4) with a scalar tail. Tanh and
+//! sigmoid need `exp`, which Cranelift does not have: they call the runtime's
+//! `Transcendental` helper on the row.
+
+use super::conv::{Geometry, Pointers, offset};
+use super::loops::fixed;
+use super::{Arg, sample_stride};
+use crate::ops::Activation;
+use crate::passes::{FusedGraph, Kernel, Step};
+use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Signature, Type, Value, types};
+use cranelift_frontend::FunctionBuilder;
+
+const LANES: u64 = 4;
+
+/// The argument slots the epilogue reads, after the product's.
+pub fn args(kernel: &Kernel) -> Vec<Arg> {
+    let mut args = Vec::new();
+    for step in &kernel.epilogue {
+        match step {
+            Step::ScaleShift { layer, eps } => {
+                args.push(Arg::Scale {
+                    layer: layer.clone(),
+                    eps: *eps,
+                });
+                args.push(Arg::Shift {
+                    layer: layer.clone(),
+                    eps: *eps,
+                });
+            }
+            Step::Add { input, .. } => args.push(Arg::AddInput(*input)),
+            Step::Bias | Step::Activation(_) => {}
+        }
+    }
+    args
+}
+
+/// Steps that run in one pass over a row, and the transcendental ones between them.
+enum Pass<'s> {
+    Lanes(Vec<&'s Step>),
+    Transcendental(u32),
+}
+
+fn passes(steps: &[Step]) -> Vec<Pass<'_>> {
+    let mut out: Vec<Pass> = Vec::new();
+    for step in steps {
+        let kind = match step {
+            Step::Activation(Activation::Tanh) => Some(0),
+            Step::Activation(Activation::Sigmoid) => Some(1),
+            _ => None,
+        };
+        match (kind, out.last_mut()) {
+            (Some(kind), _) => out.push(Pass::Transcendental(kind)),
+            (None, Some(Pass::Lanes(run))) => run.push(step),
+            (None, _) => out.push(Pass::Lanes(vec![step])),
+        }
+    }
+    out
+}
+
+/// What the steps of one channel read: its scalars, and the rows of residual inputs.
+struct Channel {
+    bias: Option<Value>,
+    scale_shift: Vec<(Value, Value)>,
+    add_rows: Vec<Value>,
+}
+
+pub fn generate(
+    b: &mut FunctionBuilder,
+    fused: &FusedGraph,
+    kernel: &Kernel,
+    geometry: &Geometry,
+    pointers: &Pointers,
+    sample: Value,
+    output: Value,
+) {
+    if kernel
+        .epilogue
+        .iter()
+        .all(|s| matches!(s, Step::Activation(Activation::Identity)))
+    {
+        return;
+    }
+    let n = geometry.n();
+    let add_samples: Vec<(Value, u64)> = kernel
+        .epilogue
+        .iter()
+        .filter_map(|s| match s {
+            Step::Add { input, .. } => Some(*input),
+            _ => None,
+        })
+        .map(|input| {
+            let base = pointers.get(&Arg::AddInput(input));
+            (offset(b, base, sample, sample_stride(fused, input)), n)
+        })
+        .collect();
+    fixed(b, geometry.out_channels, |b, m| {
+        let row = offset(b, output, m, n);
+        let channel = channel(b, kernel, pointers, m, &add_samples);
+        for pass in passes(&kernel.epilogue) {
+            match pass {
+                Pass::Lanes(steps) => lanes(b, &steps, &channel, row, n),
+                Pass::Transcendental(kind) => transcendental(b, pointers, row, n, kind),
+            }
+        }
+    });
+}
+
+fn channel(
+    b: &mut FunctionBuilder,
+    kernel: &Kernel,
+    pointers: &Pointers,
+    m: Value,
+    adds: &[(Value, u64)],
+) -> Channel {
+    let scalar = |b: &mut FunctionBuilder, base: Value| {
+        let at = offset(b, base, m, 1);
+        b.ins().load(types::F32, MemFlagsData::trusted(), at, 0)
+    };
+    let bias = kernel
+        .epilogue
+        .contains(&Step::Bias)
+        .then(|| scalar(b, pointers.get(&Arg::Bias)));
+    let mut scale_shift = Vec::new();
+    for step in &kernel.epilogue {
+        if let Step::ScaleShift { layer, eps } = step {
+            let scale = scalar(
+                b,
+                pointers.get(&Arg::Scale {
+                    layer: layer.clone(),
+                    eps: *eps,
+                }),
+            );
+            let shift = scalar(
+                b,
+                pointers.get(&Arg::Shift {
+                    layer: layer.clone(),
+                    eps: *eps,
+                }),
+            );
+            scale_shift.push((scale, shift));
+        }
+    }
+    let add_rows = adds
+        .iter()
+        .map(|&(base, n)| offset(b, base, m, n))
+        .collect();
+    Channel {
+        bias,
+        scale_shift,
+        add_rows,
+    }
+}
+
+/// One pass over the row: whole vectors, then the scalar tail.
+fn lanes(b: &mut FunctionBuilder, steps: &[&Step], channel: &Channel, row: Value, n: u64) {
+    fixed(b, n / LANES, |b, v| {
+        let at = b.ins().imul_imm_s(v, LANES as i64);
+        element(b, types::F32X4, steps, channel, row, at);
+    });
+    for e in (n / LANES) * LANES..n {
+        let at = b.ins().iconst(types::I64, e as i64);
+        element(b, types::F32, steps, channel, row, at);
+    }
+}
+
+/// Loads `ty` (f32 or f32x4) at element `at`, applies the steps, stores it back.
+fn element(
+    b: &mut FunctionBuilder,
+    ty: Type,
+    steps: &[&Step],
+    channel: &Channel,
+    row: Value,
+    at: Value,
+) {
+    let address = offset(b, row, at, 1);
+    let mut value = b.ins().load(ty, MemFlagsData::trusted(), address, 0);
+    let (mut scale_shift, mut adds) = (channel.scale_shift.iter(), channel.add_rows.iter());
+    for step in steps {
+        value = match step {
+            Step::Bias => {
+                let bias = splat(b, ty, channel.bias.expect("a bias step has its bias"));
+                b.ins().fadd(value, bias)
+            }
+            Step::ScaleShift { .. } => {
+                let &(scale, shift) = scale_shift.next().expect("one pair per step");
+                let (scale, shift) = (splat(b, ty, scale), splat(b, ty, shift));
+                let scaled = b.ins().fmul(value, scale);
+                b.ins().fadd(scaled, shift)
+            }
+            Step::Activation(activation) => activate(b, ty, activation, value),
+            Step::Add {
+                self_scale,
+                input_scale,
+                ..
+            } => {
+                let add_row = *adds.next().expect("one row per add");
+                let address = offset(b, add_row, at, 1);
+                let other = b.ins().load(ty, MemFlagsData::trusted(), address, 0);
+                // As the reference: input_scale·input + self_scale·result.
+                let other = scaled(b, ty, other, *input_scale);
+                let own = scaled(b, ty, value, *self_scale);
+                b.ins().fadd(other, own)
+            }
+        };
+    }
+    b.ins().store(MemFlagsData::trusted(), value, address, 0);
+}
+
+fn scaled(b: &mut FunctionBuilder, ty: Type, value: Value, scale: f64) -> Value {
+    if scale == 1.0 {
+        return value;
+    }
+    let factor = b.ins().f32const(scale as f32);
+    let factor = splat(b, ty, factor);
+    b.ins().fmul(value, factor)
+}
+
+fn splat(b: &mut FunctionBuilder, ty: Type, scalar: Value) -> Value {
+    if ty.is_vector() {
+        b.ins().splat(ty, scalar)
+    } else {
+        scalar
+    }
+}
+
+fn constant(b: &mut FunctionBuilder, ty: Type, value: f32) -> Value {
+    let scalar = b.ins().f32const(value);
+    splat(b, ty, scalar)
+}
+
+/// The element-wise activations, as the reference interpreter computes them.
+fn activate(b: &mut FunctionBuilder, ty: Type, activation: &Activation, value: Value) -> Value {
+    match activation {
+        Activation::Relu => {
+            let zero = constant(b, ty, 0.0);
+            b.ins().fmax(value, zero)
+        }
+        Activation::Relu6 => {
+            let (zero, six) = (constant(b, ty, 0.0), constant(b, ty, 6.0));
+            let low = b.ins().fmax(value, zero);
+            b.ins().fmin(low, six)
+        }
+        Activation::LeakyRelu { slope } => {
+            let (zero, slope) = (constant(b, ty, 0.0), constant(b, ty, *slope as f32));
+            let leaked = b.ins().fmul(value, slope);
+            let positive = b.ins().fcmp(FloatCC::GreaterThanOrEqual, value, zero);
+            if ty.is_vector() {
+                let mask = b.ins().bitcast(ty, MemFlagsData::new(), positive);
+                b.ins().bitselect(mask, value, leaked)
+            } else {
+                b.ins().select(positive, value, leaked)
+            }
+        }
+        // Never in an epilogue: tanh and sigmoid are passes of their own, softmax a
+        // kernel; identity changes nothing.
+        Activation::Identity | Activation::Tanh | Activation::Sigmoid | Activation::Softmax => {
+            value
+        }
+    }
+}
+
+fn transcendental(b: &mut FunctionBuilder, pointers: &Pointers, row: Value, n: u64, kind: u32) {
+    let pointer = b.func.signature.params[0].value_type;
+    let mut signature = Signature::new(b.func.signature.call_conv);
+    for ty in [pointer, types::I64, types::I32] {
+        signature.params.push(AbiParam::new(ty));
+    }
+    let signature = b.import_signature(signature);
+    let callee = pointers.get(&Arg::Transcendental);
+    let len = b.ins().iconst(types::I64, n as i64);
+    let kind = b.ins().iconst(types::I32, i64::from(kind));
+    b.ins().call_indirect(signature, callee, &[row, len, kind]);
+}

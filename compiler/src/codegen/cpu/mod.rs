@@ -1,0 +1,97 @@
+//! Code generation for the CPU: each conv and dense kernel of the fused graph becomes
+//! one Cranelift function with every size, stride, padding and epilogue step a constant.
+//!
+//! A convolution is a matrix product per sample and group: C (M x N) = A (M x K) · B
+//! (K x N), with A the weights (packed once by the runtime into MR-row panels), B the
+//! im2col of the input, generated here as a packing loop into NR-column panels with the
+//! padding resolved, and C the output, already NCHW. The loop nest over K blocks and
+//! panels is generated; the MR x NR register tile it calls is a precompiled microkernel
+//! (rustc's AVX-512 or AVX2 code: Cranelift lowers no vector wider than 128 bits). A
+//! dense layer is the same product with a 1x1 image. The epilogue (bias, scale-shift,
+//! activation, residual add) runs over each output row once its product is complete.
+//!
+//! The compiler only emits functions; the runtime defines them in a JIT module and
+//! supplies what the argument slots name (`Arg`).
+
+mod conv;
+mod epilogue;
+mod loops;
+
+pub use conv::Geometry;
+
+use crate::ops::Op;
+use crate::passes::{FusedGraph, TensorId};
+use cranelift_codegen::ir::Function;
+use cranelift_codegen::isa::TargetFrontendConfig;
+
+/// What code is generated for: the register tile's shape and the K block.
+#[derive(Clone, Copy)]
+pub struct CpuTarget {
+    pub mr: u64,
+    pub nr: u64,
+    /// K per block: the B micro-panel of KC x NR floats stays in L1.
+    pub kc: u64,
+    pub frontend: TargetFrontendConfig,
+}
+
+/// What the runtime puts in each slot of a kernel's argument array (all pointers).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arg {
+    /// The first input at sample 0 (its channel offset applied).
+    Input,
+    /// The output at sample 0 (its channel offset applied).
+    Output,
+    /// The weights packed for the tile: per group, MR-row panels over all of K.
+    PackedWeights,
+    /// The per-channel bias (a folded batch norm's shift included).
+    Bias,
+    /// A batch norm's per-channel `γ/√(σ²+ε)` and `β − μ·γ/√(σ²+ε)`.
+    Scale {
+        layer: String,
+        eps: f64,
+    },
+    Shift {
+        layer: String,
+        eps: f64,
+    },
+    /// The tensor a residual add reads, at sample 0.
+    AddInput(TensorId),
+    /// `scratch_floats` floats for the packed input and an edge tile.
+    Scratch,
+    /// The microkernel: `extern "C" fn(k, a, b, c, ldc, accumulate)`.
+    Tile,
+    /// `extern "C" fn(row, len, kind)` applying tanh (kind 0) or sigmoid (1) in place.
+    Transcendental,
+}
+
+/// One generated kernel: `fn(args: *const *mut f32, batch: i64)`.
+pub struct KernelCode {
+    /// The fused kernel it computes.
+    pub kernel: usize,
+    pub function: Function,
+    pub args: Vec<Arg>,
+    pub scratch_floats: u64,
+    pub geometry: Geometry,
+}
+
+/// Code for every conv and dense kernel of `fused`, by kernel index; the others are
+/// left to the runtime's reference kernels for now.
+pub fn compile(fused: &FusedGraph, target: &CpuTarget) -> Vec<Option<KernelCode>> {
+    fused
+        .kernels
+        .iter()
+        .enumerate()
+        .map(|(index, kernel)| match &kernel.op {
+            Op::Conv(_) | Op::Dense(_) => Geometry::of(fused, kernel)
+                .map(|geometry| conv::generate(fused, index, geometry, target)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Elements of one sample of the tensor that holds `id`'s storage: the distance
+/// between samples in its buffer.
+fn sample_stride(fused: &FusedGraph, id: TensorId) -> u64 {
+    let (root, _) = fused.root(id);
+    fused.tensor(root).shape.0.iter().product()
+}

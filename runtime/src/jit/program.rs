@@ -1,0 +1,280 @@
+//! The JIT backend: the compiler's fused graph, with its conv and dense kernels compiled
+//! by Cranelift into shape-specialized functions (calling the microkernel for the
+//! register tile), run over the memory plan's buffers. The other kernels (pooling,
+//! LRN, softmax, copying concats and adds) still run on the reference kernels, through
+//! the fused executor, until code is generated for them too.
+
+use super::gemm::{KC, PackedA};
+use super::microkernel::Microkernel;
+use crate::Tensor;
+use crate::error::{Result, RuntimeError};
+use crate::fused::{self, Storage};
+use crate::weights::Weights;
+use cnnc_compiler::check::CheckedGraph;
+use cnnc_compiler::codegen::cpu::{self, Arg, CpuTarget, Geometry, KernelCode};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{Linkage, Module, default_libcall_names};
+use std::time::{Duration, Instant};
+
+type KernelFn = unsafe extern "C" fn(*const *mut f32, i64);
+
+/// A network compiled for the JIT backend.
+pub struct Program<'a> {
+    fused: fused::Program<'a>,
+    kernels: Vec<Option<Compiled>>,
+    microkernel: Microkernel,
+    scratch_floats: usize,
+    /// Owns the generated code: the function pointers live as long as it does.
+    _module: JITModule,
+    pub compile_time: Duration,
+}
+
+/// A generated kernel and the data its argument slots point at.
+struct Compiled {
+    function: KernelFn,
+    args: Vec<Arg>,
+    packed_weights: Vec<f32>,
+    bias: Vec<f32>,
+    /// Scale and shift vectors, in the order of the `Scale`/`Shift` slots.
+    scale_shift: Vec<Vec<f32>>,
+}
+
+impl<'a> Program<'a> {
+    /// Runs the passes, generates and compiles the kernels, and packs their weights.
+    pub fn new(net: &'a CheckedGraph, weights: &'a Weights) -> Result<Self> {
+        let started = Instant::now();
+        let fused = fused::Program::new(net, weights)?;
+        let microkernel = Microkernel::best();
+        let isa = native_isa()?;
+        let target = CpuTarget {
+            mr: microkernel.mr as u64,
+            nr: microkernel.nr as u64,
+            kc: KC as u64,
+            frontend: isa.frontend_config(),
+        };
+        let codes = cpu::compile(&fused.fused, &target);
+        let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
+        let mut ids = Vec::new();
+        for code in codes.iter().flatten() {
+            ids.push((code.kernel, define(&mut module, code)?));
+        }
+        module
+            .finalize_definitions()
+            .map_err(|e| codegen_error(format!("{e}")))?;
+        let mut kernels: Vec<Option<Compiled>> = (0..codes.len()).map(|_| None).collect();
+        let mut scratch_floats = 0;
+        for (code, (index, id)) in codes.into_iter().flatten().zip(ids) {
+            let pointer = module.get_finalized_function(id);
+            // SAFETY: the function was generated with exactly this signature.
+            let function = unsafe { std::mem::transmute::<*const u8, KernelFn>(pointer) };
+            scratch_floats = scratch_floats.max(code.scratch_floats as usize);
+            kernels[index] = Some(compiled(
+                &fused,
+                index,
+                code,
+                function,
+                &microkernel,
+                &target,
+            )?);
+        }
+        Ok(Program {
+            fused,
+            kernels,
+            microkernel,
+            scratch_floats,
+            _module: module,
+            compile_time: started.elapsed(),
+        })
+    }
+
+    /// How many kernels run generated code, of how many.
+    pub fn generated(&self) -> (usize, usize) {
+        (self.kernels.iter().flatten().count(), self.kernels.len())
+    }
+
+    pub fn microkernel(&self) -> Microkernel {
+        self.microkernel
+    }
+
+    /// Runs the network on `inputs` (one per network input, batch-first).
+    pub fn run(&self, inputs: Vec<Tensor>) -> Result<Tensor> {
+        let mut storage = self.fused.start(&inputs)?;
+        let mut scratch = vec![0.0f32; self.scratch_floats];
+        for (index, kernel) in self.kernels.iter().enumerate() {
+            match kernel {
+                Some(compiled) => self.call(index, compiled, &mut storage, &mut scratch)?,
+                None => self.fused.run_kernel(index, &mut storage)?,
+            }
+        }
+        storage.read(self.fused.fused.output)
+    }
+
+    fn call(
+        &self,
+        index: usize,
+        compiled: &Compiled,
+        storage: &mut Storage,
+        scratch: &mut [f32],
+    ) -> Result<()> {
+        let kernel = &self.fused.fused.kernels[index];
+        let input = *kernel
+            .inputs
+            .first()
+            .ok_or_else(|| RuntimeError::Invalid(format!("{} has no input", kernel.name)))?;
+        let mut scale_shift = compiled.scale_shift.iter();
+        let mut slots: Vec<*mut f32> = Vec::with_capacity(compiled.args.len());
+        for arg in &compiled.args {
+            let pointer = match arg {
+                Arg::Input => storage.pointer(input)?,
+                Arg::Output => storage.pointer(kernel.output)?,
+                Arg::AddInput(tensor) => storage.pointer(*tensor)?,
+                Arg::PackedWeights => compiled.packed_weights.as_ptr().cast_mut(),
+                Arg::Bias => compiled.bias.as_ptr().cast_mut(),
+                Arg::Scale { .. } | Arg::Shift { .. } => scale_shift
+                    .next()
+                    .map(|v| v.as_ptr().cast_mut())
+                    .ok_or_else(|| codegen_error("a scale or shift is missing".into()))?,
+                Arg::Scratch => scratch.as_mut_ptr(),
+                Arg::Tile => self.microkernel.tile as *mut f32,
+                Arg::Transcendental => transcendental as *mut f32,
+            };
+            slots.push(pointer);
+        }
+        let batch = storage.batch() as i64;
+        // SAFETY: every pointer is what the generated code expects in its slot: the
+        // plan's buffers for `batch` samples (sizes checked when the storage was
+        // made), the packed weights and scratch sized by the compiler's geometry.
+        unsafe { (compiled.function)(slots.as_ptr(), batch) };
+        Ok(())
+    }
+}
+
+fn native_isa() -> Result<cranelift_codegen::isa::OwnedTargetIsa> {
+    let mut flags = settings::builder();
+    let set = |flags: &mut settings::Builder, name: &str, value: &str| {
+        flags
+            .set(name, value)
+            .map_err(|e| codegen_error(format!("setting {name}: {e}")))
+    };
+    set(&mut flags, "opt_level", "speed")?;
+    set(&mut flags, "is_pic", "false")?;
+    let builder = cranelift_native::builder().map_err(|e| codegen_error(e.to_string()))?;
+    builder
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| codegen_error(e.to_string()))
+}
+
+fn define(module: &mut JITModule, code: &KernelCode) -> Result<cranelift_module::FuncId> {
+    let name = format!("kernel{}", code.kernel);
+    let id = module
+        .declare_function(&name, Linkage::Local, &code.function.signature)
+        .map_err(|e| codegen_error(format!("{name}: {e}")))?;
+    let mut context = module.make_context();
+    context.func = code.function.clone();
+    module
+        .define_function(id, &mut context)
+        .map_err(|e| codegen_error(format!("{name}: {e:?}")))?;
+    Ok(id)
+}
+
+fn codegen_error(message: String) -> RuntimeError {
+    RuntimeError::Invalid(format!("JIT code generation failed: {message}"))
+}
+
+/// The data a generated kernel reads: weights packed per group for the tile, the bias
+/// (zeros where the layer has none), and each unfolded batch norm's scale and shift.
+fn compiled(
+    program: &fused::Program,
+    index: usize,
+    code: KernelCode,
+    function: KernelFn,
+    microkernel: &Microkernel,
+    target: &CpuTarget,
+) -> Result<Compiled> {
+    let prepared = program.prepared[index]
+        .as_ref()
+        .ok_or_else(|| codegen_error(format!("kernel {index} has no weights")))?;
+    let geometry = &code.geometry;
+    let packed_weights = pack_weights(&prepared.weight, geometry, microkernel)?;
+    if packed_weights.len() as u64 != geometry.packed_weights(target) {
+        return Err(codegen_error(
+            "packed weights do not match the geometry".into(),
+        ));
+    }
+    let bias = match &prepared.bias {
+        Some(bias) => bias.iter().copied().collect(),
+        None => vec![0.0; geometry.out_channels as usize],
+    };
+    let mut scale_shift = Vec::new();
+    for arg in &code.args {
+        if let Arg::Scale { layer, eps } = arg {
+            let (scale, shift) = batch_norm_scale_shift(program.weights, layer, *eps)?;
+            scale_shift.push(scale);
+            scale_shift.push(shift);
+        }
+    }
+    Ok(Compiled {
+        function,
+        args: code.args,
+        packed_weights,
+        bias,
+        scale_shift,
+    })
+}
+
+fn pack_weights(
+    weight: &Tensor,
+    geometry: &Geometry,
+    microkernel: &Microkernel,
+) -> Result<Vec<f32>> {
+    let weight = weight.as_standard_layout();
+    let values = weight
+        .as_slice()
+        .ok_or_else(|| codegen_error("weights are not contiguous".into()))?;
+    let (m, k) = (geometry.m() as usize, geometry.k() as usize);
+    if values.len() != m * k * geometry.groups as usize {
+        return Err(codegen_error(format!(
+            "weights hold {} values, the geometry {}",
+            values.len(),
+            m * k * geometry.groups as usize
+        )));
+    }
+    let mut packed = Vec::new();
+    for group in values.chunks_exact((m * k).max(1)) {
+        packed.extend_from_slice(PackedA::new(microkernel, group, m, k).data());
+    }
+    Ok(packed)
+}
+
+fn batch_norm_scale_shift(
+    weights: &Weights,
+    layer: &str,
+    eps: f64,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let get = |suffix| fused::prepare::weight(weights, layer, suffix);
+    let (gamma, beta, mean, var) = (
+        get("weight")?,
+        get("bias")?,
+        get("running_mean")?,
+        get("running_var")?,
+    );
+    let mut scale = Vec::with_capacity(gamma.len());
+    let mut shift = Vec::with_capacity(gamma.len());
+    for (((g, b), m), v) in gamma.iter().zip(beta).zip(mean).zip(var) {
+        let s = g / (v + eps as f32).sqrt();
+        scale.push(s);
+        shift.push(b - m * s);
+    }
+    Ok((scale, shift))
+}
+
+/// Tanh (kind 0) or sigmoid (1) of a row in place, as the reference computes them.
+unsafe extern "C" fn transcendental(row: *mut f32, len: usize, kind: u32) {
+    // SAFETY: generated code passes an output row of `len` floats.
+    let row = unsafe { std::slice::from_raw_parts_mut(row, len) };
+    match kind {
+        0 => row.iter_mut().for_each(|v| *v = v.tanh()),
+        _ => row.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())),
+    }
+}
