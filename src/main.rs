@@ -217,6 +217,13 @@ fn parse_memory(text: &str) -> Result<u64, String> {
 const STACK_BYTES: usize = 256 << 20;
 
 fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when the reader of our output goes away
+    // (`cnnc run ... | head -1`) instead of failing on the next print.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let worker = std::thread::Builder::new()
         .stack_size(STACK_BYTES)

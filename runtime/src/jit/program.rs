@@ -17,7 +17,7 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module, default_libcall_names};
 use std::time::{Duration, Instant};
 
-type KernelFn = unsafe extern "C" fn(*const *mut f32, i64);
+type KernelFn = unsafe extern "C" fn(*const *mut f32, i64, i64, i64);
 
 /// A network compiled for the JIT backend.
 pub struct Program<'a> {
@@ -25,6 +25,7 @@ pub struct Program<'a> {
     kernels: Vec<Option<Compiled>>,
     microkernel: Microkernel,
     scratch_floats: usize,
+    threads: usize,
     /// Owns the generated code: the function pointers live as long as it does.
     _module: JITModule,
     pub compile_time: Duration,
@@ -33,6 +34,7 @@ pub struct Program<'a> {
 /// A generated kernel and the data its argument slots point at.
 struct Compiled {
     function: KernelFn,
+    chunks: usize,
     args: Vec<Arg>,
     packed_weights: Vec<f32>,
     bias: Vec<f32>,
@@ -43,7 +45,17 @@ struct Compiled {
 impl<'a> Program<'a> {
     /// Runs the passes, generates and compiles the kernels, and packs their weights.
     pub fn new(net: &'a CheckedGraph, weights: &'a Weights) -> Result<Self> {
+        Self::with_threads(net, weights, rayon::current_num_threads())
+    }
+
+    /// As `new`, splitting each generated kernel over `threads` threads.
+    pub fn with_threads(
+        net: &'a CheckedGraph,
+        weights: &'a Weights,
+        threads: usize,
+    ) -> Result<Self> {
         let started = Instant::now();
+        let threads = threads.max(1);
         let fused = fused::Program::new(net, weights)?;
         let microkernel = Microkernel::best();
         let isa = native_isa()?;
@@ -51,6 +63,7 @@ impl<'a> Program<'a> {
             mr: microkernel.mr as u64,
             nr: microkernel.nr as u64,
             kc: KC as u64,
+            threads: threads as u64,
             frontend: isa.frontend_config(),
         };
         let codes = cpu::compile(&fused.fused, &target);
@@ -83,6 +96,7 @@ impl<'a> Program<'a> {
             kernels,
             microkernel,
             scratch_floats,
+            threads,
             _module: module,
             compile_time: started.elapsed(),
         })
@@ -99,15 +113,28 @@ impl<'a> Program<'a> {
 
     /// Runs the network on `inputs` (one per network input, batch-first).
     pub fn run(&self, inputs: Vec<Tensor>) -> Result<Tensor> {
+        Ok(self.run_profiled(inputs)?.0)
+    }
+
+    /// Runs the network and times each kernel of the fused graph.
+    pub fn run_profiled(&self, inputs: Vec<Tensor>) -> Result<(Tensor, Vec<Duration>)> {
         let mut storage = self.fused.start(&inputs)?;
-        let mut scratch = vec![0.0f32; self.scratch_floats];
+        let mut scratch = vec![0.0f32; self.scratch_floats * self.threads];
+        let mut times = Vec::with_capacity(self.kernels.len());
         for (index, kernel) in self.kernels.iter().enumerate() {
+            let started = Instant::now();
             match kernel {
                 Some(compiled) => self.call(index, compiled, &mut storage, &mut scratch)?,
                 None => self.fused.run_kernel(index, &mut storage)?,
             }
+            times.push(started.elapsed());
         }
-        storage.read(self.fused.fused.output)
+        Ok((storage.read(self.fused.fused.output)?, times))
+    }
+
+    /// The fused graph the program runs: its kernels are what `run_profiled` times.
+    pub fn fused(&self) -> &cnnc_compiler::passes::FusedGraph {
+        &self.fused.fused
     }
 
     fn call(
@@ -142,12 +169,56 @@ impl<'a> Program<'a> {
             slots.push(pointer);
         }
         let batch = storage.batch() as i64;
-        // SAFETY: every pointer is what the generated code expects in its slot: the
-        // plan's buffers for `batch` samples (sizes checked when the storage was
-        // made), the packed weights and scratch sized by the compiler's geometry.
-        unsafe { (compiled.function)(slots.as_ptr(), batch) };
+        let scratch_slot = compiled.args.iter().position(|a| *a == Arg::Scratch);
+        let slots = Slots(slots);
+        let function = compiled.function;
+        let work = |range: (usize, usize), scratch: &mut [f32]| {
+            let mut slots = slots.pointers();
+            if let Some(slot) = scratch_slot {
+                slots[slot] = scratch.as_mut_ptr();
+            }
+            // SAFETY: every pointer is what the generated code expects in its slot:
+            // the plan's buffers for `batch` samples (sizes checked when the storage
+            // was made), the packed weights, and this thread's own scratch, sized by
+            // the compiler's geometry. Threads write disjoint chunks of the output.
+            unsafe { function(slots.as_ptr(), batch, range.0 as i64, range.1 as i64) };
+        };
+        let ranges = split(compiled.chunks, self.threads);
+        let mut scratches = scratch.chunks_mut(self.scratch_floats.max(1));
+        if ranges.len() == 1 {
+            work(ranges[0], scratches.next().unwrap_or_default());
+        } else {
+            rayon::scope(|scope| {
+                for (range, scratch) in ranges.into_iter().zip(scratches) {
+                    let work = &work;
+                    scope.spawn(move |_| work(range, scratch));
+                }
+            });
+        }
         Ok(())
     }
+}
+
+/// The argument slots, shared by the threads of one kernel call.
+struct Slots(Vec<*mut f32>);
+
+// SAFETY: the pointers are only dereferenced by generated code, which each thread runs
+// on disjoint chunks of the output while the buffers they point into stay alive (the
+// call waits for every thread).
+unsafe impl Sync for Slots {}
+
+impl Slots {
+    fn pointers(&self) -> Vec<*mut f32> {
+        self.0.clone()
+    }
+}
+
+/// `[0, chunks)` in `threads` contiguous ranges, as even as they go; no empty ones.
+fn split(chunks: usize, threads: usize) -> Vec<(usize, usize)> {
+    let parts = threads.clamp(1, chunks.max(1));
+    (0..parts)
+        .map(|p| (chunks * p / parts, chunks * (p + 1) / parts))
+        .collect()
 }
 
 fn native_isa() -> Result<cranelift_codegen::isa::OwnedTargetIsa> {
@@ -216,6 +287,7 @@ fn compiled(
     }
     Ok(Compiled {
         function,
+        chunks: geometry.chunk_count(target) as usize,
         args: code.args,
         packed_weights,
         bias,

@@ -2,7 +2,8 @@
 //! product, then the epilogue over the output.
 
 use super::epilogue;
-use super::loops::{counted, fixed};
+use super::loops::{counted, fixed, if_else};
+use super::pack::Packing;
 use super::{Arg, CpuTarget, KernelCode, sample_stride};
 use crate::ops::Op;
 use crate::passes::{FusedGraph, Kernel};
@@ -97,9 +98,39 @@ impl Geometry {
         self.out_height * self.out_width
     }
 
-    /// Floats of one K block of the packed input: the scratch before the edge tile.
+    /// Output rows per chunk: as many as keep a K block of the chunk's packed input
+    /// near 96 Ki floats (384 KiB, in L2 beside the weights' block), at least one.
+    /// With several threads, chunks are also small enough that each thread gets two,
+    /// and where it costs little, whole panels (rows x width a multiple of NR).
+    pub fn chunk_rows(&self, target: &CpuTarget) -> u64 {
+        const CHUNK_FLOATS: u64 = 96 * 1024;
+        let (height, width) = (self.out_height.max(1), self.out_width.max(1));
+        let columns = CHUNK_FLOATS / target.kc.min(self.k()).max(1);
+        let mut rows = (columns / width).clamp(1, height);
+        if target.threads > 1 {
+            // Two chunks a thread, but no chunk under four panels: below that the
+            // threads' start costs more than they save.
+            let least = (4 * target.nr).div_ceil(width);
+            rows = rows
+                .min(height.div_ceil(2 * target.threads).max(least))
+                .max(1);
+        }
+        let whole_panels = (rows.div_ceil(2)..=rows)
+            .rev()
+            .find(|r| r * width % target.nr == 0);
+        whole_panels.unwrap_or(rows)
+    }
+
+    /// How many chunks a sample's output has: full ones, then a short one if any.
+    pub fn chunk_count(&self, target: &CpuTarget) -> u64 {
+        self.out_height.div_ceil(self.chunk_rows(target))
+    }
+
+    /// Floats of one K block of one chunk's packed input: the scratch before the edge
+    /// tile.
     pub fn packed_input(&self, target: &CpuTarget) -> u64 {
-        self.n().div_ceil(target.nr) * target.nr * target.kc.min(self.k()).max(1)
+        let columns = self.chunk_rows(target) * self.out_width;
+        columns.div_ceil(target.nr) * target.nr * target.kc.min(self.k()).max(1)
     }
 
     /// Floats of the packed weights, for `target`'s tile.
@@ -145,7 +176,9 @@ pub fn generate(
     let pointer = target.frontend.pointer_type();
     let mut signature = Signature::new(target.frontend.default_call_conv);
     signature.params.push(AbiParam::new(pointer));
-    signature.params.push(AbiParam::new(types::I64));
+    for _ in 0..3 {
+        signature.params.push(AbiParam::new(types::I64));
+    }
     let mut function =
         Function::with_name_signature(UserFuncName::user(0, index as u32), signature);
     let mut context = FunctionBuilderContext::new();
@@ -154,7 +187,9 @@ pub fn generate(
     b.append_block_params_for_function_params(entry);
     b.switch_to_block(entry);
     b.seal_block(entry);
-    let (array, batch) = (b.block_params(entry)[0], b.block_params(entry)[1]);
+    let params = b.block_params(entry).to_vec();
+    let (array, batch) = (params[0], params[1]);
+    let chunks = (params[2], params[3]);
     let slots = (0..args.len())
         .map(|i| {
             b.ins()
@@ -163,17 +198,15 @@ pub fn generate(
         .collect();
     let pointers = Pointers { slots, args };
     let product = Product {
+        fused,
+        kernel,
         geometry: &geometry,
         target,
         pointers: &pointers,
+        chunks,
     };
     let zero = b.ins().iconst(types::I64, 0);
-    counted(&mut b, zero, batch, 1, |b, n| {
-        let input = offset(b, pointers.get(&Arg::Input), n, geometry.input_sample);
-        let output = offset(b, pointers.get(&Arg::Output), n, geometry.output_sample);
-        product.sample(b, input, output);
-        epilogue::generate(b, fused, kernel, &geometry, &pointers, n, output);
-    });
+    counted(&mut b, zero, batch, 1, |b, n| product.sample(b, n));
     b.ins().return_(&[]);
     b.finalize(target.frontend);
     let scratch_floats = geometry.packed_input(target) + target.mr * target.nr;
@@ -203,9 +236,14 @@ pub(super) fn offset_by(b: &mut FunctionBuilder, base: Value, floats: u64) -> Va
 
 /// The matrix products of one sample.
 struct Product<'a> {
+    fused: &'a FusedGraph,
+    kernel: &'a Kernel,
     geometry: &'a Geometry,
     target: &'a CpuTarget,
     pointers: &'a Pointers,
+    /// The chunks this call computes, `[begin, end)` of the kernel's numbering (full
+    /// chunks first, then the short one): threads split a kernel by chunks.
+    chunks: (Value, Value),
 }
 
 /// One K block: its size, and where it starts (a loop value or a constant).
@@ -217,108 +255,138 @@ struct Block {
 }
 
 impl Product<'_> {
-    fn sample(&self, b: &mut FunctionBuilder, input: Value, output: Value) {
+    fn sample(&self, b: &mut FunctionBuilder, n: Value) {
         let g = self.geometry;
-        let (k, kc) = (g.k(), self.target.kc);
+        let input = offset(b, self.pointers.get(&Arg::Input), n, g.input_sample);
+        let output = offset(b, self.pointers.get(&Arg::Output), n, g.output_sample);
         fixed(b, g.groups, |b, group| {
-            let input = offset(b, input, group, g.channels / g.groups * g.height * g.width);
-            let output = offset(b, output, group, g.m() * g.n());
-            let weights_per_group = g.m().div_ceil(self.target.mr) * self.target.mr * k;
-            let weights = offset(
-                b,
-                self.pointers.get(&Arg::PackedWeights),
+            let at = At {
+                sample: n,
                 group,
-                weights_per_group,
-            );
-            let full_blocks = k / kc;
-            fixed(b, full_blocks, |b, block| {
-                let p0 = b.ins().imul_imm_s(block, kc as i64);
-                let first = b.ins().icmp_imm_s(IntCC::NotEqual, block, 0);
-                let accumulate = b.ins().uextend(types::I32, first);
-                self.block(b, &Block { kc, p0, accumulate }, input, weights, output);
-            });
-            if k % kc != 0 {
-                let p0 = b.ins().iconst(types::I64, (full_blocks * kc) as i64);
-                let accumulate = b.ins().iconst(types::I32, i64::from(full_blocks > 0));
-                let tail = Block {
-                    kc: k % kc,
-                    p0,
-                    accumulate,
-                };
-                self.block(b, &tail, input, weights, output);
-            }
+                input: offset(b, input, group, g.channels / g.groups * g.height * g.width),
+                output: offset(b, output, group, g.m() * g.n()),
+                weights: {
+                    let per_group = g.m().div_ceil(self.target.mr) * self.target.mr * g.k();
+                    offset(b, self.pointers.get(&Arg::PackedWeights), group, per_group)
+                },
+            };
+            self.chunks(b, &at);
         });
+    }
+
+    /// The chunks of `[begin, end)`: full ones in a loop, then the short one if asked.
+    fn chunks(&self, b: &mut FunctionBuilder, at: &At) {
+        let g = self.geometry;
+        let (rows, oh) = (g.chunk_rows(self.target), g.out_height);
+        let full = oh / rows;
+        let (begin, end) = self.chunks;
+        let full_end = b.ins().iconst(types::I64, full as i64);
+        let full_end = b.ins().smin(end, full_end);
+        counted(b, begin, full_end, 1, |b, c| {
+            let first_row = b.ins().imul_imm_s(c, rows as i64);
+            let chunk = Chunk {
+                first_row,
+                rows,
+                columns: rows * g.out_width,
+            };
+            self.chunk(b, &chunk, at);
+        });
+        if oh % rows != 0 {
+            // The short chunk is number `full`.
+            let starts_before =
+                b.ins()
+                    .icmp_imm_s(IntCC::SignedLessThanOrEqual, begin, full as i64);
+            let ends_after = b
+                .ins()
+                .icmp_imm_s(IntCC::SignedGreaterThan, end, full as i64);
+            let mine = b.ins().band(starts_before, ends_after);
+            if_else(
+                b,
+                mine,
+                |b| {
+                    let first_row = b.ins().iconst(types::I64, (full * rows) as i64);
+                    let short = oh % rows;
+                    let chunk = Chunk {
+                        first_row,
+                        rows: short,
+                        columns: short * g.out_width,
+                    };
+                    self.chunk(b, &chunk, at);
+                },
+                |_| {},
+            );
+        }
+    }
+
+    /// The K blocks of one chunk of output rows, then its epilogue.
+    fn chunk(&self, b: &mut FunctionBuilder, chunk: &Chunk, at: &At) {
+        let (k, kc) = (self.geometry.k(), self.target.kc);
+        let first_column = b
+            .ins()
+            .imul_imm_s(chunk.first_row, self.geometry.out_width as i64);
+        let (input, weights) = (at.input, at.weights);
+        let output = offset(b, at.output, first_column, 1);
+        let full_blocks = k / kc;
+        fixed(b, full_blocks, |b, block| {
+            let p0 = b.ins().imul_imm_s(block, kc as i64);
+            let first = b.ins().icmp_imm_s(IntCC::NotEqual, block, 0);
+            let accumulate = b.ins().uextend(types::I32, first);
+            self.block(
+                b,
+                &Block { kc, p0, accumulate },
+                chunk,
+                input,
+                weights,
+                output,
+            );
+        });
+        if k % kc != 0 {
+            let p0 = b.ins().iconst(types::I64, (full_blocks * kc) as i64);
+            let accumulate = b.ins().iconst(types::I32, i64::from(full_blocks > 0));
+            let tail = Block {
+                kc: k % kc,
+                p0,
+                accumulate,
+            };
+            self.block(b, &tail, chunk, input, weights, output);
+        }
+        let columns = epilogue::Columns {
+            first: first_column,
+            count: chunk.columns,
+        };
+        epilogue::generate(
+            b,
+            self.fused,
+            self.kernel,
+            self.geometry,
+            self.pointers,
+            at,
+            &columns,
+        );
     }
 
     fn block(
         &self,
         b: &mut FunctionBuilder,
         block: &Block,
+        chunk: &Chunk,
         input: Value,
         weights: Value,
         output: Value,
     ) {
         let scratch = self.pointers.get(&Arg::Scratch);
-        self.pack(b, block, input, scratch);
-        self.tiles(b, block, weights, scratch, output);
-    }
-
-    /// im2col of K rows `p0..p0 + kc` into NR-column panels: element (p, col) at
-    /// `scratch[(col / NR) * kc * NR + p * NR + col % NR]`, zero where the window
-    /// reads padding.
-    fn pack(&self, b: &mut FunctionBuilder, block: &Block, input: Value, scratch: Value) {
-        let g = self.geometry;
-        let nr = self.target.nr;
-        let area = g.kernel[0] * g.kernel[1];
-        fixed(b, block.kc, |b, p| {
-            let row = b.ins().iadd(block.p0, p);
-            let channel = b.ins().udiv_imm_u(row, area as i64);
-            let tap = b.ins().urem_imm_u(row, area as i64);
-            let ky = b.ins().udiv_imm_u(tap, g.kernel[1] as i64);
-            let kx = b.ins().urem_imm_u(tap, g.kernel[1] as i64);
-            let plane = offset(b, input, channel, g.height * g.width);
-            // iy = oy * sh + ky * dh - top; ix likewise: the window's first row and
-            // column for output (0, 0), then steps of the stride.
-            let y0 = b.ins().imul_imm_s(ky, g.dilation[0] as i64);
-            let y0 = b.ins().iadd_imm_s(y0, -(g.pads[0] as i64));
-            let x0 = b.ins().imul_imm_s(kx, g.dilation[1] as i64);
-            let x0 = b.ins().iadd_imm_s(x0, -(g.pads[1] as i64));
-            let dst_row = b.ins().imul_imm_s(p, (nr * 4) as i64);
-            let dst_row = b.ins().iadd(scratch, dst_row);
-            fixed(b, g.out_height, |b, oy| {
-                let iy = b.ins().imul_imm_s(oy, g.stride[0] as i64);
-                let iy = b.ins().iadd(iy, y0);
-                let row_inside = b
-                    .ins()
-                    .icmp_imm_s(IntCC::UnsignedLessThan, iy, g.height as i64);
-                let row_start = b.ins().imul_imm_s(iy, g.width as i64);
-                let col_start = b.ins().imul_imm_s(oy, g.out_width as i64);
-                fixed(b, g.out_width, |b, ox| {
-                    let ix = b.ins().imul_imm_s(ox, g.stride[1] as i64);
-                    let ix = b.ins().iadd(ix, x0);
-                    let col_inside =
-                        b.ins()
-                            .icmp_imm_s(IntCC::UnsignedLessThan, ix, g.width as i64);
-                    let inside = b.ins().band(row_inside, col_inside);
-                    let at = b.ins().iadd(row_start, ix);
-                    let zero = b.ins().iconst(types::I64, 0);
-                    let at = b.ins().select(inside, at, zero);
-                    let address = offset(b, plane, at, 1);
-                    let value = b
-                        .ins()
-                        .load(types::F32, MemFlagsData::trusted(), address, 0);
-                    let nothing = b.ins().f32const(0.0);
-                    let value = b.ins().select(inside, value, nothing);
-                    let col = b.ins().iadd(col_start, ox);
-                    let panel = b.ins().ushr_imm_u(col, nr.trailing_zeros() as i64);
-                    let lane = b.ins().band_imm_u(col, (nr - 1) as i64);
-                    let panel_offset = b.ins().imul_imm_s(panel, (block.kc * nr) as i64);
-                    let element = b.ins().iadd(panel_offset, lane);
-                    let address = offset(b, dst_row, element, 1);
-                    b.ins().store(MemFlagsData::trusted(), value, address, 0);
-                });
-            });
-        });
+        let packing = Packing {
+            geometry: self.geometry,
+            nr: self.target.nr,
+            kc: block.kc,
+            p0: block.p0,
+            first_row: chunk.first_row,
+            rows: chunk.rows,
+            input,
+            scratch,
+        };
+        packing.generate(b);
+        self.tiles(b, block, chunk.columns, weights, scratch, output);
     }
 
     /// Every MR x NR tile of the block: full ones straight into C, edge ones through
@@ -327,15 +395,16 @@ impl Product<'_> {
         &self,
         b: &mut FunctionBuilder,
         block: &Block,
+        n: u64,
         weights: Value,
         packed: Value,
         output: Value,
     ) {
         let g = self.geometry;
         let (mr, nr) = (self.target.mr, self.target.nr);
-        let (m, n) = (g.m(), g.n());
+        let (m, ldc) = (g.m(), g.n());
         let columns = |j_full: bool| if j_full { nr } else { n % nr };
-        for (j_full, j_count) in [(true, n / nr), (false, u64::from(n % nr != 0))] {
+        for (j_full, j_count) in [(true, n / nr), (false, u64::from(!n.is_multiple_of(nr)))] {
             fixed(b, j_count, |b, j| {
                 let j = if j_full {
                     j
@@ -353,7 +422,7 @@ impl Product<'_> {
                         let a_panel = offset(b, weights, i, g.k() * mr);
                         let p0_offset = b.ins().imul_imm_s(block.p0, (mr * 4) as i64);
                         let a_panel = b.ins().iadd(a_panel, p0_offset);
-                        let row = b.ins().imul_imm_s(i, (mr * n) as i64);
+                        let row = b.ins().imul_imm_s(i, (mr * ldc) as i64);
                         let column = b.ins().imul_imm_s(j, nr as i64);
                         let corner = b.ins().iadd(row, column);
                         let corner = offset(b, output, corner, 1);
@@ -397,18 +466,25 @@ impl Product<'_> {
         let overwrite = b.ins().iconst(types::I32, 0);
         self.call_tile(b, &[kc, tile.a_panel, tile.b_panel, edge, ldc, overwrite]);
         let accumulate = b.ins().icmp_imm_s(IntCC::NotEqual, block.accumulate, 0);
+        // Vectors of four where the columns allow, then single floats.
+        let vectors = tile.columns / 4;
         fixed(b, tile.rows, |b, r| {
             let src_row = offset(b, edge, r, nr);
             let dst_row = offset(b, tile.corner, r, n);
-            fixed(b, tile.columns, |b, c| {
-                let src = offset(b, src_row, c, 1);
-                let dst = offset(b, dst_row, c, 1);
-                let value = b.ins().load(types::F32, MemFlagsData::trusted(), src, 0);
-                let old = b.ins().load(types::F32, MemFlagsData::trusted(), dst, 0);
-                let sum = b.ins().fadd(old, value);
-                let value = b.ins().select(accumulate, sum, value);
-                b.ins().store(MemFlagsData::trusted(), value, dst, 0);
-            });
+            for (ty, count, first) in [
+                (types::F32X4, vectors, 0),
+                (types::F32, tile.columns % 4, vectors * 4),
+            ] {
+                let step = if ty == types::F32X4 { 4 } else { 1 };
+                for c in 0..count {
+                    let at = ((first + c * step) * 4) as i32;
+                    let value = b.ins().load(ty, MemFlagsData::trusted(), src_row, at);
+                    let old = b.ins().load(ty, MemFlagsData::trusted(), dst_row, at);
+                    let sum = b.ins().fadd(old, value);
+                    let value = b.ins().select(accumulate, sum, value);
+                    b.ins().store(MemFlagsData::trusted(), value, dst_row, at);
+                }
+            }
         });
     }
 
@@ -429,6 +505,24 @@ impl Product<'_> {
         let callee = self.pointers.get(&Arg::Tile);
         b.ins().call_indirect(signature, callee, args);
     }
+}
+
+/// Where one sample and group of the kernel works.
+pub(super) struct At {
+    pub sample: Value,
+    pub group: Value,
+    pub input: Value,
+    /// The group's first output channel of the sample.
+    pub output: Value,
+    pub weights: Value,
+}
+
+/// Output rows `first_row..first_row + rows` of a sample: the columns whose packed
+/// input stays in L2 while every tile of the block reads it.
+struct Chunk {
+    first_row: Value,
+    rows: u64,
+    columns: u64,
 }
 
 struct Tile {

@@ -3,7 +3,7 @@
 //! sigmoid need `exp`, which Cranelift does not have: they call the runtime's
 //! `Transcendental` helper on the row.
 
-use super::conv::{Geometry, Pointers, offset};
+use super::conv::{At, Geometry, Pointers, offset};
 use super::loops::fixed;
 use super::{Arg, sample_stride};
 use crate::ops::Activation;
@@ -66,14 +66,21 @@ struct Channel {
     add_rows: Vec<Value>,
 }
 
+/// The output columns an epilogue covers: a chunk's.
+pub struct Columns {
+    pub first: Value,
+    pub count: u64,
+}
+
+/// The epilogue of one chunk of one sample and group, channel by channel.
 pub fn generate(
     b: &mut FunctionBuilder,
     fused: &FusedGraph,
     kernel: &Kernel,
     geometry: &Geometry,
     pointers: &Pointers,
-    sample: Value,
-    output: Value,
+    at: &At,
+    columns: &Columns,
 ) {
     if kernel
         .epilogue
@@ -83,7 +90,10 @@ pub fn generate(
         return;
     }
     let n = geometry.n();
-    let add_samples: Vec<(Value, u64)> = kernel
+    let group_channels = geometry.m();
+    let first_channel = b.ins().imul_imm_s(at.group, group_channels as i64);
+    // Residual inputs at this sample, group and chunk: row `m` is `m * n` further.
+    let add_bases: Vec<Value> = kernel
         .epilogue
         .iter()
         .filter_map(|s| match s {
@@ -92,16 +102,24 @@ pub fn generate(
         })
         .map(|input| {
             let base = pointers.get(&Arg::AddInput(input));
-            (offset(b, base, sample, sample_stride(fused, input)), n)
+            let sample = offset(b, base, at.sample, sample_stride(fused, input));
+            let group = offset(b, sample, first_channel, n);
+            offset(b, group, columns.first, 1)
         })
         .collect();
-    fixed(b, geometry.out_channels, |b, m| {
+    let output = offset(b, at.output, columns.first, 1);
+    fixed(b, group_channels, |b, m| {
         let row = offset(b, output, m, n);
-        let channel = channel(b, kernel, pointers, m, &add_samples);
+        let channel_index = b.ins().iadd(first_channel, m);
+        let adds: Vec<Value> = add_bases
+            .iter()
+            .map(|&base| offset(b, base, m, n))
+            .collect();
+        let channel = channel(b, kernel, pointers, channel_index, adds);
         for pass in passes(&kernel.epilogue) {
             match pass {
-                Pass::Lanes(steps) => lanes(b, &steps, &channel, row, n),
-                Pass::Transcendental(kind) => transcendental(b, pointers, row, n, kind),
+                Pass::Lanes(steps) => lanes(b, &steps, &channel, row, columns.count),
+                Pass::Transcendental(kind) => transcendental(b, pointers, row, columns.count, kind),
             }
         }
     });
@@ -112,7 +130,7 @@ fn channel(
     kernel: &Kernel,
     pointers: &Pointers,
     m: Value,
-    adds: &[(Value, u64)],
+    add_rows: Vec<Value>,
 ) -> Channel {
     let scalar = |b: &mut FunctionBuilder, base: Value| {
         let at = offset(b, base, m, 1);
@@ -125,27 +143,18 @@ fn channel(
     let mut scale_shift = Vec::new();
     for step in &kernel.epilogue {
         if let Step::ScaleShift { layer, eps } = step {
+            let (layer, eps) = (layer.clone(), *eps);
             let scale = scalar(
                 b,
                 pointers.get(&Arg::Scale {
                     layer: layer.clone(),
-                    eps: *eps,
+                    eps,
                 }),
             );
-            let shift = scalar(
-                b,
-                pointers.get(&Arg::Shift {
-                    layer: layer.clone(),
-                    eps: *eps,
-                }),
-            );
+            let shift = scalar(b, pointers.get(&Arg::Shift { layer, eps }));
             scale_shift.push((scale, shift));
         }
     }
-    let add_rows = adds
-        .iter()
-        .map(|&(base, n)| offset(b, base, m, n))
-        .collect();
     Channel {
         bias,
         scale_shift,

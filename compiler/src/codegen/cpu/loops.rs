@@ -51,3 +51,25 @@ pub fn fixed(
         }
     }
 }
+
+/// `if cond { then } else { otherwise }`, `cond` an integer (nonzero is true).
+pub fn if_else(
+    b: &mut FunctionBuilder,
+    cond: Value,
+    then: impl FnOnce(&mut FunctionBuilder),
+    otherwise: impl FnOnce(&mut FunctionBuilder),
+) {
+    let (yes, no, after) = (b.create_block(), b.create_block(), b.create_block());
+    b.ins().brif(cond, yes, &[], no, &[]);
+    for (block, body) in [
+        (yes, Box::new(then) as Box<dyn FnOnce(&mut FunctionBuilder)>),
+        (no, Box::new(otherwise)),
+    ] {
+        b.switch_to_block(block);
+        b.seal_block(block);
+        body(b);
+        b.ins().jump(after, &[]);
+    }
+    b.switch_to_block(after);
+    b.seal_block(after);
+}

@@ -16,6 +16,7 @@
 mod conv;
 mod epilogue;
 mod loops;
+mod pack;
 
 pub use conv::Geometry;
 
@@ -31,6 +32,8 @@ pub struct CpuTarget {
     pub nr: u64,
     /// K per block: the B micro-panel of KC x NR floats stays in L1.
     pub kc: u64,
+    /// Threads that will share each kernel's chunks.
+    pub threads: u64,
     pub frontend: TargetFrontendConfig,
 }
 
@@ -64,7 +67,9 @@ pub enum Arg {
     Transcendental,
 }
 
-/// One generated kernel: `fn(args: *const *mut f32, batch: i64)`.
+/// One generated kernel: `fn(args: *const *mut f32, batch: i64, chunk_begin: i64,
+/// chunk_end: i64)`, computing output chunks `[chunk_begin, chunk_end)` of every sample
+/// (see `Geometry::chunk_count`); threads run disjoint ranges, each with its own scratch.
 pub struct KernelCode {
     /// The fused kernel it computes.
     pub kernel: usize,

@@ -1,0 +1,232 @@
+//! im2col into the tile's B panels: K rows `p0..p0 + kc` of the input, each output pixel
+//! a column, element (p, col) at `scratch[(col / NR) * kc * NR + p * NR + col % NR]`.
+//!
+//! A pointwise convolution (1x1, stride 1, no padding; and every dense layer) reads its
+//! input as the matrix itself: whole panels are copied four floats at a time. Otherwise
+//! each row of the window's taps is split where it leaves the input: zeros for the
+//! padding, direct loads for the interior, with no per-element test.
+
+use super::conv::{Geometry, offset};
+use super::loops::{counted, fixed, if_else};
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
+use cranelift_frontend::FunctionBuilder;
+
+/// One row of one tap: where its inputs and its packed columns are.
+struct Row {
+    source: Value,
+    destination: Value,
+    /// The chunk column of the row's output 0.
+    first: Value,
+    /// The input column of output 0's tap.
+    x0: Value,
+}
+
+/// What a K block's packing needs.
+pub struct Packing<'g> {
+    pub geometry: &'g Geometry,
+    pub nr: u64,
+    pub kc: u64,
+    pub p0: Value,
+    /// The chunk: output rows `first_row..first_row + rows`, its columns numbered from 0.
+    pub first_row: Value,
+    pub rows: u64,
+    pub input: Value,
+    pub scratch: Value,
+}
+
+impl Packing<'_> {
+    pub fn generate(&self, b: &mut FunctionBuilder) {
+        let g = self.geometry;
+        let pointwise = g.kernel == [1, 1] && g.stride == [1, 1] && g.pads == [0; 4];
+        if pointwise {
+            self.pointwise(b);
+        } else {
+            self.general(b);
+        }
+    }
+
+    /// Row p of B is input channel p0 + p, at the chunk's columns: copy it panel by
+    /// panel.
+    fn pointwise(&self, b: &mut FunctionBuilder) {
+        let g = self.geometry;
+        let (nr, kc) = (self.nr, self.kc);
+        let n = self.rows * g.out_width;
+        let first_column = b.ins().imul_imm_s(self.first_row, g.out_width as i64);
+        let chunk = offset(b, self.input, first_column, 1);
+        fixed(b, kc, |b, p| {
+            let channel = b.ins().iadd(self.p0, p);
+            let source = offset(b, chunk, channel, g.n());
+            let destination = offset(b, self.scratch, p, nr);
+            fixed(b, n / nr, |b, j| {
+                let from = offset(b, source, j, nr);
+                let to = offset(b, destination, j, kc * nr);
+                for v in 0..nr / 4 {
+                    let lanes =
+                        b.ins()
+                            .load(types::F32X4, MemFlagsData::trusted(), from, (v * 16) as i32);
+                    b.ins()
+                        .store(MemFlagsData::trusted(), lanes, to, (v * 16) as i32);
+                }
+            });
+            for c in 0..n % nr {
+                let column = (n / nr) * nr + c;
+                let value = b.ins().load(
+                    types::F32,
+                    MemFlagsData::trusted(),
+                    source,
+                    (column * 4) as i32,
+                );
+                let at = ((n / nr) * kc * nr + c) * 4;
+                b.ins()
+                    .store(MemFlagsData::trusted(), value, destination, at as i32);
+            }
+        });
+    }
+
+    fn general(&self, b: &mut FunctionBuilder) {
+        let g = self.geometry;
+        let area = g.kernel[0] * g.kernel[1];
+        fixed(b, self.kc, |b, p| {
+            let row = b.ins().iadd(self.p0, p);
+            let channel = b.ins().udiv_imm_u(row, area as i64);
+            let tap = b.ins().urem_imm_u(row, area as i64);
+            let ky = b.ins().udiv_imm_u(tap, g.kernel[1] as i64);
+            let kx = b.ins().urem_imm_u(tap, g.kernel[1] as i64);
+            let plane = offset(b, self.input, channel, g.height * g.width);
+            // Output (oy, ox) reads input (oy * sh + y0, ox * sw + x0).
+            let y0 = b.ins().imul_imm_s(ky, g.dilation[0] as i64);
+            let y0 = b.ins().iadd_imm_s(y0, -(g.pads[0] as i64));
+            let x0 = b.ins().imul_imm_s(kx, g.dilation[1] as i64);
+            let x0 = b.ins().iadd_imm_s(x0, -(g.pads[1] as i64));
+            let (lo, hi) = self.interior(b, x0);
+            let destination = offset(b, self.scratch, p, self.nr);
+            fixed(b, self.rows, |b, r| {
+                let oy = b.ins().iadd(self.first_row, r);
+                let iy = b.ins().imul_imm_s(oy, g.stride[0] as i64);
+                let iy = b.ins().iadd(iy, y0);
+                let inside = b
+                    .ins()
+                    .icmp_imm_u(IntCC::UnsignedLessThan, iy, g.height as i64);
+                let first = b.ins().imul_imm_s(r, g.out_width as i64);
+                let zero = b.ins().iconst(types::I64, 0);
+                let width = b.ins().iconst(types::I64, g.out_width as i64);
+                if_else(
+                    b,
+                    inside,
+                    |b| {
+                        let source_row = b.ins().imul_imm_s(iy, g.width as i64);
+                        let source_row = offset(b, plane, source_row, 1);
+                        self.zeros(b, destination, first, zero, lo);
+                        let row = Row {
+                            source: source_row,
+                            destination,
+                            first,
+                            x0,
+                        };
+                        if g.stride[1] == 1 {
+                            self.contiguous(b, &row, lo, hi);
+                        } else {
+                            self.scalars(b, &row, lo, hi);
+                        }
+                        self.zeros(b, destination, first, hi, width);
+                    },
+                    |b| self.zeros(b, destination, first, zero, width),
+                );
+            });
+        });
+    }
+
+    /// Interior outputs `[from, to)` one at a time (any stride).
+    fn scalars(&self, b: &mut FunctionBuilder, row: &Row, from: Value, to: Value) {
+        let stride = self.geometry.stride[1] as i64;
+        counted(b, from, to, 1, |b, ox| {
+            let ix = b.ins().imul_imm_s(ox, stride);
+            let ix = b.ins().iadd(ix, row.x0);
+            let at = offset(b, row.source, ix, 1);
+            let value = b.ins().load(types::F32, MemFlagsData::trusted(), at, 0);
+            self.store(b, row.destination, row.first, ox, value);
+        });
+    }
+
+    /// Interior outputs `[lo, hi)` of a stride-1 row: consecutive inputs to consecutive
+    /// columns, four at a time once the column is a multiple of four (four columns
+    /// from there never cross a panel, NR being a multiple of four).
+    fn contiguous(&self, b: &mut FunctionBuilder, row: &Row, lo: Value, hi: Value) {
+        // Columns lo.. up to the next multiple of four, one at a time.
+        let column = b.ins().iadd(row.first, lo);
+        let misalign = b.ins().band_imm_u(column, 3);
+        let to_aligned = b.ins().ineg(misalign);
+        let to_aligned = b.ins().band_imm_u(to_aligned, 3);
+        let head_end = b.ins().iadd(lo, to_aligned);
+        let head_end = b.ins().smin(head_end, hi);
+        self.scalars(b, row, lo, head_end);
+        let left = b.ins().isub(hi, head_end);
+        let vectors = b.ins().ushr_imm_u(left, 2);
+        let body = b.ins().ishl_imm_u(vectors, 2);
+        let body_end = b.ins().iadd(head_end, body);
+        counted(b, head_end, body_end, 4, |b, ox| {
+            let ix = b.ins().iadd(ox, row.x0);
+            let at = offset(b, row.source, ix, 1);
+            let values = b.ins().load(types::F32X4, MemFlagsData::trusted(), at, 0);
+            self.store(b, row.destination, row.first, ox, values);
+        });
+        self.scalars(b, row, body_end, hi);
+    }
+
+    /// The outputs `[lo, hi)` of a row whose tap column `ox * sw + x0` lies inside the
+    /// input.
+    fn interior(&self, b: &mut FunctionBuilder, x0: Value) -> (Value, Value) {
+        let g = self.geometry;
+        let sw = g.stride[1] as i64;
+        // lo = ceil(-x0 / sw) when x0 < 0, else 0.
+        let minus = b.ins().ineg(x0);
+        let up = b.ins().iadd_imm_s(minus, sw - 1);
+        let lo = b.ins().sdiv_imm_s(up, sw);
+        let zero = b.ins().iconst(types::I64, 0);
+        let lo = b.ins().smax(lo, zero);
+        // hi = floor((W - 1 - x0) / sw) + 1, within [lo, OW].
+        let last = b.ins().iconst(types::I64, g.width as i64 - 1);
+        let room = b.ins().isub(last, x0);
+        let negative = b.ins().icmp_imm_s(IntCC::SignedLessThan, room, 0);
+        let steps = b.ins().sdiv_imm_s(room, sw);
+        let hi = b.ins().iadd_imm_s(steps, 1);
+        let hi = b.ins().select(negative, zero, hi);
+        let width = b.ins().iconst(types::I64, g.out_width as i64);
+        let hi = b.ins().smin(hi, width);
+        let hi = b.ins().smax(hi, lo);
+        (lo, hi)
+    }
+
+    fn zeros(
+        &self,
+        b: &mut FunctionBuilder,
+        destination: Value,
+        first: Value,
+        from: Value,
+        to: Value,
+    ) {
+        counted(b, from, to, 1, |b, ox| {
+            let value = b.ins().f32const(0.0);
+            self.store(b, destination, first, ox, value);
+        });
+    }
+
+    /// Stores column `first + ox` of the current row of B (four columns, for a vector).
+    fn store(
+        &self,
+        b: &mut FunctionBuilder,
+        destination: Value,
+        first: Value,
+        ox: Value,
+        value: Value,
+    ) {
+        let column = b.ins().iadd(first, ox);
+        let panel = b.ins().ushr_imm_u(column, self.nr.trailing_zeros() as i64);
+        let lane = b.ins().band_imm_u(column, (self.nr - 1) as i64);
+        let panel_start = b.ins().imul_imm_s(panel, (self.kc * self.nr) as i64);
+        let element = b.ins().iadd(panel_start, lane);
+        let at = offset(b, destination, element, 1);
+        b.ins().store(MemFlagsData::trusted(), value, at, 0);
+    }
+}
