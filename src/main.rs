@@ -9,7 +9,7 @@ mod source;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use cnnc_compiler::diagnostics;
-use cnnc_compiler::{Compilation, compile, passes, summary, syntax};
+use cnnc_compiler::{Compilation, codegen, compile, passes, summary, syntax};
 use graph_cmd::GraphFormat;
 use source::{compile_network, print_diagnostics, read};
 use std::path::PathBuf;
@@ -206,6 +206,9 @@ enum Emit {
     /// The fused graph after the passes (inference: side outputs pruned), with its
     /// memory plan.
     Fused,
+    /// The Cranelift IR the JIT generates for each conv and dense kernel, for this
+    /// machine's microkernel.
+    Clif,
 }
 
 fn parse_memory(text: &str) -> Result<u64, String> {
@@ -412,6 +415,22 @@ fn build(file: &std::path::Path, emit: Emit, network: Option<&str>) -> Result<()
         Emit::Fused => compile_network(file, network).map(|checked| {
             let fused = passes::fuse(&checked);
             print!("{}", passes::listing(&fused, &passes::plan(&fused)));
+        }),
+        Emit::Clif => compile_network(file, network).and_then(|checked| {
+            let fused = passes::fuse(&checked);
+            let (target, _) = cnnc_runtime::jit::host_target(1).map_err(|e| e.to_string())?;
+            for code in codegen::cpu::compile(&fused, &target).into_iter().flatten() {
+                let kernel = &fused.kernels[code.kernel];
+                println!(
+                    "; kernel {} `{}`: {}",
+                    code.kernel,
+                    kernel.name,
+                    kernel.op.rule().describe()
+                );
+                println!("; argument slots: {:?}", code.args);
+                println!("{}", code.function);
+            }
+            Ok(())
         }),
         Emit::Ast => {
             let source = read(file)?;

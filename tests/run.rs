@@ -25,23 +25,57 @@ fn json(args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn the_trained_lenet5_reads_every_shipped_digit() {
-    for digit in 0..10 {
-        let image = format!("examples/images/digit{digit}.png");
-        let output = cnnc(&[
-            "run",
-            "examples/lenet5.cnn",
-            "--weights",
-            "examples/weights/lenet5-digits.safetensors",
-            "--input",
-            &image,
-        ]);
-        assert!(output.status.success(), "{}", stderr(&output));
-        let text = stdout(&output);
-        assert!(
-            text.contains(&format!("\n{digit} (probability 0.99")),
-            "{image}:\n{text}"
-        );
+    for backend in ["reference", "jit"] {
+        for digit in 0..10 {
+            let image = format!("examples/images/digit{digit}.png");
+            let output = cnnc(&[
+                "run",
+                "examples/lenet5.cnn",
+                "--weights",
+                "examples/weights/lenet5-digits.safetensors",
+                "--input",
+                &image,
+                "--backend",
+                backend,
+            ]);
+            assert!(output.status.success(), "{}", stderr(&output));
+            let text = stdout(&output);
+            assert!(
+                text.contains(&format!("\n{digit} (probability 0.99")),
+                "{backend}, {image}:\n{text}"
+            );
+        }
     }
+}
+
+#[test]
+fn the_jit_shows_its_cranelift_ir_and_refuses_save() {
+    let output = cnnc(&["build", "examples/lenet5.cnn", "--emit", "clif"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    // One function per conv, pooling and dense kernel: c1, s2, c3, s4, three dense.
+    assert_eq!(
+        text.matches("\nfunction ").count() + usize::from(text.starts_with("function")),
+        7,
+        "{text}"
+    );
+    assert!(text.contains("; kernel 0 `c1`: conv 6 5x5"), "{text}");
+    assert!(
+        text.contains("call_indirect"),
+        "the tile is a call:\n{text}"
+    );
+    let refused = cnnc(&[
+        "run",
+        "examples/lenet5.cnn",
+        "--backend",
+        "jit",
+        "--save-outputs",
+        "/tmp/x",
+        "--save",
+        "c1",
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("--save needs --backend reference"));
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! Per-kernel times of the JIT on one example, slowest first (a development aid until
-//! `cnnc bench --profile`). `cargo run --release -p cnnc-runtime --example profile_jit -- resnet50`
+//! Per-kernel times of the JIT on one example (the median of 9 runs after a warm-up),
+//! by op and slowest first: a development aid until `cnnc bench --profile`.
+//! `THREADS=2 cargo run --release -p cnnc-runtime --example profile_jit -- resnet50`
 use cnnc_runtime::jit::Program;
 use cnnc_runtime::weights::Weights;
 
@@ -24,11 +25,21 @@ fn main() {
     );
     let input = cnnc_runtime::Tensor::zeros(shape);
     let _ = program.run(vec![input.clone()]).expect("runs");
-    let (_, times) = program.run_profiled(vec![input]).expect("runs");
+    let mut runs: Vec<(f64, Vec<std::time::Duration>)> = (0..9)
+        .map(|_| {
+            let (_, times) = program.run_profiled(vec![input.clone()]).expect("runs");
+            (times.iter().map(|t| t.as_secs_f64()).sum(), times)
+        })
+        .collect();
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let times = runs.swap_remove(4).1; // the median run
     let total: f64 = times.iter().map(|t| t.as_secs_f64()).sum();
     let mut rows: Vec<_> = program.fused().kernels.iter().zip(&times).collect();
     rows.sort_by(|a, b| b.1.cmp(a.1));
-    println!("total {:.1} ms", total * 1e3);
+    println!(
+        "total {:.1} ms (median of 9 runs, {threads} threads)",
+        total * 1e3
+    );
     let mut by_op: std::collections::BTreeMap<String, (f64, usize)> = Default::default();
     for (kernel, time) in program.fused().kernels.iter().zip(&times) {
         let op = kernel.op.rule().describe();

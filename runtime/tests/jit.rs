@@ -47,6 +47,27 @@ fn examples_agree_with_the_reference() {
 }
 
 #[test]
+fn any_number_of_threads_computes_the_same() {
+    // Threads split each kernel's chunks (conv rows, pooling channels): the output must
+    // not depend on how.
+    for name in ["googlenet", "resnet18"] {
+        let net = example(name);
+        let (weights, input) = (weights(&net, 5), input(&net, 2, 6));
+        let outputs: Vec<Tensor> = [1, 2, 3, 8]
+            .into_iter()
+            .map(|threads| {
+                let program =
+                    jit::Program::with_threads(&net, &weights, threads).expect("compiles");
+                program.run(vec![input.clone()]).expect("runs")
+            })
+            .collect();
+        for output in &outputs[1..] {
+            assert_eq!(output, &outputs[0], "{name}");
+        }
+    }
+}
+
+#[test]
 fn every_onnx_fixture_agrees_with_onnx_runtime() {
     for fixture in onnx_fixtures() {
         let (net, weights, input) = (&fixture.net, &fixture.weights, fixture.input.clone());

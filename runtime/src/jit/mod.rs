@@ -6,4 +6,4 @@ pub mod gemm;
 pub mod microkernel;
 mod program;
 
-pub use program::Program;
+pub use program::{Program, host_target};

@@ -58,14 +58,7 @@ impl<'a> Program<'a> {
         let threads = threads.max(1);
         let fused = fused::Program::new(net, weights)?;
         let microkernel = Microkernel::best();
-        let isa = native_isa()?;
-        let target = CpuTarget {
-            mr: microkernel.mr as u64,
-            nr: microkernel.nr as u64,
-            kc: KC as u64,
-            threads: threads as u64,
-            frontend: isa.frontend_config(),
-        };
+        let (target, isa) = host_target(threads)?;
         let codes = cpu::compile(&fused.fused, &target);
         let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
         let mut ids = Vec::new();
@@ -119,7 +112,8 @@ impl<'a> Program<'a> {
     /// Runs the network and times each kernel of the fused graph.
     pub fn run_profiled(&self, inputs: Vec<Tensor>) -> Result<(Tensor, Vec<Duration>)> {
         let mut storage = self.fused.start(&inputs)?;
-        let mut scratch = vec![0.0f32; self.scratch_floats * self.threads];
+        // At least one float a thread, so that every thread has its (possibly unused) share.
+        let mut scratch = vec![0.0f32; self.scratch_floats.max(1) * self.threads];
         let mut times = Vec::with_capacity(self.kernels.len());
         for (index, kernel) in self.kernels.iter().enumerate() {
             let started = Instant::now();
@@ -199,6 +193,21 @@ impl<'a> Program<'a> {
     }
 }
 
+/// What code is generated for on this machine: the best microkernel's tile, and the
+/// host ISA that compiles it.
+pub fn host_target(threads: usize) -> Result<(CpuTarget, cranelift_codegen::isa::OwnedTargetIsa)> {
+    let microkernel = Microkernel::best();
+    let isa = native_isa()?;
+    let target = CpuTarget {
+        mr: microkernel.mr as u64,
+        nr: microkernel.nr as u64,
+        kc: KC as u64,
+        threads: threads.max(1) as u64,
+        frontend: isa.frontend_config(),
+    };
+    Ok((target, isa))
+}
+
 /// The argument slots, shared by the threads of one kernel call.
 struct Slots(Vec<*mut f32>);
 
@@ -263,10 +272,21 @@ fn compiled(
     microkernel: &Microkernel,
     target: &CpuTarget,
 ) -> Result<Compiled> {
+    let chunks = code.chunks as usize;
+    let Some(geometry) = &code.geometry else {
+        // A kernel without weights: nothing to prepare.
+        return Ok(Compiled {
+            function,
+            chunks,
+            args: code.args,
+            packed_weights: Vec::new(),
+            bias: Vec::new(),
+            scale_shift: Vec::new(),
+        });
+    };
     let prepared = program.prepared[index]
         .as_ref()
         .ok_or_else(|| codegen_error(format!("kernel {index} has no weights")))?;
-    let geometry = &code.geometry;
     let packed_weights = pack_weights(&prepared.weight, geometry, microkernel)?;
     if packed_weights.len() as u64 != geometry.packed_weights(target) {
         return Err(codegen_error(
@@ -287,7 +307,7 @@ fn compiled(
     }
     Ok(Compiled {
         function,
-        chunks: geometry.chunk_count(target) as usize,
+        chunks,
         args: code.args,
         packed_weights,
         bias,

@@ -192,8 +192,12 @@ pub fn generate(
     let chunks = (params[2], params[3]);
     let slots = (0..args.len())
         .map(|i| {
-            b.ins()
-                .load(pointer, MemFlagsData::trusted(), array, (i * 8) as i32)
+            b.ins().load(
+                pointer,
+                MemFlagsData::new().with_notrap(),
+                array,
+                (i * 8) as i32,
+            )
         })
         .collect();
     let pointers = Pointers { slots, args };
@@ -215,7 +219,8 @@ pub fn generate(
         function,
         args: pointers.args,
         scratch_floats,
-        geometry,
+        chunks: geometry.chunk_count(target),
+        geometry: Some(geometry),
     }
 }
 
@@ -478,11 +483,16 @@ impl Product<'_> {
                 let step = if ty == types::F32X4 { 4 } else { 1 };
                 for c in 0..count {
                     let at = ((first + c * step) * 4) as i32;
-                    let value = b.ins().load(ty, MemFlagsData::trusted(), src_row, at);
-                    let old = b.ins().load(ty, MemFlagsData::trusted(), dst_row, at);
+                    let value = b
+                        .ins()
+                        .load(ty, MemFlagsData::new().with_notrap(), src_row, at);
+                    let old = b
+                        .ins()
+                        .load(ty, MemFlagsData::new().with_notrap(), dst_row, at);
                     let sum = b.ins().fadd(old, value);
                     let value = b.ins().select(accumulate, sum, value);
-                    b.ins().store(MemFlagsData::trusted(), value, dst_row, at);
+                    b.ins()
+                        .store(MemFlagsData::new().with_notrap(), value, dst_row, at);
                 }
             }
         });

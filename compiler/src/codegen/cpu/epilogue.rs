@@ -134,7 +134,8 @@ fn channel(
 ) -> Channel {
     let scalar = |b: &mut FunctionBuilder, base: Value| {
         let at = offset(b, base, m, 1);
-        b.ins().load(types::F32, MemFlagsData::trusted(), at, 0)
+        b.ins()
+            .load(types::F32, MemFlagsData::new().with_notrap(), at, 0)
     };
     let bias = kernel
         .epilogue
@@ -184,7 +185,9 @@ fn element(
     at: Value,
 ) {
     let address = offset(b, row, at, 1);
-    let mut value = b.ins().load(ty, MemFlagsData::trusted(), address, 0);
+    let mut value = b
+        .ins()
+        .load(ty, MemFlagsData::new().with_notrap(), address, 0);
     let (mut scale_shift, mut adds) = (channel.scale_shift.iter(), channel.add_rows.iter());
     for step in steps {
         value = match step {
@@ -206,7 +209,9 @@ fn element(
             } => {
                 let add_row = *adds.next().expect("one row per add");
                 let address = offset(b, add_row, at, 1);
-                let other = b.ins().load(ty, MemFlagsData::trusted(), address, 0);
+                let other = b
+                    .ins()
+                    .load(ty, MemFlagsData::new().with_notrap(), address, 0);
                 // As the reference: input_scale·input + self_scale·result.
                 let other = scaled(b, ty, other, *input_scale);
                 let own = scaled(b, ty, value, *self_scale);
@@ -214,7 +219,8 @@ fn element(
             }
         };
     }
-    b.ins().store(MemFlagsData::trusted(), value, address, 0);
+    b.ins()
+        .store(MemFlagsData::new().with_notrap(), value, address, 0);
 }
 
 fn scaled(b: &mut FunctionBuilder, ty: Type, value: Value, scale: f64) -> Value {

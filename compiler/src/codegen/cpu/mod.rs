@@ -17,6 +17,7 @@ mod conv;
 mod epilogue;
 mod loops;
 mod pack;
+mod pool;
 
 pub use conv::Geometry;
 
@@ -76,11 +77,15 @@ pub struct KernelCode {
     pub function: Function,
     pub args: Vec<Arg>,
     pub scratch_floats: u64,
-    pub geometry: Geometry,
+    /// The product's sizes, for conv and dense kernels (whose weights the runtime packs).
+    pub geometry: Option<Geometry>,
+    /// How many chunks the kernel's work is cut into, for threads to share.
+    pub chunks: u64,
 }
 
-/// Code for every conv and dense kernel of `fused`, by kernel index; the others are
-/// left to the runtime's reference kernels for now.
+/// Code for every conv, dense and pooling kernel of `fused`, by kernel index; the
+/// others (LRN, softmax, adaptive pooling, copying concats and adds) are left to the
+/// runtime's reference kernels for now.
 pub fn compile(fused: &FusedGraph, target: &CpuTarget) -> Vec<Option<KernelCode>> {
     fused
         .kernels
@@ -89,6 +94,7 @@ pub fn compile(fused: &FusedGraph, target: &CpuTarget) -> Vec<Option<KernelCode>
         .map(|(index, kernel)| match &kernel.op {
             Op::Conv(_) | Op::Dense(_) => Geometry::of(fused, kernel)
                 .map(|geometry| conv::generate(fused, index, geometry, target)),
+            Op::Pool(_) | Op::GlobalPool(_) => pool::generate(fused, index, target),
             _ => None,
         })
         .collect()

@@ -62,24 +62,35 @@ impl Packing<'_> {
                 let from = offset(b, source, j, nr);
                 let to = offset(b, destination, j, kc * nr);
                 for v in 0..nr / 4 {
-                    let lanes =
-                        b.ins()
-                            .load(types::F32X4, MemFlagsData::trusted(), from, (v * 16) as i32);
-                    b.ins()
-                        .store(MemFlagsData::trusted(), lanes, to, (v * 16) as i32);
+                    let lanes = b.ins().load(
+                        types::F32X4,
+                        MemFlagsData::new().with_notrap(),
+                        from,
+                        (v * 16) as i32,
+                    );
+                    b.ins().store(
+                        MemFlagsData::new().with_notrap(),
+                        lanes,
+                        to,
+                        (v * 16) as i32,
+                    );
                 }
             });
             for c in 0..n % nr {
                 let column = (n / nr) * nr + c;
                 let value = b.ins().load(
                     types::F32,
-                    MemFlagsData::trusted(),
+                    MemFlagsData::new().with_notrap(),
                     source,
                     (column * 4) as i32,
                 );
                 let at = ((n / nr) * kc * nr + c) * 4;
-                b.ins()
-                    .store(MemFlagsData::trusted(), value, destination, at as i32);
+                b.ins().store(
+                    MemFlagsData::new().with_notrap(),
+                    value,
+                    destination,
+                    at as i32,
+                );
             }
         });
     }
@@ -144,7 +155,9 @@ impl Packing<'_> {
             let ix = b.ins().imul_imm_s(ox, stride);
             let ix = b.ins().iadd(ix, row.x0);
             let at = offset(b, row.source, ix, 1);
-            let value = b.ins().load(types::F32, MemFlagsData::trusted(), at, 0);
+            let value = b
+                .ins()
+                .load(types::F32, MemFlagsData::new().with_notrap(), at, 0);
             self.store(b, row.destination, row.first, ox, value);
         });
     }
@@ -168,7 +181,9 @@ impl Packing<'_> {
         counted(b, head_end, body_end, 4, |b, ox| {
             let ix = b.ins().iadd(ox, row.x0);
             let at = offset(b, row.source, ix, 1);
-            let values = b.ins().load(types::F32X4, MemFlagsData::trusted(), at, 0);
+            let values = b
+                .ins()
+                .load(types::F32X4, MemFlagsData::new().with_notrap(), at, 0);
             self.store(b, row.destination, row.first, ox, values);
         });
         self.scalars(b, row, body_end, hi);
@@ -227,6 +242,7 @@ impl Packing<'_> {
         let panel_start = b.ins().imul_imm_s(panel, (self.kc * self.nr) as i64);
         let element = b.ins().iadd(panel_start, lane);
         let at = offset(b, destination, element, 1);
-        b.ins().store(MemFlagsData::trusted(), value, at, 0);
+        b.ins()
+            .store(MemFlagsData::new().with_notrap(), value, at, 0);
     }
 }

@@ -1,0 +1,282 @@
+//! Pooling kernels: max and average windows (padding, ceil mode's partial windows,
+//! dilation for max, both divisors for average) and global pooling, as the reference
+//! interpreter computes them, with every size a constant. Threads split the channels.
+
+use super::conv::offset;
+use super::loops::{counted, fixed};
+use super::{Arg, CpuTarget, KernelCode, sample_stride};
+use crate::ops::{Op, PoolKind};
+use crate::passes::{FusedGraph, Kernel};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{
+    AbiParam, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value, types,
+};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+
+/// A window's sizes, all constants; a global pool is one window over the whole plane.
+struct Window {
+    kind: PoolKind,
+    channels: u64,
+    height: u64,
+    width: u64,
+    out_height: u64,
+    out_width: u64,
+    kernel: [u64; 2],
+    stride: [u64; 2],
+    dilation: [u64; 2],
+    pads: [u64; 4],
+    count_include_pad: bool,
+    global: bool,
+}
+
+impl Window {
+    fn of(fused: &FusedGraph, kernel: &Kernel) -> Option<Window> {
+        let input = fused.tensor(*kernel.inputs.first()?);
+        let (&[c, h, w], &[_, oh, ow]) = (
+            input.shape.0.as_slice(),
+            fused.tensor(kernel.output).shape.0.as_slice(),
+        ) else {
+            return None;
+        };
+        let (kind, kernel_size, stride, dilation, pads, count_include_pad, global) =
+            match &kernel.op {
+                Op::Pool(pool) => (
+                    pool.kind,
+                    pool.window.kernel,
+                    pool.window.stride,
+                    pool.window.dilation,
+                    pool.window.pads([h, w]),
+                    pool.count_include_pad,
+                    false,
+                ),
+                Op::GlobalPool(global) => (global.kind, [h, w], [1, 1], [1, 1], [0; 4], true, true),
+                _ => return None,
+            };
+        Some(Window {
+            kind,
+            channels: c,
+            height: h,
+            width: w,
+            out_height: oh,
+            out_width: ow,
+            kernel: kernel_size,
+            stride,
+            dilation,
+            pads,
+            count_include_pad,
+            global,
+        })
+    }
+}
+
+pub fn generate(fused: &FusedGraph, index: usize, target: &CpuTarget) -> Option<KernelCode> {
+    let kernel = &fused.kernels[index];
+    let window = Window::of(fused, kernel)?;
+    let input_sample = sample_stride(fused, kernel.inputs[0]);
+    let output_sample = sample_stride(fused, kernel.output);
+    let pointer = target.frontend.pointer_type();
+    let mut signature = Signature::new(target.frontend.default_call_conv);
+    signature.params.push(AbiParam::new(pointer));
+    for _ in 0..3 {
+        signature.params.push(AbiParam::new(types::I64));
+    }
+    let mut function =
+        Function::with_name_signature(UserFuncName::user(0, index as u32), signature);
+    let mut context = FunctionBuilderContext::new();
+    let mut b = FunctionBuilder::new(&mut function, &mut context);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    b.seal_block(entry);
+    let params = b.block_params(entry).to_vec();
+    let flags = MemFlagsData::new().with_notrap();
+    let input = b.ins().load(pointer, flags, params[0], 0);
+    let output = b.ins().load(pointer, flags, params[0], 8);
+    let zero = b.ins().iconst(types::I64, 0);
+    let (plane, out_plane) = (
+        window.height * window.width,
+        window.out_height * window.out_width,
+    );
+    counted(&mut b, zero, params[1], 1, |b, n| {
+        let input = offset(b, input, n, input_sample);
+        let output = offset(b, output, n, output_sample);
+        counted(b, params[2], params[3], 1, |b, c| {
+            let source = offset(b, input, c, plane);
+            let destination = offset(b, output, c, out_plane);
+            if window.global {
+                global(b, &window, source, destination);
+            } else {
+                windows(b, &window, source, destination);
+            }
+        });
+    });
+    b.ins().return_(&[]);
+    b.finalize(target.frontend);
+    Some(KernelCode {
+        kernel: index,
+        function,
+        args: vec![Arg::Input, Arg::Output],
+        scratch_floats: 0,
+        geometry: None,
+        chunks: window.channels,
+    })
+}
+
+fn load(b: &mut FunctionBuilder, base: Value, index: Value) -> Value {
+    let at = offset(b, base, index, 1);
+    b.ins()
+        .load(types::F32, MemFlagsData::new().with_notrap(), at, 0)
+}
+
+/// Every output of one channel.
+fn windows(b: &mut FunctionBuilder, w: &Window, source: Value, destination: Value) {
+    fixed(b, w.out_height, |b, oy| {
+        let y0 = b.ins().imul_imm_s(oy, w.stride[0] as i64);
+        let y0 = b.ins().iadd_imm_s(y0, -(w.pads[0] as i64));
+        fixed(b, w.out_width, |b, ox| {
+            let x0 = b.ins().imul_imm_s(ox, w.stride[1] as i64);
+            let x0 = b.ins().iadd_imm_s(x0, -(w.pads[1] as i64));
+            let value = match w.kind {
+                PoolKind::Max => max_window(b, w, source, y0, x0),
+                PoolKind::Avg => average_window(b, w, source, y0, x0),
+            };
+            let at = b.ins().imul_imm_s(oy, w.out_width as i64);
+            let at = b.ins().iadd(at, ox);
+            let at = offset(b, destination, at, 1);
+            b.ins()
+                .store(MemFlagsData::new().with_notrap(), value, at, 0);
+        });
+    });
+}
+
+/// The largest input the window covers (taps in the padding do not count).
+fn max_window(b: &mut FunctionBuilder, w: &Window, source: Value, y0: Value, x0: Value) -> Value {
+    let mut best = b.ins().f32const(f32::NEG_INFINITY);
+    for ky in 0..w.kernel[0] {
+        let iy = b.ins().iadd_imm_s(y0, (ky * w.dilation[0]) as i64);
+        let row_inside = b
+            .ins()
+            .icmp_imm_u(IntCC::UnsignedLessThan, iy, w.height as i64);
+        for kx in 0..w.kernel[1] {
+            let ix = b.ins().iadd_imm_s(x0, (kx * w.dilation[1]) as i64);
+            let inside = b
+                .ins()
+                .icmp_imm_u(IntCC::UnsignedLessThan, ix, w.width as i64);
+            let inside = b.ins().band(row_inside, inside);
+            let at = b.ins().imul_imm_s(iy, w.width as i64);
+            let at = b.ins().iadd(at, ix);
+            let zero = b.ins().iconst(types::I64, 0);
+            let at = b.ins().select(inside, at, zero);
+            let value = load(b, source, at);
+            // As f32::max: a larger value wins, a NaN input does not.
+            let larger = b.ins().fcmp(FloatCC::GreaterThan, value, best);
+            let take = b.ins().band(larger, inside);
+            best = b.ins().select(take, value, best);
+        }
+    }
+    best
+}
+
+/// The mean over the window's part inside the input; the divisor counts the padding
+/// (as far as it reaches) or not.
+fn average_window(
+    b: &mut FunctionBuilder,
+    w: &Window,
+    source: Value,
+    y0: Value,
+    x0: Value,
+) -> Value {
+    let (h, wd) = (w.height as i64, w.width as i64);
+    let y_end = b.ins().iadd_imm_s(y0, w.kernel[0] as i64);
+    let y_limit = b.ins().iconst(types::I64, h + w.pads[2] as i64);
+    let y_end = b.ins().smin(y_end, y_limit);
+    let x_end = b.ins().iadd_imm_s(x0, w.kernel[1] as i64);
+    let x_limit = b.ins().iconst(types::I64, wd + w.pads[3] as i64);
+    let x_end = b.ins().smin(x_end, x_limit);
+    let zero = b.ins().iconst(types::I64, 0);
+    let (ya, xa) = (b.ins().smax(y0, zero), b.ins().smax(x0, zero));
+    let (height, width) = (
+        b.ins().iconst(types::I64, h),
+        b.ins().iconst(types::I64, wd),
+    );
+    let (yb, xb) = (b.ins().smin(y_end, height), b.ins().smin(x_end, width));
+    let sum = b.declare_var(types::F32);
+    let nothing = b.ins().f32const(0.0);
+    b.def_var(sum, nothing);
+    counted(b, ya, yb, 1, |b, iy| {
+        let row = b.ins().imul_imm_s(iy, wd);
+        counted(b, xa, xb, 1, |b, ix| {
+            let at = b.ins().iadd(row, ix);
+            let value = load(b, source, at);
+            let so_far = b.use_var(sum);
+            let total = b.ins().fadd(so_far, value);
+            b.def_var(sum, total);
+        });
+    });
+    let divisor = if w.count_include_pad {
+        let rows = b.ins().isub(y_end, y0);
+        let columns = b.ins().isub(x_end, x0);
+        b.ins().imul(rows, columns)
+    } else {
+        let rows = b.ins().isub(yb, ya);
+        let columns = b.ins().isub(xb, xa);
+        b.ins().imul(rows, columns)
+    };
+    let one = b.ins().iconst(types::I64, 1);
+    let divisor = b.ins().smax(divisor, one);
+    let divisor = b.ins().fcvt_from_sint(types::F32, divisor);
+    let total = b.use_var(sum);
+    b.ins().fdiv(total, divisor)
+}
+
+/// A whole plane to one value: the mean of the row means (as the reference computes
+/// it), or the maximum.
+fn global(b: &mut FunctionBuilder, w: &Window, source: Value, destination: Value) {
+    let outer = b.declare_var(types::F32);
+    let start = match w.kind {
+        PoolKind::Max => f32::NEG_INFINITY,
+        PoolKind::Avg => 0.0,
+    };
+    let initial = b.ins().f32const(start);
+    b.def_var(outer, initial);
+    fixed(b, w.height, |b, y| {
+        let inner = b.declare_var(types::F32);
+        let initial = b.ins().f32const(start);
+        b.def_var(inner, initial);
+        let row = offset(b, source, y, w.width);
+        fixed(b, w.width, |b, x| {
+            let value = load(b, row, x);
+            let so_far = b.use_var(inner);
+            let next = combine(b, w.kind, so_far, value);
+            b.def_var(inner, next);
+        });
+        let row_value = b.use_var(inner);
+        let row_value = match w.kind {
+            PoolKind::Avg => {
+                let width = b.ins().f32const(w.width as f32);
+                b.ins().fdiv(row_value, width)
+            }
+            PoolKind::Max => row_value,
+        };
+        let so_far = b.use_var(outer);
+        let next = combine(b, w.kind, so_far, row_value);
+        b.def_var(outer, next);
+    });
+    let mut value = b.use_var(outer);
+    if w.kind == PoolKind::Avg {
+        let height = b.ins().f32const(w.height as f32);
+        value = b.ins().fdiv(value, height);
+    }
+    b.ins()
+        .store(MemFlagsData::new().with_notrap(), value, destination, 0);
+}
+
+fn combine(b: &mut FunctionBuilder, kind: PoolKind, so_far: Value, value: Value) -> Value {
+    match kind {
+        PoolKind::Avg => b.ins().fadd(so_far, value),
+        PoolKind::Max => {
+            let larger = b.ins().fcmp(FloatCC::GreaterThan, value, so_far);
+            b.ins().select(larger, value, so_far)
+        }
+    }
+}
