@@ -3,6 +3,7 @@
 //! the packing they read.
 
 pub mod gemm;
+pub mod gemv;
 pub mod microkernel;
 mod program;
 

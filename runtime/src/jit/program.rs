@@ -158,6 +158,7 @@ impl<'a> Program<'a> {
                     .ok_or_else(|| codegen_error("a scale or shift is missing".into()))?,
                 Arg::Scratch => scratch.as_mut_ptr(),
                 Arg::Tile => self.microkernel.tile as *mut f32,
+                Arg::Gemv => super::gemv::gemv as *mut f32,
                 Arg::Transcendental => transcendental as *mut f32,
             };
             slots.push(pointer);
@@ -325,6 +326,10 @@ fn pack_weights(
         .as_slice()
         .ok_or_else(|| codegen_error("weights are not contiguous".into()))?;
     let (m, k) = (geometry.m() as usize, geometry.k() as usize);
+    if geometry.dense {
+        // The matrix-vector helper reads the weights as they are: row-major [out, in].
+        return Ok(values.to_vec());
+    }
     if values.len() != m * k * geometry.groups as usize {
         return Err(codegen_error(format!(
             "weights hold {} values, the geometry {}",

@@ -32,6 +32,9 @@ pub struct Geometry {
     /// Elements between samples of the input's and the output's buffers.
     pub input_sample: u64,
     pub output_sample: u64,
+    /// A dense layer: one column per sample, a matrix-vector product (the runtime's
+    /// `Gemv` helper over row-major weights) rather than tiles that would be 1/NR used.
+    pub dense: bool,
 }
 
 impl Geometry {
@@ -62,6 +65,7 @@ impl Geometry {
                     groups: conv.groups,
                     input_sample,
                     output_sample,
+                    dense: false,
                 })
             }
             Op::Dense(_) => Some(Geometry {
@@ -78,6 +82,7 @@ impl Geometry {
                 groups: 1,
                 input_sample,
                 output_sample,
+                dense: true,
             }),
             _ => None,
         }
@@ -133,8 +138,11 @@ impl Geometry {
         columns.div_ceil(target.nr) * target.nr * target.kc.min(self.k()).max(1)
     }
 
-    /// Floats of the packed weights, for `target`'s tile.
+    /// Floats of the packed weights, for `target`'s tile (row-major for a dense layer).
     pub fn packed_weights(&self, target: &CpuTarget) -> u64 {
+        if self.dense {
+            return self.m() * self.k();
+        }
         self.groups * self.m().div_ceil(target.mr) * target.mr * self.k()
     }
 }
@@ -170,6 +178,7 @@ pub fn generate(
         Arg::Bias,
         Arg::Scratch,
         Arg::Tile,
+        Arg::Gemv,
         Arg::Transcendental,
     ];
     args.extend(epilogue::args(kernel));
@@ -264,6 +273,10 @@ impl Product<'_> {
         let g = self.geometry;
         let input = offset(b, self.pointers.get(&Arg::Input), n, g.input_sample);
         let output = offset(b, self.pointers.get(&Arg::Output), n, g.output_sample);
+        if g.dense {
+            self.dense(b, n, input, output);
+            return;
+        }
         fixed(b, g.groups, |b, group| {
             let at = At {
                 sample: n,
@@ -277,6 +290,37 @@ impl Product<'_> {
             };
             self.chunks(b, &at);
         });
+    }
+
+    /// y = W·x for one sample through the runtime's matrix-vector helper, then the
+    /// epilogue over the one column. A dense layer is one chunk.
+    fn dense(&self, b: &mut FunctionBuilder, n: Value, input: Value, output: Value) {
+        let g = self.geometry;
+        let pointer = b.func.signature.params[0].value_type;
+        let mut signature = Signature::new(b.func.signature.call_conv);
+        for ty in [types::I64, types::I64, pointer, pointer, pointer] {
+            signature.params.push(AbiParam::new(ty));
+        }
+        let signature = b.import_signature(signature);
+        let m = b.ins().iconst(types::I64, g.m() as i64);
+        let k = b.ins().iconst(types::I64, g.k() as i64);
+        let weights = self.pointers.get(&Arg::PackedWeights);
+        let callee = self.pointers.get(&Arg::Gemv);
+        b.ins()
+            .call_indirect(signature, callee, &[m, k, weights, input, output]);
+        let zero = b.ins().iconst(types::I64, 0);
+        let at = At {
+            sample: n,
+            group: zero,
+            input,
+            output,
+            weights,
+        };
+        let columns = epilogue::Columns {
+            first: zero,
+            count: 1,
+        };
+        epilogue::generate(b, self.fused, self.kernel, g, self.pointers, &at, &columns);
     }
 
     /// The chunks of `[begin, end)`: full ones in a loop, then the short one if asked.

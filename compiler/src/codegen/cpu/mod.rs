@@ -64,6 +64,8 @@ pub enum Arg {
     Scratch,
     /// The microkernel: `extern "C" fn(k, a, b, c, ldc, accumulate)`.
     Tile,
+    /// `extern "C" fn(m, k, weights, x, y)`: y = W·x for row-major M x K weights.
+    Gemv,
     /// `extern "C" fn(row, len, kind)` applying tanh (kind 0) or sigmoid (1) in place.
     Transcendental,
 }
