@@ -1,6 +1,7 @@
 //! `cnnc`: the command line. Each subcommand runs the pipeline as far as it needs and
 //! prints what it produced.
 
+mod bench;
 mod diff;
 mod fmt_cmd;
 mod graph_cmd;
@@ -82,6 +83,30 @@ enum Command {
     },
     /// Run a network: seeded weights and a seeded random input unless given.
     Run(RunArgs),
+    /// Measure the JIT on a network: compile time, latency percentiles, GFLOP/s and
+    /// the share of the machine's peak; `--profile` adds a per-kernel table.
+    Bench {
+        file: PathBuf,
+        /// Threads [default: the cores available].
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Measured runs, after the warm-up.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Time every kernel of the fused graph; print them slowest first.
+        #[arg(long)]
+        profile: bool,
+        #[arg(long, value_enum, default_value_t = RunFormat::Text)]
+        format: RunFormat,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        network: Option<String>,
+    },
     /// Export a network and its weights (seeded unless given) as an ONNX model (opset 17).
     Export {
         file: PathBuf,
@@ -156,9 +181,10 @@ struct RunArgs {
     save: Vec<String>,
     #[arg(long, value_enum, default_value_t = RunFormat::Text)]
     format: RunFormat,
-    /// Which executor runs the network.
-    #[arg(long, value_enum, default_value_t = Backend::Reference)]
-    backend: Backend,
+    /// Which executor runs the network [default: jit, or reference with --save, since
+    /// the other backends reuse the buffers of inner layers].
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
     /// Refuse runs that need more memory than this (default: the memory available).
     #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
     memory_limit: Option<u64>,
@@ -273,6 +299,39 @@ fn run(cli: Cli) -> ExitCode {
             network,
         } => build(&file, emit, network.as_deref()),
         Command::Run(args) => run_network(args),
+        Command::Bench {
+            file,
+            threads,
+            batch,
+            runs,
+            warmup,
+            profile,
+            format,
+            seed,
+            network,
+        } => compile_network(&file, network.as_deref()).and_then(|checked| {
+            let threads = threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            if threads == 0 || batch == 0 || runs == 0 {
+                return Err("--threads, --batch and --runs must be at least 1".into());
+            }
+            let request = bench::BenchRequest {
+                threads,
+                batch,
+                runs,
+                warmup,
+                profile,
+                seed,
+                progress: format == RunFormat::Text
+                    && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            let report = bench::bench(&checked, &request).map_err(|e| e.to_string())?;
+            match format {
+                RunFormat::Text => bench::print(&report),
+                RunFormat::Json => println!("{}", pretty_json(&report)),
+            }
+            Ok(())
+        }),
         Command::Export {
             file,
             output,
@@ -322,13 +381,15 @@ fn run_network(args: RunArgs) -> Result<(), String> {
         mean: args.mean,
         std: args.std,
         save_outputs: args.save_outputs,
-        save: args.save,
+        save: args.save.clone(),
         json: args.format == RunFormat::Json,
         memory_limit: args.memory_limit,
         backend: match args.backend {
-            Backend::Reference => run::Backend::Reference,
-            Backend::Fused => run::Backend::Fused,
-            Backend::Jit => run::Backend::Jit,
+            Some(Backend::Reference) => run::Backend::Reference,
+            Some(Backend::Fused) => run::Backend::Fused,
+            Some(Backend::Jit) => run::Backend::Jit,
+            None if !args.save.is_empty() => run::Backend::Reference,
+            None => run::Backend::Jit,
         },
     };
     run::run(&checked, &request).map_err(|e| e.to_string())

@@ -355,3 +355,42 @@ fn bad_inputs_are_clear_errors() {
         stderr(&output)
     );
 }
+
+#[test]
+fn bench_reports_latency_throughput_and_a_profile() {
+    let report = json(&[
+        "bench",
+        "examples/lenet5.cnn",
+        "--runs",
+        "3",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--profile",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(report["backend"], "jit");
+    assert_eq!(report["runs"], 3);
+    let latency = &report["latency"];
+    let (min, p50, max) = (
+        latency["min"].as_f64().expect("min"),
+        latency["p50"].as_f64().expect("p50"),
+        latency["max"].as_f64().expect("max"),
+    );
+    assert!(0.0 < min && min <= p50 && p50 <= max, "{latency}");
+    assert!(report["gflops"].as_f64().expect("gflops") > 0.0);
+    assert!(report["peak_gflops"].as_f64().expect("peak") > 0.0);
+    // Every kernel of the fused graph, slowest first: c1, s2, c3, s4, three dense, softmax.
+    let profile = report["profile"].as_array().expect("profile");
+    assert_eq!(profile.len(), 8, "{profile:?}");
+    let times: Vec<f64> = profile
+        .iter()
+        .map(|k| k["milliseconds"].as_f64().expect("ms"))
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
+    let bad = cnnc(&["bench", "examples/lenet5.cnn", "--runs", "0"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("must be at least 1"));
+}

@@ -54,6 +54,28 @@ impl Microkernel {
     }
 }
 
+impl Microkernel {
+    /// This tile's throughput on one core with its panels in L1, in GFLOP/s, measured
+    /// for about `budget`: the "peak" that `cnnc bench` reports a fraction of.
+    pub fn measure_peak(&self, budget: std::time::Duration) -> f64 {
+        let k = 256;
+        let a = vec![0.5f32; k * self.mr];
+        let b = vec![0.25f32; k * self.nr];
+        let mut c = vec![0.0f32; self.mr * self.nr];
+        let started = std::time::Instant::now();
+        let mut calls = 0u64;
+        while started.elapsed() < budget {
+            for _ in 0..100 {
+                // SAFETY: the panels hold k steps and C one tile.
+                unsafe { (self.tile)(k, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), self.nr, 1) };
+            }
+            calls += 100;
+        }
+        let flops = 2.0 * (self.mr * self.nr * k) as f64 * calls as f64;
+        flops / started.elapsed().as_secs_f64() / 1e9
+    }
+}
+
 /// Writes one tile function: `$rows` rows of `$vectors` vectors of `$lanes` floats,
 /// accumulated in registers over all of K, then stored (or added) to C once.
 macro_rules! tile {
