@@ -4,14 +4,12 @@
 use super::epilogue;
 use super::loops::{counted, fixed, if_else};
 use super::pack::Packing;
-use super::{Arg, CpuTarget, KernelCode, sample_stride};
+use super::{Arg, CpuTarget, KernelCode, kernel_function, sample_stride};
 use crate::ops::Op;
 use crate::passes::{FusedGraph, Kernel};
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{
-    AbiParam, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value, types,
-};
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Signature, Value, types};
+use cranelift_frontend::FunctionBuilder;
 
 /// Everything about a convolution's sizes, all known at compile time. A dense layer is
 /// a 1x1 convolution of a 1x1 image with `channels` = its input features.
@@ -183,50 +181,34 @@ pub fn generate(
     ];
     args.extend(epilogue::args(kernel));
     let pointer = target.frontend.pointer_type();
-    let mut signature = Signature::new(target.frontend.default_call_conv);
-    signature.params.push(AbiParam::new(pointer));
-    for _ in 0..3 {
-        signature.params.push(AbiParam::new(types::I64));
-    }
-    let mut function =
-        Function::with_name_signature(UserFuncName::user(0, index as u32), signature);
-    let mut context = FunctionBuilderContext::new();
-    let mut b = FunctionBuilder::new(&mut function, &mut context);
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    b.seal_block(entry);
-    let params = b.block_params(entry).to_vec();
-    let (array, batch) = (params[0], params[1]);
-    let chunks = (params[2], params[3]);
-    let slots = (0..args.len())
-        .map(|i| {
-            b.ins().load(
-                pointer,
-                MemFlagsData::new().with_notrap(),
-                array,
-                (i * 8) as i32,
-            )
-        })
-        .collect();
-    let pointers = Pointers { slots, args };
-    let product = Product {
-        fused,
-        kernel,
-        geometry: &geometry,
-        target,
-        pointers: &pointers,
-        chunks,
-    };
-    let zero = b.ins().iconst(types::I64, 0);
-    counted(&mut b, zero, batch, 1, |b, n| product.sample(b, n));
-    b.ins().return_(&[]);
-    b.finalize(target.frontend);
+    let slots_declared = args.clone();
+    let function = kernel_function(index, target, |b, params| {
+        let slots = (0..slots_declared.len())
+            .map(|i| {
+                let flags = MemFlagsData::new().with_notrap();
+                b.ins().load(pointer, flags, params.args, (i * 8) as i32)
+            })
+            .collect();
+        let pointers = Pointers {
+            slots,
+            args: slots_declared.clone(),
+        };
+        let product = Product {
+            fused,
+            kernel,
+            geometry: &geometry,
+            target,
+            pointers: &pointers,
+            chunks: (params.begin, params.end),
+        };
+        let zero = b.ins().iconst(types::I64, 0);
+        counted(b, zero, params.batch, 1, |b, n| product.sample(b, n));
+    });
     let scratch_floats = geometry.packed_input(target) + target.mr * target.nr;
     KernelCode {
         kernel: index,
         function,
-        args: pointers.args,
+        args,
         scratch_floats,
         chunks: geometry.chunk_count(target),
         geometry: Some(geometry),

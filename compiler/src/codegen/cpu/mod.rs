@@ -23,8 +23,11 @@ pub use conv::Geometry;
 
 use crate::ops::Op;
 use crate::passes::{FusedGraph, TensorId};
-use cranelift_codegen::ir::Function;
+use cranelift_codegen::ir::{
+    AbiParam, Function, InstBuilder, Signature, UserFuncName, Value, types,
+};
 use cranelift_codegen::isa::TargetFrontendConfig;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
 /// What code is generated for: the register tile's shape and the K block.
 #[derive(Clone, Copy)]
@@ -100,6 +103,50 @@ pub fn compile(fused: &FusedGraph, target: &CpuTarget) -> Vec<Option<KernelCode>
             _ => None,
         })
         .collect()
+}
+
+/// The parameters every kernel function takes: `args` (the slot array), `batch`, and
+/// the chunk range `[begin, end)`.
+pub(crate) struct Params {
+    pub args: Value,
+    pub batch: Value,
+    pub begin: Value,
+    pub end: Value,
+}
+
+/// Kernel `index`'s function, `fn(args, batch, chunk_begin, chunk_end)`: `body` writes
+/// what runs between its entry and its return.
+fn kernel_function(
+    index: usize,
+    target: &CpuTarget,
+    body: impl FnOnce(&mut FunctionBuilder, Params),
+) -> Function {
+    let mut signature = Signature::new(target.frontend.default_call_conv);
+    signature
+        .params
+        .push(AbiParam::new(target.frontend.pointer_type()));
+    for _ in 0..3 {
+        signature.params.push(AbiParam::new(types::I64));
+    }
+    let mut function =
+        Function::with_name_signature(UserFuncName::user(0, index as u32), signature);
+    let mut context = FunctionBuilderContext::new();
+    let mut b = FunctionBuilder::new(&mut function, &mut context);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    b.seal_block(entry);
+    let p = b.block_params(entry).to_vec();
+    let params = Params {
+        args: p[0],
+        batch: p[1],
+        begin: p[2],
+        end: p[3],
+    };
+    body(&mut b, params);
+    b.ins().return_(&[]);
+    b.finalize(target.frontend);
+    function
 }
 
 /// Elements of one sample of the tensor that holds `id`'s storage: the distance

@@ -4,14 +4,12 @@
 
 use super::conv::offset;
 use super::loops::{counted, fixed};
-use super::{Arg, CpuTarget, KernelCode, sample_stride};
+use super::{Arg, CpuTarget, KernelCode, kernel_function, sample_stride};
 use crate::ops::{Op, PoolKind};
 use crate::passes::{FusedGraph, Kernel};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{
-    AbiParam, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value, types,
-};
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
+use cranelift_frontend::FunctionBuilder;
 
 /// A window's sizes, all constants; a global pool is one window over the whole plane.
 struct Window {
@@ -74,44 +72,30 @@ pub fn generate(fused: &FusedGraph, index: usize, target: &CpuTarget) -> Option<
     let window = Window::of(fused, kernel)?;
     let input_sample = sample_stride(fused, kernel.inputs[0]);
     let output_sample = sample_stride(fused, kernel.output);
-    let pointer = target.frontend.pointer_type();
-    let mut signature = Signature::new(target.frontend.default_call_conv);
-    signature.params.push(AbiParam::new(pointer));
-    for _ in 0..3 {
-        signature.params.push(AbiParam::new(types::I64));
-    }
-    let mut function =
-        Function::with_name_signature(UserFuncName::user(0, index as u32), signature);
-    let mut context = FunctionBuilderContext::new();
-    let mut b = FunctionBuilder::new(&mut function, &mut context);
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    b.seal_block(entry);
-    let params = b.block_params(entry).to_vec();
-    let flags = MemFlagsData::new().with_notrap();
-    let input = b.ins().load(pointer, flags, params[0], 0);
-    let output = b.ins().load(pointer, flags, params[0], 8);
-    let zero = b.ins().iconst(types::I64, 0);
     let (plane, out_plane) = (
         window.height * window.width,
         window.out_height * window.out_width,
     );
-    counted(&mut b, zero, params[1], 1, |b, n| {
-        let input = offset(b, input, n, input_sample);
-        let output = offset(b, output, n, output_sample);
-        counted(b, params[2], params[3], 1, |b, c| {
-            let source = offset(b, input, c, plane);
-            let destination = offset(b, output, c, out_plane);
-            if window.global {
-                global(b, &window, source, destination);
-            } else {
-                windows(b, &window, source, destination);
-            }
+    let function = kernel_function(index, target, |b, params| {
+        let pointer = target.frontend.pointer_type();
+        let flags = MemFlagsData::new().with_notrap();
+        let input = b.ins().load(pointer, flags, params.args, 0);
+        let output = b.ins().load(pointer, flags, params.args, 8);
+        let zero = b.ins().iconst(types::I64, 0);
+        counted(b, zero, params.batch, 1, |b, n| {
+            let input = offset(b, input, n, input_sample);
+            let output = offset(b, output, n, output_sample);
+            counted(b, params.begin, params.end, 1, |b, c| {
+                let source = offset(b, input, c, plane);
+                let destination = offset(b, output, c, out_plane);
+                if window.global {
+                    global(b, &window, source, destination);
+                } else {
+                    windows(b, &window, source, destination);
+                }
+            });
         });
     });
-    b.ins().return_(&[]);
-    b.finalize(target.frontend);
     Some(KernelCode {
         kernel: index,
         function,
