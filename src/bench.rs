@@ -4,6 +4,7 @@
 //! and with `--profile` a per-kernel table, slowest first.
 
 use cnnc_compiler::check::CheckedGraph;
+use cnnc_compiler::diagram::profile::{self, Bar};
 use cnnc_compiler::summary;
 use cnnc_runtime::jit::Program;
 use cnnc_runtime::weights::Weights;
@@ -18,6 +19,8 @@ pub struct BenchRequest {
     pub runs: usize,
     pub warmup: usize,
     pub profile: bool,
+    /// Also draw the profile as an SVG bar chart here.
+    pub chart: Option<std::path::PathBuf>,
     pub seed: u64,
     /// Draw a progress bar (on a terminal, for the human format).
     pub progress: bool,
@@ -101,11 +104,34 @@ fn measure(net: &CheckedGraph, request: &BenchRequest) -> Result<BenchReport, Ru
     let gflops = 2.0 * macs as f64 * request.batch as f64 / latency.p50 / 1e6;
     let microkernel = program.microkernel();
     let peak = microkernel.measure_peak(Duration::from_millis(60)) * request.threads as f64;
-    let profile = if request.profile {
+    let mut profile = if request.profile || request.chart.is_some() {
         kernel_times(net, &program, per_kernel, latency.p50, request.batch)
     } else {
         Vec::new()
     };
+    if let Some(path) = &request.chart {
+        let bars: Vec<Bar> = program
+            .fused()
+            .kernels
+            .iter()
+            .zip(&profile)
+            .map(|(kernel, time)| Bar {
+                name: &kernel.name,
+                op: &kernel.op,
+                label: time.op.clone(),
+                milliseconds: time.milliseconds,
+            })
+            .collect();
+        let title = format!(
+            "{} on the JIT, {} thread(s), batch {}",
+            net.graph.name, request.threads, request.batch
+        );
+        cnnc_runtime::output::write_atomically(path, profile::chart(&title, &bars).as_bytes())?;
+    }
+    if !request.profile {
+        profile.clear();
+    }
+    profile.sort_by(|a, b| b.milliseconds.total_cmp(&a.milliseconds));
     Ok(BenchReport {
         network: net.graph.name.clone(),
         backend: "jit",
@@ -150,6 +176,7 @@ fn percentiles(sorted: &[f64]) -> Percentiles {
     }
 }
 
+/// Every kernel's median time, in network order.
 fn kernel_times(
     net: &CheckedGraph,
     program: &Program,
@@ -157,7 +184,7 @@ fn kernel_times(
     total_ms: f64,
     batch: usize,
 ) -> Vec<KernelTime> {
-    let mut rows: Vec<KernelTime> = program
+    program
         .fused()
         .kernels
         .iter()
@@ -179,9 +206,7 @@ fn kernel_times(
                 gflops: 2.0 * macs as f64 * batch as f64 / milliseconds.max(1e-9) / 1e6,
             }
         })
-        .collect();
-    rows.sort_by(|a, b| b.milliseconds.total_cmp(&a.milliseconds));
-    rows
+        .collect()
 }
 
 pub fn print(report: &BenchReport) {

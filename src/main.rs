@@ -100,6 +100,9 @@ enum Command {
         /// Time every kernel of the fused graph; print them slowest first.
         #[arg(long)]
         profile: bool,
+        /// Draw the per-kernel times as an SVG bar chart, in network order.
+        #[arg(long, value_name = "FILE.svg")]
+        chart: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = RunFormat::Text)]
         format: RunFormat,
         #[arg(long, default_value_t = 0)]
@@ -306,6 +309,7 @@ fn run(cli: Cli) -> ExitCode {
             runs,
             warmup,
             profile,
+            chart,
             format,
             seed,
             network,
@@ -321,6 +325,7 @@ fn run(cli: Cli) -> ExitCode {
                 runs,
                 warmup,
                 profile,
+                chart,
                 seed,
                 progress: format == RunFormat::Text
                     && std::io::IsTerminal::is_terminal(&std::io::stderr()),

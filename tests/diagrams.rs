@@ -271,3 +271,41 @@ fn cluster_boxes_hold_no_strangers() {
     }
     assert!(strangers.is_empty(), "{}", strangers.join("\n"));
 }
+
+#[test]
+fn bench_draws_its_profile_as_a_bar_chart() {
+    let dir = std::env::temp_dir().join(format!("cnnc-chart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let path = dir.join("profile.svg");
+    let out = cnnc(&[
+        "bench",
+        "examples/lenet5.cnn",
+        "--runs",
+        "2",
+        "--warmup",
+        "0",
+        "--threads",
+        "1",
+        "--chart",
+        path.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let svg = std::fs::read_to_string(&path).expect("the chart");
+    // One bar per kernel of the fused graph, in network order.
+    assert_eq!(svg.matches("<title>").count(), 8, "{svg}");
+    let order: Vec<usize> = ["c1 (", "s2 (", "c3 (", "s4 (", "c5 (", "f6 ("]
+        .iter()
+        .map(|name| {
+            svg.find(name)
+                .unwrap_or_else(|| panic!("{name} in the chart"))
+        })
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "network order: {order:?}"
+    );
+    let (width, height, inked) = rasterize(&svg, 1.0);
+    assert!(width > 600 && height > 8 * 16, "{width}x{height}");
+    assert!(inked > 2000, "bars drawn: {inked} pixels");
+    let _ = std::fs::remove_dir_all(&dir);
+}

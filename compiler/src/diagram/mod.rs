@@ -9,6 +9,7 @@
 
 mod dot;
 pub mod layout;
+pub mod profile;
 mod svg;
 
 use crate::check::CheckedGraph;
@@ -236,7 +237,7 @@ fn title(summary: &Summary) -> String {
     )
 }
 
-fn kind(op: &Op) -> Kind {
+pub(crate) fn kind(op: &Op) -> Kind {
     match op {
         Op::Input(_) => Kind::Input,
         Op::Conv(_) => Kind::Conv,
