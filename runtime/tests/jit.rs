@@ -47,6 +47,19 @@ fn examples_agree_with_the_reference() {
 }
 
 #[test]
+fn lrn_windows_and_powers_agree_with_the_reference() {
+    // Odd and even windows, the paper's unscaled alpha, and a beta that needs the
+    // general power (0.6) beside the square-root ones (0.75, 0.5, 1).
+    let source = "network L(input: 7x5x6) {
+        lrn(size=5, beta=0.75) lrn(size=4, beta=0.6, k=2, alpha=0.01, alpha_scaled=false)
+        lrn(size=3, beta=0.5, alpha=0.1) lrn(size=1, beta=1, alpha=0.2)
+    }";
+    let net = network(source);
+    let error = compare(&net, &weights(&net, 1), input(&net, 2, 9));
+    assert!(error <= TOLERANCE, "relative error {error:e}");
+}
+
+#[test]
 fn any_number_of_threads_computes_the_same() {
     // Threads split each kernel's chunks (conv rows, pooling channels): the output must
     // not depend on how.

@@ -159,6 +159,7 @@ impl<'a> Program<'a> {
                 Arg::Scratch => scratch.as_mut_ptr(),
                 Arg::Tile => self.microkernel.tile as *mut f32,
                 Arg::Gemv => super::gemv::gemv as *mut f32,
+                Arg::Pow => pow as *mut f32,
                 Arg::Transcendental => transcendental as *mut f32,
             };
             slots.push(pointer);
@@ -364,6 +365,11 @@ fn batch_norm_scale_shift(
         shift.push(b - m * s);
     }
     Ok((scale, shift))
+}
+
+/// `base ^ exponent`, for an LRN whose beta has no square-root form.
+extern "C" fn pow(base: f64, exponent: f64) -> f64 {
+    base.powf(exponent)
 }
 
 /// Tanh (kind 0) or sigmoid (1) of a row in place, as the reference computes them.

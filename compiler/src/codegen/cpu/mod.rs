@@ -16,6 +16,7 @@
 mod conv;
 mod epilogue;
 mod loops;
+mod lrn;
 mod pack;
 mod pool;
 
@@ -69,6 +70,8 @@ pub enum Arg {
     Tile,
     /// `extern "C" fn(m, k, weights, x, y)`: y = W·x for row-major M x K weights.
     Gemv,
+    /// `extern "C" fn(base: f64, exponent: f64) -> f64`, for an LRN's general beta.
+    Pow,
     /// `extern "C" fn(row, len, kind)` applying tanh (kind 0) or sigmoid (1) in place.
     Transcendental,
 }
@@ -88,9 +91,9 @@ pub struct KernelCode {
     pub chunks: u64,
 }
 
-/// Code for every conv, dense and pooling kernel of `fused`, by kernel index; the
-/// others (LRN, softmax, adaptive pooling, copying concats and adds) are left to the
-/// runtime's reference kernels for now.
+/// Code for every conv, dense, pooling and LRN kernel of `fused`, by kernel index; the
+/// others (softmax, adaptive pooling, copying concats and adds, lone batch norms and
+/// activations) are left to the runtime's reference kernels for now.
 pub fn compile(fused: &FusedGraph, target: &CpuTarget) -> Vec<Option<KernelCode>> {
     fused
         .kernels
@@ -100,6 +103,7 @@ pub fn compile(fused: &FusedGraph, target: &CpuTarget) -> Vec<Option<KernelCode>
             Op::Conv(_) | Op::Dense(_) => Geometry::of(fused, kernel)
                 .map(|geometry| conv::generate(fused, index, geometry, target)),
             Op::Pool(_) | Op::GlobalPool(_) => pool::generate(fused, index, target),
+            Op::Lrn(_) => lrn::generate(fused, index, target),
             _ => None,
         })
         .collect()

@@ -1,0 +1,175 @@
+//! Local response normalisation across channels, as the reference interpreter computes
+//! it (sums of squares in f64, PyTorch's window: `size / 2` channels before, `(size - 1)
+//! / 2` after). `beta` of 0.75 (every classic network), 0.5 or 1 is computed with square
+//! roots; any other calls the runtime's `Pow` helper. Threads split the channels.
+
+use super::conv::offset;
+use super::loops::counted;
+use super::{Arg, CpuTarget, KernelCode, kernel_function, sample_stride};
+use crate::ops::Op;
+use crate::passes::FusedGraph;
+use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Signature, Value, types};
+use cranelift_frontend::FunctionBuilder;
+
+pub fn generate(fused: &FusedGraph, index: usize, target: &CpuTarget) -> Option<KernelCode> {
+    let kernel = &fused.kernels[index];
+    let Op::Lrn(lrn) = &kernel.op else {
+        return None;
+    };
+    let &[channels, height, width] = fused.tensor(*kernel.inputs.first()?).shape.0.as_slice()
+    else {
+        return None;
+    };
+    let plane = height * width;
+    let alpha = if lrn.alpha_scaled {
+        lrn.alpha / lrn.size as f64
+    } else {
+        lrn.alpha
+    };
+    let power = Power::of(lrn.beta);
+    let mut args = vec![Arg::Input, Arg::Output];
+    if power == Power::General {
+        args.push(Arg::Pow);
+    }
+    let (input_sample, output_sample) = (
+        sample_stride(fused, kernel.inputs[0]),
+        sample_stride(fused, kernel.output),
+    );
+    let (before, after) = ((lrn.size / 2) as i64, ((lrn.size - 1) / 2) as i64);
+    let function = kernel_function(index, target, |b, params| {
+        let pointer = target.frontend.pointer_type();
+        let flags = MemFlagsData::new().with_notrap();
+        let input = b.ins().load(pointer, flags, params.args, 0);
+        let output = b.ins().load(pointer, flags, params.args, 8);
+        let pow = (power == Power::General).then(|| b.ins().load(pointer, flags, params.args, 16));
+        let zero = b.ins().iconst(types::I64, 0);
+        counted(b, zero, params.batch, 1, |b, n| {
+            let input = offset(b, input, n, input_sample);
+            let output = offset(b, output, n, output_sample);
+            counted(b, params.begin, params.end, 1, |b, c| {
+                // The window's channels, clipped to [0, channels).
+                let first = b.ins().iadd_imm_s(c, -before);
+                let first = b.ins().smax(first, zero);
+                let last = b.ins().iadd_imm_s(c, after + 1);
+                let limit = b.ins().iconst(types::I64, channels as i64);
+                let end = b.ins().smin(last, limit);
+                let own = offset(b, input, c, plane);
+                let out = offset(b, output, c, plane);
+                let element = Element {
+                    input,
+                    own,
+                    out,
+                    first,
+                    end,
+                    plane,
+                    k: lrn.k,
+                    alpha,
+                    beta: lrn.beta,
+                    power,
+                    pow,
+                };
+                let elements = b.ins().iconst(types::I64, plane as i64);
+                counted(b, zero, elements, 1, |b, e| element.generate(b, e));
+            });
+        });
+    });
+    Some(KernelCode {
+        kernel: index,
+        function,
+        args,
+        scratch_floats: 0,
+        geometry: None,
+        chunks: channels,
+    })
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Power {
+    ThreeQuarters,
+    Half,
+    One,
+    General,
+}
+
+impl Power {
+    fn of(beta: f64) -> Power {
+        match beta {
+            0.75 => Power::ThreeQuarters,
+            0.5 => Power::Half,
+            1.0 => Power::One,
+            _ => Power::General,
+        }
+    }
+}
+
+/// One output: `x / (k + alpha * sum of squares) ^ beta`.
+struct Element {
+    input: Value,
+    own: Value,
+    out: Value,
+    first: Value,
+    end: Value,
+    plane: u64,
+    k: f64,
+    alpha: f64,
+    beta: f64,
+    power: Power,
+    pow: Option<Value>,
+}
+
+impl Element {
+    fn generate(&self, b: &mut FunctionBuilder, e: Value) {
+        let flags = MemFlagsData::new().with_notrap();
+        let sum = b.declare_var(types::F64);
+        let nothing = b.ins().f64const(0.0);
+        b.def_var(sum, nothing);
+        let column = offset(b, self.input, e, 1);
+        counted(b, self.first, self.end, 1, |b, j| {
+            let at = offset(b, column, j, self.plane);
+            let value = b.ins().load(types::F32, flags, at, 0);
+            let value = b.ins().fpromote(types::F64, value);
+            let square = b.ins().fmul(value, value);
+            let so_far = b.use_var(sum);
+            let next = b.ins().fadd(so_far, square);
+            b.def_var(sum, next);
+        });
+        let total = b.use_var(sum);
+        let alpha = b.ins().f64const(self.alpha);
+        let scaled = b.ins().fmul(alpha, total);
+        let k = b.ins().f64const(self.k);
+        let base = b.ins().fadd(k, scaled);
+        let divisor = self.power(b, base);
+        let at = offset(b, self.own, e, 1);
+        let x = b.ins().load(types::F32, flags, at, 0);
+        let x = b.ins().fpromote(types::F64, x);
+        let y = b.ins().fdiv(x, divisor);
+        let y = b.ins().fdemote(types::F32, y);
+        let at = offset(b, self.out, e, 1);
+        b.ins().store(flags, y, at, 0);
+    }
+
+    fn power(&self, b: &mut FunctionBuilder, base: Value) -> Value {
+        match self.power {
+            Power::One => base,
+            Power::Half => b.ins().sqrt(base),
+            Power::ThreeQuarters => {
+                let half = b.ins().sqrt(base);
+                let quarter = b.ins().sqrt(half);
+                b.ins().fmul(half, quarter)
+            }
+            Power::General => {
+                let mut signature = Signature::new(b.func.signature.call_conv);
+                signature.params.push(AbiParam::new(types::F64));
+                signature.params.push(AbiParam::new(types::F64));
+                signature.returns.push(AbiParam::new(types::F64));
+                let signature = b.import_signature(signature);
+                let beta = b.ins().f64const(self.beta);
+                let callee = self
+                    .pow
+                    .expect("the Pow slot is declared for a general beta");
+                let call = b.ins().call_indirect(signature, callee, &[base, beta]);
+                b.inst_results(call)[0]
+            }
+        }
+    }
+}
