@@ -496,8 +496,20 @@ impl Product<'_> {
         let ldc = b.ins().iconst(types::I64, nr as i64);
         let overwrite = b.ins().iconst(types::I32, 0);
         self.call_tile(b, &[kc, tile.a_panel, tile.b_panel, edge, ldc, overwrite]);
-        let accumulate = b.ins().icmp_imm_s(IntCC::NotEqual, block.accumulate, 0);
-        // Vectors of four where the columns allow, then single floats.
+        // Into C: added to what earlier K blocks left, or written over it.
+        if_else(
+            b,
+            block.accumulate,
+            |b| self.copy_edge(b, tile, edge, true),
+            |b| self.copy_edge(b, tile, edge, false),
+        );
+    }
+
+    /// The scratch tile's valid rows and columns into C, vectors of four where the
+    /// columns allow, then single floats.
+    fn copy_edge(&self, b: &mut FunctionBuilder, tile: &Tile, edge: Value, add: bool) {
+        let (nr, n) = (self.target.nr, self.geometry.n());
+        let flags = MemFlagsData::new().with_notrap();
         let vectors = tile.columns / 4;
         fixed(b, tile.rows, |b, r| {
             let src_row = offset(b, edge, r, nr);
@@ -509,16 +521,12 @@ impl Product<'_> {
                 let step = if ty == types::F32X4 { 4 } else { 1 };
                 for c in 0..count {
                     let at = ((first + c * step) * 4) as i32;
-                    let value = b
-                        .ins()
-                        .load(ty, MemFlagsData::new().with_notrap(), src_row, at);
-                    let old = b
-                        .ins()
-                        .load(ty, MemFlagsData::new().with_notrap(), dst_row, at);
-                    let sum = b.ins().fadd(old, value);
-                    let value = b.ins().select(accumulate, sum, value);
-                    b.ins()
-                        .store(MemFlagsData::new().with_notrap(), value, dst_row, at);
+                    let mut value = b.ins().load(ty, flags, src_row, at);
+                    if add {
+                        let old = b.ins().load(ty, flags, dst_row, at);
+                        value = b.ins().fadd(old, value);
+                    }
+                    b.ins().store(flags, value, dst_row, at);
                 }
             }
         });

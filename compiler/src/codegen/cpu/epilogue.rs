@@ -250,12 +250,12 @@ fn activate(b: &mut FunctionBuilder, ty: Type, activation: &Activation, value: V
     match activation {
         Activation::Relu => {
             let zero = constant(b, ty, 0.0);
-            b.ins().fmax(value, zero)
+            larger(b, ty, value, zero)
         }
         Activation::Relu6 => {
             let (zero, six) = (constant(b, ty, 0.0), constant(b, ty, 6.0));
-            let low = b.ins().fmax(value, zero);
-            b.ins().fmin(low, six)
+            let low = larger(b, ty, value, zero);
+            smaller(b, ty, low, six)
         }
         Activation::LeakyRelu { slope } => {
             let (zero, slope) = (constant(b, ty, 0.0), constant(b, ty, *slope as f32));
@@ -273,6 +273,29 @@ fn activate(b: &mut FunctionBuilder, ty: Type, activation: &Activation, value: V
         Activation::Identity | Activation::Tanh | Activation::Sigmoid | Activation::Softmax => {
             value
         }
+    }
+}
+
+/// `y < x ? x : y`: one `maxss`/`maxps` on x64, where Cranelift's `fmax` (NaN-exact)
+/// takes several instructions; a NaN `x` gives `y`, as `f32::max(x, y)` does for
+/// relu's constant `y`.
+pub(super) fn larger(b: &mut FunctionBuilder, ty: Type, x: Value, y: Value) -> Value {
+    let less = b.ins().fcmp(FloatCC::LessThan, y, x);
+    choose(b, ty, less, x, y)
+}
+
+/// `x < y ? x : y`: one `minss`/`minps` on x64.
+pub(super) fn smaller(b: &mut FunctionBuilder, ty: Type, x: Value, y: Value) -> Value {
+    let less = b.ins().fcmp(FloatCC::LessThan, x, y);
+    choose(b, ty, less, x, y)
+}
+
+fn choose(b: &mut FunctionBuilder, ty: Type, condition: Value, x: Value, y: Value) -> Value {
+    if ty.is_vector() {
+        let mask = b.ins().bitcast(ty, MemFlagsData::new(), condition);
+        b.ins().bitselect(mask, x, y)
+    } else {
+        b.ins().select(condition, x, y)
     }
 }
 

@@ -3,6 +3,7 @@
 //! interpreter computes them, with every size a constant. Threads split the channels.
 
 use super::conv::offset;
+use super::epilogue::larger;
 use super::loops::{counted, fixed};
 use super::{Arg, CpuTarget, KernelCode, kernel_function, sample_stride};
 use crate::ops::{Op, PoolKind};
@@ -114,23 +115,125 @@ fn load(b: &mut FunctionBuilder, base: Value, index: Value) -> Value {
 
 /// Every output of one channel.
 fn windows(b: &mut FunctionBuilder, w: &Window, source: Value, destination: Value) {
-    fixed(b, w.out_height, |b, oy| {
-        let y0 = b.ins().imul_imm_s(oy, w.stride[0] as i64);
-        let y0 = b.ins().iadd_imm_s(y0, -(w.pads[0] as i64));
-        fixed(b, w.out_width, |b, ox| {
-            let x0 = b.ins().imul_imm_s(ox, w.stride[1] as i64);
-            let x0 = b.ins().iadd_imm_s(x0, -(w.pads[1] as i64));
-            let value = match w.kind {
-                PoolKind::Max => max_window(b, w, source, y0, x0),
-                PoolKind::Avg => average_window(b, w, source, y0, x0),
-            };
-            let at = b.ins().imul_imm_s(oy, w.out_width as i64);
-            let at = b.ins().iadd(at, ox);
-            let at = offset(b, destination, at, 1);
-            b.ins()
-                .store(MemFlagsData::new().with_notrap(), value, at, 0);
+    let rows = interior(
+        w.out_height,
+        w.height,
+        w.kernel[0],
+        w.stride[0],
+        w.dilation[0],
+        w.pads[0],
+    );
+    let columns = interior(
+        w.out_width,
+        w.width,
+        w.kernel[1],
+        w.stride[1],
+        w.dilation[1],
+        w.pads[1],
+    );
+    for (row_range, rows_inside) in split(w.out_height, rows) {
+        range(b, row_range, |b, oy| {
+            let y0 = b.ins().imul_imm_s(oy, w.stride[0] as i64);
+            let y0 = b.ins().iadd_imm_s(y0, -(w.pads[0] as i64));
+            let row = b.ins().imul_imm_s(oy, w.out_width as i64);
+            for (column_range, columns_inside) in split(w.out_width, columns) {
+                range(b, column_range, |b, ox| {
+                    let x0 = b.ins().imul_imm_s(ox, w.stride[1] as i64);
+                    let x0 = b.ins().iadd_imm_s(x0, -(w.pads[1] as i64));
+                    let value = if rows_inside && columns_inside {
+                        inside_window(b, w, source, y0, x0)
+                    } else {
+                        match w.kind {
+                            PoolKind::Max => max_window(b, w, source, y0, x0),
+                            PoolKind::Avg => average_window(b, w, source, y0, x0),
+                        }
+                    };
+                    let at = b.ins().iadd(row, ox);
+                    let at = offset(b, destination, at, 1);
+                    b.ins()
+                        .store(MemFlagsData::new().with_notrap(), value, at, 0);
+                });
+            }
         });
-    });
+    }
+}
+
+/// The outputs `[lo, hi)` along one axis whose whole window lies inside the input.
+fn interior(out: u64, size: u64, kernel: u64, stride: u64, dilation: u64, pad: u64) -> (u64, u64) {
+    let lo = pad.div_ceil(stride);
+    let reach = (kernel - 1) * dilation;
+    let hi = if size + pad >= reach + 1 {
+        (size + pad - reach - 1) / stride + 1
+    } else {
+        0
+    };
+    let hi = hi.min(out);
+    (lo.min(hi), hi)
+}
+
+/// `[0, out)` as the border before the interior, the interior, the border after.
+fn split(out: u64, (lo, hi): (u64, u64)) -> [((u64, u64), bool); 3] {
+    [((0, lo), false), ((lo, hi), true), ((hi, out), false)]
+}
+
+fn range(
+    b: &mut FunctionBuilder,
+    (from, to): (u64, u64),
+    body: impl FnMut(&mut FunctionBuilder, Value),
+) {
+    if from >= to {
+        return;
+    }
+    let start = b.ins().iconst(types::I64, from as i64);
+    let end = b.ins().iconst(types::I64, to as i64);
+    counted(b, start, end, 1, body);
+}
+
+/// A window wholly inside the input: every tap loaded unconditionally. The maximum is
+/// taken as a tree, so the comparisons do not wait on each other (the order does not
+/// change a maximum); the sum keeps the reference's order, row by row.
+fn inside_window(
+    b: &mut FunctionBuilder,
+    w: &Window,
+    source: Value,
+    y0: Value,
+    x0: Value,
+) -> Value {
+    let corner = b.ins().imul_imm_s(y0, w.width as i64);
+    let corner = b.ins().iadd(corner, x0);
+    let corner = offset(b, source, corner, 1);
+    let flags = MemFlagsData::new().with_notrap();
+    let mut taps = Vec::new();
+    for ky in 0..w.kernel[0] {
+        for kx in 0..w.kernel[1] {
+            let tap = (ky * w.dilation[0] * w.width + kx * w.dilation[1]) * 4;
+            taps.push(b.ins().load(types::F32, flags, corner, tap as i32));
+        }
+    }
+    match w.kind {
+        PoolKind::Max => {
+            while taps.len() > 1 {
+                let pairs: Vec<Value> = taps
+                    .chunks(2)
+                    .map(|pair| match pair {
+                        [a, c] => combine(b, PoolKind::Max, *a, *c),
+                        [a] => *a,
+                        _ => unreachable!("chunks of two"),
+                    })
+                    .collect();
+                taps = pairs;
+            }
+            taps[0]
+        }
+        PoolKind::Avg => {
+            let mut sum = b.ins().f32const(0.0);
+            for tap in taps {
+                sum = b.ins().fadd(sum, tap);
+            }
+            let area = b.ins().f32const((w.kernel[0] * w.kernel[1]) as f32);
+            b.ins().fdiv(sum, area)
+        }
+    }
 }
 
 /// The largest input the window covers (taps in the padding do not count).
@@ -258,9 +361,7 @@ fn global(b: &mut FunctionBuilder, w: &Window, source: Value, destination: Value
 fn combine(b: &mut FunctionBuilder, kind: PoolKind, so_far: Value, value: Value) -> Value {
     match kind {
         PoolKind::Avg => b.ins().fadd(so_far, value),
-        PoolKind::Max => {
-            let larger = b.ins().fcmp(FloatCC::GreaterThan, value, so_far);
-            b.ins().select(larger, value, so_far)
-        }
+        // A NaN input loses, as with f32::max.
+        PoolKind::Max => larger(b, types::F32, value, so_far),
     }
 }
