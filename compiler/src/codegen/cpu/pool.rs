@@ -162,7 +162,7 @@ fn windows(b: &mut FunctionBuilder, w: &Window, source: Value, destination: Valu
 fn interior(out: u64, size: u64, kernel: u64, stride: u64, dilation: u64, pad: u64) -> (u64, u64) {
     let lo = pad.div_ceil(stride);
     let reach = (kernel - 1) * dilation;
-    let hi = if size + pad >= reach + 1 {
+    let hi = if size + pad > reach {
         (size + pad - reach - 1) / stride + 1
     } else {
         0
