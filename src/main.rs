@@ -221,8 +221,9 @@ enum Backend {
     /// The fused graph (folded BN, epilogues, concat in place) over the memory plan's
     /// buffers, with the reference kernels: the passes, proven numerically.
     Fused,
-    /// The fused graph with its conv and dense kernels compiled by Cranelift (the
-    /// register tile an AVX-512/AVX2 microkernel); other kernels on the reference ones.
+    /// The fused graph with its conv, dense, pooling and LRN kernels compiled by
+    /// Cranelift (the register tile an AVX-512/AVX2 microkernel); other kernels on the
+    /// reference ones.
     Jit,
 }
 
@@ -235,7 +236,7 @@ enum Emit {
     /// The fused graph after the passes (inference: side outputs pruned), with its
     /// memory plan.
     Fused,
-    /// The Cranelift IR the JIT generates for each conv and dense kernel, for this
+    /// The Cranelift IR the JIT generates for each kernel it compiles, for this
     /// machine's microkernel.
     Clif,
 }

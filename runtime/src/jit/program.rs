@@ -1,8 +1,9 @@
-//! The JIT backend: the compiler's fused graph, with its conv and dense kernels compiled
-//! by Cranelift into shape-specialized functions (calling the microkernel for the
-//! register tile), run over the memory plan's buffers. The other kernels (pooling,
-//! LRN, softmax, copying concats and adds) still run on the reference kernels, through
-//! the fused executor, until code is generated for them too.
+//! The JIT backend: the compiler's fused graph, with its conv, dense, pooling and LRN
+//! kernels compiled by Cranelift into shape-specialized functions (calling the
+//! microkernel for the register tile), run over the memory plan's buffers. The other
+//! kernels (softmax, adaptive pooling, copying concats and adds, lone batch norms and
+//! activations) still run on the reference kernels, through the fused executor, until
+//! code is generated for them too.
 
 use super::gemm::{KC, PackedA};
 use super::microkernel::Microkernel;
