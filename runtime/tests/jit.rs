@@ -1,7 +1,9 @@
-//! The JIT backend against the reference interpreter: generated conv and dense kernels
-//! (im2col packing, the blocked product over the microkernel, epilogues) on the
-//! examples, the ONNX Runtime fixtures and generated networks, at batch sizes 1 and 2,
-//! with random batch norm statistics. Tolerance: max |jit − reference| <= 1e-4 × max
+//! The JIT backend against the reference interpreter: generated conv, dense, pooling and
+//! LRN kernels (im2col packing, the blocked product over the microkernel, epilogues) on
+//! the examples, the ONNX Runtime fixtures, generated networks, and generated odd
+//! layers (strides 1-3, dilation, asymmetric padding, groups, 1xN kernels, ceil-mode
+//! pools, channel counts off the vector width) at batch sizes 1 to 3, with random batch
+//! norm statistics. Tolerance: max |jit − reference| <= 1e-4 × max
 //! |reference|: the tile sums in another order than the reference's matrix product.
 
 mod common;
@@ -102,6 +104,60 @@ proptest! {
     fn generated_networks_agree_with_the_reference(source in generated_network(), seed in 0u64..1000) {
         let net = network(&source);
         let error = compare(&net, &weights(&net, seed), input(&net, 2, seed));
+        prop_assert!(error <= TOLERANCE, "relative error {:e} for\n{}", error, source);
+    }
+}
+
+/// A convolution or pooling layer with odd sizes: the shapes the packing, the tile
+/// edges and the pooling borders must all get right.
+fn odd_layer() -> impl Strategy<Value = String> {
+    (
+        0u8..3,
+        (1u64..4, 1u64..4),
+        (1u64..4, 1u64..3),
+        [0u64..3, 0u64..3, 0u64..3, 0u64..3],
+        (1u64..20, 1u64..4, any::<bool>()),
+    )
+        .prop_map(|(kind, (kh, kw), (stride, dilation), [t, l, b, r], (out, groups, flag))| match kind {
+            0 => format!(
+                "conv({}, {kh}x{kw}, stride={stride}, pad=[{t}, {l}, {b}, {r}], dilation={dilation}, groups={groups}, bias={flag}) relu",
+                out * groups
+            ),
+            1 => format!(
+                "maxpool({kh}x{kw}, stride={stride}, pad=[{}, {}, {}, {}], ceil={flag})",
+                t.min(kh / 2),
+                l.min(kw / 2),
+                b.min(kh / 2),
+                r.min(kw / 2)
+            ),
+            _ => format!(
+                "avgpool({kh}x{kw}, stride={stride}, pad={}, ceil={flag}, count_include_pad={})",
+                t.min(kh.min(kw) / 2),
+                groups == 1
+            ),
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn odd_convolutions_and_pools_agree_with_the_reference(
+        channels in 1u64..5,
+        (height, width) in (3u64..13, 3u64..13),
+        layers in prop::collection::vec(odd_layer(), 1..4),
+        batch in 1usize..4,
+        seed in 0u64..1000,
+    ) {
+        // Groups must divide the channels: scale the input to every group count used.
+        let channels = channels * 6;
+        let source = format!("network O(input: {channels}x{height}x{width}) {{\n    {}\n}}", layers.join("\n    "));
+        let compilation = cnnc_compiler::compile(&source);
+        // Sizes that do not fit (a window larger than its padded input, groups that do not
+        // divide) are the checker's business; only networks that check are compared.
+        prop_assume!(!compilation.has_errors());
+        let net = compilation.networks.into_iter().next().expect("a network");
+        let error = compare(&net, &weights(&net, seed), input(&net, batch, seed));
         prop_assert!(error <= TOLERANCE, "relative error {:e} for\n{}", error, source);
     }
 }
