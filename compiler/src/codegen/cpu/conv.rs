@@ -124,9 +124,27 @@ impl Geometry {
         whole_panels.unwrap_or(rows)
     }
 
-    /// How many chunks a sample's output has: full ones, then a short one if any.
-    pub fn chunk_count(&self, target: &CpuTarget) -> u64 {
+    /// Row chunks of a sample's output: full ones, then a short one if any.
+    pub fn row_chunks(&self, target: &CpuTarget) -> u64 {
         self.out_height.div_ceil(self.chunk_rows(target))
+    }
+
+    /// Parts each row chunk's output channels are cut into, so that a small output (too
+    /// few row chunks for every thread to get two) still spreads over the threads.
+    pub fn m_parts(&self, target: &CpuTarget) -> u64 {
+        let chunks = self.row_chunks(target);
+        if target.threads <= 1 || self.dense || chunks >= 2 * target.threads {
+            return 1;
+        }
+        let tiles = self.m().div_ceil(target.mr);
+        let wanted = (2 * target.threads).div_ceil(chunks).clamp(1, tiles);
+        // As many parts as the tiles fill: no part is left empty.
+        tiles.div_ceil(tiles.div_ceil(wanted))
+    }
+
+    /// Units of work threads share: every row chunk times every part of its channels.
+    pub fn chunk_count(&self, target: &CpuTarget) -> u64 {
+        self.row_chunks(target) * self.m_parts(target)
     }
 
     /// Floats of one K block of one chunk's packed input: the scratch before the edge
@@ -298,9 +316,11 @@ impl Product<'_> {
             output,
             weights,
         };
+        let channels = b.ins().iconst(types::I64, g.m() as i64);
         let columns = epilogue::Columns {
             first: zero,
             count: 1,
+            channels: (zero, channels),
         };
         epilogue::generate(b, self.fused, self.kernel, g, self.pointers, &at, &columns);
     }
@@ -309,44 +329,55 @@ impl Product<'_> {
     fn chunks(&self, b: &mut FunctionBuilder, at: &At) {
         let g = self.geometry;
         let (rows, oh) = (g.chunk_rows(self.target), g.out_height);
+        let parts = g.m_parts(self.target);
         let full = oh / rows;
         let (begin, end) = self.chunks;
-        let full_end = b.ins().iconst(types::I64, full as i64);
+        // Units [0, full * parts) are the full row chunks, each cut into `parts`.
+        let full_end = b.ins().iconst(types::I64, (full * parts) as i64);
         let full_end = b.ins().smin(end, full_end);
-        counted(b, begin, full_end, 1, |b, c| {
+        counted(b, begin, full_end, 1, |b, unit| {
+            let c = b.ins().udiv_imm_u(unit, parts as i64);
+            let part = b.ins().urem_imm_u(unit, parts as i64);
             let first_row = b.ins().imul_imm_s(c, rows as i64);
             let chunk = Chunk {
                 first_row,
                 rows,
                 columns: rows * g.out_width,
+                part,
             };
             self.chunk(b, &chunk, at);
         });
         if oh % rows != 0 {
-            // The short chunk is number `full`.
-            let starts_before =
-                b.ins()
-                    .icmp_imm_s(IntCC::SignedLessThanOrEqual, begin, full as i64);
-            let ends_after = b
-                .ins()
-                .icmp_imm_s(IntCC::SignedGreaterThan, end, full as i64);
-            let mine = b.ins().band(starts_before, ends_after);
-            if_else(
-                b,
-                mine,
-                |b| {
-                    let first_row = b.ins().iconst(types::I64, (full * rows) as i64);
-                    let short = oh % rows;
-                    let chunk = Chunk {
-                        first_row,
-                        rows: short,
-                        columns: short * g.out_width,
-                    };
-                    self.chunk(b, &chunk, at);
-                },
-                |_| {},
-            );
+            // Then the short chunk's parts.
+            let short_begin = b.ins().iconst(types::I64, (full * parts) as i64);
+            let short_begin = b.ins().smax(begin, short_begin);
+            let short_end = b.ins().iconst(types::I64, ((full + 1) * parts) as i64);
+            let short_end = b.ins().smin(end, short_end);
+            counted(b, short_begin, short_end, 1, |b, unit| {
+                let part = b.ins().iadd_imm_s(unit, -((full * parts) as i64));
+                let first_row = b.ins().iconst(types::I64, (full * rows) as i64);
+                let short = oh % rows;
+                let chunk = Chunk {
+                    first_row,
+                    rows: short,
+                    columns: short * g.out_width,
+                    part,
+                };
+                self.chunk(b, &chunk, at);
+            });
         }
+    }
+
+    /// The row tiles `[first, end)` (of MR output channels) of a part.
+    fn part_tiles(&self, b: &mut FunctionBuilder, part: Value) -> (Value, Value) {
+        let g = self.geometry;
+        let tiles = g.m().div_ceil(self.target.mr);
+        let per_part = tiles.div_ceil(g.m_parts(self.target));
+        let first = b.ins().imul_imm_s(part, per_part as i64);
+        let end = b.ins().iadd_imm_s(first, per_part as i64);
+        let all = b.ins().iconst(types::I64, tiles as i64);
+        let end = b.ins().smin(end, all);
+        (first, end)
     }
 
     /// The K blocks of one chunk of output rows, then its epilogue.
@@ -381,9 +412,15 @@ impl Product<'_> {
             };
             self.block(b, &tail, chunk, input, weights, output);
         }
+        let (first_tile, end_tile) = self.part_tiles(b, chunk.part);
+        let first_channel = b.ins().imul_imm_s(first_tile, self.target.mr as i64);
+        let end_channel = b.ins().imul_imm_s(end_tile, self.target.mr as i64);
+        let channels = b.ins().iconst(types::I64, self.geometry.m() as i64);
+        let end_channel = b.ins().smin(end_channel, channels);
         let columns = epilogue::Columns {
             first: first_column,
             count: chunk.columns,
+            channels: (first_channel, end_channel),
         };
         epilogue::generate(
             b,
@@ -417,7 +454,7 @@ impl Product<'_> {
             scratch,
         };
         packing.generate(b);
-        self.tiles(b, block, chunk.columns, weights, scratch, output);
+        self.tiles(b, block, chunk, weights, scratch, output);
     }
 
     /// Every MR x NR tile of the block: full ones straight into C, edge ones through
@@ -426,14 +463,26 @@ impl Product<'_> {
         &self,
         b: &mut FunctionBuilder,
         block: &Block,
-        n: u64,
+        chunk: &Chunk,
         weights: Value,
         packed: Value,
         output: Value,
     ) {
         let g = self.geometry;
         let (mr, nr) = (self.target.mr, self.target.nr);
-        let (m, ldc) = (g.m(), g.n());
+        let (m, ldc, n) = (g.m(), g.n(), chunk.columns);
+        let (first_tile, end_tile) = self.part_tiles(b, chunk.part);
+        let full_tiles = b.ins().iconst(types::I64, (m / mr) as i64);
+        let full_end = b.ins().smin(end_tile, full_tiles);
+        // The short row tile (if any) is the last; only the part whose range holds it
+        // computes it.
+        let reaches = b
+            .ins()
+            .icmp_imm_s(IntCC::SignedGreaterThan, end_tile, (m / mr) as i64);
+        let starts = b
+            .ins()
+            .icmp_imm_s(IntCC::SignedLessThanOrEqual, first_tile, (m / mr) as i64);
+        let has_short = b.ins().band(reaches, starts);
         let columns = |j_full: bool| if j_full { nr } else { n % nr };
         for (j_full, j_count) in [(true, n / nr), (false, u64::from(!n.is_multiple_of(nr)))] {
             fixed(b, j_count, |b, j| {
@@ -443,13 +492,8 @@ impl Product<'_> {
                     b.ins().iconst(types::I64, (n / nr) as i64)
                 };
                 let b_panel = offset(b, packed, j, block.kc * nr);
-                for (i_full, i_count) in [(true, m / mr), (false, u64::from(m % mr != 0))] {
-                    fixed(b, i_count, |b, i| {
-                        let i = if i_full {
-                            i
-                        } else {
-                            b.ins().iconst(types::I64, (m / mr) as i64)
-                        };
+                for i_full in [true, false] {
+                    let row_tile = |b: &mut FunctionBuilder, i: Value| {
                         let a_panel = offset(b, weights, i, g.k() * mr);
                         let p0_offset = b.ins().imul_imm_s(block.p0, (mr * 4) as i64);
                         let a_panel = b.ins().iadd(a_panel, p0_offset);
@@ -466,7 +510,20 @@ impl Product<'_> {
                             columns: columns(j_full),
                         };
                         self.tile(b, block, &tile);
-                    });
+                    };
+                    if i_full {
+                        counted(b, first_tile, full_end, 1, row_tile);
+                    } else if m % mr != 0 {
+                        if_else(
+                            b,
+                            has_short,
+                            |b| {
+                                let i = b.ins().iconst(types::I64, (m / mr) as i64);
+                                row_tile(b, i)
+                            },
+                            |_| {},
+                        );
+                    }
                 }
             });
         }
@@ -562,11 +619,13 @@ pub(super) struct At {
 }
 
 /// Output rows `first_row..first_row + rows` of a sample: the columns whose packed
-/// input stays in L2 while every tile of the block reads it.
+/// input stays in L2 while every tile of the block reads it; and which part of the
+/// output channels this unit computes.
 struct Chunk {
     first_row: Value,
     rows: u64,
     columns: u64,
+    part: Value,
 }
 
 struct Tile {

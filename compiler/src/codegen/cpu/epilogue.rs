@@ -4,7 +4,7 @@
 //! `Transcendental` helper on the row.
 
 use super::conv::{At, Geometry, Pointers, offset};
-use super::loops::fixed;
+use super::loops::{counted, fixed};
 use super::{Arg, sample_stride};
 use crate::ops::Activation;
 use crate::passes::{FusedGraph, Kernel, Step};
@@ -66,10 +66,12 @@ struct Channel {
     add_rows: Vec<Value>,
 }
 
-/// The output columns an epilogue covers: a chunk's.
+/// The part of a sample's output an epilogue covers: a chunk's columns, and the
+/// channels `[first, end)` (of the group) its unit computed.
 pub struct Columns {
     pub first: Value,
     pub count: u64,
+    pub channels: (Value, Value),
 }
 
 /// The epilogue of one chunk of one sample and group, channel by channel.
@@ -82,6 +84,7 @@ pub fn generate(
     at: &At,
     columns: &Columns,
 ) {
+    let (first, end) = columns.channels;
     if kernel
         .epilogue
         .iter()
@@ -108,7 +111,8 @@ pub fn generate(
         })
         .collect();
     let output = offset(b, at.output, columns.first, 1);
-    fixed(b, group_channels, |b, m| {
+    // Channels [first, end) of the group: this unit's part.
+    counted(b, first, end, 1, |b, m| {
         let row = offset(b, output, m, n);
         let channel_index = b.ins().iadd(first_channel, m);
         let adds: Vec<Value> = add_bases
