@@ -275,6 +275,11 @@ impl Converter {
         self.ranks.get(&self.resolve(tensor)).copied()
     }
 
+    /// The rank of the node's first input, if it has one and it is known.
+    fn first_rank(&self, node: &NodeProto) -> Option<usize> {
+        node.input.first().and_then(|i| self.rank(i))
+    }
+
     fn output_rank(&self, kind: &Kind, inputs: &[String]) -> usize {
         match kind {
             Kind::Flatten | Kind::Dense { .. } => 2,
@@ -464,7 +469,7 @@ impl Converter {
 
     fn matmul(&self, node: &NodeProto) -> Converted {
         let weight = self.weight(node, 1, "right-hand matrix")?;
-        if weight.ndim() != 2 || self.rank(&node.input[0]) != Some(2) {
+        if weight.ndim() != 2 || self.first_rank(node) != Some(2) {
             return Err("it is not a [batch, in] x [in, out] product".into());
         }
         let weight = weight.t().as_standard_layout().into_owned();
@@ -494,7 +499,7 @@ impl Converter {
     }
 
     fn softmax(&self, node: &NodeProto, attributes: &Attributes) -> Converted {
-        let rank = self.rank(&node.input[0]).unwrap_or(2) as i64;
+        let rank = self.first_rank(node).unwrap_or(2) as i64;
         match attributes.int("axis") {
             Some(1) => {}
             Some(axis) if axis == -1 && rank == 2 => {}
@@ -512,7 +517,7 @@ impl Converter {
     }
 
     fn concat(&self, node: &NodeProto, attributes: &Attributes) -> Converted {
-        let rank = self.rank(&node.input[0]).unwrap_or(4) as i64;
+        let rank = self.first_rank(node).unwrap_or(4) as i64;
         let axis = attributes.int("axis").unwrap_or(1);
         if axis != 1 && axis != 1 - rank {
             return Err(format!(

@@ -112,6 +112,7 @@ pub fn import(bytes: &[u8], fallback_name: &str) -> Result<Imported, ImportError
             .join("x")
     );
     let header = header(&model, graph.name.as_deref());
+    check_order(&converted, &input_tensor)?;
     let dag = Dag::new(&converted.layers, &converted.outputs);
     let (emitted, named_tensors) = match dag.structure(&input_tensor, &output) {
         Some(items) => (
@@ -152,6 +153,33 @@ pub fn import(bytes: &[u8], fallback_name: &str) -> Result<Imported, ImportError
         weights,
         named_tensors,
     })
+}
+
+/// Every tensor a layer reads is the input or an earlier layer's output, and every
+/// graph output is produced: ONNX's rule for a graph, which the structure recovery and
+/// the text rely on.
+fn check_order(converted: &Layers, input: &str) -> Result<(), ImportError> {
+    let mut produced = std::collections::HashSet::from([input]);
+    for layer in &converted.layers {
+        if let Some(missing) = layer.inputs.iter().find(|i| !produced.contains(i.as_str())) {
+            return Err(ImportError::Invalid(format!(
+                "`{}` reads tensor `{missing}`, which no earlier node produces (the graph \
+                 is not in topological order, or the tensor is missing)",
+                layer.path
+            )));
+        }
+        produced.insert(&layer.output);
+    }
+    match converted
+        .outputs
+        .iter()
+        .find(|o| !produced.contains(o.as_str()))
+    {
+        Some(output) => Err(ImportError::Invalid(format!(
+            "the graph's output `{output}` is produced by no node"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn compile(source: &str) -> Result<CheckedGraph, ImportError> {
@@ -267,4 +295,89 @@ fn header(model: &crate::proto::ModelProto, graph_name: Option<&str>) -> String 
             &producer
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{
+        GraphProto, ModelProto, NodeProto, TensorShapeProto, TypeProto, ValueInfoProto,
+        tensor_proto::DataType, tensor_shape_proto, type_proto,
+    };
+    use prost::Message;
+
+    fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
+        let dim = dims.iter().map(|&d| tensor_shape_proto::Dimension {
+            value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
+            ..Default::default()
+        });
+        ValueInfoProto {
+            name: Some(name.into()),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: Some(DataType::Float as i32),
+                    shape: Some(TensorShapeProto { dim: dim.collect() }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn model(nodes: Vec<NodeProto>, output: &str) -> Vec<u8> {
+        ModelProto {
+            graph: Some(GraphProto {
+                node: nodes,
+                input: vec![value_info("x", &[1, 3, 4, 4])],
+                output: vec![value_info(output, &[1, 3, 4, 4])],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
+        NodeProto {
+            name: Some(output.into()),
+            op_type: Some(op.into()),
+            input: inputs.iter().map(|i| i.to_string()).collect(),
+            output: vec![output.into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn dangling_and_out_of_order_tensors_are_errors() {
+        for (nodes, output, expected) in [
+            (
+                vec![node("Relu", &["nowhere"], "y")],
+                "y",
+                "reads tensor `nowhere`",
+            ),
+            (
+                vec![node("Relu", &["a"], "y"), node("Relu", &["x"], "a")],
+                "y",
+                "not in topological order",
+            ),
+            (
+                vec![node("Relu", &["x"], "y")],
+                "z",
+                "output `z` is produced by no node",
+            ),
+        ] {
+            let error = import(&model(nodes, output), "N").err().expect("an error");
+            assert!(error.to_string().contains(expected), "{error}");
+        }
+    }
+
+    #[test]
+    fn nodes_without_inputs_are_errors_not_panics() {
+        for op in [
+            "MatMul", "Softmax", "Concat", "Relu", "Conv", "Add", "Mul", "Gemm",
+        ] {
+            let bytes = model(vec![node(op, &[], "y")], "y");
+            assert!(import(&bytes, "N").is_err(), "{op}");
+        }
+    }
 }

@@ -57,7 +57,7 @@ impl<'a> Program<'a> {
     ) -> Result<Self> {
         let started = Instant::now();
         let threads = threads.max(1);
-        let fused = fused::Program::new(net, weights)?;
+        let mut fused = fused::Program::new(net, weights)?;
         let microkernel = Microkernel::best();
         let (target, isa) = host_target(threads)?;
         let codes = cpu::compile(&fused.fused, &target);
@@ -84,6 +84,13 @@ impl<'a> Program<'a> {
                 &microkernel,
                 &target,
             )?);
+            if kernels[index]
+                .as_ref()
+                .is_some_and(|c| !c.packed_weights.is_empty())
+            {
+                // Packed now: the fused executor's copy would only double the memory.
+                fused.prepared[index] = None;
+            }
         }
         Ok(Program {
             fused,
