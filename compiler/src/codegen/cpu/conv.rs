@@ -233,6 +233,9 @@ pub fn generate(
     }
 }
 
+/// The L2 cache per core the loop nest is blocked for (2 MiB on this machine's Xeon).
+const L2_BYTES: u64 = 2 * 1024 * 1024;
+
 /// `base + index * stride` floats.
 pub(super) fn offset(b: &mut FunctionBuilder, base: Value, index: Value, stride: u64) -> Value {
     let bytes = b.ins().imul_imm_s(index, (stride * 4) as i64);
@@ -458,7 +461,9 @@ impl Product<'_> {
     }
 
     /// Every MR x NR tile of the block: full ones straight into C, edge ones through
-    /// the scratch tile.
+    /// the scratch tile. Column panels outside and row tiles inside keep one B panel in
+    /// L1 while the weights' block streams from L2; where that block is too big for L2
+    /// the order turns, so each weight panel is read from memory once.
     fn tiles(
         &self,
         b: &mut FunctionBuilder,
@@ -470,7 +475,7 @@ impl Product<'_> {
     ) {
         let g = self.geometry;
         let (mr, nr) = (self.target.mr, self.target.nr);
-        let (m, ldc, n) = (g.m(), g.n(), chunk.columns);
+        let (m, n) = (g.m(), chunk.columns);
         let (first_tile, end_tile) = self.part_tiles(b, chunk.part);
         let full_tiles = b.ins().iconst(types::I64, (m / mr) as i64);
         let full_end = b.ins().smin(end_tile, full_tiles);
@@ -483,50 +488,72 @@ impl Product<'_> {
             .ins()
             .icmp_imm_s(IntCC::SignedLessThanOrEqual, first_tile, (m / mr) as i64);
         let has_short = b.ins().band(reaches, starts);
-        let columns = |j_full: bool| if j_full { nr } else { n % nr };
-        for (j_full, j_count) in [(true, n / nr), (false, u64::from(!n.is_multiple_of(nr)))] {
-            fixed(b, j_count, |b, j| {
-                let j = if j_full {
-                    j
-                } else {
-                    b.ins().iconst(types::I64, (n / nr) as i64)
-                };
-                let b_panel = offset(b, packed, j, block.kc * nr);
-                for i_full in [true, false] {
-                    let row_tile = |b: &mut FunctionBuilder, i: Value| {
-                        let a_panel = offset(b, weights, i, g.k() * mr);
-                        let p0_offset = b.ins().imul_imm_s(block.p0, (mr * 4) as i64);
-                        let a_panel = b.ins().iadd(a_panel, p0_offset);
-                        let row = b.ins().imul_imm_s(i, (mr * ldc) as i64);
-                        let column = b.ins().imul_imm_s(j, nr as i64);
-                        let corner = b.ins().iadd(row, column);
-                        let corner = offset(b, output, corner, 1);
-                        let rows = if i_full { mr } else { m % mr };
-                        let tile = Tile {
-                            a_panel,
-                            b_panel,
-                            corner,
-                            rows,
-                            columns: columns(j_full),
-                        };
-                        self.tile(b, block, &tile);
-                    };
-                    if i_full {
-                        counted(b, first_tile, full_end, 1, row_tile);
-                    } else if m % mr != 0 {
-                        if_else(
-                            b,
-                            has_short,
-                            |b| {
-                                let i = b.ins().iconst(types::I64, (m / mr) as i64);
-                                row_tile(b, i)
-                            },
-                            |_| {},
-                        );
-                    }
+        let each_row =
+            |b: &mut FunctionBuilder, body: &mut dyn FnMut(&mut FunctionBuilder, Value, u64)| {
+                counted(b, first_tile, full_end, 1, |b, i| body(b, i, mr));
+                if m % mr != 0 {
+                    if_else(
+                        b,
+                        has_short,
+                        |b| {
+                            let i = b.ins().iconst(types::I64, (m / mr) as i64);
+                            body(b, i, m % mr)
+                        },
+                        |_| {},
+                    );
                 }
+            };
+        let each_column =
+            |b: &mut FunctionBuilder, body: &mut dyn FnMut(&mut FunctionBuilder, Value, u64)| {
+                fixed(b, n / nr, |b, j| body(b, j, nr));
+                if n % nr != 0 {
+                    let j = b.ins().iconst(types::I64, (n / nr) as i64);
+                    body(b, j, n % nr);
+                }
+            };
+        let tile_at = |b: &mut FunctionBuilder, i: Value, rows: u64, j: Value, columns: u64| {
+            let b_panel = offset(b, packed, j, block.kc * nr);
+            let a_panel = offset(b, weights, i, g.k() * mr);
+            let p0_offset = b.ins().imul_imm_s(block.p0, (mr * 4) as i64);
+            let a_panel = b.ins().iadd(a_panel, p0_offset);
+            let row = b.ins().imul_imm_s(i, (mr * g.n()) as i64);
+            let column = b.ins().imul_imm_s(j, nr as i64);
+            let corner = b.ins().iadd(row, column);
+            let corner = offset(b, output, corner, 1);
+            let tile = Tile {
+                a_panel,
+                b_panel,
+                corner,
+                rows,
+                columns,
+            };
+            self.tile(b, block, &tile);
+        };
+        if self.rows_outer(block, n) {
+            each_row(b, &mut |b, i, rows| {
+                each_column(b, &mut |b, j, columns| tile_at(b, i, rows, j, columns))
+            });
+        } else {
+            each_column(b, &mut |b, j, columns| {
+                each_row(b, &mut |b, i, rows| tile_at(b, i, rows, j, columns))
             });
         }
+    }
+
+    /// Whether the row tiles go outside. Measured on ResNet-50: it pays (up to 2x) when
+    /// one part's weight block would not stay in L2, when there are at most two column
+    /// panels (the weights are then read once instead of twice), and when the K block
+    /// is short, so that each tile's writes to C weigh more than its reads (walking a
+    /// row tile's columns writes C's rows in order). Mid-size 3x3 layers are 5-10%
+    /// faster with the columns outside.
+    fn rows_outer(&self, block: &Block, columns: u64) -> bool {
+        let g = self.geometry;
+        let tiles = g
+            .m()
+            .div_ceil(self.target.mr)
+            .div_ceil(g.m_parts(self.target));
+        let weight_block = tiles * self.target.mr * block.kc * 4;
+        weight_block >= L2_BYTES / 2 || columns.div_ceil(self.target.nr) <= 2 || block.kc < 128
     }
 
     fn tile(&self, b: &mut FunctionBuilder, block: &Block, tile: &Tile) {
