@@ -108,7 +108,7 @@ impl Geometry {
     pub fn chunk_rows(&self, target: &CpuTarget) -> u64 {
         const CHUNK_FLOATS: u64 = 96 * 1024;
         let (height, width) = (self.out_height.max(1), self.out_width.max(1));
-        let columns = CHUNK_FLOATS / target.kc.min(self.k()).max(1);
+        let columns = CHUNK_FLOATS / self.k_block(target);
         let mut rows = (columns / width).clamp(1, height);
         if target.threads > 1 {
             // Two chunks a thread, but no chunk under four panels: below that the
@@ -122,6 +122,14 @@ impl Geometry {
             .rev()
             .find(|r| r * width % target.nr == 0);
         whole_panels.unwrap_or(rows)
+    }
+
+    /// K per block: at most the target's, and the blocks as even as they go, so that no
+    /// short last block pays a whole pass over C for a few steps of K (K = 576: three
+    /// blocks of 192, not 256 + 256 + 64).
+    pub fn k_block(&self, target: &CpuTarget) -> u64 {
+        let k = self.k().max(1);
+        k.div_ceil(k.div_ceil(target.kc))
     }
 
     /// Row chunks of a sample's output: full ones, then a short one if any.
@@ -151,7 +159,7 @@ impl Geometry {
     /// tile.
     pub fn packed_input(&self, target: &CpuTarget) -> u64 {
         let columns = self.chunk_rows(target) * self.out_width;
-        columns.div_ceil(target.nr) * target.nr * target.kc.min(self.k()).max(1)
+        columns.div_ceil(target.nr) * target.nr * self.k_block(target)
     }
 
     /// Floats of the packed weights, for `target`'s tile (row-major for a dense layer).
@@ -385,7 +393,7 @@ impl Product<'_> {
 
     /// The K blocks of one chunk of output rows, then its epilogue.
     fn chunk(&self, b: &mut FunctionBuilder, chunk: &Chunk, at: &At) {
-        let (k, kc) = (self.geometry.k(), self.target.kc);
+        let (k, kc) = (self.geometry.k(), self.geometry.k_block(self.target));
         let first_column = b
             .ins()
             .imul_imm_s(chunk.first_row, self.geometry.out_width as i64);
