@@ -135,11 +135,7 @@ impl Packing<'_> {
                             first,
                             x0,
                         };
-                        if g.stride[1] == 1 {
-                            self.contiguous(b, &row, lo, hi);
-                        } else {
-                            self.scalars(b, &row, lo, hi);
-                        }
+                        self.interior_row(b, &row, lo, hi);
                         self.zeros(b, destination, first, hi, width);
                     },
                     |b| self.zeros(b, destination, first, zero, width),
@@ -162,10 +158,11 @@ impl Packing<'_> {
         });
     }
 
-    /// Interior outputs `[lo, hi)` of a stride-1 row: consecutive inputs to consecutive
-    /// columns, four at a time once the column is a multiple of four (four columns
-    /// from there never cross a panel, NR being a multiple of four).
-    fn contiguous(&self, b: &mut FunctionBuilder, row: &Row, lo: Value, hi: Value) {
+    /// Interior outputs `[lo, hi)` of a row, four at a time once the column is a
+    /// multiple of four (four columns from there never cross a panel, NR being a
+    /// multiple of four): one vector load at stride 1, four lanes gathered otherwise, so
+    /// the store's panel arithmetic is paid once per four columns.
+    fn interior_row(&self, b: &mut FunctionBuilder, row: &Row, lo: Value, hi: Value) {
         // Columns lo.. up to the next multiple of four, one at a time.
         let column = b.ins().iadd(row.first, lo);
         let misalign = b.ins().band_imm_u(column, 3);
@@ -178,12 +175,12 @@ impl Packing<'_> {
         let vectors = b.ins().ushr_imm_u(left, 2);
         let body = b.ins().ishl_imm_u(vectors, 2);
         let body_end = b.ins().iadd(head_end, body);
+        let stride = self.geometry.stride[1];
         counted(b, head_end, body_end, 4, |b, ox| {
-            let ix = b.ins().iadd(ox, row.x0);
+            let ix = b.ins().imul_imm_s(ox, stride as i64);
+            let ix = b.ins().iadd(ix, row.x0);
             let at = offset(b, row.source, ix, 1);
-            let values = b
-                .ins()
-                .load(types::F32X4, MemFlagsData::new().with_notrap(), at, 0);
+            let values = gather(b, at, stride);
             self.store(b, row.destination, row.first, ox, values);
         });
         self.scalars(b, row, body_end, hi);
@@ -245,4 +242,21 @@ impl Packing<'_> {
         b.ins()
             .store(MemFlagsData::new().with_notrap(), value, at, 0);
     }
+}
+
+/// Four floats `stride` apart from `at`, as one vector.
+fn gather(b: &mut FunctionBuilder, at: Value, stride: u64) -> Value {
+    let flags = MemFlagsData::new().with_notrap();
+    if stride == 1 {
+        return b.ins().load(types::F32X4, flags, at, 0);
+    }
+    let first = b.ins().load(types::F32, flags, at, 0);
+    let mut lanes = b.ins().splat(types::F32X4, first);
+    for lane in 1..4u8 {
+        let value = b
+            .ins()
+            .load(types::F32, flags, at, (u64::from(lane) * stride * 4) as i32);
+        lanes = b.ins().insertlane(lanes, value, lane);
+    }
+    lanes
 }
