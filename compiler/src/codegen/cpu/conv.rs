@@ -118,10 +118,20 @@ impl Geometry {
                 .min(height.div_ceil(2 * target.threads).max(least))
                 .max(1);
         }
-        let whole_panels = (rows.div_ceil(2)..=rows)
-            .rev()
-            .find(|r| r * width % target.nr == 0);
-        whole_panels.unwrap_or(rows)
+        let candidates = rows.div_ceil(2)..=rows;
+        let whole_panels = |r: u64| r * width % target.nr == 0;
+        if target.threads <= 1 {
+            return candidates.rev().find(|&r| whole_panels(r)).unwrap_or(rows);
+        }
+        // The thread with the most rows decides the time (56 rows in chunks of 8 give
+        // 2 threads 32 and 24; in chunks of 7, 28 each): the shortest longest share,
+        // then whole panels, then the bigger chunk.
+        candidates
+            .min_by_key(|&r| {
+                let longest = longest_share(height, r, target.threads);
+                (longest, !whole_panels(r), std::cmp::Reverse(r))
+            })
+            .unwrap_or(rows)
     }
 
     /// K per block: at most the target's, and the blocks as even as they go, so that no
@@ -239,6 +249,22 @@ pub fn generate(
         chunks: geometry.chunk_count(target),
         geometry: Some(geometry),
     }
+}
+
+/// The most output rows any thread computes when `height` rows in chunks of `rows` are
+/// split as the runtime splits chunks: in `threads` contiguous ranges, as even as they go.
+fn longest_share(height: u64, rows: u64, threads: u64) -> u64 {
+    let chunks = height.div_ceil(rows);
+    let parts = threads.clamp(1, chunks);
+    (0..parts)
+        .map(|p| {
+            let (first, end) = (chunks * p / parts, chunks * (p + 1) / parts);
+            (first..end)
+                .map(|c| rows.min(height - c * rows))
+                .sum::<u64>()
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// The L2 cache per core the loop nest is blocked for (2 MiB on this machine's Xeon).
@@ -669,4 +695,20 @@ struct Tile {
     corner: Value,
     rows: u64,
     columns: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::longest_share;
+
+    #[test]
+    fn the_longest_share_is_what_the_busiest_thread_computes() {
+        assert_eq!(longest_share(56, 8, 2), 32);
+        assert_eq!(longest_share(56, 7, 2), 28);
+        // Chunks 9+9+9 | 9+9+9+2: the short chunk lands on the second thread.
+        assert_eq!(longest_share(56, 9, 2), 29);
+        assert_eq!(longest_share(56, 9, 1), 56);
+        // More threads than chunks: one chunk each.
+        assert_eq!(longest_share(7, 4, 8), 4);
+    }
 }
