@@ -119,7 +119,7 @@ impl Geometry {
                 .max(1);
         }
         let candidates = rows.div_ceil(2)..=rows;
-        let whole_panels = |r: u64| r * width % target.nr == 0;
+        let whole_panels = |r: u64| (r * width).is_multiple_of(target.nr);
         if target.threads <= 1 {
             return candidates.rev().find(|&r| whole_panels(r)).unwrap_or(rows);
         }
