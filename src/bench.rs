@@ -134,8 +134,8 @@ enum Executor<'a> {
         net: &'a CheckedGraph,
         weights: &'a Weights,
     },
-    Fused(fused::Program<'a>),
-    Jit(jit::Program<'a>),
+    Fused(Box<fused::Program<'a>>),
+    Jit(Box<jit::Program<'a>>),
 }
 
 impl<'a> Executor<'a> {
@@ -154,7 +154,7 @@ impl<'a> Executor<'a> {
                 let (passes, fold) = split_passes(net, started.elapsed());
                 let compile = vec![Phase::new("passes", passes)];
                 (
-                    Executor::Fused(program),
+                    Executor::Fused(Box::new(program)),
                     compile,
                     vec![Phase::new("fold", fold)],
                 )
@@ -168,7 +168,7 @@ impl<'a> Executor<'a> {
                     Phase::new("code generation", phases.codegen),
                 ];
                 let weights = vec![Phase::new("fold", fold), Phase::new("pack", phases.pack)];
-                (Executor::Jit(program), compile, weights)
+                (Executor::Jit(Box::new(program)), compile, weights)
             }
         })
     }

@@ -356,21 +356,33 @@ fn bad_inputs_are_clear_errors() {
     );
 }
 
-#[test]
-fn bench_reports_latency_throughput_and_a_profile() {
-    let report = json(&[
+/// `cnnc bench` on LeNet-5, 3 runs on one thread, as JSON, with `extra` flags.
+fn bench_lenet5(extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
         "bench",
         "examples/lenet5.cnn",
         "--runs",
         "3",
         "--warmup",
         "1",
-        "--threads",
-        "1",
-        "--profile",
-        "--format",
-        "json",
-    ]);
+    ];
+    args.extend(["--threads", "1", "--format", "json"]);
+    args.extend(extra);
+    json(&args)
+}
+
+/// The names of a bench report's compile or weights phases, in order.
+fn phase_names<'r>(report: &'r serde_json::Value, key: &str) -> Vec<&'r str> {
+    let phases = report[key].as_array().expect(key);
+    phases
+        .iter()
+        .map(|p| p["phase"].as_str().expect("name"))
+        .collect()
+}
+
+#[test]
+fn bench_reports_latency_throughput_and_a_profile() {
+    let report = bench_lenet5(&["--profile"]);
     assert_eq!(report["backend"], "jit");
     assert_eq!(report["runs"], 3);
     let latency = &report["latency"];
@@ -414,12 +426,8 @@ fn bench_reports_latency_throughput_and_a_profile() {
             &["load", "fold", "pack"][..],
         ),
     ] {
+        assert_eq!(phase_names(&report, phases), names);
         let phases = report[phases].as_array().expect(phases);
-        let listed: Vec<&str> = phases
-            .iter()
-            .map(|p| p["phase"].as_str().expect("name"))
-            .collect();
-        assert_eq!(listed, names);
         let sum: f64 = phases
             .iter()
             .map(|p| p["milliseconds"].as_f64().expect("ms"))
@@ -445,31 +453,13 @@ fn bench_reports_latency_throughput_and_a_profile() {
 
 #[test]
 fn bench_times_the_reference_interpreter_the_same_way() {
-    let report = json(&[
-        "bench",
-        "examples/lenet5.cnn",
-        "--backend",
-        "reference",
-        "--runs",
-        "2",
-        "--warmup",
-        "0",
-        "--threads",
-        "1",
-        "--format",
-        "json",
-    ]);
+    let report = bench_lenet5(&["--backend", "reference"]);
     assert_eq!(report["backend"], "reference");
     assert!(report["latency"]["p50"].as_f64().expect("p50") > 0.0);
     assert!(report["gflops"].as_f64().expect("gflops") > 0.0);
     // The interpreter compiles nothing and prepares nothing: parse and load only.
-    let phases: Vec<&str> = report["compile_phases"]
-        .as_array()
-        .expect("phases")
-        .iter()
-        .map(|p| p["phase"].as_str().expect("name"))
-        .collect();
-    assert_eq!(phases, ["front end"]);
+    assert_eq!(phase_names(&report, "compile_phases"), ["front end"]);
+    assert_eq!(phase_names(&report, "weights_phases"), ["load"]);
     assert!(report.get("kernels_milliseconds").is_none());
     let profiled = cnnc(&[
         "bench",
