@@ -1,29 +1,38 @@
-//! `cnnc bench`: the JIT on one network, measured. Compile time, warm-up, then latency
-//! percentiles over N runs with a progress bar, GFLOP/s and the fraction of the
-//! machine's peak (the microkernel's own throughput, measured here, times the threads),
-//! and with `--profile` a per-kernel table, slowest first.
+//! `cnnc bench`: one network on one backend (the JIT by default), measured. Compile
+//! time (parse to ready, weights excluded) and weight preparation apart, warm-up, then
+//! latency percentiles over N runs with a progress bar, images/s, GFLOP/s and the
+//! fraction of the machine's FMA peak (measured here, as `--peak` does), and with
+//! `--profile` a per-kernel table of the JIT, slowest first.
 
+use crate::run::Backend;
 use cnnc_compiler::check::CheckedGraph;
 use cnnc_compiler::diagram::profile::{self, Bar};
-use cnnc_compiler::summary;
-use cnnc_runtime::jit::Program;
+use cnnc_compiler::{passes, summary};
+use cnnc_runtime::jit::microkernel::{FmaPeak, Microkernel};
+use cnnc_runtime::reference::{self, RunOptions};
 use cnnc_runtime::weights::Weights;
-use cnnc_runtime::{RuntimeError, input};
+use cnnc_runtime::{RuntimeError, Tensor, fused, input, jit};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 pub struct BenchRequest {
+    pub backend: Backend,
     pub threads: usize,
     pub batch: usize,
     pub runs: usize,
     pub warmup: usize,
     pub profile: bool,
     /// Also draw the profile as an SVG bar chart here.
-    pub chart: Option<std::path::PathBuf>,
+    pub chart: Option<PathBuf>,
+    /// A safetensors file; seeded weights when absent.
+    pub weights: Option<PathBuf>,
     pub seed: u64,
     /// Draw a progress bar (on a terminal, for the human format).
     pub progress: bool,
+    /// How long reading, parsing and checking the file took, before the bench began.
+    pub front_end: Duration,
 }
 
 #[derive(Serialize)]
@@ -34,17 +43,46 @@ pub struct BenchReport {
     threads: usize,
     batch: usize,
     runs: usize,
+    /// Parse to ready to run, weights excluded: the sum of `compile_phases`.
     compile_milliseconds: f64,
-    /// Latency of one batch, milliseconds.
+    /// Loading, folding and packing the weights: the sum of `weights_phases`.
+    weights_milliseconds: f64,
+    compile_phases: Vec<Phase>,
+    weights_phases: Vec<Phase>,
+    /// Latency of one batch, milliseconds: the whole call, as a user of the backend sees it.
     latency: Percentiles,
+    /// The JIT's kernels alone, median over the runs of their sum (the rest of the
+    /// latency is setting up the buffers and copying the input in and the output out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kernels_milliseconds: Option<f64>,
+    /// Samples per second at the median latency.
+    images_per_second: f64,
     /// 2 x MACs x batch / median latency.
     gflops: f64,
-    /// The microkernel's measured throughput on one core, times the threads.
+    /// The in-register FMA peak of one core, measured, times the threads.
     peak_gflops: f64,
     peak_fraction: f64,
+    /// The microkernel's measured throughput on one core, times the threads.
+    tile_peak_gflops: f64,
+    tile_fraction: f64,
     /// Kernels of the fused graph, slowest first (with --profile).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     profile: Vec<KernelTime>,
+}
+
+#[derive(Serialize)]
+struct Phase {
+    phase: &'static str,
+    milliseconds: f64,
+}
+
+impl Phase {
+    fn new(phase: &'static str, time: Duration) -> Phase {
+        Phase {
+            phase,
+            milliseconds: time.as_secs_f64() * 1e3,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -66,32 +104,130 @@ struct KernelTime {
     gflops: f64,
 }
 
+/// How long each peak is measured for: long enough to be steady, short enough not to
+/// matter next to the runs.
+const PEAK_BUDGET: Duration = Duration::from_millis(60);
+
 pub fn bench(net: &CheckedGraph, request: &BenchRequest) -> Result<BenchReport, RuntimeError> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(request.threads)
+    if request.backend != Backend::Jit && (request.profile || request.chart.is_some()) {
+        return Err(RuntimeError::Invalid(
+            "--profile and --chart time the JIT's kernels: use them with --backend jit".into(),
+        ));
+    }
+    in_pool(request.threads, || measure(net, request))
+}
+
+fn in_pool<T: Send>(
+    threads: usize,
+    work: impl FnOnce() -> Result<T, RuntimeError> + Send,
+) -> Result<T, RuntimeError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
         .build()
-        .map_err(|e| {
-            RuntimeError::Invalid(format!("cannot start {} threads: {e}", request.threads))
-        })?;
-    pool.install(|| measure(net, request))
+        .map_err(|e| RuntimeError::Invalid(format!("cannot start {threads} threads: {e}")))?
+        .install(work)
+}
+
+/// A backend, ready to run the network.
+enum Executor<'a> {
+    Reference {
+        net: &'a CheckedGraph,
+        weights: &'a Weights,
+    },
+    Fused(Box<fused::Program<'a>>),
+    Jit(Box<jit::Program<'a>>),
+}
+
+impl<'a> Executor<'a> {
+    /// The executor, and the phases of making it: (compile phases, weight phases).
+    fn new(
+        backend: Backend,
+        net: &'a CheckedGraph,
+        weights: &'a Weights,
+        threads: usize,
+    ) -> Result<(Self, Vec<Phase>, Vec<Phase>), RuntimeError> {
+        Ok(match backend {
+            Backend::Reference => (Executor::Reference { net, weights }, vec![], vec![]),
+            Backend::Fused => {
+                let started = Instant::now();
+                let program = fused::Program::new(net, weights)?;
+                let (passes, fold) = split_passes(net, started.elapsed());
+                let compile = vec![Phase::new("passes", passes)];
+                (
+                    Executor::Fused(Box::new(program)),
+                    compile,
+                    vec![Phase::new("fold", fold)],
+                )
+            }
+            Backend::Jit => {
+                let program = jit::Program::with_threads(net, weights, threads)?;
+                let phases = program.phases;
+                let (passes, fold) = split_passes(net, phases.fuse_and_fold);
+                let compile = vec![
+                    Phase::new("passes", passes),
+                    Phase::new("code generation", phases.codegen),
+                ];
+                let weights = vec![Phase::new("fold", fold), Phase::new("pack", phases.pack)];
+                (Executor::Jit(Box::new(program)), compile, weights)
+            }
+        })
+    }
+
+    /// Runs the network once; the JIT also times each of its kernels.
+    fn run(&self, input: Tensor) -> Result<Vec<Duration>, RuntimeError> {
+        match self {
+            Executor::Reference { net, weights } => {
+                reference::run(net, weights, vec![input], &RunOptions::default())?;
+                Ok(Vec::new())
+            }
+            Executor::Fused(program) => {
+                program.run(vec![input])?;
+                Ok(Vec::new())
+            }
+            Executor::Jit(program) => Ok(program.run_profiled(vec![input])?.1),
+        }
+    }
+}
+
+/// `fused::Program::new` runs the passes and folds the weights in one go; the passes
+/// are pure functions of the graph, so running them again alone tells the two apart.
+fn split_passes(net: &CheckedGraph, fuse_and_fold: Duration) -> (Duration, Duration) {
+    let started = Instant::now();
+    let fused = passes::fuse(net);
+    std::hint::black_box(passes::plan(&fused));
+    let passes = started.elapsed().min(fuse_and_fold);
+    (passes, fuse_and_fold - passes)
 }
 
 fn measure(net: &CheckedGraph, request: &BenchRequest) -> Result<BenchReport, RuntimeError> {
-    let weights = Weights::seeded(net, request.seed);
-    let program = Program::with_threads(net, &weights, request.threads)?;
+    let started = Instant::now();
+    let weights = match &request.weights {
+        Some(path) => Weights::load(path, net)?,
+        None => Weights::seeded(net, request.seed),
+    };
+    let load = started.elapsed();
+    let (executor, mut compile_phases, mut weights_phases) =
+        Executor::new(request.backend, net, &weights, request.threads)?;
+    compile_phases.insert(0, Phase::new("front end", request.front_end));
+    weights_phases.insert(0, Phase::new("load", load));
     let shape = &net.facts[net.graph.inputs[0].0].shape;
     let source = input::InputSource::Random { seed: request.seed };
     let normalize = input::Normalize::default_for(shape.0.first().copied().unwrap_or(1) as usize);
     let sample = input::load(&source, shape, request.batch, &normalize)?;
     for _ in 0..request.warmup {
-        program.run(vec![sample.clone()])?;
+        executor.run(sample.clone())?;
     }
     let bar = progress_bar(request);
     let mut totals = Vec::with_capacity(request.runs);
-    let mut per_kernel: Vec<Vec<Duration>> = vec![Vec::new(); program.fused().kernels.len()];
+    let mut kernel_sums = Vec::with_capacity(request.runs);
+    let mut per_kernel: Vec<Vec<Duration>> = Vec::new();
     for _ in 0..request.runs {
-        let (_, times) = program.run_profiled(vec![sample.clone()])?;
-        totals.push(times.iter().sum::<Duration>().as_secs_f64() * 1e3);
+        let input = sample.clone();
+        let started = Instant::now();
+        let times = executor.run(input)?;
+        totals.push(started.elapsed().as_secs_f64() * 1e3);
+        kernel_sums.push(times.iter().sum::<Duration>().as_secs_f64() * 1e3);
+        per_kernel.resize(times.len(), Vec::new());
         for (kernel, time) in per_kernel.iter_mut().zip(times) {
             kernel.push(time);
         }
@@ -99,16 +235,55 @@ fn measure(net: &CheckedGraph, request: &BenchRequest) -> Result<BenchReport, Ru
     }
     bar.finish_and_clear();
     totals.sort_by(f64::total_cmp);
+    kernel_sums.sort_by(f64::total_cmp);
     let macs = summary::summarize(net, None).totals.inference.macs;
     let latency = percentiles(&totals);
     let gflops = 2.0 * macs as f64 * request.batch as f64 / latency.p50 / 1e6;
-    let microkernel = program.microkernel();
-    let peak = microkernel.measure_peak(Duration::from_millis(60)) * request.threads as f64;
-    let mut profile = if request.profile || request.chart.is_some() {
-        kernel_times(net, &program, per_kernel, latency.p50, request.batch)
-    } else {
-        Vec::new()
+    let microkernel = Microkernel::best();
+    let threads = request.threads as f64;
+    let peak = FmaPeak::best().measure(PEAK_BUDGET) * threads;
+    let tile_peak = microkernel.measure_peak(PEAK_BUDGET) * threads;
+    let profile = match &executor {
+        Executor::Jit(program) => profile(net, program, per_kernel, latency.p50, request)?,
+        _ => Vec::new(),
     };
+    Ok(BenchReport {
+        network: net.graph.name.clone(),
+        backend: request.backend.name(),
+        microkernel: format!("{microkernel:?}"),
+        threads: request.threads,
+        batch: request.batch,
+        runs: request.runs,
+        compile_milliseconds: compile_phases.iter().map(|p| p.milliseconds).sum(),
+        weights_milliseconds: weights_phases.iter().map(|p| p.milliseconds).sum(),
+        compile_phases,
+        weights_phases,
+        kernels_milliseconds: matches!(executor, Executor::Jit(_))
+            .then(|| percentiles(&kernel_sums).p50),
+        images_per_second: request.batch as f64 * 1e3 / latency.p50,
+        latency,
+        gflops,
+        peak_gflops: peak,
+        peak_fraction: gflops / peak,
+        tile_peak_gflops: tile_peak,
+        tile_fraction: gflops / tile_peak,
+        profile,
+    })
+}
+
+/// The JIT's per-kernel table (with --profile), slowest first, and the chart (with
+/// --chart), in network order.
+fn profile(
+    net: &CheckedGraph,
+    program: &jit::Program,
+    per_kernel: Vec<Vec<Duration>>,
+    total_ms: f64,
+    request: &BenchRequest,
+) -> Result<Vec<KernelTime>, RuntimeError> {
+    if !request.profile && request.chart.is_none() {
+        return Ok(Vec::new());
+    }
+    let mut profile = kernel_times(net, program, per_kernel, total_ms, request.batch);
     if let Some(path) = &request.chart {
         let bars: Vec<Bar> = program
             .fused()
@@ -132,20 +307,7 @@ fn measure(net: &CheckedGraph, request: &BenchRequest) -> Result<BenchReport, Ru
         profile.clear();
     }
     profile.sort_by(|a, b| b.milliseconds.total_cmp(&a.milliseconds));
-    Ok(BenchReport {
-        network: net.graph.name.clone(),
-        backend: "jit",
-        microkernel: format!("{microkernel:?}"),
-        threads: request.threads,
-        batch: request.batch,
-        runs: request.runs,
-        compile_milliseconds: program.compile_time.as_secs_f64() * 1e3,
-        latency,
-        gflops,
-        peak_gflops: peak,
-        peak_fraction: gflops / peak,
-        profile,
-    })
+    Ok(profile)
 }
 
 fn progress_bar(request: &BenchRequest) -> ProgressBar {
@@ -179,7 +341,7 @@ fn percentiles(sorted: &[f64]) -> Percentiles {
 /// Every kernel's median time, in network order.
 fn kernel_times(
     net: &CheckedGraph,
-    program: &Program,
+    program: &jit::Program,
     per_kernel: Vec<Vec<Duration>>,
     total_ms: f64,
     batch: usize,
@@ -210,28 +372,51 @@ fn kernel_times(
 }
 
 pub fn print(report: &BenchReport) {
+    let microkernel = if report.backend == Backend::Jit.name() {
+        format!(" ({})", report.microkernel)
+    } else {
+        String::new()
+    };
     println!(
-        "{}: jit backend ({}), {} thread{}, batch {}",
+        "{}: {} backend{microkernel}, {}, batch {}",
         report.network,
-        report.microkernel,
-        report.threads,
-        if report.threads == 1 { "" } else { "s" },
+        report.backend,
+        plural(report.threads, "thread"),
         report.batch
     );
-    println!("compile: {:.1} ms", report.compile_milliseconds);
-    let l = &report.latency;
     println!(
-        "latency over {} runs: min {:.2} ms, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        report.runs, l.min, l.p50, l.p90, l.p99, l.max
+        "compile (parse to ready, weights excluded): {}",
+        phases(report.compile_milliseconds, &report.compile_phases)
     );
     println!(
-        "throughput: {:.1} GFLOP/s at p50, {:.0}% of the {:.0} GFLOP/s peak ({} x {} thread{})",
+        "weights (load/prepare/pack): {}",
+        phases(report.weights_milliseconds, &report.weights_phases)
+    );
+    let l = &report.latency;
+    println!(
+        "latency over {}: median {:.3} ms, p90 {:.3} ms, min {:.3} ms (p99 {:.3} ms, max {:.3} ms)",
+        plural(report.runs, "run"),
+        l.p50,
+        l.p90,
+        l.min,
+        l.p99,
+        l.max
+    );
+    if let Some(kernels) = report.kernels_milliseconds {
+        println!(
+            "of which the kernels: {kernels:.3} ms at the median (the rest: buffers, input, output)"
+        );
+    }
+    println!(
+        "throughput: {:.1} images/s, {:.1} GFLOP/s at the median: {:.0}% of the {:.0} GFLOP/s \
+         FMA peak, {:.0}% of the tile's {:.0} ({})",
+        report.images_per_second,
         report.gflops,
         report.peak_fraction * 100.0,
         report.peak_gflops,
-        report.microkernel,
-        report.threads,
-        if report.threads == 1 { "" } else { "s" }
+        report.tile_fraction * 100.0,
+        report.tile_peak_gflops,
+        plural(report.threads, "thread"),
     );
     if report.profile.is_empty() {
         return;
@@ -256,6 +441,85 @@ pub fn print(report: &BenchReport) {
             gflops
         );
     }
+}
+
+/// `12.3 ms (front end 1.2, passes 0.4, code generation 10.7)`.
+fn phases(total: f64, phases: &[Phase]) -> String {
+    let parts: Vec<String> = phases
+        .iter()
+        .map(|p| format!("{} {:.1}", p.phase, p.milliseconds))
+        .collect();
+    format!("{total:.1} ms ({})", parts.join(", "))
+}
+
+fn plural(count: usize, noun: &str) -> String {
+    format!("{count} {noun}{}", if count == 1 { "" } else { "s" })
+}
+
+/// `cnnc bench --peak`: the machine's in-register FMA peak and the tile's, on one core
+/// and on every thread at once.
+#[derive(Serialize)]
+pub struct PeakReport {
+    threads: usize,
+    fma: PeakLine,
+    tile: PeakLine,
+}
+
+#[derive(Serialize)]
+struct PeakLine {
+    kernel: String,
+    gflops_per_core: f64,
+    /// Measured on all the threads at the same time, summed.
+    gflops_all_threads: f64,
+}
+
+/// How long `--peak` measures each figure.
+const PEAK_REPORT_BUDGET: Duration = Duration::from_millis(300);
+
+pub fn peak(threads: usize) -> PeakReport {
+    let fma = FmaPeak::best();
+    let tile = Microkernel::best();
+    PeakReport {
+        threads,
+        fma: peak_line(format!("{fma:?}"), threads, || {
+            fma.measure(PEAK_REPORT_BUDGET)
+        }),
+        tile: peak_line(format!("{tile:?}, panels in L1"), threads, || {
+            tile.measure_peak(PEAK_REPORT_BUDGET)
+        }),
+    }
+}
+
+fn peak_line(kernel: String, threads: usize, measure: impl Fn() -> f64 + Sync) -> PeakLine {
+    let gflops_per_core = measure();
+    let gflops_all_threads = std::thread::scope(|scope| {
+        let running: Vec<_> = (0..threads).map(|_| scope.spawn(&measure)).collect();
+        running
+            .into_iter()
+            .map(|t| t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .sum()
+    });
+    PeakLine {
+        kernel,
+        gflops_per_core,
+        gflops_all_threads,
+    }
+}
+
+pub fn print_peak(report: &PeakReport) {
+    for (what, line) in [("FMA peak", &report.fma), ("tile", &report.tile)] {
+        println!(
+            "{what} ({}): {:.1} GFLOP/s on one core, {:.1} GFLOP/s on {} at once",
+            line.kernel,
+            line.gflops_per_core,
+            line.gflops_all_threads,
+            plural(report.threads, "thread")
+        );
+    }
+    println!(
+        "the tile reaches {:.0}% of the FMA peak",
+        report.tile.gflops_per_core / report.fma.gflops_per_core * 100.0
+    );
 }
 
 fn truncate(text: &str, width: usize) -> String {

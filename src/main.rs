@@ -83,33 +83,10 @@ enum Command {
     },
     /// Run a network: seeded weights and a seeded random input unless given.
     Run(RunArgs),
-    /// Measure the JIT on a network: compile time, latency percentiles, GFLOP/s and
-    /// the share of the machine's peak; `--profile` adds a per-kernel table.
-    Bench {
-        file: PathBuf,
-        /// Threads [default: the cores available].
-        #[arg(long)]
-        threads: Option<usize>,
-        #[arg(long, default_value_t = 1)]
-        batch: usize,
-        /// Measured runs, after the warm-up.
-        #[arg(long, default_value_t = 20)]
-        runs: usize,
-        #[arg(long, default_value_t = 3)]
-        warmup: usize,
-        /// Time every kernel of the fused graph; print them slowest first.
-        #[arg(long)]
-        profile: bool,
-        /// Draw the per-kernel times as an SVG bar chart, in network order.
-        #[arg(long, value_name = "FILE.svg")]
-        chart: Option<PathBuf>,
-        #[arg(long, value_enum, default_value_t = RunFormat::Text)]
-        format: RunFormat,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        #[arg(long)]
-        network: Option<String>,
-    },
+    /// Measure a network on the JIT (or another backend): compile time, latency
+    /// percentiles, images/s, GFLOP/s and the share of the machine's FMA peak;
+    /// `--profile` adds a per-kernel table; `--peak` measures the peak alone.
+    Bench(BenchArgs),
     /// Export a network and its weights (seeded unless given) as an ONNX model (opset 17).
     Export {
         file: PathBuf,
@@ -147,6 +124,44 @@ enum Command {
         #[arg(long)]
         network: Option<String>,
     },
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    #[arg(required_unless_present = "peak")]
+    file: Option<PathBuf>,
+    /// Measure and print the machine's in-register FMA peak and the tile's, per core
+    /// and on all threads at once, instead of running a network.
+    #[arg(long, conflicts_with = "file")]
+    peak: bool,
+    /// Which executor to time.
+    #[arg(long, value_enum, default_value_t = Backend::Jit)]
+    backend: Backend,
+    /// Threads [default: the cores available].
+    #[arg(long)]
+    threads: Option<usize>,
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Measured runs, after the warm-up.
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Time every kernel of the fused graph; print them slowest first (JIT only).
+    #[arg(long)]
+    profile: bool,
+    /// Draw the per-kernel times as an SVG bar chart, in network order (JIT only).
+    #[arg(long, value_name = "FILE.svg")]
+    chart: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = RunFormat::Text)]
+    format: RunFormat,
+    /// A safetensors file of weights [default: seeded ones].
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    network: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -227,6 +242,16 @@ enum Backend {
     Jit,
 }
 
+impl Backend {
+    fn runtime(self) -> run::Backend {
+        match self {
+            Backend::Reference => run::Backend::Reference,
+            Backend::Fused => run::Backend::Fused,
+            Backend::Jit => run::Backend::Jit,
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Emit {
     /// The syntax tree, as parsed.
@@ -303,41 +328,7 @@ fn run(cli: Cli) -> ExitCode {
             network,
         } => build(&file, emit, network.as_deref()),
         Command::Run(args) => run_network(args),
-        Command::Bench {
-            file,
-            threads,
-            batch,
-            runs,
-            warmup,
-            profile,
-            chart,
-            format,
-            seed,
-            network,
-        } => compile_network(&file, network.as_deref()).and_then(|checked| {
-            let threads = threads
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            if threads == 0 || batch == 0 || runs == 0 {
-                return Err("--threads, --batch and --runs must be at least 1".into());
-            }
-            let request = bench::BenchRequest {
-                threads,
-                batch,
-                runs,
-                warmup,
-                profile,
-                chart,
-                seed,
-                progress: format == RunFormat::Text
-                    && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-            };
-            let report = bench::bench(&checked, &request).map_err(|e| e.to_string())?;
-            match format {
-                RunFormat::Text => bench::print(&report),
-                RunFormat::Json => println!("{}", pretty_json(&report)),
-            }
-            Ok(())
-        }),
+        Command::Bench(args) => bench_network(args),
         Command::Export {
             file,
             output,
@@ -375,6 +366,46 @@ fn run(cli: Cli) -> ExitCode {
     }
 }
 
+fn bench_network(args: BenchArgs) -> Result<(), String> {
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if threads == 0 || args.batch == 0 || args.runs == 0 {
+        return Err("--threads, --batch and --runs must be at least 1".into());
+    }
+    // Without a file, clap has made sure --peak was asked for.
+    let Some(file) = args.file else {
+        let report = bench::peak(threads);
+        match args.format {
+            RunFormat::Text => bench::print_peak(&report),
+            RunFormat::Json => println!("{}", pretty_json(&report)),
+        }
+        return Ok(());
+    };
+    let started = std::time::Instant::now();
+    let checked = compile_network(&file, args.network.as_deref())?;
+    let request = bench::BenchRequest {
+        backend: args.backend.runtime(),
+        threads,
+        batch: args.batch,
+        runs: args.runs,
+        warmup: args.warmup,
+        profile: args.profile,
+        chart: args.chart,
+        weights: args.weights,
+        seed: args.seed,
+        progress: args.format == RunFormat::Text
+            && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        front_end: started.elapsed(),
+    };
+    let report = bench::bench(&checked, &request).map_err(|e| e.to_string())?;
+    match args.format {
+        RunFormat::Text => bench::print(&report),
+        RunFormat::Json => println!("{}", pretty_json(&report)),
+    }
+    Ok(())
+}
+
 fn run_network(args: RunArgs) -> Result<(), String> {
     let checked = compile_network(&args.file, args.network.as_deref())?;
     let request = run::RunRequest {
@@ -391,9 +422,7 @@ fn run_network(args: RunArgs) -> Result<(), String> {
         json: args.format == RunFormat::Json,
         memory_limit: args.memory_limit,
         backend: match args.backend {
-            Some(Backend::Reference) => run::Backend::Reference,
-            Some(Backend::Fused) => run::Backend::Fused,
-            Some(Backend::Jit) => run::Backend::Jit,
+            Some(backend) => backend.runtime(),
             None if !args.save.is_empty() => run::Backend::Reference,
             None => run::Backend::Jit,
         },

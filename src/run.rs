@@ -59,7 +59,7 @@ pub enum Backend {
 }
 
 impl Backend {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Backend::Reference => "reference",
             Backend::Fused => "fused",

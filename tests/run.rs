@@ -356,21 +356,33 @@ fn bad_inputs_are_clear_errors() {
     );
 }
 
-#[test]
-fn bench_reports_latency_throughput_and_a_profile() {
-    let report = json(&[
+/// `cnnc bench` on LeNet-5, 3 runs on one thread, as JSON, with `extra` flags.
+fn bench_lenet5(extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
         "bench",
         "examples/lenet5.cnn",
         "--runs",
         "3",
         "--warmup",
         "1",
-        "--threads",
-        "1",
-        "--profile",
-        "--format",
-        "json",
-    ]);
+    ];
+    args.extend(["--threads", "1", "--format", "json"]);
+    args.extend(extra);
+    json(&args)
+}
+
+/// The names of a bench report's compile or weights phases, in order.
+fn phase_names<'r>(report: &'r serde_json::Value, key: &str) -> Vec<&'r str> {
+    let phases = report[key].as_array().expect(key);
+    phases
+        .iter()
+        .map(|p| p["phase"].as_str().expect("name"))
+        .collect()
+}
+
+#[test]
+fn bench_reports_latency_throughput_and_a_profile() {
+    let report = bench_lenet5(&["--profile"]);
     assert_eq!(report["backend"], "jit");
     assert_eq!(report["runs"], 3);
     let latency = &report["latency"];
@@ -380,8 +392,52 @@ fn bench_reports_latency_throughput_and_a_profile() {
         latency["max"].as_f64().expect("max"),
     );
     assert!(0.0 < min && min <= p50 && p50 <= max, "{latency}");
-    assert!(report["gflops"].as_f64().expect("gflops") > 0.0);
-    assert!(report["peak_gflops"].as_f64().expect("peak") > 0.0);
+    assert!(min <= latency["p90"].as_f64().expect("p90") && latency["p90"] != 0.0);
+    for positive in [
+        "gflops",
+        "images_per_second",
+        "peak_gflops",
+        "tile_peak_gflops",
+    ] {
+        assert!(
+            report[positive].as_f64().expect(positive) > 0.0,
+            "{positive}"
+        );
+    }
+    // images/s is the batch over the median latency.
+    let images = report["images_per_second"].as_f64().expect("images/s");
+    assert!(
+        (images * p50 / 1e3 - 1.0).abs() < 1e-6,
+        "{images} at {p50} ms"
+    );
+    // The kernels are part of the whole call.
+    let kernels = report["kernels_milliseconds"].as_f64().expect("kernels");
+    assert!(0.0 < kernels && kernels <= max, "{kernels} of {latency}");
+    // Compile (parse to ready) and weights apart, each the sum of its phases.
+    for (total, phases, names) in [
+        (
+            "compile_milliseconds",
+            "compile_phases",
+            &["front end", "passes", "code generation"][..],
+        ),
+        (
+            "weights_milliseconds",
+            "weights_phases",
+            &["load", "fold", "pack"][..],
+        ),
+    ] {
+        assert_eq!(phase_names(&report, phases), names);
+        let phases = report[phases].as_array().expect(phases);
+        let sum: f64 = phases
+            .iter()
+            .map(|p| p["milliseconds"].as_f64().expect("ms"))
+            .sum();
+        let total = report[total].as_f64().expect(total);
+        assert!(
+            total > 0.0 && (total - sum).abs() < 1e-6,
+            "{total} vs {sum}"
+        );
+    }
     // Every kernel of the fused graph, slowest first: c1, s2, c3, s4, three dense, softmax.
     let profile = report["profile"].as_array().expect("profile");
     assert_eq!(profile.len(), 8, "{profile:?}");
@@ -393,4 +449,47 @@ fn bench_reports_latency_throughput_and_a_profile() {
     let bad = cnnc(&["bench", "examples/lenet5.cnn", "--runs", "0"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(stderr(&bad).contains("must be at least 1"));
+}
+
+#[test]
+fn bench_times_the_reference_interpreter_the_same_way() {
+    let report = bench_lenet5(&["--backend", "reference"]);
+    assert_eq!(report["backend"], "reference");
+    assert!(report["latency"]["p50"].as_f64().expect("p50") > 0.0);
+    assert!(report["gflops"].as_f64().expect("gflops") > 0.0);
+    // The interpreter compiles nothing and prepares nothing: parse and load only.
+    assert_eq!(phase_names(&report, "compile_phases"), ["front end"]);
+    assert_eq!(phase_names(&report, "weights_phases"), ["load"]);
+    assert!(report.get("kernels_milliseconds").is_none());
+    let profiled = cnnc(&[
+        "bench",
+        "examples/lenet5.cnn",
+        "--backend",
+        "reference",
+        "--profile",
+    ]);
+    assert_eq!(profiled.status.code(), Some(1));
+    assert!(stderr(&profiled).contains("use them with --backend jit"));
+}
+
+#[test]
+fn bench_measures_the_fma_peak_and_the_tile() {
+    let report = json(&["bench", "--peak", "--threads", "2", "--format", "json"]);
+    assert_eq!(report["threads"], 2);
+    for line in ["fma", "tile"] {
+        let line = &report[line];
+        assert!(line["kernel"].as_str().is_some_and(|k| !k.is_empty()));
+        for figure in ["gflops_per_core", "gflops_all_threads"] {
+            let value = line[figure].as_f64().expect(figure);
+            assert!(value > 0.0 && value.is_finite(), "{figure}: {value}");
+        }
+    }
+    let text = cnnc(&["bench", "--peak", "--threads", "1"]);
+    assert!(text.status.success(), "{}", stderr(&text));
+    let text = stdout(&text);
+    assert!(text.starts_with("FMA peak ("), "{text}");
+    assert!(text.contains(" GFLOP/s on one core"), "{text}");
+    // A file and --peak are two different questions.
+    let both = cnnc(&["bench", "examples/lenet5.cnn", "--peak"]);
+    assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
 }

@@ -56,24 +56,118 @@ impl Microkernel {
 
 impl Microkernel {
     /// This tile's throughput on one core with its panels in L1, in GFLOP/s, measured
-    /// for about `budget`: the "peak" that `cnnc bench` reports a fraction of.
+    /// for about `budget`: how close the tile comes to the FMA peak.
     pub fn measure_peak(&self, budget: std::time::Duration) -> f64 {
         let k = 256;
         let a = vec![0.5f32; k * self.mr];
         let b = vec![0.25f32; k * self.nr];
         let mut c = vec![0.0f32; self.mr * self.nr];
-        let started = std::time::Instant::now();
-        let mut calls = 0u64;
-        while started.elapsed() < budget {
-            for _ in 0..100 {
-                // SAFETY: the panels hold k steps and C one tile.
-                unsafe { (self.tile)(k, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), self.nr, 1) };
-            }
-            calls += 100;
-        }
-        let flops = 2.0 * (self.mr * self.nr * k) as f64 * calls as f64;
-        flops / started.elapsed().as_secs_f64() / 1e9
+        let flops_per_call = 2.0 * (self.mr * self.nr * k) as f64;
+        throughput(budget, flops_per_call, || {
+            // SAFETY: the panels hold k steps and C one tile.
+            unsafe { (self.tile)(k, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), self.nr, 1) };
+        })
     }
+}
+
+/// The machine's in-register FMA peak: a loop of independent FMA chains on the widest
+/// vector registers this CPU has, so that neither memory nor the FMA latency limits it.
+#[derive(Clone, Copy)]
+pub struct FmaPeak {
+    pub name: &'static str,
+    /// Independent accumulators: enough to cover the FMA latency on both FMA ports.
+    pub chains: usize,
+    pub lanes: usize,
+    /// Runs the chains for the given number of rounds.
+    rounds: unsafe fn(u64),
+}
+
+impl std::fmt::Debug for FmaPeak {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}, {} chains of {} floats",
+            self.name, self.chains, self.lanes
+        )
+    }
+}
+
+impl FmaPeak {
+    /// The widest FMA this CPU runs.
+    pub fn best() -> FmaPeak {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return x86::AVX512_FMA;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return x86::AVX2_FMA;
+            }
+        }
+        portable::PORTABLE_FMA
+    }
+
+    /// GFLOP/s on the calling thread, measured for about `budget`.
+    pub fn measure(&self, budget: std::time::Duration) -> f64 {
+        const ROUNDS: u64 = 4096;
+        let flops_per_call = 2.0 * (self.chains * self.lanes) as f64 * ROUNDS as f64;
+        // SAFETY: `best` chose a loop this CPU has the features for.
+        throughput(budget, flops_per_call, || unsafe { (self.rounds)(ROUNDS) })
+    }
+}
+
+/// Calls `call` (which does `flops_per_call` floating-point operations) for about
+/// `budget`, and returns the rate in GFLOP/s.
+fn throughput(budget: std::time::Duration, flops_per_call: f64, mut call: impl FnMut()) -> f64 {
+    let started = std::time::Instant::now();
+    let mut calls = 0u64;
+    while started.elapsed() < budget {
+        for _ in 0..100 {
+            call();
+        }
+        calls += 100;
+    }
+    flops_per_call * calls as f64 / started.elapsed().as_secs_f64() / 1e9
+}
+
+/// Writes one FMA-peak loop and its `FmaPeak`: `$chains` accumulators of `$lanes`
+/// floats, each updated by one FMA a round (`acc = acc * m + a`, which stays near 1 and
+/// never goes subnormal).
+macro_rules! fma_chains {
+    (
+        $(#[$attr:meta])* $peak:ident = $label:literal, $name:ident, $vector:ty,
+        lanes: $lanes:literal, chains: $chains:literal, splat: $splat:expr, fma: $fma:expr
+    ) => {
+        /// # Safety
+        /// The CPU has the features the function is compiled for.
+        $(#[$attr])*
+        pub unsafe fn $name(rounds: u64) {
+            // Opaque, distinct starting values: the compiler may neither fold the
+            // chains into constants nor merge identical ones into one.
+            let m = $splat(std::hint::black_box(0.999_999));
+            let a = $splat(std::hint::black_box(1e-6));
+            let mut acc: [$vector; $chains] = [$splat(0.0); $chains];
+            for (i, sum) in acc.iter_mut().enumerate() {
+                *sum = $splat(std::hint::black_box(1.0 + i as f32 / 64.0));
+            }
+            for _ in 0..rounds {
+                for sum in acc.iter_mut() {
+                    *sum = $fma(*sum, m, a);
+                }
+            }
+            // Keeps every chain alive: nothing may be optimised away.
+            std::hint::black_box(&acc);
+        }
+
+        pub const $peak: $crate::jit::microkernel::FmaPeak = $crate::jit::microkernel::FmaPeak {
+            name: $label,
+            chains: $chains,
+            lanes: $lanes,
+            rounds: $name,
+        };
+    };
 }
 
 /// Writes one tile function: `$rows` rows of `$vectors` vectors of `$lanes` floats,
@@ -136,6 +230,12 @@ mod x86 {
         zero: _mm256_setzero_ps(), load: _mm256_loadu_ps, store: _mm256_storeu_ps,
         splat: _mm256_set1_ps, fma: _mm256_fmadd_ps, add: _mm256_add_ps);
 
+    fma_chains!(#[target_feature(enable = "avx512f")] AVX512_FMA = "avx512", avx512_fma, __m512,
+        lanes: 16, chains: 24, splat: _mm512_set1_ps, fma: _mm512_fmadd_ps);
+
+    fma_chains!(#[target_feature(enable = "avx2,fma")] AVX2_FMA = "avx2+fma", avx2_fma, __m256,
+        lanes: 8, chains: 12, splat: _mm256_set1_ps, fma: _mm256_fmadd_ps);
+
     pub const AVX512: Microkernel = Microkernel {
         name: "avx512",
         mr: 12,
@@ -163,6 +263,9 @@ mod portable {
         unsafe { *p = v }
     }
 
+    fma_chains!(PORTABLE_FMA = "portable", portable_fma, f32,
+        lanes: 1, chains: 8, splat: |x: f32| x, fma: |s: f32, m: f32, a: f32| s * m + a);
+
     tile!(portable_4x8, f32, 1, 4, 8,
         zero: 0.0f32, load: load, store: store,
         splat: |x: f32| x, fma: |a: f32, b: f32, c: f32| a * b + c, add: |a: f32, b: f32| a + b);
@@ -188,6 +291,13 @@ mod tests {
             }
         }
         c
+    }
+
+    #[test]
+    fn the_fma_peak_is_measured_and_positive() {
+        let peak = FmaPeak::best();
+        let gflops = peak.measure(std::time::Duration::from_millis(5));
+        assert!(gflops > 0.0 && gflops.is_finite(), "{peak:?}: {gflops}");
     }
 
     #[test]

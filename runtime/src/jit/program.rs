@@ -30,6 +30,21 @@ pub struct Program<'a> {
     /// Owns the generated code: the function pointers live as long as it does.
     _module: JITModule,
     pub compile_time: Duration,
+    /// Where `compile_time` went.
+    pub phases: Phases,
+}
+
+/// The phases of `Program::with_threads`, timed apart so that `cnnc bench` can report
+/// compilation and weight preparation separately.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Phases {
+    /// `fused::Program::new`: the passes, the memory plan, and folding the weights
+    /// (batch norms into convs), which it does together.
+    pub fuse_and_fold: Duration,
+    /// Generating the kernels and compiling them with Cranelift.
+    pub codegen: Duration,
+    /// Packing the weights into the tile's panels.
+    pub pack: Duration,
 }
 
 /// A generated kernel and the data its argument slots point at.
@@ -58,6 +73,7 @@ impl<'a> Program<'a> {
         let started = Instant::now();
         let threads = threads.max(1);
         let mut fused = fused::Program::new(net, weights)?;
+        let fused_at = started.elapsed();
         let microkernel = Microkernel::best();
         let (target, isa) = host_target(threads)?;
         let codes = cpu::compile(&fused.fused, &target);
@@ -69,6 +85,7 @@ impl<'a> Program<'a> {
         module
             .finalize_definitions()
             .map_err(|e| codegen_error(format!("{e}")))?;
+        let compiled_at = started.elapsed();
         let mut kernels: Vec<Option<Compiled>> = (0..codes.len()).map(|_| None).collect();
         let mut scratch_floats = 0;
         for (code, (index, id)) in codes.into_iter().flatten().zip(ids) {
@@ -92,6 +109,7 @@ impl<'a> Program<'a> {
                 fused.prepared[index] = None;
             }
         }
+        let compile_time = started.elapsed();
         Ok(Program {
             fused,
             kernels,
@@ -99,7 +117,12 @@ impl<'a> Program<'a> {
             scratch_floats,
             threads,
             _module: module,
-            compile_time: started.elapsed(),
+            compile_time,
+            phases: Phases {
+                fuse_and_fold: fused_at,
+                codegen: compiled_at - fused_at,
+                pack: compile_time - compiled_at,
+            },
         })
     }
 
