@@ -42,6 +42,10 @@ pub struct BenchReport {
     /// The microkernel's measured throughput on one core, times the threads.
     peak_gflops: f64,
     peak_fraction: f64,
+    /// Kernels of the fused graph, and those of them without generated code (which run
+    /// on the reference kernels).
+    kernels: usize,
+    reference_path: Vec<String>,
     /// Kernels of the fused graph, slowest first (with --profile).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     profile: Vec<KernelTime>,
@@ -144,6 +148,8 @@ fn measure(net: &CheckedGraph, request: &BenchRequest) -> Result<BenchReport, Ru
         gflops,
         peak_gflops: peak,
         peak_fraction: gflops / peak,
+        kernels: program.generated().1,
+        reference_path: program.on_reference_path(),
         profile,
     })
 }
@@ -219,6 +225,18 @@ pub fn print(report: &BenchReport) {
         report.batch
     );
     println!("compile: {:.1} ms", report.compile_milliseconds);
+    match report.reference_path.as_slice() {
+        [] => println!(
+            "generated: all {} kernels (none on the reference path)",
+            report.kernels
+        ),
+        slow => println!(
+            "on the reference path: {} of {} kernels: {}",
+            slow.len(),
+            report.kernels,
+            slow.join(", ")
+        ),
+    }
     let l = &report.latency;
     println!(
         "latency over {} runs: min {:.2} ms, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",

@@ -16,8 +16,13 @@ const LANES: u64 = 4;
 
 /// The argument slots the epilogue reads, after the product's.
 pub fn args(kernel: &Kernel) -> Vec<Arg> {
+    step_args(&kernel.epilogue)
+}
+
+/// The argument slots `steps` read.
+pub fn step_args(steps: &[Step]) -> Vec<Arg> {
     let mut args = Vec::new();
-    for step in &kernel.epilogue {
+    for step in steps {
         match step {
             Step::ScaleShift { layer, eps } => {
                 args.push(Arg::Scale {
@@ -114,24 +119,59 @@ pub fn generate(
     // Channels [first, end) of the group: this unit's part.
     counted(b, first, end, 1, |b, m| {
         let row = offset(b, output, m, n);
-        let channel_index = b.ins().iadd(first_channel, m);
-        let adds: Vec<Value> = add_bases
+        let channel = b.ins().iadd(first_channel, m);
+        let add_rows = add_bases
             .iter()
             .map(|&base| offset(b, base, m, n))
             .collect();
-        let channel = channel(b, kernel, pointers, channel_index, adds);
-        for pass in passes(&kernel.epilogue) {
-            match pass {
-                Pass::Lanes(steps) => lanes(b, &steps, &channel, row, columns.count),
-                Pass::Transcendental(kind) => transcendental(b, pointers, row, columns.count, kind),
+        let row = Row {
+            source: row,
+            destination: row,
+            channel,
+            add_rows,
+            len: columns.count,
+        };
+        steps_over_row(b, &kernel.epilogue, pointers, &row);
+    });
+}
+
+/// One row of a channel for `steps_over_row`: read from `source`, written to
+/// `destination` (the same row for an epilogue in place), with the rows of the
+/// residual inputs its `Add` steps read, in order.
+pub struct Row {
+    pub source: Value,
+    pub destination: Value,
+    /// The channel whose bias, scale and shift apply.
+    pub channel: Value,
+    pub add_rows: Vec<Value>,
+    pub len: u64,
+}
+
+/// `steps` over one row, four lanes at a time: the epilogue of a conv's output row,
+/// and the whole of a lone activation, batch norm, add or copy. The first pass reads
+/// the source; the passes after it work on the destination in place.
+pub fn steps_over_row(b: &mut FunctionBuilder, steps: &[Step], pointers: &Pointers, row: &Row) {
+    let channel = channel(b, steps, pointers, row.channel, row.add_rows.clone());
+    let mut passes = passes(steps);
+    if row.source != row.destination && !matches!(passes.first(), Some(Pass::Lanes(_))) {
+        // A transcendental pass works in place: a copy into the destination first.
+        passes.insert(0, Pass::Lanes(Vec::new()));
+    }
+    let mut source = row.source;
+    for pass in passes {
+        match pass {
+            Pass::Lanes(steps) => lanes(b, &steps, &channel, (source, row.destination), row.len),
+            Pass::Transcendental(kind) => {
+                transcendental(b, pointers, row.destination, row.len, kind)
             }
         }
-    });
+        source = row.destination;
+    }
 }
 
 fn channel(
     b: &mut FunctionBuilder,
-    kernel: &Kernel,
+    steps: &[Step],
     pointers: &Pointers,
     m: Value,
     add_rows: Vec<Value>,
@@ -141,12 +181,11 @@ fn channel(
         b.ins()
             .load(types::F32, MemFlagsData::new().with_notrap(), at, 0)
     };
-    let bias = kernel
-        .epilogue
+    let bias = steps
         .contains(&Step::Bias)
         .then(|| scalar(b, pointers.get(&Arg::Bias)));
     let mut scale_shift = Vec::new();
-    for step in &kernel.epilogue {
+    for step in steps {
         if let Step::ScaleShift { layer, eps } = step {
             let (layer, eps) = (layer.clone(), *eps);
             let scale = scalar(
@@ -167,28 +206,35 @@ fn channel(
     }
 }
 
-/// One pass over the row: whole vectors, then the scalar tail.
-fn lanes(b: &mut FunctionBuilder, steps: &[&Step], channel: &Channel, row: Value, n: u64) {
+/// One pass over the row, `(source, destination)`: whole vectors, then the scalar tail.
+fn lanes(
+    b: &mut FunctionBuilder,
+    steps: &[&Step],
+    channel: &Channel,
+    rows: (Value, Value),
+    n: u64,
+) {
     fixed(b, n / LANES, |b, v| {
         let at = b.ins().imul_imm_s(v, LANES as i64);
-        element(b, types::F32X4, steps, channel, row, at);
+        element(b, types::F32X4, steps, channel, rows, at);
     });
     for e in (n / LANES) * LANES..n {
         let at = b.ins().iconst(types::I64, e as i64);
-        element(b, types::F32, steps, channel, row, at);
+        element(b, types::F32, steps, channel, rows, at);
     }
 }
 
-/// Loads `ty` (f32 or f32x4) at element `at`, applies the steps, stores it back.
+/// Loads `ty` (f32 or f32x4) at element `at` of the source row, applies the steps,
+/// stores it at the same element of the destination row.
 fn element(
     b: &mut FunctionBuilder,
     ty: Type,
     steps: &[&Step],
     channel: &Channel,
-    row: Value,
+    (source, destination): (Value, Value),
     at: Value,
 ) {
-    let address = offset(b, row, at, 1);
+    let address = offset(b, source, at, 1);
     let mut value = b
         .ins()
         .load(ty, MemFlagsData::new().with_notrap(), address, 0);
@@ -223,6 +269,11 @@ fn element(
             }
         };
     }
+    let address = if destination == source {
+        address
+    } else {
+        offset(b, destination, at, 1)
+    };
     b.ins()
         .store(MemFlagsData::new().with_notrap(), value, address, 0);
 }
