@@ -7,7 +7,7 @@
 use super::conv::offset;
 use super::loops::{counted, fixed};
 use super::pool::{combine, load};
-use super::{Arg, CpuTarget, KernelCode, kernel_function, load_pointers, sample_stride};
+use super::{Arg, CpuTarget, KernelCode, at_sample, sample_stride, weightless_kernel};
 use crate::ops::{Op, PoolKind};
 use crate::passes::FusedGraph;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
@@ -31,39 +31,27 @@ pub fn generate(fused: &FusedGraph, index: usize, target: &CpuTarget) -> Option<
     );
     let kind = pool.kind;
     let args = vec![Arg::Input, Arg::Output];
-    let declared = args.clone();
-    let function = kernel_function(index, target, |b, params| {
-        let pointers = load_pointers(b, &params, &declared);
-        let zero = b.ins().iconst(types::I64, 0);
-        counted(b, zero, params.batch, 1, |b, n| {
-            let input = offset(b, pointers.get(&Arg::Input), n, input_sample);
-            let output = offset(b, pointers.get(&Arg::Output), n, output_sample);
-            counted(b, params.begin, params.end, 1, |b, c| {
-                let source = offset(b, input, c, height * width);
-                let destination = offset(b, output, c, out_height * out_width);
-                fixed(b, out_height, |b, oy| {
-                    let rows = cell(b, oy, height, out_height);
-                    fixed(b, out_width, |b, ox| {
-                        let columns = cell(b, ox, width, out_width);
-                        let value = window(b, kind, source, width, rows, columns);
-                        let at = b.ins().imul_imm_s(oy, out_width as i64);
-                        let at = b.ins().iadd(at, ox);
-                        let at = offset(b, destination, at, 1);
-                        b.ins()
-                            .store(MemFlagsData::new().with_notrap(), value, at, 0);
-                    });
+    let code = weightless_kernel(index, target, args, channels, |b, params, pointers, n| {
+        let input = at_sample(b, pointers, &Arg::Input, n, input_sample);
+        let output = at_sample(b, pointers, &Arg::Output, n, output_sample);
+        counted(b, params.begin, params.end, 1, |b, c| {
+            let source = offset(b, input, c, height * width);
+            let destination = offset(b, output, c, out_height * out_width);
+            fixed(b, out_height, |b, oy| {
+                let rows = cell(b, oy, height, out_height);
+                fixed(b, out_width, |b, ox| {
+                    let columns = cell(b, ox, width, out_width);
+                    let value = window(b, kind, source, width, rows, columns);
+                    let at = b.ins().imul_imm_s(oy, out_width as i64);
+                    let at = b.ins().iadd(at, ox);
+                    let at = offset(b, destination, at, 1);
+                    b.ins()
+                        .store(MemFlagsData::new().with_notrap(), value, at, 0);
                 });
             });
         });
     });
-    Some(KernelCode {
-        kernel: index,
-        function,
-        args,
-        scratch_floats: 0,
-        geometry: None,
-        chunks: channels,
-    })
+    Some(code)
 }
 
 /// Cell `i`'s input range along an axis of `size` pooled to `out`.

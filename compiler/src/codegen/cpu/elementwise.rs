@@ -9,10 +9,10 @@
 use super::conv::offset;
 use super::epilogue::{self, Row};
 use super::loops::counted;
-use super::{Arg, CpuTarget, KernelCode, kernel_function, load_pointers, sample_stride};
+use super::{Arg, CpuTarget, KernelCode, at_sample, sample_stride, weightless_kernel};
 use crate::ops::{Activation, Op};
 use crate::passes::{FusedGraph, Kernel, Step, TensorId};
-use cranelift_codegen::ir::{InstBuilder, types};
+use cranelift_codegen::ir::{InstBuilder, Value, types};
 
 /// A run of output channels read from one input: `count` channels from `first` on.
 struct Source {
@@ -42,60 +42,50 @@ pub fn generate(fused: &FusedGraph, index: usize, target: &CpuTarget) -> Option<
     args.extend(sources.iter().map(|s| s.arg.clone()));
     args.extend(epilogue::step_args(&steps));
     let output_sample = sample_stride(fused, kernel.output);
-    let declared = args.clone();
-    let function = kernel_function(index, target, |b, params| {
-        let pointers = load_pointers(b, &params, &declared);
-        let zero = b.ins().iconst(types::I64, 0);
-        counted(b, zero, params.batch, 1, |b, n| {
-            let output = offset(b, pointers.get(&Arg::Output), n, output_sample);
-            let adds: Vec<(TensorId, _)> = steps
-                .iter()
-                .filter_map(|s| match s {
-                    Step::Add { input, .. } => Some(*input),
-                    _ => None,
-                })
-                .map(|input| {
-                    let base = pointers.get(&Arg::AddInput(input));
-                    (input, offset(b, base, n, sample_stride(fused, input)))
-                })
-                .collect();
-            for source in &sources {
-                let input = pointers.get(&source.arg);
-                let input = offset(b, input, n, sample_stride(fused, source.tensor));
-                // This call's channels [begin, end) that come from this source.
-                let rows_from = b.ins().iconst(types::I64, source.first as i64);
-                let rows_to = b
-                    .ins()
-                    .iconst(types::I64, (source.first + source.count.min(rows)) as i64);
-                let (from, to) = (
-                    b.ins().smax(params.begin, rows_from),
-                    b.ins().smin(params.end, rows_to),
-                );
-                counted(b, from, to, 1, |b, c| {
-                    let own = b.ins().iadd_imm_s(c, -(source.first as i64));
-                    let row = Row {
-                        source: offset(b, input, own, len),
-                        destination: offset(b, output, c, len),
-                        channel: c,
-                        add_rows: adds
-                            .iter()
-                            .map(|&(_, base)| offset(b, base, c, len))
-                            .collect(),
-                        len,
-                    };
-                    epilogue::steps_over_row(b, &steps, &pointers, &row);
-                });
-            }
-        });
+    let code = weightless_kernel(index, target, args, rows, |b, params, pointers, n| {
+        let output = at_sample(b, pointers, &Arg::Output, n, output_sample);
+        let adds: Vec<Value> = epilogue::add_inputs(&steps)
+            .map(|input| {
+                at_sample(
+                    b,
+                    pointers,
+                    &Arg::AddInput(input),
+                    n,
+                    sample_stride(fused, input),
+                )
+            })
+            .collect();
+        for source in &sources {
+            let input = at_sample(
+                b,
+                pointers,
+                &source.arg,
+                n,
+                sample_stride(fused, source.tensor),
+            );
+            // This call's channels [begin, end) that come from this source.
+            let first = b.ins().iconst(types::I64, source.first as i64);
+            let last = b
+                .ins()
+                .iconst(types::I64, (source.first + source.count.min(rows)) as i64);
+            let (from, to) = (
+                b.ins().smax(params.begin, first),
+                b.ins().smin(params.end, last),
+            );
+            counted(b, from, to, 1, |b, c| {
+                let own = b.ins().iadd_imm_s(c, -(source.first as i64));
+                let row = Row {
+                    source: offset(b, input, own, len),
+                    destination: offset(b, output, c, len),
+                    channel: c,
+                    add_rows: adds.iter().map(|&base| offset(b, base, c, len)).collect(),
+                    len,
+                };
+                epilogue::steps_over_row(b, &steps, pointers, &row);
+            });
+        }
     });
-    Some(KernelCode {
-        kernel: index,
-        function,
-        args,
-        scratch_floats: 0,
-        geometry: None,
-        chunks: rows,
-    })
+    Some(code)
 }
 
 /// The kernel's op as epilogue steps; `None` for ops that are not element-wise.

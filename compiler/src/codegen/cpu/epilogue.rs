@@ -7,7 +7,7 @@ use super::conv::{At, Geometry, Pointers, offset};
 use super::loops::{counted, fixed};
 use super::{Arg, sample_stride};
 use crate::ops::Activation;
-use crate::passes::{FusedGraph, Kernel, Step};
+use crate::passes::{FusedGraph, Kernel, Step, TensorId};
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Signature, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
@@ -39,6 +39,14 @@ pub fn step_args(steps: &[Step]) -> Vec<Arg> {
         }
     }
     args
+}
+
+/// The tensors `steps` add, in order.
+pub fn add_inputs(steps: &[Step]) -> impl Iterator<Item = TensorId> + '_ {
+    steps.iter().filter_map(|s| match s {
+        Step::Add { input, .. } => Some(*input),
+        _ => None,
+    })
 }
 
 /// Steps that run in one pass over a row, and the transcendental ones between them.
@@ -101,13 +109,7 @@ pub fn generate(
     let group_channels = geometry.m();
     let first_channel = b.ins().imul_imm_s(at.group, group_channels as i64);
     // Residual inputs at this sample, group and chunk: row `m` is `m * n` further.
-    let add_bases: Vec<Value> = kernel
-        .epilogue
-        .iter()
-        .filter_map(|s| match s {
-            Step::Add { input, .. } => Some(*input),
-            _ => None,
-        })
+    let add_bases: Vec<Value> = add_inputs(&kernel.epilogue)
         .map(|input| {
             let base = pointers.get(&Arg::AddInput(input));
             let sample = offset(b, base, at.sample, sample_stride(fused, input));
@@ -287,7 +289,8 @@ fn scaled(b: &mut FunctionBuilder, ty: Type, value: Value, scale: f64) -> Value 
     b.ins().fmul(value, factor)
 }
 
-fn splat(b: &mut FunctionBuilder, ty: Type, scalar: Value) -> Value {
+/// `scalar` in every lane of `ty` (itself for f32).
+pub(super) fn splat(b: &mut FunctionBuilder, ty: Type, scalar: Value) -> Value {
     if ty.is_vector() {
         b.ins().splat(ty, scalar)
     } else {
@@ -295,7 +298,8 @@ fn splat(b: &mut FunctionBuilder, ty: Type, scalar: Value) -> Value {
     }
 }
 
-fn constant(b: &mut FunctionBuilder, ty: Type, value: f32) -> Value {
+/// The f32 `value` in every lane of `ty`.
+pub(super) fn constant(b: &mut FunctionBuilder, ty: Type, value: f32) -> Value {
     let scalar = b.ins().f32const(value);
     splat(b, ty, scalar)
 }

@@ -5,7 +5,7 @@
 //! `exp` of anything below is about 1e-38 rather than 0 (softmax, its user, adds these
 //! to a sum of at least 1).
 
-use super::epilogue::{larger, smaller};
+use super::epilogue::{constant, larger, smaller, splat};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
@@ -28,14 +28,7 @@ pub fn exp(b: &mut FunctionBuilder, ty: Type, x: Value) -> Value {
     } else {
         types::I32
     };
-    let c = |b: &mut FunctionBuilder, value: f32| {
-        let scalar = b.ins().f32const(value);
-        if ty.is_vector() {
-            b.ins().splat(ty, scalar)
-        } else {
-            scalar
-        }
-    };
+    let c = |b: &mut FunctionBuilder, value: f32| constant(b, ty, value);
     let (low, high) = (c(b, -87.336_54), c(b, 88.0));
     let x = larger(b, ty, x, low);
     let x = smaller(b, ty, x, high);
@@ -68,11 +61,7 @@ pub fn exp(b: &mut FunctionBuilder, ty: Type, x: Value) -> Value {
     // An i32 immediate is given zero-extended.
     let bias = 127u32.wrapping_sub(ROUNDER.to_bits());
     let bias = b.ins().iconst(types::I32, i64::from(bias));
-    let bias = if ty.is_vector() {
-        b.ins().splat(int, bias)
-    } else {
-        bias
-    };
+    let bias = splat(b, int, bias);
     let biased = b.ins().iadd(bits, bias);
     let shift = b.ins().iconst(types::I32, 23);
     let exponent = b.ins().ishl(biased, shift);

@@ -141,32 +141,82 @@ fn kernel_function(
     target: &CpuTarget,
     body: impl FnOnce(&mut FunctionBuilder, Params),
 ) -> Function {
-    let mut signature = Signature::new(target.frontend.default_call_conv);
-    signature
-        .params
-        .push(AbiParam::new(target.frontend.pointer_type()));
-    for _ in 0..3 {
-        signature.params.push(AbiParam::new(types::I64));
+    let pointer = target.frontend.pointer_type();
+    let params = [pointer, types::I64, types::I64, types::I64];
+    let name = UserFuncName::user(0, index as u32);
+    function(name, &params, target.frontend, |b, p| {
+        let params = Params {
+            args: p[0],
+            batch: p[1],
+            begin: p[2],
+            end: p[3],
+        };
+        body(b, params)
+    })
+}
+
+/// A function without results taking `params` in the target's calling convention:
+/// `body` writes what runs between its entry (given the parameters) and its return.
+fn function(
+    name: UserFuncName,
+    params: &[types::Type],
+    frontend: TargetFrontendConfig,
+    body: impl FnOnce(&mut FunctionBuilder, &[Value]),
+) -> Function {
+    let mut signature = Signature::new(frontend.default_call_conv);
+    for &ty in params {
+        signature.params.push(AbiParam::new(ty));
     }
-    let mut function =
-        Function::with_name_signature(UserFuncName::user(0, index as u32), signature);
+    let mut function = Function::with_name_signature(name, signature);
     let mut context = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(&mut function, &mut context);
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
     b.switch_to_block(entry);
     b.seal_block(entry);
-    let p = b.block_params(entry).to_vec();
-    let params = Params {
-        args: p[0],
-        batch: p[1],
-        begin: p[2],
-        end: p[3],
-    };
-    body(&mut b, params);
+    let values = b.block_params(entry).to_vec();
+    body(&mut b, &values);
     b.ins().return_(&[]);
-    b.finalize(target.frontend);
+    b.finalize(frontend);
     function
+}
+
+/// A kernel without weights or scratch: `args` loaded at its entry, then
+/// `each_sample(b, params, pointers, n)` for every sample `n` of the batch; threads
+/// share its `chunks`.
+fn weightless_kernel(
+    index: usize,
+    target: &CpuTarget,
+    args: Vec<Arg>,
+    chunks: u64,
+    each_sample: impl Fn(&mut FunctionBuilder, &Params, &conv::Pointers, Value),
+) -> KernelCode {
+    let function = kernel_function(index, target, |b, params| {
+        let pointers = load_pointers(b, &params, &args);
+        let zero = b.ins().iconst(types::I64, 0);
+        loops::counted(b, zero, params.batch, 1, |b, n| {
+            each_sample(b, &params, &pointers, n)
+        });
+    });
+    KernelCode {
+        kernel: index,
+        function,
+        args,
+        scratch_floats: 0,
+        geometry: None,
+        chunks,
+    }
+}
+
+/// Where sample `n` of the tensor in slot `arg` starts: `sample` elements apart.
+fn at_sample(
+    b: &mut FunctionBuilder,
+    pointers: &conv::Pointers,
+    arg: &Arg,
+    n: Value,
+    sample: u64,
+) -> Value {
+    conv::offset(b, pointers.get(arg), n, sample)
 }
 
 /// Every slot of `args` loaded from the argument array at the function's entry.

@@ -5,10 +5,10 @@
 //! a softmax is a few thousand floats.
 
 use super::conv::offset;
-use super::epilogue::larger;
+use super::epilogue::{constant, larger, splat};
 use super::exp::exp;
-use super::loops::{counted, fixed};
-use super::{Arg, CpuTarget, KernelCode, kernel_function, load_pointers, sample_stride};
+use super::loops::fixed;
+use super::{Arg, CpuTarget, KernelCode, at_sample, sample_stride, weightless_kernel};
 use crate::passes::FusedGraph;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_frontend::{FunctionBuilder, Variable};
@@ -26,28 +26,21 @@ pub fn generate(fused: &FusedGraph, index: usize, target: &CpuTarget) -> Option<
         sample_stride(fused, kernel.output),
     );
     let args = vec![Arg::Input, Arg::Output];
-    let declared = args.clone();
-    let function = kernel_function(index, target, |b, params| {
-        let pointers = load_pointers(b, &params, &declared);
-        let zero = b.ins().iconst(types::I64, 0);
-        counted(b, zero, params.batch, 1, |b, n| {
-            let input = offset(b, pointers.get(&Arg::Input), n, input_sample);
-            let output = offset(b, pointers.get(&Arg::Output), n, output_sample);
+    Some(weightless_kernel(
+        index,
+        target,
+        args,
+        1,
+        |b, _, pointers, n| {
+            let input = at_sample(b, pointers, &Arg::Input, n, input_sample);
+            let output = at_sample(b, pointers, &Arg::Output, n, output_sample);
             if plane == 1 {
                 along_row(b, input, output, channels);
             } else {
                 across_rows(b, input, output, channels, plane);
             }
-        });
-    });
-    Some(KernelCode {
-        kernel: index,
-        function,
-        args,
-        scratch_floats: 0,
-        geometry: None,
-        chunks: 1,
-    })
+        },
+    ))
 }
 
 fn load(b: &mut FunctionBuilder, ty: Type, base: Value, at: Value) -> Value {
@@ -62,19 +55,10 @@ fn store(b: &mut FunctionBuilder, value: Value, base: Value, at: Value) {
         .store(MemFlagsData::new().with_notrap(), value, address, 0);
 }
 
-fn splat(b: &mut FunctionBuilder, ty: Type, scalar: Value) -> Value {
-    if ty.is_vector() {
-        b.ins().splat(ty, scalar)
-    } else {
-        scalar
-    }
-}
-
 /// A variable of type `ty` holding `initial`.
 fn variable(b: &mut FunctionBuilder, ty: Type, initial: f32) -> Variable {
     let var = b.declare_var(ty);
-    let value = b.ins().f32const(initial);
-    let value = splat(b, ty, value);
+    let value = constant(b, ty, initial);
     b.def_var(var, value);
     var
 }

@@ -8,12 +8,11 @@
 //! tile is 6x8: 12 accumulators, two vectors of B and one broadcast of A. `fma` is used
 //! where the ISA has it (`has_fma`), else a multiply and an add.
 
+use super::function;
 use super::loops::{counted, if_else};
-use cranelift_codegen::ir::{
-    AbiParam, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value, types,
-};
+use cranelift_codegen::ir::{Function, InstBuilder, MemFlagsData, UserFuncName, Value, types};
 use cranelift_codegen::isa::TargetFrontendConfig;
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use cranelift_frontend::{FunctionBuilder, Variable};
 
 /// The generated tile's rows (MR) and columns (NR).
 pub const MR: u64 = 6;
@@ -25,27 +24,29 @@ const LANES: u64 = 4;
 /// `fma` when the ISA it is compiled for has fused multiply-adds.
 pub fn generate(frontend: TargetFrontendConfig, fma: bool) -> Function {
     let pointer = frontend.pointer_type();
-    let mut signature = Signature::new(frontend.default_call_conv);
-    for ty in [
+    let params = [
         types::I64,
         pointer,
         pointer,
         pointer,
         types::I64,
         types::I32,
-    ] {
-        signature.params.push(AbiParam::new(ty));
-    }
-    let mut function = Function::with_name_signature(UserFuncName::user(1, 0), signature);
-    let mut context = FunctionBuilderContext::new();
-    let mut b = FunctionBuilder::new(&mut function, &mut context);
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    b.seal_block(entry);
-    let [k, a, bp, c, ldc, accumulate] = b.block_params(entry).to_vec()[..] else {
-        unreachable!("six parameters declared")
-    };
+    ];
+    function(UserFuncName::user(1, 0), &params, frontend, |b, params| {
+        let &[k, a, bp, c, ldc, accumulate] = params else {
+            unreachable!("six parameters declared")
+        };
+        body(b, fma, (k, a, bp, c, ldc, accumulate));
+    })
+}
+
+/// C (+)= A·B over `k` steps of the panels, in registers, then stored.
+fn body(
+    b: &mut FunctionBuilder,
+    fma: bool,
+    (k, a, bp, c, ldc, accumulate): (Value, Value, Value, Value, Value, Value),
+) {
+    let pointer = b.func.signature.params[1].value_type;
     let vectors = NR / LANES;
     let zero = b.ins().f32const(0.0);
     let zero = b.ins().splat(types::F32X4, zero);
@@ -65,7 +66,7 @@ pub fn generate(frontend: TargetFrontendConfig, fma: bool) -> Function {
     b.def_var(b_at, bp);
     let flags = MemFlagsData::new().with_notrap();
     let start = b.ins().iconst(types::I64, 0);
-    counted(&mut b, start, k, 1, |b, _| {
+    counted(b, start, k, 1, |b, _| {
         let (a_panel, b_panel) = (b.use_var(a_at), b.use_var(b_at));
         let columns: Vec<Value> = (0..vectors)
             .map(|v| {
@@ -108,8 +109,5 @@ pub fn generate(frontend: TargetFrontendConfig, fma: bool) -> Function {
             row_at = b.ins().iadd(row_at, row_bytes);
         }
     };
-    if_else(&mut b, accumulate, |b| store(b, true), |b| store(b, false));
-    b.ins().return_(&[]);
-    b.finalize(frontend);
-    function
+    if_else(b, accumulate, |b| store(b, true), |b| store(b, false));
 }
