@@ -65,6 +65,12 @@ pub struct BenchReport {
     /// The microkernel's measured throughput on one core, times the threads.
     tile_peak_gflops: f64,
     tile_fraction: f64,
+    /// The JIT's kernels (of the fused graph), and those of them without generated
+    /// code, which run on the reference kernels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kernels: Option<usize>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    reference_path: Vec<String>,
     /// Kernels of the fused graph, slowest first (with --profile).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     profile: Vec<KernelTime>,
@@ -267,6 +273,14 @@ fn measure(net: &CheckedGraph, request: &BenchRequest) -> Result<BenchReport, Ru
         peak_fraction: gflops / peak,
         tile_peak_gflops: tile_peak,
         tile_fraction: gflops / tile_peak,
+        kernels: match &executor {
+            Executor::Jit(program) => Some(program.generated().1),
+            _ => None,
+        },
+        reference_path: match &executor {
+            Executor::Jit(program) => program.on_reference_path(),
+            _ => Vec::new(),
+        },
         profile,
     })
 }
@@ -384,6 +398,16 @@ pub fn print(report: &BenchReport) {
         plural(report.threads, "thread"),
         report.batch
     );
+    if let Some(kernels) = report.kernels {
+        match report.reference_path.as_slice() {
+            [] => println!("generated: all {kernels} kernels (none on the reference path)"),
+            slow => println!(
+                "on the reference path: {} of {kernels} kernels: {}",
+                slow.len(),
+                slow.join(", ")
+            ),
+        }
+    }
     println!(
         "compile (parse to ready, weights excluded): {}",
         phases(report.compile_milliseconds, &report.compile_phases)

@@ -236,9 +236,8 @@ enum Backend {
     /// The fused graph (folded BN, epilogues, concat in place) over the memory plan's
     /// buffers, with the reference kernels: the passes, proven numerically.
     Fused,
-    /// The fused graph with its conv, dense, pooling and LRN kernels compiled by
-    /// Cranelift (the register tile an AVX-512/AVX2 microkernel); other kernels on the
-    /// reference ones.
+    /// The fused graph with every kernel compiled by Cranelift (the register tile an
+    /// AVX-512/AVX2 microkernel, or generated too where the CPU has neither).
     Jit,
 }
 

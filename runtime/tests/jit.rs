@@ -1,16 +1,19 @@
-//! The JIT backend against the reference interpreter: generated conv, dense, pooling and
-//! LRN kernels (im2col packing, the blocked product over the microkernel, epilogues) on
-//! the examples, the ONNX Runtime fixtures, generated networks, and generated odd
-//! layers (strides 1-3, dilation, asymmetric padding, groups, 1xN kernels, ceil-mode
-//! pools, channel counts off the vector width) at batch sizes 1 to 3, with random batch
-//! norm statistics. Tolerance: max |jit − reference| <= 1e-4 × max
-//! |reference|: the tile sums in another order than the reference's matrix product.
+//! The JIT backend against the reference interpreter: generated conv, dense, pooling,
+//! LRN, softmax, adaptive pooling and element-wise kernels (im2col packing, the blocked
+//! product over the microkernel, epilogues, lone activations and batch norms, unfused
+//! adds and copying concats) on the examples, the ONNX Runtime fixtures, generated
+//! networks, and generated odd layers (strides 1-3, dilation, asymmetric padding,
+//! groups, 1xN kernels, ceil-mode pools, channel counts off the vector width) at batch
+//! sizes 1 to 3, with random batch norm statistics; with the precompiled tile and the
+//! one generated with Cranelift. Tolerance: max |jit − reference| <= 1e-4 × max
+//! |reference|: the tile sums in another order than the reference's matrix product,
+//! and softmax's `exp` is generated (within 2 ulp of the reference's).
 
 mod common;
 
 use cnnc_compiler::check::CheckedGraph;
 use cnnc_runtime::Tensor;
-use cnnc_runtime::jit;
+use cnnc_runtime::jit::{self, TileChoice};
 use cnnc_runtime::reference::{self, RunOptions};
 use cnnc_runtime::weights::Weights;
 use common::{example, generated_network, input, network, onnx_fixtures, relative_error, weights};
@@ -19,12 +22,161 @@ use proptest::prelude::*;
 const TOLERANCE: f32 = 1e-4;
 
 fn compare(net: &CheckedGraph, weights: &Weights, input: Tensor) -> f32 {
+    compare_with(net, weights, input, TileChoice::Auto)
+}
+
+fn compare_with(net: &CheckedGraph, weights: &Weights, input: Tensor, tile: TileChoice) -> f32 {
     let expected = reference::run(net, weights, vec![input.clone()], &RunOptions::default())
         .expect("reference runs")
         .output;
-    let program = jit::Program::new(net, weights).expect("the JIT compiles");
-    let actual = program.run(vec![input]).expect("the JIT runs");
+    let threads = rayon::current_num_threads();
+    let program = jit::Program::with_tile(net, weights, threads, tile).expect("the JIT compiles");
+    assert_eq!(
+        program.on_reference_path(),
+        Vec::<String>::new(),
+        "all generated"
+    );
+    let actual = program.run(vec![input.clone()]).expect("the JIT runs");
+    // A second run reuses the first's buffers and must not depend on what they hold.
+    let again = program.run(vec![input]).expect("the JIT runs again");
+    assert_eq!(actual, again, "a second run computes the same");
     relative_error(&actual, &expected)
+}
+
+#[test]
+fn every_kernel_of_every_example_is_generated() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let (target, _) = jit::host_target(2).expect("the host ISA");
+    let mut count = 0;
+    for entry in std::fs::read_dir(root).expect("examples") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "cnn") {
+            continue;
+        }
+        let net = network(&std::fs::read_to_string(&path).expect("readable"));
+        let fused = cnnc_compiler::passes::fuse(&net);
+        let codes = cnnc_compiler::codegen::cpu::compile(&fused, &target);
+        for (kernel, code) in fused.kernels.iter().zip(&codes) {
+            assert!(
+                code.is_some(),
+                "{}: {} ({}) has no generated code",
+                path.display(),
+                kernel.name,
+                kernel.op.kind()
+            );
+        }
+        count += 1;
+    }
+    assert!(count >= 19, "only {count} examples found");
+}
+
+#[test]
+fn softmax_adaptive_pooling_and_lone_element_wise_kernels_agree_with_the_reference() {
+    // Each kernel kind the passes leave alone, at odd sizes and batch 2: softmax over a
+    // vector and over the channels of an image; adaptive pools whose cells overlap;
+    // lone activations and batch norms (after a pool, nothing to fuse into), adds that
+    // stay adds (after pools; three operands with a scale), and a concat that copies
+    // (one operand is the input, one is read twice). Lone kernels also write channel
+    // slices of concats done in place.
+    let sources = [
+        "network S(input: 7x5x3) { softmax }",
+        "network S(input: 3x5x5) { flatten dense(13) -> d sigmoid softmax }",
+        "network A(input: 5x11x7) { adaptiveavgpool(size=3) adaptivemaxpool(size=[2, 5]) }",
+        "network A(input: 3x6x9) { adaptivemaxpool(size=[4, 7]) adaptiveavgpool(size=[5, 1]) }",
+        "network E(input: 6x7x5) {
+            maxpool(3x3, stride=1, pad=1) relu avgpool(2x2, stride=1) tanh
+            maxpool(2x2, stride=1) sigmoid maxpool(1x1) leakyrelu(0.2) maxpool(1x1) relu6
+            maxpool(1x1) bn
+        }",
+        "network E(input: 5x3x9) {
+            -> x maxpool(3x3, stride=1, pad=1) -> p avgpool(3x3, stride=1, pad=1) -> q
+            add(x, p, q) maxpool(1x1) -> r residual(scale=0.3) { maxpool(3x3, stride=1, pad=1) } 
+            -> s concat(x, s, s) relu
+        }",
+        "network C(input: 4x5x6) {
+            concat {
+                branch { maxpool(3x3, stride=1, pad=1) relu }
+                branch { avgpool(3x3, stride=1, pad=1) bn }
+                branch { maxpool(3x3, stride=1, pad=1) tanh }
+                branch { conv(3, 1x1) softmax }
+            }
+            flatten relu
+        }",
+    ];
+    for source in sources {
+        let net = network(source);
+        for batch in [1, 2] {
+            let error = compare(&net, &weights(&net, 7), input(&net, batch, 8));
+            assert!(error <= TOLERANCE, "relative error {error:e} for\n{source}");
+        }
+    }
+}
+
+#[test]
+fn the_generated_tile_multiplies_and_accumulates() {
+    // The Cranelift tile against the naive product over its packed panels: C
+    // overwritten, then added to, with a row stride wider than the tile (the columns
+    // past it left alone), for K of 0, 1, odd and long.
+    let net = example("lenet5");
+    let weights = weights(&net, 1);
+    let program =
+        jit::Program::with_tile(&net, &weights, 1, TileChoice::Cranelift).expect("compiles");
+    let tile = program.microkernel();
+    assert!(tile.name.starts_with("cranelift"), "{tile:?}");
+    let (mr, nr) = (tile.mr, tile.nr);
+    for k in [0, 1, 7, 300] {
+        let a: Vec<f32> = (0..k * mr)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0)
+            .collect();
+        let b: Vec<f32> = (0..k * nr)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
+            .collect();
+        let expected =
+            |r: usize, j: usize| -> f32 { (0..k).map(|p| a[p * mr + r] * b[p * nr + j]).sum() };
+        let ldc = nr + 3;
+        let mut c = vec![1.0f32; mr * ldc];
+        for (accumulate, factor) in [(0, 1.0), (1, 2.0)] {
+            // SAFETY: the panels hold k steps, C has mr rows of ldc.
+            unsafe { (tile.tile)(k, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc, accumulate) };
+            for r in 0..mr {
+                for j in 0..nr {
+                    let want = factor * expected(r, j);
+                    let got = c[r * ldc + j];
+                    assert!(
+                        (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                        "k={k} ({r}, {j}): {got} vs {want}"
+                    );
+                }
+                assert_eq!(
+                    &c[r * ldc + nr..(r + 1) * ldc],
+                    &[1.0; 3],
+                    "k={k}: past the tile"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_generated_tile_agrees_with_the_reference() {
+    // The Cranelift tile (6x8, f32x4) in place of the precompiled one: its panels,
+    // edges and K blocks through every kind of layer.
+    for (name, batch) in [
+        ("lenet5", 2),
+        ("googlenet", 1),
+        ("resnet18", 2),
+        ("alexnet", 1),
+    ] {
+        let net = example(name);
+        let error = compare_with(
+            &net,
+            &weights(&net, 3),
+            input(&net, batch, 4),
+            TileChoice::Cranelift,
+        );
+        eprintln!("{name} on the generated tile: relative error {error:e}");
+        assert!(error <= TOLERANCE, "{name}: relative error {error:e}");
+    }
 }
 
 #[test]
@@ -104,6 +256,13 @@ proptest! {
     fn generated_networks_agree_with_the_reference(source in generated_network(), seed in 0u64..1000) {
         let net = network(&source);
         let error = compare(&net, &weights(&net, seed), input(&net, 2, seed));
+        prop_assert!(error <= TOLERANCE, "relative error {:e} for\n{}", error, source);
+    }
+
+    #[test]
+    fn generated_networks_agree_on_the_generated_tile(source in generated_network(), seed in 0u64..1000) {
+        let net = network(&source);
+        let error = compare_with(&net, &weights(&net, seed), input(&net, 2, seed), TileChoice::Cranelift);
         prop_assert!(error <= TOLERANCE, "relative error {:e} for\n{}", error, source);
     }
 }

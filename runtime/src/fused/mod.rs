@@ -57,6 +57,33 @@ impl<'a> Program<'a> {
 
     /// The buffers for a batch, with the inputs written in.
     pub(crate) fn start(&self, inputs: &[Tensor]) -> Result<Storage<'_>> {
+        let storage = Storage::new(&self.fused, &self.plan, self.batch_of(inputs)?)?;
+        self.start_in(inputs, storage)
+    }
+
+    /// The inputs written into `storage`, made for their batch size (as `start`'s, or
+    /// reused: then nothing is allocated).
+    pub(crate) fn start_in<'s>(
+        &self,
+        inputs: &[Tensor],
+        mut storage: Storage<'s>,
+    ) -> Result<Storage<'s>> {
+        let batch = self.batch_of(inputs)?;
+        if storage.batch() != batch {
+            return Err(RuntimeError::Invalid(format!(
+                "buffers for batch {} given inputs of batch {batch}",
+                storage.batch()
+            )));
+        }
+        for (&id, tensor) in self.fused.inputs.iter().zip(inputs) {
+            self.check_input(id, tensor, batch)?;
+            storage.write(id, tensor)?;
+        }
+        Ok(storage)
+    }
+
+    /// The batch size of `inputs`, one per network input.
+    pub(crate) fn batch_of(&self, inputs: &[Tensor]) -> Result<usize> {
         if inputs.len() != self.fused.inputs.len() {
             return Err(RuntimeError::Invalid(format!(
                 "the network takes {} inputs, {} given",
@@ -64,13 +91,9 @@ impl<'a> Program<'a> {
                 inputs.len()
             )));
         }
-        let batch = inputs.first().map_or(1, |t| t.shape()[0]);
-        let mut storage = Storage::new(&self.fused, &self.plan, batch)?;
-        for (&id, tensor) in self.fused.inputs.iter().zip(inputs) {
-            self.check_input(id, tensor, batch)?;
-            storage.write(id, tensor)?;
-        }
-        Ok(storage)
+        Ok(inputs
+            .first()
+            .map_or(1, |t| t.shape().first().copied().unwrap_or(0)))
     }
 
     /// Runs kernel `index` with the reference kernels, from and into `storage`.
@@ -87,11 +110,17 @@ impl<'a> Program<'a> {
     }
 
     fn check_input(&self, id: passes::TensorId, tensor: &Tensor, batch: usize) -> Result<()> {
-        let mut expected = vec![batch];
-        expected.extend(self.fused.tensor(id).shape.0.iter().map(|&d| d as usize));
-        if tensor.shape() == expected.as_slice() {
+        let shape = &self.fused.tensor(id).shape.0;
+        // Compared without allocating: the JIT's steady state allocates nothing.
+        let (given_batch, given) = tensor.shape().split_first().unwrap_or((&0, &[]));
+        if *given_batch == batch
+            && given.len() == shape.len()
+            && given.iter().zip(shape).all(|(&g, &s)| g as u64 == s)
+        {
             return Ok(());
         }
+        let mut expected = vec![batch];
+        expected.extend(shape.iter().map(|&d| d as usize));
         Err(RuntimeError::InputShape {
             expected: crate::input::shape_text(&expected),
             found: crate::input::shape_text(tensor.shape()),

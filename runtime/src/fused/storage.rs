@@ -23,14 +23,39 @@ struct Location {
 }
 
 impl<'a> Storage<'a> {
+    /// Reuses `buffers` (from `into_buffers`) if they were made for this plan and
+    /// `batch`, else `None`. What is in them is overwritten: every kernel writes its
+    /// whole output.
+    pub fn reuse(
+        fused: &'a FusedGraph,
+        plan: &'a MemoryPlan,
+        batch: usize,
+        buffers: Vec<Vec<f32>>,
+    ) -> Option<Self> {
+        let fits = buffers.len() == plan.buffers.len()
+            && buffers
+                .iter()
+                .zip(&plan.buffers)
+                .all(|(buffer, &bytes)| Some(buffer.len()) == elements_for(bytes, batch));
+        fits.then_some(Storage {
+            fused,
+            plan,
+            batch,
+            buffers,
+        })
+    }
+
+    /// The buffers, for `reuse` by a later run of the same batch size.
+    pub fn into_buffers(self) -> Vec<Vec<f32>> {
+        self.buffers
+    }
+
     pub fn new(fused: &'a FusedGraph, plan: &'a MemoryPlan, batch: usize) -> Result<Self> {
         let buffers = plan
             .buffers
             .iter()
             .map(|&bytes| {
-                let elements = usize::try_from(bytes / 4)
-                    .ok()
-                    .and_then(|e| e.checked_mul(batch))
+                let elements = elements_for(bytes, batch)
                     .ok_or_else(|| RuntimeError::Invalid("activations too large".into()))?;
                 Ok(vec![0.0f32; elements])
             })
@@ -87,8 +112,10 @@ impl<'a> Storage<'a> {
             let start = n * at.stride + at.start;
             values.extend_from_slice(&buffer[start..start + at.len]);
         }
-        let mut shape = vec![self.batch];
-        shape.extend(self.fused.tensor(id).shape.0.iter().map(|&d| d as usize));
+        let dims = &self.fused.tensor(id).shape.0;
+        let mut shape = Vec::with_capacity(1 + dims.len());
+        shape.push(self.batch);
+        shape.extend(dims.iter().map(|&d| d as usize));
         Tensor::from_shape_vec(shape, values)
             .map_err(|e| RuntimeError::Invalid(format!("tensor %{}: {e}", id.0)))
     }
@@ -113,6 +140,11 @@ impl<'a> Storage<'a> {
         }
         Ok(())
     }
+}
+
+/// Floats of a buffer of `bytes` per sample, for `batch` samples.
+fn elements_for(bytes: u64, batch: usize) -> Option<usize> {
+    usize::try_from(bytes / 4).ok()?.checked_mul(batch)
 }
 
 fn elements(shape: &[u64]) -> usize {

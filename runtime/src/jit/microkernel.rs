@@ -35,6 +35,15 @@ impl Microkernel {
         Self::available()[0]
     }
 
+    /// The widest precompiled FMA tile this CPU runs (AVX-512 or AVX2+FMA), if any:
+    /// without one the JIT generates its tile with Cranelift instead of calling the
+    /// portable one.
+    pub fn with_fma() -> Option<Microkernel> {
+        Self::available()
+            .into_iter()
+            .find(|k| k.name != PORTABLE.name)
+    }
+
     /// Every tile this CPU can run, widest first; the portable one is always there.
     pub fn available() -> Vec<Microkernel> {
         let mut found = Vec::new();

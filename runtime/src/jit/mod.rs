@@ -7,4 +7,4 @@ pub mod gemv;
 pub mod microkernel;
 mod program;
 
-pub use program::{Phases, Program, host_target};
+pub use program::{Phases, Program, TileChoice, host_target};

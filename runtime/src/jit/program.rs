@@ -1,9 +1,11 @@
-//! The JIT backend: the compiler's fused graph, with its conv, dense, pooling and LRN
-//! kernels compiled by Cranelift into shape-specialized functions (calling the
-//! microkernel for the register tile), run over the memory plan's buffers. The other
-//! kernels (softmax, adaptive pooling, copying concats and adds, lone batch norms and
-//! activations) still run on the reference kernels, through the fused executor, until
-//! code is generated for them too.
+//! The JIT backend: the compiler's fused graph, every kernel compiled by Cranelift into
+//! a shape-specialized function (conv and dense calling the register tile), run over
+//! the memory plan's buffers. A kernel the compiler has no generator for would run on
+//! the reference kernels through the fused executor; `on_reference_path` lists any.
+//!
+//! The steady state allocates nothing but the output: the buffers, the threads'
+//! scratch and every kernel's argument slots are kept from one run to the next of the
+//! same batch size.
 
 use super::gemm::{KC, PackedA};
 use super::microkernel::Microkernel;
@@ -12,13 +14,44 @@ use crate::error::{Result, RuntimeError};
 use crate::fused::{self, Storage};
 use crate::weights::Weights;
 use cnnc_compiler::check::CheckedGraph;
+use cnnc_compiler::codegen::cpu::tile;
 use cnnc_compiler::codegen::cpu::{self, Arg, CpuTarget, Geometry, KernelCode};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{Linkage, Module, default_libcall_names};
+use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
+use rayon::prelude::*;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 type KernelFn = unsafe extern "C" fn(*const *mut f32, i64, i64, i64);
+
+/// Which register tile the conv kernels call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TileChoice {
+    /// The widest precompiled FMA tile (AVX-512, AVX2+FMA), or the tile generated with
+    /// Cranelift where the CPU has neither.
+    Auto,
+    /// The tile generated with Cranelift (f32x4), whatever the CPU: to cross-check it.
+    Cranelift,
+}
+
+impl TileChoice {
+    /// `CNNC_TILE=cranelift` asks for the generated tile; the one place it is read.
+    pub fn from_env() -> TileChoice {
+        match std::env::var("CNNC_TILE").as_deref() {
+            Ok("cranelift") => TileChoice::Cranelift,
+            _ => TileChoice::Auto,
+        }
+    }
+
+    /// The precompiled tile to call, or `None` for the generated one.
+    fn precompiled(self) -> Option<Microkernel> {
+        match self {
+            TileChoice::Auto => Microkernel::with_fma(),
+            TileChoice::Cranelift => None,
+        }
+    }
+}
 
 /// A network compiled for the JIT backend.
 pub struct Program<'a> {
@@ -27,6 +60,8 @@ pub struct Program<'a> {
     microkernel: Microkernel,
     scratch_floats: usize,
     threads: usize,
+    /// What the last run used, for the next run of the same batch size.
+    cache: Mutex<Option<Cache>>,
     /// Owns the generated code: the function pointers live as long as it does.
     _module: JITModule,
     pub compile_time: Duration,
@@ -46,6 +81,30 @@ pub struct Phases {
     /// Packing the weights into the tile's panels.
     pub pack: Duration,
 }
+
+/// A run's buffers and scratch, and every generated kernel's calls into them.
+struct Cache {
+    batch: usize,
+    buffers: Vec<Vec<f32>>,
+    scratch: Vec<f32>,
+    /// By kernel index: one call per thread's share of the chunks (none for a kernel
+    /// on the reference path).
+    calls: Vec<Vec<Call>>,
+}
+
+/// One thread's call of a kernel: its chunks and its argument slots.
+struct Call {
+    chunks: (usize, usize),
+    slots: Vec<*mut f32>,
+}
+
+// SAFETY: the slots point into the buffers and scratch of the `Cache` that holds them
+// (whose heap storage does not move with it) and at the program's weights and
+// helpers; a cache is used by one run at a time, behind the program's mutex.
+unsafe impl Send for Cache {}
+// SAFETY: generated code only reads the slot arrays; threads running one kernel write
+// disjoint chunks of its output and their own scratch.
+unsafe impl Sync for Call {}
 
 /// A generated kernel and the data its argument slots point at.
 struct Compiled {
@@ -70,22 +129,45 @@ impl<'a> Program<'a> {
         weights: &'a Weights,
         threads: usize,
     ) -> Result<Self> {
+        Self::with_tile(net, weights, threads, TileChoice::from_env())
+    }
+
+    /// As `with_threads`, calling the register tile `tile` asks for.
+    pub fn with_tile(
+        net: &'a CheckedGraph,
+        weights: &'a Weights,
+        threads: usize,
+        tile: TileChoice,
+    ) -> Result<Self> {
         let started = Instant::now();
         let threads = threads.max(1);
         let mut fused = fused::Program::new(net, weights)?;
         let fused_at = started.elapsed();
-        let microkernel = Microkernel::best();
-        let (target, isa) = host_target(threads)?;
+        let (target, isa) = target_for(threads, tile)?;
+        let fma = has_fma(&*isa);
         let codes = cpu::compile(&fused.fused, &target);
         let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
         let mut ids = Vec::new();
         for code in codes.iter().flatten() {
             ids.push((code.kernel, define(&mut module, code)?));
         }
+        let generated_tile = match tile.precompiled() {
+            Some(_) => None,
+            None => Some(define_tile(&mut module, &target, fma)?),
+        };
         module
             .finalize_definitions()
             .map_err(|e| codegen_error(format!("{e}")))?;
         let compiled_at = started.elapsed();
+        let microkernel = match (tile.precompiled(), generated_tile) {
+            (Some(precompiled), _) => precompiled,
+            (None, Some(id)) => generated_microkernel(&module, id, fma),
+            (None, None) => {
+                return Err(codegen_error(
+                    "no register tile: none precompiled and none generated".into(),
+                ));
+            }
+        };
         let mut kernels: Vec<Option<Compiled>> = (0..codes.len()).map(|_| None).collect();
         let mut scratch_floats = 0;
         for (code, (index, id)) in codes.into_iter().flatten().zip(ids) {
@@ -116,6 +198,7 @@ impl<'a> Program<'a> {
             microkernel,
             scratch_floats,
             threads,
+            cache: Mutex::new(None),
             _module: module,
             compile_time,
             phases: Phases {
@@ -131,30 +214,31 @@ impl<'a> Program<'a> {
         (self.kernels.iter().flatten().count(), self.kernels.len())
     }
 
+    /// The kernels that run on the reference path (no generated code), by name and op.
+    pub fn on_reference_path(&self) -> Vec<String> {
+        let fused = &self.fused.fused;
+        self.kernels
+            .iter()
+            .zip(&fused.kernels)
+            .filter(|(compiled, _)| compiled.is_none())
+            .map(|(_, kernel)| format!("{} ({})", kernel.name, kernel.op.kind()))
+            .collect()
+    }
+
     pub fn microkernel(&self) -> Microkernel {
         self.microkernel
     }
 
     /// Runs the network on `inputs` (one per network input, batch-first).
     pub fn run(&self, inputs: Vec<Tensor>) -> Result<Tensor> {
-        Ok(self.run_profiled(inputs)?.0)
+        self.execute(&inputs, |_, _| {})
     }
 
     /// Runs the network and times each kernel of the fused graph.
     pub fn run_profiled(&self, inputs: Vec<Tensor>) -> Result<(Tensor, Vec<Duration>)> {
-        let mut storage = self.fused.start(&inputs)?;
-        // At least one float a thread, so that every thread has its (possibly unused) share.
-        let mut scratch = vec![0.0f32; self.scratch_floats.max(1) * self.threads];
         let mut times = Vec::with_capacity(self.kernels.len());
-        for (index, kernel) in self.kernels.iter().enumerate() {
-            let started = Instant::now();
-            match kernel {
-                Some(compiled) => self.call(index, compiled, &mut storage, &mut scratch)?,
-                None => self.fused.run_kernel(index, &mut storage)?,
-            }
-            times.push(started.elapsed());
-        }
-        Ok((storage.read(self.fused.fused.output)?, times))
+        let output = self.execute(&inputs, |_, time| times.push(time))?;
+        Ok((output, times))
     }
 
     /// The fused graph the program runs: its kernels are what `run_profiled` times.
@@ -162,13 +246,91 @@ impl<'a> Program<'a> {
         &self.fused.fused
     }
 
-    fn call(
+    /// Runs every kernel, telling `timed` how long each took. The buffers, scratch and
+    /// slots come from the cache when the last run had this batch size (a run while
+    /// another holds the cache makes its own).
+    fn execute(&self, inputs: &[Tensor], mut timed: impl FnMut(usize, Duration)) -> Result<Tensor> {
+        let batch = self.fused.batch_of(inputs)?;
+        let mut guard = self.cache.try_lock().ok();
+        let cached = guard
+            .as_mut()
+            .and_then(|cache| cache.take())
+            .filter(|cache| cache.batch == batch);
+        let (fused, plan) = (&self.fused.fused, &self.fused.plan);
+        let reused = cached.and_then(|cache| {
+            let storage = Storage::reuse(fused, plan, batch, cache.buffers)?;
+            Some((storage, cache.scratch, Some(cache.calls)))
+        });
+        let (storage, mut scratch, calls) = match reused {
+            Some(reused) => reused,
+            None => (
+                Storage::new(fused, plan, batch)?,
+                vec![0.0f32; self.scratch_floats.max(1) * self.threads],
+                None,
+            ),
+        };
+        let mut storage = self.fused.start_in(inputs, storage)?;
+        let calls = match calls {
+            Some(calls) => calls,
+            None => self.calls(&mut storage, &mut scratch)?,
+        };
+        for (index, kernel) in self.kernels.iter().enumerate() {
+            let started = Instant::now();
+            match kernel {
+                Some(compiled) => call(compiled.function, &calls[index], batch),
+                None => self.fused.run_kernel(index, &mut storage)?,
+            }
+            timed(index, started.elapsed());
+        }
+        let output = storage.read(self.fused.fused.output)?;
+        if let Some(slot) = guard.as_deref_mut() {
+            *slot = Some(Cache {
+                batch,
+                buffers: storage.into_buffers(),
+                scratch,
+                calls,
+            });
+        }
+        Ok(output)
+    }
+
+    /// Every generated kernel's calls for `storage`'s batch: its chunks split over the
+    /// threads, each part with its argument slots (buffer pointers with channel
+    /// offsets of concat slices applied, and its thread's share of `scratch`).
+    fn calls(&self, storage: &mut Storage, scratch: &mut [f32]) -> Result<Vec<Vec<Call>>> {
+        let share = self.scratch_floats.max(1);
+        let mut all = Vec::with_capacity(self.kernels.len());
+        for (index, kernel) in self.kernels.iter().enumerate() {
+            let Some(compiled) = kernel else {
+                all.push(Vec::new());
+                continue;
+            };
+            let slots = self.slots(index, compiled, storage)?;
+            let scratch_slot = compiled.args.iter().position(|a| *a == Arg::Scratch);
+            let parts = split(compiled.chunks, self.threads)
+                .into_iter()
+                .zip(scratch.chunks_mut(share))
+                .map(|(chunks, scratch)| {
+                    let mut slots = slots.clone();
+                    if let Some(slot) = scratch_slot {
+                        slots[slot] = scratch.as_mut_ptr();
+                    }
+                    Call { chunks, slots }
+                })
+                .collect();
+            all.push(parts);
+        }
+        Ok(all)
+    }
+
+    /// What each of a kernel's argument slots points at (the scratch slot is the
+    /// caller's to fill).
+    fn slots(
         &self,
         index: usize,
         compiled: &Compiled,
         storage: &mut Storage,
-        scratch: &mut [f32],
-    ) -> Result<()> {
+    ) -> Result<Vec<*mut f32>> {
         let kernel = &self.fused.fused.kernels[index];
         let input = *kernel
             .inputs
@@ -180,14 +342,14 @@ impl<'a> Program<'a> {
             let pointer = match arg {
                 Arg::Input => storage.pointer(input)?,
                 Arg::Output => storage.pointer(kernel.output)?,
-                Arg::AddInput(tensor) => storage.pointer(*tensor)?,
+                Arg::AddInput(tensor) | Arg::ConcatInput(tensor) => storage.pointer(*tensor)?,
                 Arg::PackedWeights => compiled.packed_weights.as_ptr().cast_mut(),
                 Arg::Bias => compiled.bias.as_ptr().cast_mut(),
                 Arg::Scale { .. } | Arg::Shift { .. } => scale_shift
                     .next()
                     .map(|v| v.as_ptr().cast_mut())
                     .ok_or_else(|| codegen_error("a scale or shift is missing".into()))?,
-                Arg::Scratch => scratch.as_mut_ptr(),
+                Arg::Scratch => std::ptr::null_mut(),
                 Arg::Tile => self.microkernel.tile as *mut f32,
                 Arg::Gemv => super::gemv::gemv as *mut f32,
                 Arg::Pow => pow as *mut f32,
@@ -195,45 +357,51 @@ impl<'a> Program<'a> {
             };
             slots.push(pointer);
         }
-        let batch = storage.batch() as i64;
-        let scratch_slot = compiled.args.iter().position(|a| *a == Arg::Scratch);
-        let slots = Slots(slots);
-        let function = compiled.function;
-        let work = |range: (usize, usize), scratch: &mut [f32]| {
-            let mut slots = slots.pointers();
-            if let Some(slot) = scratch_slot {
-                slots[slot] = scratch.as_mut_ptr();
-            }
-            // SAFETY: every pointer is what the generated code expects in its slot:
-            // the plan's buffers for `batch` samples (sizes checked when the storage
-            // was made), the packed weights, and this thread's own scratch, sized by
-            // the compiler's geometry. Threads write disjoint chunks of the output.
-            unsafe { function(slots.as_ptr(), batch, range.0 as i64, range.1 as i64) };
-        };
-        let ranges = split(compiled.chunks, self.threads);
-        let mut scratches = scratch.chunks_mut(self.scratch_floats.max(1));
-        if ranges.len() == 1 {
-            work(ranges[0], scratches.next().unwrap_or_default());
-        } else {
-            rayon::scope(|scope| {
-                for (range, scratch) in ranges.into_iter().zip(scratches) {
-                    let work = &work;
-                    scope.spawn(move |_| work(range, scratch));
-                }
-            });
-        }
-        Ok(())
+        Ok(slots)
     }
 }
 
-/// What code is generated for on this machine: the best microkernel's tile, and the
-/// host ISA that compiles it.
+/// Runs one kernel: its calls over the pool's threads (one call on this thread).
+/// Allocates nothing.
+fn call(function: KernelFn, calls: &[Call], batch: usize) {
+    let run = |call: &Call| {
+        // SAFETY: every pointer is what the generated code expects in its slot: the
+        // plan's buffers for `batch` samples (sizes checked when the storage was
+        // made), the packed weights, and this thread's own scratch, sized by the
+        // compiler's geometry. Threads write disjoint chunks of the output.
+        unsafe {
+            function(
+                call.slots.as_ptr(),
+                batch as i64,
+                call.chunks.0 as i64,
+                call.chunks.1 as i64,
+            )
+        }
+    };
+    match calls {
+        [one] => run(one),
+        _ => calls.par_iter().for_each(run),
+    }
+}
+
+/// What code is generated for on this machine: the tile `CNNC_TILE` asks for (the
+/// best precompiled one by default), and the host ISA that compiles it.
 pub fn host_target(threads: usize) -> Result<(CpuTarget, cranelift_codegen::isa::OwnedTargetIsa)> {
-    let microkernel = Microkernel::best();
+    target_for(threads, TileChoice::from_env())
+}
+
+fn target_for(
+    threads: usize,
+    tile: TileChoice,
+) -> Result<(CpuTarget, cranelift_codegen::isa::OwnedTargetIsa)> {
+    let (mr, nr) = match tile.precompiled() {
+        Some(microkernel) => (microkernel.mr as u64, microkernel.nr as u64),
+        None => (tile::MR, tile::NR),
+    };
     let isa = native_isa()?;
     let target = CpuTarget {
-        mr: microkernel.mr as u64,
-        nr: microkernel.nr as u64,
+        mr,
+        nr,
         kc: KC as u64,
         threads: threads.max(1) as u64,
         frontend: isa.frontend_config(),
@@ -241,17 +409,39 @@ pub fn host_target(threads: usize) -> Result<(CpuTarget, cranelift_codegen::isa:
     Ok((target, isa))
 }
 
-/// The argument slots, shared by the threads of one kernel call.
-struct Slots(Vec<*mut f32>);
+/// Whether the ISA compiles `fma` to one instruction.
+fn has_fma(isa: &dyn cranelift_codegen::isa::TargetIsa) -> bool {
+    isa.isa_flags()
+        .iter()
+        .any(|flag| flag.name == "has_fma" && flag.as_bool() == Some(true))
+}
 
-// SAFETY: the pointers are only dereferenced by generated code, which each thread runs
-// on disjoint chunks of the output while the buffers they point into stay alive (the
-// call waits for every thread).
-unsafe impl Sync for Slots {}
+/// The generated tile, defined in `module` beside the kernels.
+fn define_tile(module: &mut JITModule, target: &CpuTarget, fma: bool) -> Result<FuncId> {
+    let function = tile::generate(target.frontend, fma);
+    let id = module
+        .declare_function("tile", Linkage::Local, &function.signature)
+        .map_err(|e| codegen_error(format!("tile: {e}")))?;
+    let mut context = module.make_context();
+    context.func = function;
+    module
+        .define_function(id, &mut context)
+        .map_err(|e| codegen_error(format!("tile: {e:?}")))?;
+    Ok(id)
+}
 
-impl Slots {
-    fn pointers(&self) -> Vec<*mut f32> {
-        self.0.clone()
+fn generated_microkernel(module: &JITModule, id: FuncId, fma: bool) -> Microkernel {
+    let pointer = module.get_finalized_function(id);
+    Microkernel {
+        name: if fma {
+            "cranelift f32x4 fma"
+        } else {
+            "cranelift f32x4"
+        },
+        mr: tile::MR as usize,
+        nr: tile::NR as usize,
+        // SAFETY: `tile::generate` builds exactly the microkernels' C ABI.
+        tile: unsafe { std::mem::transmute::<*const u8, super::microkernel::TileFn>(pointer) },
     }
 }
 
@@ -272,7 +462,13 @@ fn native_isa() -> Result<cranelift_codegen::isa::OwnedTargetIsa> {
     };
     set(&mut flags, "opt_level", "speed")?;
     set(&mut flags, "is_pic", "false")?;
-    let builder = cranelift_native::builder().map_err(|e| codegen_error(e.to_string()))?;
+    let mut builder = cranelift_native::builder().map_err(|e| codegen_error(e.to_string()))?;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        builder
+            .enable("has_fma")
+            .map_err(|e| codegen_error(format!("has_fma: {e}")))?;
+    }
     builder
         .finish(settings::Flags::new(flags))
         .map_err(|e| codegen_error(e.to_string()))
@@ -295,8 +491,9 @@ fn codegen_error(message: String) -> RuntimeError {
     RuntimeError::Invalid(format!("JIT code generation failed: {message}"))
 }
 
-/// The data a generated kernel reads: weights packed per group for the tile, the bias
-/// (zeros where the layer has none), and each unfolded batch norm's scale and shift.
+/// The data a generated kernel reads: weights packed per group for the tile and the
+/// bias (conv and dense), and each batch norm's scale and shift (epilogues, lone
+/// batch norms).
 fn compiled(
     program: &fused::Program,
     index: usize,
@@ -305,18 +502,38 @@ fn compiled(
     microkernel: &Microkernel,
     target: &CpuTarget,
 ) -> Result<Compiled> {
-    let chunks = code.chunks as usize;
-    let Some(geometry) = &code.geometry else {
-        // A kernel without weights: nothing to prepare.
-        return Ok(Compiled {
-            function,
-            chunks,
-            args: code.args,
-            packed_weights: Vec::new(),
-            bias: Vec::new(),
-            scale_shift: Vec::new(),
-        });
+    let mut scale_shift = Vec::new();
+    for arg in &code.args {
+        if let Arg::Scale { layer, eps } = arg {
+            let (scale, shift) = batch_norm_scale_shift(program.weights, layer, *eps)?;
+            scale_shift.push(scale);
+            scale_shift.push(shift);
+        }
+    }
+    let (packed_weights, bias) = match &code.geometry {
+        Some(geometry) => packed_weights_and_bias(program, index, geometry, microkernel, target)?,
+        // A kernel without weights of its own.
+        None => (Vec::new(), Vec::new()),
     };
+    Ok(Compiled {
+        function,
+        chunks: code.chunks as usize,
+        args: code.args,
+        packed_weights,
+        bias,
+        scale_shift,
+    })
+}
+
+/// A conv or dense kernel's weights packed for the tile, and its bias (zeros where
+/// the layer has none).
+fn packed_weights_and_bias(
+    program: &fused::Program,
+    index: usize,
+    geometry: &Geometry,
+    microkernel: &Microkernel,
+    target: &CpuTarget,
+) -> Result<(Vec<f32>, Vec<f32>)> {
     let prepared = program.prepared[index]
         .as_ref()
         .ok_or_else(|| codegen_error(format!("kernel {index} has no weights")))?;
@@ -330,22 +547,7 @@ fn compiled(
         Some(bias) => bias.iter().copied().collect(),
         None => vec![0.0; geometry.out_channels as usize],
     };
-    let mut scale_shift = Vec::new();
-    for arg in &code.args {
-        if let Arg::Scale { layer, eps } = arg {
-            let (scale, shift) = batch_norm_scale_shift(program.weights, layer, *eps)?;
-            scale_shift.push(scale);
-            scale_shift.push(shift);
-        }
-    }
-    Ok(Compiled {
-        function,
-        chunks,
-        args: code.args,
-        packed_weights,
-        bias,
-        scale_shift,
-    })
+    Ok((packed_weights, bias))
 }
 
 fn pack_weights(

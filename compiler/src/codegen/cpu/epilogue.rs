@@ -7,7 +7,7 @@ use super::conv::{At, Geometry, Pointers, offset};
 use super::loops::{counted, fixed};
 use super::{Arg, sample_stride};
 use crate::ops::Activation;
-use crate::passes::{FusedGraph, Kernel, Step};
+use crate::passes::{FusedGraph, Kernel, Step, TensorId};
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Signature, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
@@ -16,8 +16,13 @@ const LANES: u64 = 4;
 
 /// The argument slots the epilogue reads, after the product's.
 pub fn args(kernel: &Kernel) -> Vec<Arg> {
+    step_args(&kernel.epilogue)
+}
+
+/// The argument slots `steps` read.
+pub fn step_args(steps: &[Step]) -> Vec<Arg> {
     let mut args = Vec::new();
-    for step in &kernel.epilogue {
+    for step in steps {
         match step {
             Step::ScaleShift { layer, eps } => {
                 args.push(Arg::Scale {
@@ -34,6 +39,14 @@ pub fn args(kernel: &Kernel) -> Vec<Arg> {
         }
     }
     args
+}
+
+/// The tensors `steps` add, in order.
+pub fn add_inputs(steps: &[Step]) -> impl Iterator<Item = TensorId> + '_ {
+    steps.iter().filter_map(|s| match s {
+        Step::Add { input, .. } => Some(*input),
+        _ => None,
+    })
 }
 
 /// Steps that run in one pass over a row, and the transcendental ones between them.
@@ -96,13 +109,7 @@ pub fn generate(
     let group_channels = geometry.m();
     let first_channel = b.ins().imul_imm_s(at.group, group_channels as i64);
     // Residual inputs at this sample, group and chunk: row `m` is `m * n` further.
-    let add_bases: Vec<Value> = kernel
-        .epilogue
-        .iter()
-        .filter_map(|s| match s {
-            Step::Add { input, .. } => Some(*input),
-            _ => None,
-        })
+    let add_bases: Vec<Value> = add_inputs(&kernel.epilogue)
         .map(|input| {
             let base = pointers.get(&Arg::AddInput(input));
             let sample = offset(b, base, at.sample, sample_stride(fused, input));
@@ -114,24 +121,59 @@ pub fn generate(
     // Channels [first, end) of the group: this unit's part.
     counted(b, first, end, 1, |b, m| {
         let row = offset(b, output, m, n);
-        let channel_index = b.ins().iadd(first_channel, m);
-        let adds: Vec<Value> = add_bases
+        let channel = b.ins().iadd(first_channel, m);
+        let add_rows = add_bases
             .iter()
             .map(|&base| offset(b, base, m, n))
             .collect();
-        let channel = channel(b, kernel, pointers, channel_index, adds);
-        for pass in passes(&kernel.epilogue) {
-            match pass {
-                Pass::Lanes(steps) => lanes(b, &steps, &channel, row, columns.count),
-                Pass::Transcendental(kind) => transcendental(b, pointers, row, columns.count, kind),
+        let row = Row {
+            source: row,
+            destination: row,
+            channel,
+            add_rows,
+            len: columns.count,
+        };
+        steps_over_row(b, &kernel.epilogue, pointers, &row);
+    });
+}
+
+/// One row of a channel for `steps_over_row`: read from `source`, written to
+/// `destination` (the same row for an epilogue in place), with the rows of the
+/// residual inputs its `Add` steps read, in order.
+pub struct Row {
+    pub source: Value,
+    pub destination: Value,
+    /// The channel whose bias, scale and shift apply.
+    pub channel: Value,
+    pub add_rows: Vec<Value>,
+    pub len: u64,
+}
+
+/// `steps` over one row, four lanes at a time: the epilogue of a conv's output row,
+/// and the whole of a lone activation, batch norm, add or copy. The first pass reads
+/// the source; the passes after it work on the destination in place.
+pub fn steps_over_row(b: &mut FunctionBuilder, steps: &[Step], pointers: &Pointers, row: &Row) {
+    let channel = channel(b, steps, pointers, row.channel, row.add_rows.clone());
+    let mut passes = passes(steps);
+    if row.source != row.destination && !matches!(passes.first(), Some(Pass::Lanes(_))) {
+        // A transcendental pass works in place: a copy into the destination first.
+        passes.insert(0, Pass::Lanes(Vec::new()));
+    }
+    let mut source = row.source;
+    for pass in passes {
+        match pass {
+            Pass::Lanes(steps) => lanes(b, &steps, &channel, (source, row.destination), row.len),
+            Pass::Transcendental(kind) => {
+                transcendental(b, pointers, row.destination, row.len, kind)
             }
         }
-    });
+        source = row.destination;
+    }
 }
 
 fn channel(
     b: &mut FunctionBuilder,
-    kernel: &Kernel,
+    steps: &[Step],
     pointers: &Pointers,
     m: Value,
     add_rows: Vec<Value>,
@@ -141,12 +183,11 @@ fn channel(
         b.ins()
             .load(types::F32, MemFlagsData::new().with_notrap(), at, 0)
     };
-    let bias = kernel
-        .epilogue
+    let bias = steps
         .contains(&Step::Bias)
         .then(|| scalar(b, pointers.get(&Arg::Bias)));
     let mut scale_shift = Vec::new();
-    for step in &kernel.epilogue {
+    for step in steps {
         if let Step::ScaleShift { layer, eps } = step {
             let (layer, eps) = (layer.clone(), *eps);
             let scale = scalar(
@@ -167,28 +208,35 @@ fn channel(
     }
 }
 
-/// One pass over the row: whole vectors, then the scalar tail.
-fn lanes(b: &mut FunctionBuilder, steps: &[&Step], channel: &Channel, row: Value, n: u64) {
+/// One pass over the row, `(source, destination)`: whole vectors, then the scalar tail.
+fn lanes(
+    b: &mut FunctionBuilder,
+    steps: &[&Step],
+    channel: &Channel,
+    rows: (Value, Value),
+    n: u64,
+) {
     fixed(b, n / LANES, |b, v| {
         let at = b.ins().imul_imm_s(v, LANES as i64);
-        element(b, types::F32X4, steps, channel, row, at);
+        element(b, types::F32X4, steps, channel, rows, at);
     });
     for e in (n / LANES) * LANES..n {
         let at = b.ins().iconst(types::I64, e as i64);
-        element(b, types::F32, steps, channel, row, at);
+        element(b, types::F32, steps, channel, rows, at);
     }
 }
 
-/// Loads `ty` (f32 or f32x4) at element `at`, applies the steps, stores it back.
+/// Loads `ty` (f32 or f32x4) at element `at` of the source row, applies the steps,
+/// stores it at the same element of the destination row.
 fn element(
     b: &mut FunctionBuilder,
     ty: Type,
     steps: &[&Step],
     channel: &Channel,
-    row: Value,
+    (source, destination): (Value, Value),
     at: Value,
 ) {
-    let address = offset(b, row, at, 1);
+    let address = offset(b, source, at, 1);
     let mut value = b
         .ins()
         .load(ty, MemFlagsData::new().with_notrap(), address, 0);
@@ -223,6 +271,11 @@ fn element(
             }
         };
     }
+    let address = if destination == source {
+        address
+    } else {
+        offset(b, destination, at, 1)
+    };
     b.ins()
         .store(MemFlagsData::new().with_notrap(), value, address, 0);
 }
@@ -236,7 +289,8 @@ fn scaled(b: &mut FunctionBuilder, ty: Type, value: Value, scale: f64) -> Value 
     b.ins().fmul(value, factor)
 }
 
-fn splat(b: &mut FunctionBuilder, ty: Type, scalar: Value) -> Value {
+/// `scalar` in every lane of `ty` (itself for f32).
+pub(super) fn splat(b: &mut FunctionBuilder, ty: Type, scalar: Value) -> Value {
     if ty.is_vector() {
         b.ins().splat(ty, scalar)
     } else {
@@ -244,7 +298,8 @@ fn splat(b: &mut FunctionBuilder, ty: Type, scalar: Value) -> Value {
     }
 }
 
-fn constant(b: &mut FunctionBuilder, ty: Type, value: f32) -> Value {
+/// The f32 `value` in every lane of `ty`.
+pub(super) fn constant(b: &mut FunctionBuilder, ty: Type, value: f32) -> Value {
     let scalar = b.ins().f32const(value);
     splat(b, ty, scalar)
 }

@@ -1,5 +1,5 @@
-//! Code generation for the CPU: each conv and dense kernel of the fused graph becomes
-//! one Cranelift function with every size, stride, padding and epilogue step a constant.
+//! Code generation for the CPU: every kernel of the fused graph becomes one Cranelift
+//! function with every size, stride, padding and epilogue step a constant.
 //!
 //! A convolution is a matrix product per sample and group: C (M x N) = A (M x K) · B
 //! (K x N), with A the weights (packed once by the runtime into MR-row panels), B the
@@ -10,22 +10,31 @@
 //! dense layer is the same product with a 1x1 image. The epilogue (bias, scale-shift,
 //! activation, residual add) runs over each output row once its product is complete.
 //!
+//! Pooling, LRN, softmax and the element-wise kernels (a lone activation or batch norm,
+//! an add or a concat the passes could not fuse) are generated whole. On CPUs without
+//! the precompiled tiles' features, the tile itself is generated too (`tile.rs`).
+//!
 //! The compiler only emits functions; the runtime defines them in a JIT module and
 //! supplies what the argument slots name (`Arg`).
 
+mod adaptive;
 mod conv;
+mod elementwise;
 mod epilogue;
+mod exp;
 mod loops;
 mod lrn;
 mod pack;
 mod pool;
+mod softmax;
+pub mod tile;
 
 pub use conv::Geometry;
 
-use crate::ops::Op;
+use crate::ops::{Activation, Op};
 use crate::passes::{FusedGraph, TensorId};
 use cranelift_codegen::ir::{
-    AbiParam, Function, InstBuilder, Signature, UserFuncName, Value, types,
+    AbiParam, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value, types,
 };
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -64,6 +73,8 @@ pub enum Arg {
     },
     /// The tensor a residual add reads, at sample 0.
     AddInput(TensorId),
+    /// One of a copying concat's inputs, at sample 0 (its channel offset applied).
+    ConcatInput(TensorId),
     /// `scratch_floats` floats for the packed input and an edge tile.
     Scratch,
     /// The microkernel: `extern "C" fn(k, a, b, c, ldc, accumulate)`.
@@ -91,9 +102,9 @@ pub struct KernelCode {
     pub chunks: u64,
 }
 
-/// Code for every conv, dense, pooling and LRN kernel of `fused`, by kernel index; the
-/// others (softmax, adaptive pooling, copying concats and adds, lone batch norms and
-/// activations) are left to the runtime's reference kernels for now.
+/// Code for the kernels of `fused`, by kernel index. `None` marks a kernel no generator
+/// takes (an op the fused graph never holds, such as flatten, or a shape none expects):
+/// the runtime runs those on its reference kernels.
 pub fn compile(fused: &FusedGraph, target: &CpuTarget) -> Vec<Option<KernelCode>> {
     fused
         .kernels
@@ -103,8 +114,13 @@ pub fn compile(fused: &FusedGraph, target: &CpuTarget) -> Vec<Option<KernelCode>
             Op::Conv(_) | Op::Dense(_) => Geometry::of(fused, kernel)
                 .map(|geometry| conv::generate(fused, index, geometry, target)),
             Op::Pool(_) | Op::GlobalPool(_) => pool::generate(fused, index, target),
+            Op::AdaptivePool(_) => adaptive::generate(fused, index, target),
             Op::Lrn(_) => lrn::generate(fused, index, target),
-            _ => None,
+            Op::Activation(Activation::Softmax) => softmax::generate(fused, index, target),
+            Op::Activation(_) | Op::BatchNorm(_) | Op::Add(_) | Op::Concat(_) => {
+                elementwise::generate(fused, index, target)
+            }
+            Op::Input(_) | Op::Dropout(_) | Op::Flatten(_) => None,
         })
         .collect()
 }
@@ -125,32 +141,95 @@ fn kernel_function(
     target: &CpuTarget,
     body: impl FnOnce(&mut FunctionBuilder, Params),
 ) -> Function {
-    let mut signature = Signature::new(target.frontend.default_call_conv);
-    signature
-        .params
-        .push(AbiParam::new(target.frontend.pointer_type()));
-    for _ in 0..3 {
-        signature.params.push(AbiParam::new(types::I64));
+    let pointer = target.frontend.pointer_type();
+    let params = [pointer, types::I64, types::I64, types::I64];
+    let name = UserFuncName::user(0, index as u32);
+    function(name, &params, target.frontend, |b, p| {
+        let params = Params {
+            args: p[0],
+            batch: p[1],
+            begin: p[2],
+            end: p[3],
+        };
+        body(b, params)
+    })
+}
+
+/// A function without results taking `params` in the target's calling convention:
+/// `body` writes what runs between its entry (given the parameters) and its return.
+fn function(
+    name: UserFuncName,
+    params: &[types::Type],
+    frontend: TargetFrontendConfig,
+    body: impl FnOnce(&mut FunctionBuilder, &[Value]),
+) -> Function {
+    let mut signature = Signature::new(frontend.default_call_conv);
+    for &ty in params {
+        signature.params.push(AbiParam::new(ty));
     }
-    let mut function =
-        Function::with_name_signature(UserFuncName::user(0, index as u32), signature);
+    let mut function = Function::with_name_signature(name, signature);
     let mut context = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(&mut function, &mut context);
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
     b.switch_to_block(entry);
     b.seal_block(entry);
-    let p = b.block_params(entry).to_vec();
-    let params = Params {
-        args: p[0],
-        batch: p[1],
-        begin: p[2],
-        end: p[3],
-    };
-    body(&mut b, params);
+    let values = b.block_params(entry).to_vec();
+    body(&mut b, &values);
     b.ins().return_(&[]);
-    b.finalize(target.frontend);
+    b.finalize(frontend);
     function
+}
+
+/// A kernel without weights or scratch: `args` loaded at its entry, then
+/// `each_sample(b, params, pointers, n)` for every sample `n` of the batch; threads
+/// share its `chunks`.
+fn weightless_kernel(
+    index: usize,
+    target: &CpuTarget,
+    args: Vec<Arg>,
+    chunks: u64,
+    each_sample: impl Fn(&mut FunctionBuilder, &Params, &conv::Pointers, Value),
+) -> KernelCode {
+    let function = kernel_function(index, target, |b, params| {
+        let pointers = load_pointers(b, &params, &args);
+        let zero = b.ins().iconst(types::I64, 0);
+        loops::counted(b, zero, params.batch, 1, |b, n| {
+            each_sample(b, &params, &pointers, n)
+        });
+    });
+    KernelCode {
+        kernel: index,
+        function,
+        args,
+        scratch_floats: 0,
+        geometry: None,
+        chunks,
+    }
+}
+
+/// Where sample `n` of the tensor in slot `arg` starts: `sample` elements apart.
+fn at_sample(
+    b: &mut FunctionBuilder,
+    pointers: &conv::Pointers,
+    arg: &Arg,
+    n: Value,
+    sample: u64,
+) -> Value {
+    conv::offset(b, pointers.get(arg), n, sample)
+}
+
+/// Every slot of `args` loaded from the argument array at the function's entry.
+fn load_pointers(b: &mut FunctionBuilder, params: &Params, args: &[Arg]) -> conv::Pointers {
+    let pointer = b.func.signature.params[0].value_type;
+    let flags = MemFlagsData::new().with_notrap();
+    let slots = (0..args.len())
+        .map(|i| b.ins().load(pointer, flags, params.args, (i * 8) as i32))
+        .collect();
+    conv::Pointers {
+        slots,
+        args: args.to_vec(),
+    }
 }
 
 /// Elements of one sample of the tensor that holds `id`'s storage: the distance

@@ -107,7 +107,7 @@ pub fn generate(fused: &FusedGraph, index: usize, target: &CpuTarget) -> Option<
     })
 }
 
-fn load(b: &mut FunctionBuilder, base: Value, index: Value) -> Value {
+pub(super) fn load(b: &mut FunctionBuilder, base: Value, index: Value) -> Value {
     let at = offset(b, base, index, 1);
     b.ins()
         .load(types::F32, MemFlagsData::new().with_notrap(), at, 0)
@@ -358,7 +358,12 @@ fn global(b: &mut FunctionBuilder, w: &Window, source: Value, destination: Value
         .store(MemFlagsData::new().with_notrap(), value, destination, 0);
 }
 
-fn combine(b: &mut FunctionBuilder, kind: PoolKind, so_far: Value, value: Value) -> Value {
+pub(super) fn combine(
+    b: &mut FunctionBuilder,
+    kind: PoolKind,
+    so_far: Value,
+    value: Value,
+) -> Value {
     match kind {
         PoolKind::Avg => b.ins().fadd(so_far, value),
         // A NaN input loses, as with f32::max.

@@ -1,0 +1,70 @@
+//! `exp` for f32 and f32x4, generated inline (Cranelift has no `exp`): Cephes' `expf`,
+//! `e^x = 2^n · e^r` with `n = round(x·log2 e)`, `r = x − n·ln 2` (ln 2 in two parts,
+//! so `r` is exact), `e^r` a degree-7 polynomial, and `2^n` built in the exponent bits.
+//! Relative error within 2 ulp on `[−87.3, 88]`; inputs are clamped to that range, so
+//! `exp` of anything below is about 1e-38 rather than 0 (softmax, its user, adds these
+//! to a sum of at least 1).
+
+use super::epilogue::{constant, larger, smaller, splat};
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
+use cranelift_frontend::FunctionBuilder;
+
+/// 1.5 · 2^23: adding it rounds a float below 2^22 to an integer, in the low bits.
+const ROUNDER: f32 = 12_582_912.0;
+/// Cephes' polynomial for `e^r − 1 − r` over `r²`, highest power first.
+const POLYNOMIAL: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_2e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    0.166_666_65,
+    0.5,
+];
+
+/// `e^x` of an f32 or f32x4 `x`.
+pub fn exp(b: &mut FunctionBuilder, ty: Type, x: Value) -> Value {
+    let int = if ty.is_vector() {
+        types::I32X4
+    } else {
+        types::I32
+    };
+    let c = |b: &mut FunctionBuilder, value: f32| constant(b, ty, value);
+    let (low, high) = (c(b, -87.336_54), c(b, 88.0));
+    let x = larger(b, ty, x, low);
+    let x = smaller(b, ty, x, high);
+    // n = round(x·log2 e), as a float and in the low bits of `shifted`.
+    let (log2e, rounder) = (c(b, std::f32::consts::LOG2_E), c(b, ROUNDER));
+    let scaled = b.ins().fmul(x, log2e);
+    let shifted = b.ins().fadd(scaled, rounder);
+    let n = b.ins().fsub(shifted, rounder);
+    // r = x − n·ln 2, ln 2 = 0.693359375 − 2.12194440e-4 (the first part exact in f32).
+    let (ln2_high, ln2_low) = (c(b, 0.693_359_4), c(b, -2.121_944_4e-4));
+    let part = b.ins().fmul(n, ln2_high);
+    let r = b.ins().fsub(x, part);
+    let part = b.ins().fmul(n, ln2_low);
+    let r = b.ins().fsub(r, part);
+    let mut p = c(b, POLYNOMIAL[0]);
+    for coefficient in &POLYNOMIAL[1..] {
+        let coefficient = c(b, *coefficient);
+        let product = b.ins().fmul(p, r);
+        p = b.ins().fadd(product, coefficient);
+    }
+    let square = b.ins().fmul(r, r);
+    let p = b.ins().fmul(p, square);
+    let p = b.ins().fadd(p, r);
+    let one = c(b, 1.0);
+    let er = b.ins().fadd(p, one);
+    // 2^n: the biased exponent n + 127 in bits 23..31. `shifted`'s bits are those of
+    // ROUNDER plus n.
+    let flags = MemFlagsData::new();
+    let bits = b.ins().bitcast(int, flags, shifted);
+    // An i32 immediate is given zero-extended.
+    let bias = 127u32.wrapping_sub(ROUNDER.to_bits());
+    let bias = b.ins().iconst(types::I32, i64::from(bias));
+    let bias = splat(b, int, bias);
+    let biased = b.ins().iadd(bits, bias);
+    let shift = b.ins().iconst(types::I32, 23);
+    let exponent = b.ins().ishl(biased, shift);
+    let power = b.ins().bitcast(ty, flags, exponent);
+    b.ins().fmul(er, power)
+}

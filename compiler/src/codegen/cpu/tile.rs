@@ -1,0 +1,113 @@
+//! The register tile in Cranelift IR, for CPUs without the precompiled tiles' AVX2+FMA
+//! (and as a cross-check of them): the microkernels' exact ABI, `fn(k, a, b, c, ldc,
+//! accumulate)`, C (MR x NR) += A (MR x K) · B (K x NR) over the same packed panels
+//! (`a[p * MR + r]`, `b[p * NR + c]`), C row-major at row stride `ldc`, overwritten when
+//! `accumulate` is 0.
+//!
+//! Cranelift's x64 backend has 16 xmm registers and no vector wider than f32x4, so the
+//! tile is 6x8: 12 accumulators, two vectors of B and one broadcast of A. `fma` is used
+//! where the ISA has it (`has_fma`), else a multiply and an add.
+
+use super::function;
+use super::loops::{counted, if_else};
+use cranelift_codegen::ir::{Function, InstBuilder, MemFlagsData, UserFuncName, Value, types};
+use cranelift_codegen::isa::TargetFrontendConfig;
+use cranelift_frontend::{FunctionBuilder, Variable};
+
+/// The generated tile's rows (MR) and columns (NR).
+pub const MR: u64 = 6;
+pub const NR: u64 = 8;
+
+const LANES: u64 = 4;
+
+/// The tile function, `extern "C" fn(k, a, b, c, ldc, accumulate)`, for `frontend`;
+/// `fma` when the ISA it is compiled for has fused multiply-adds.
+pub fn generate(frontend: TargetFrontendConfig, fma: bool) -> Function {
+    let pointer = frontend.pointer_type();
+    let params = [
+        types::I64,
+        pointer,
+        pointer,
+        pointer,
+        types::I64,
+        types::I32,
+    ];
+    function(UserFuncName::user(1, 0), &params, frontend, |b, params| {
+        let &[k, a, bp, c, ldc, accumulate] = params else {
+            unreachable!("six parameters declared")
+        };
+        body(b, fma, (k, a, bp, c, ldc, accumulate));
+    })
+}
+
+/// C (+)= A·B over `k` steps of the panels, in registers, then stored.
+fn body(
+    b: &mut FunctionBuilder,
+    fma: bool,
+    (k, a, bp, c, ldc, accumulate): (Value, Value, Value, Value, Value, Value),
+) {
+    let pointer = b.func.signature.params[1].value_type;
+    let vectors = NR / LANES;
+    let zero = b.ins().f32const(0.0);
+    let zero = b.ins().splat(types::F32X4, zero);
+    let sums: Vec<Vec<Variable>> = (0..MR)
+        .map(|_| {
+            (0..vectors)
+                .map(|_| {
+                    let var = b.declare_var(types::F32X4);
+                    b.def_var(var, zero);
+                    var
+                })
+                .collect()
+        })
+        .collect();
+    let (a_at, b_at) = (b.declare_var(pointer), b.declare_var(pointer));
+    b.def_var(a_at, a);
+    b.def_var(b_at, bp);
+    let flags = MemFlagsData::new().with_notrap();
+    let start = b.ins().iconst(types::I64, 0);
+    counted(b, start, k, 1, |b, _| {
+        let (a_panel, b_panel) = (b.use_var(a_at), b.use_var(b_at));
+        let columns: Vec<Value> = (0..vectors)
+            .map(|v| {
+                b.ins()
+                    .load(types::F32X4, flags, b_panel, (v * LANES * 4) as i32)
+            })
+            .collect();
+        for (r, row) in sums.iter().enumerate() {
+            let scalar = b.ins().load(types::F32, flags, a_panel, (r * 4) as i32);
+            let broadcast = b.ins().splat(types::F32X4, scalar);
+            for (&var, &column) in row.iter().zip(&columns) {
+                let so_far = b.use_var(var);
+                let next = if fma {
+                    b.ins().fma(broadcast, column, so_far)
+                } else {
+                    let product = b.ins().fmul(broadcast, column);
+                    b.ins().fadd(product, so_far)
+                };
+                b.def_var(var, next);
+            }
+        }
+        let next_a = b.ins().iadd_imm_s(a_panel, (MR * 4) as i64);
+        let next_b = b.ins().iadd_imm_s(b_panel, (NR * 4) as i64);
+        b.def_var(a_at, next_a);
+        b.def_var(b_at, next_b);
+    });
+    let row_bytes = b.ins().imul_imm_s(ldc, 4);
+    let store = |b: &mut FunctionBuilder, add: bool| {
+        let mut row_at = c;
+        for row in &sums {
+            for (v, &var) in row.iter().enumerate() {
+                let offset = (v as u64 * LANES * 4) as i32;
+                let mut value = b.use_var(var);
+                if add {
+                    let old = b.ins().load(types::F32X4, flags, row_at, offset);
+                    value = b.ins().fadd(value, old);
+                }
+                b.ins().store(flags, value, row_at, offset);
+            }
+            row_at = b.ins().iadd(row_at, row_bytes);
+        }
+    };
+    if_else(b, accumulate, |b| store(b, true), |b| store(b, false));
+}
