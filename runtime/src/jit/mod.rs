@@ -6,5 +6,6 @@ pub mod gemm;
 pub mod gemv;
 pub mod microkernel;
 mod program;
+mod winograd;
 
 pub use program::{Program, host_target};

@@ -13,6 +13,7 @@ use crate::fused::{self, Storage};
 use crate::weights::Weights;
 use cnnc_compiler::check::CheckedGraph;
 use cnnc_compiler::codegen::cpu::{self, Arg, CpuTarget, Geometry, KernelCode};
+use cnnc_compiler::passes::{self, WinogradPolicy};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module, default_libcall_names};
@@ -55,9 +56,21 @@ impl<'a> Program<'a> {
         weights: &'a Weights,
         threads: usize,
     ) -> Result<Self> {
+        Self::with_policy(net, weights, threads, WinogradPolicy::from_env())
+    }
+
+    /// As `with_threads`, with Winograd chosen under `winograd` rather than as the
+    /// environment says.
+    pub fn with_policy(
+        net: &'a CheckedGraph,
+        weights: &'a Weights,
+        threads: usize,
+        winograd: WinogradPolicy,
+    ) -> Result<Self> {
         let started = Instant::now();
         let threads = threads.max(1);
         let mut fused = fused::Program::new(net, weights)?;
+        passes::choose_algorithms(&mut fused.fused, winograd);
         let microkernel = Microkernel::best();
         let (target, isa) = host_target(threads)?;
         let codes = cpu::compile(&fused.fused, &target);
@@ -339,12 +352,24 @@ fn pack_weights(
         // The matrix-vector helper reads the weights as they are: row-major [out, in].
         return Ok(values.to_vec());
     }
-    if values.len() != m * k * geometry.groups as usize {
+    // Out x in/groups x kernel area, whatever K the products take.
+    let [kh, kw] = geometry.kernel;
+    let expected = geometry.out_channels * geometry.channels / geometry.groups * kh * kw;
+    if values.len() as u64 != expected {
         return Err(codegen_error(format!(
-            "weights hold {} values, the geometry {}",
+            "weights hold {} values, the geometry {expected}",
             values.len(),
-            m * k * geometry.groups as usize
         )));
+    }
+    if let Some(transforms) = geometry.winograd.and_then(cpu::transforms) {
+        let channels = geometry.channels as usize;
+        return Ok(super::winograd::pack(
+            transforms,
+            values,
+            m,
+            channels,
+            microkernel,
+        ));
     }
     let mut packed = Vec::new();
     for group in values.chunks_exact((m * k).max(1)) {

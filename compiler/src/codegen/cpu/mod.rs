@@ -10,6 +10,9 @@
 //! dense layer is the same product with a 1x1 image. The epilogue (bias, scale-shift,
 //! activation, residual add) runs over each output row once its product is complete.
 //!
+//! A 3x3 stride-1 conv the passes chose Winograd for (`Algorithm::Winograd`) runs the
+//! same tile nest over its transformed input (`winograd.rs`).
+//!
 //! The compiler only emits functions; the runtime defines them in a JIT module and
 //! supplies what the argument slots name (`Arg`).
 
@@ -19,8 +22,10 @@ mod loops;
 mod lrn;
 mod pack;
 mod pool;
+mod winograd;
 
 pub use conv::Geometry;
+pub use winograd::{F2X2_3X3, Transforms, points, transforms};
 
 use crate::ops::Op;
 use crate::passes::{FusedGraph, TensorId};
