@@ -21,7 +21,7 @@ use cnnc_runtime::Tensor;
 use cnnc_runtime::jit;
 use cnnc_runtime::reference::{self, RunOptions};
 use cnnc_runtime::weights::Weights;
-use common::{example, input, network, relative_error, weights};
+use common::{input, network, relative_error, weights};
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -46,7 +46,10 @@ fn winograd_output(
         .iter()
         .filter(|k| matches!(k.algorithm, Algorithm::Winograd { .. }))
         .count();
-    (program.run(vec![input.clone()]).expect("the JIT runs"), used)
+    (
+        program.run(vec![input.clone()]).expect("the JIT runs"),
+        used,
+    )
 }
 
 /// Every layer of `layers` on an input of `shape`, through Winograd, at batch 2 and 1 to
@@ -87,7 +90,11 @@ fn odd_sizes_and_paddings_agree_with_the_reference() {
 fn channels_over_one_k_block_and_off_the_tile_agree() {
     // 300 input channels: two K blocks of the products; 37 outputs: a short row tile.
     agrees("300x10x9", "conv(37, 3x3, pad=1) relu6", 1);
-    agrees("64x28x28", "conv(64, 3x3, pad=1) relu\nconv(96, 3x3, pad=1)", 2);
+    agrees(
+        "64x28x28",
+        "conv(64, 3x3, pad=1) relu\nconv(96, 3x3, pad=1)",
+        2,
+    );
 }
 
 #[test]
@@ -114,10 +121,25 @@ fn convs_winograd_cannot_compute_stay_direct() {
     agrees("4x12x12", layers, 1);
 }
 
+/// An example network without its final softmax: the logits, where an error shows
+/// (the probabilities of a random network hide it).
+fn example_logits(name: &str) -> CheckedGraph {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let source = std::fs::read_to_string(root.join(format!("{name}.cnn"))).expect("example");
+    let end = source
+        .rfind(" softmax")
+        .expect("the network ends in a softmax");
+    network(&format!(
+        "{}{}",
+        &source[..end],
+        &source[end + " softmax".len()..]
+    ))
+}
+
 #[test]
 fn winograd_error_on_the_examples() {
     for name in ["vgg16", "resnet18"] {
-        let net = example(name);
+        let net = example_logits(name);
         let (weights, input) = (weights(&net, 3), input(&net, 1, 4));
         let expected = reference_output(&net, &weights, &input);
         let (actual, used) = winograd_output(&net, &weights, &input, 2);

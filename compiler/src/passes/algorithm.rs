@@ -152,7 +152,12 @@ mod tests {
         // Three input channels, then a big layer, then a 7x7 output.
         assert_eq!(
             algorithms(source, WinogradPolicy::Auto),
-            [Algorithm::Direct, WINOGRAD, Algorithm::Direct, Algorithm::Direct]
+            [
+                Algorithm::Direct,
+                WINOGRAD,
+                Algorithm::Direct,
+                Algorithm::Direct
+            ]
         );
         assert!(
             algorithms(source, WinogradPolicy::Off)
@@ -163,7 +168,8 @@ mod tests {
 
     #[test]
     fn the_choice_shows_in_the_listing() {
-        let mut compilation = crate::compile("network N(input: 64x16x16) { conv c(64, 3x3, pad=1) }");
+        let mut compilation =
+            crate::compile("network N(input: 64x16x16) { conv c(64, 3x3, pad=1) }");
         let net = compilation.networks.remove(0);
         let fused = fuse_with(&net, WinogradPolicy::Everywhere);
         let listing = crate::passes::listing(&fused, &crate::passes::plan(&fused));

@@ -25,7 +25,8 @@ pub fn pack(
     }
     let mut packed = Vec::new();
     for matrix in &matrices {
-        packed.extend_from_slice(PackedA::new(microkernel, matrix, out_channels, in_channels).data());
+        packed
+            .extend_from_slice(PackedA::new(microkernel, matrix, out_channels, in_channels).data());
     }
     packed
 }
@@ -37,9 +38,7 @@ fn transform(transforms: &Transforms, g: &[f32]) -> Vec<f32> {
     // G g: α x 3.
     let left: Vec<[f64; 3]> = gm
         .iter()
-        .map(|row| {
-            std::array::from_fn(|b| (0..3).map(|a| row[a] * f64::from(g[a * 3 + b])).sum())
-        })
+        .map(|row| std::array::from_fn(|b| (0..3).map(|a| row[a] * f64::from(g[a * 3 + b])).sum()))
         .collect();
     let mut u = Vec::with_capacity(alpha * alpha);
     for row in &left {
@@ -68,7 +67,11 @@ mod tests {
             .iter()
             .map(|row| (0..4).map(|k| f64::from(row[k]) * d[k]).sum())
             .collect();
-        std::array::from_fn(|y| (0..4).map(|k| f64::from(t.output[y][k]) * u[k] * v[k]).sum())
+        std::array::from_fn(|y| {
+            (0..4)
+                .map(|k| f64::from(t.output[y][k]) * u[k] * v[k])
+                .sum()
+        })
     }
 
     #[test]
@@ -90,7 +93,11 @@ mod tests {
             for j in 0..4 {
                 for i in 0..4 {
                     let expected = F2X2_3X3.weights[j][a] * F2X2_3X3.weights[i][b];
-                    assert_eq!(f64::from(u[j * 4 + i]), expected, "({a}, {b}) at ({j}, {i})");
+                    assert_eq!(
+                        f64::from(u[j * 4 + i]),
+                        expected,
+                        "({a}, {b}) at ({j}, {i})"
+                    );
                 }
             }
         }
@@ -100,7 +107,9 @@ mod tests {
     fn matrices_are_packed_per_point() {
         let microkernel = Microkernel::best();
         let (out_channels, in_channels) = (3, 2);
-        let weights: Vec<f32> = (0..out_channels * in_channels * 9).map(|i| i as f32).collect();
+        let weights: Vec<f32> = (0..out_channels * in_channels * 9)
+            .map(|i| i as f32)
+            .collect();
         let packed = pack(&F2X2_3X3, &weights, out_channels, in_channels, &microkernel);
         let matrix = out_channels.div_ceil(microkernel.mr) * microkernel.mr * in_channels;
         assert_eq!(packed.len(), 16 * matrix);

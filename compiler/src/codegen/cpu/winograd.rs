@@ -21,7 +21,7 @@
 use super::Arg;
 use super::CpuTarget;
 use super::conv::{Block, Chunk, Gemm, Geometry, Product, offset, offset_by};
-use super::loops::{counted, fixed};
+use super::loops::{counted, fixed, if_else};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
     ConstantData, Endianness, Immediate, InstBuilder, MemFlagsData, Type, Value, types,
@@ -80,6 +80,12 @@ const LANES: u64 = 4;
 /// 1.5 MiB, within the 2 MiB L2 beside the weights' panels streaming through.
 const CHUNK_FLOATS: u64 = 384 * 1024;
 
+/// Floats from one of the α² matrices to the next: past a multiple of 4 KiB by one
+/// cache line, so that the 16 streams of a transform do not fall in one L1 set.
+fn skewed(floats: u64) -> u64 {
+    floats.next_multiple_of(1024) + 16
+}
+
 /// Tiles across the output.
 fn tiles_wide(g: &Geometry, m: u64) -> u64 {
     g.out_width.div_ceil(m)
@@ -127,8 +133,8 @@ impl Scratch {
     pub fn of(g: &Geometry, m: u64, target: &CpuTarget) -> Scratch {
         let columns = padded_columns(g, m, chunk_rows(g, m, target), target.nr);
         let kc = target.kc.min(g.k()).max(1);
-        let products = points(m) * kc * columns;
-        let zeros = products + points(m) * padded_channels(g, target) * columns;
+        let products = points(m) * skewed(kc * columns);
+        let zeros = products + points(m) * skewed(padded_channels(g, target) * columns);
         Scratch {
             products,
             zeros,
@@ -185,8 +191,8 @@ impl Product<'_> {
                 ldc: columns,
                 a_panel: g.k() * target.mr,
                 weights: offset(b, weights, point, channels * g.k()),
-                packed: offset(b, scratch, point, block.kc * columns),
-                output: offset(b, products, point, channels * columns),
+                packed: offset(b, scratch, point, skewed(block.kc * columns)),
+                output: offset(b, products, point, skewed(channels * columns)),
             };
             self.tiles(b, block, chunk.part, &gemm);
         });
@@ -233,7 +239,9 @@ impl InputTransform<'_> {
             let channel = b.ins().iadd(self.p0, p);
             let plane = offset(b, self.input, channel, g.height * g.width);
             let destination = offset(b, self.transformed, p, self.nr);
-            fixed(b, self.tile_rows, |b, r| self.tile_row(b, plane, destination, r));
+            fixed(b, self.tile_rows, |b, r| {
+                self.tile_row(b, plane, destination, r)
+            });
         });
     }
 
@@ -306,29 +314,27 @@ impl InputTransform<'_> {
         self.store(b, row, column, &values);
     }
 
-    /// Interior tiles: one at a time until the column is a multiple of four, then
-    /// four at a time (four columns from there never cross a panel, NR being a
-    /// multiple of four), then the rest one at a time.
+    /// Interior tiles four at a time, the last four ending at `hi` (recomputing up to
+    /// three tiles rather than taking them one at a time); fewer than four one at a
+    /// time.
     fn interior_tiles(&self, b: &mut FunctionBuilder, row: &TileRow, lo: u64, hi: u64) {
-        if lo >= hi {
+        let count = hi.saturating_sub(lo);
+        if count < LANES {
+            for tx in lo..hi {
+                let tx = b.ins().iconst(types::I64, tx as i64);
+                self.interior_tile(b, row, tx, types::F32);
+            }
             return;
         }
-        let lo = b.ins().iconst(types::I64, lo as i64);
-        let hi = b.ins().iconst(types::I64, hi as i64);
-        let column = b.ins().iadd(row.first, lo);
-        let misalign = b.ins().band_imm_u(column, 3);
-        let to_aligned = b.ins().ineg(misalign);
-        let to_aligned = b.ins().band_imm_u(to_aligned, 3);
-        let head_end = b.ins().iadd(lo, to_aligned);
-        let head_end = b.ins().smin(head_end, hi);
-        counted(b, lo, head_end, 1, |b, tx| self.interior_tile(b, row, tx, types::F32));
-        let left = b.ins().isub(hi, head_end);
-        let body = b.ins().band_imm_u(left, !3);
-        let body_end = b.ins().iadd(head_end, body);
-        counted(b, head_end, body_end, LANES as i64, |b, tx| {
-            self.interior_tile(b, row, tx, types::F32X4)
+        fixed(b, count / LANES, |b, group| {
+            let tx = b.ins().imul_imm_s(group, LANES as i64);
+            let tx = b.ins().iadd_imm_s(tx, lo as i64);
+            self.interior_tile(b, row, tx, types::F32X4);
         });
-        counted(b, body_end, hi, 1, |b, tx| self.interior_tile(b, row, tx, types::F32));
+        if count % LANES != 0 {
+            let tx = b.ins().iconst(types::I64, (hi - LANES) as i64);
+            self.interior_tile(b, row, tx, types::F32X4);
+        }
     }
 
     /// Tile `tx` (f32), or tiles `tx..tx + 4` (f32x4, one per lane), inside the input.
@@ -353,17 +359,41 @@ impl InputTransform<'_> {
             .collect();
         let column = b.ins().iadd(row.first, tx);
         let values = transform(b, self.t.input, &d);
-        self.store(b, row, column, &values);
+        if ty == types::F32 {
+            self.store(b, row, column, &values);
+            return;
+        }
+        // Four columns are contiguous unless they cross into the next panel.
+        let lane = b.ins().band_imm_u(column, (self.nr - 1) as i64);
+        let within = b.ins().icmp_imm_u(
+            IntCC::UnsignedLessThanOrEqual,
+            lane,
+            (self.nr - LANES) as i64,
+        );
+        if_else(
+            b,
+            within,
+            |b| self.store(b, row, column, &values),
+            |b| {
+                for l in 0..LANES as u8 {
+                    let lanes: Vec<Value> =
+                        values.iter().map(|&v| b.ins().extractlane(v, l)).collect();
+                    let column = b.ins().iadd_imm_s(column, i64::from(l));
+                    self.store(b, row, column, &lanes);
+                }
+            },
+        );
     }
 
-    /// The α² transformed values of the tile (or four tiles) at chunk column `column`.
+    /// The α² transformed values of the tile (or four tiles, in one panel) at chunk
+    /// column `column`.
     fn store(&self, b: &mut FunctionBuilder, row: &TileRow, column: Value, values: &[Value]) {
         let panel = b.ins().ushr_imm_u(column, self.nr.trailing_zeros() as i64);
         let lane = b.ins().band_imm_u(column, (self.nr - 1) as i64);
         let panel_start = b.ins().imul_imm_s(panel, (self.kc * self.nr) as i64);
         let element = b.ins().iadd(panel_start, lane);
         let at = offset(b, row.destination, element, 1);
-        let matrix = self.kc * self.columns * 4;
+        let matrix = skewed(self.kc * self.columns) * 4;
         for (point, &value) in values.iter().enumerate() {
             b.ins()
                 .store(flags(), value, at, (point as u64 * matrix) as i32);
@@ -438,7 +468,11 @@ fn combine(b: &mut FunctionBuilder, coefficients: &[f32], values: &[Value]) -> V
             (Some(s), -1.0) => b.ins().fsub(s, v),
             (sum, c) => {
                 let c = b.ins().f32const(c);
-                let c = if ty.is_vector() { b.ins().splat(ty, c) } else { c };
+                let c = if ty.is_vector() {
+                    b.ins().splat(ty, c)
+                } else {
+                    c
+                };
                 let scaled = b.ins().fmul(v, c);
                 match sum {
                     Some(s) => b.ins().fadd(s, scaled),
@@ -448,9 +482,15 @@ fn combine(b: &mut FunctionBuilder, coefficients: &[f32], values: &[Value]) -> V
         });
     }
     sum.unwrap_or_else(|| {
-        let ty = values.first().map_or(types::F32, |&v| b.func.dfg.value_type(v));
+        let ty = values
+            .first()
+            .map_or(types::F32, |&v| b.func.dfg.value_type(v));
         let zero = b.ins().f32const(0.0);
-        if ty.is_vector() { b.ins().splat(ty, zero) } else { zero }
+        if ty.is_vector() {
+            b.ins().splat(ty, zero)
+        } else {
+            zero
+        }
     })
 }
 
@@ -482,7 +522,9 @@ pub(super) fn output_transform(
     counted(b, first, end, 1, |b, channel| {
         let plane = offset(b, output, channel, g.n());
         let source = offset(b, products, channel, writer.columns);
-        fixed(b, chunk.rows / m, |b, r| writer.tile_row(b, plane, source, r, m));
+        fixed(b, chunk.rows / m, |b, r| {
+            writer.tile_row(b, plane, source, r, m)
+        });
         if chunk.rows % m != 0 {
             let r = b.ins().iconst(types::I64, (chunk.rows / m) as i64);
             writer.tile_row(b, plane, source, r, chunk.rows % m);
@@ -507,10 +549,17 @@ impl OutputTransform<'_> {
         let out = offset(b, plane, top, g.out_width);
         let first = b.ins().imul_imm_s(r, tiles_wide(g, m) as i64);
         let source = offset(b, source, first, 1);
-        // Tiles whose m columns all exist: four at a time, then one at a time.
+        // Tiles whose m columns all exist four at a time, the last four ending at the
+        // last of them (rewriting up to three tiles' same values); then one at a time.
         let whole = g.out_width / m;
-        fixed(b, whole / LANES, |b, group| {
+        let vector_end = if whole >= LANES { whole } else { 0 };
+        let groups = vector_end.div_ceil(LANES);
+        fixed(b, groups, |b, group| {
             let tx = b.ins().imul_imm_s(group, LANES as i64);
+            let last = b
+                .ins()
+                .iconst(types::I64, vector_end.saturating_sub(LANES) as i64);
+            let tx = b.ins().smin(tx, last);
             let y = self.outputs(b, source, tx, types::F32X4);
             let out = offset(b, out, tx, m);
             for row in 0..valid {
@@ -523,7 +572,7 @@ impl OutputTransform<'_> {
                 b.ins().store(flags(), high, out, at + 16);
             }
         });
-        for tx in (whole / LANES) * LANES..g.out_width.div_ceil(m) {
+        for tx in vector_end..g.out_width.div_ceil(m) {
             let columns = m.min(g.out_width - tx * m);
             let tx = b.ins().iconst(types::I64, tx as i64);
             let y = self.outputs(b, source, tx, types::F32);
@@ -531,8 +580,7 @@ impl OutputTransform<'_> {
             for row in 0..valid {
                 for x in 0..columns {
                     let at = ((row * g.out_width + x) * 4) as i32;
-                    b.ins()
-                        .store(flags(), y[(row * m + x) as usize], out, at);
+                    b.ins().store(flags(), y[(row * m + x) as usize], out, at);
                 }
             }
         }
@@ -542,7 +590,7 @@ impl OutputTransform<'_> {
     fn outputs(&self, b: &mut FunctionBuilder, source: Value, tx: Value, ty: Type) -> Vec<Value> {
         let alpha = self.t.alpha();
         let at = offset(b, source, tx, 1);
-        let matrix = self.channels * self.columns * 4;
+        let matrix = skewed(self.channels * self.columns) * 4;
         let products: Vec<Vec<Value>> = (0..alpha)
             .map(|j| {
                 (0..alpha)
