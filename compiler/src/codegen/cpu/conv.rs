@@ -112,7 +112,7 @@ impl Geometry {
     /// Matrix products per sample and group: one, or one per point of Winograd's
     /// transformed tile.
     pub fn products(&self) -> u64 {
-        self.winograd.map_or(1, |m| winograd::points(m))
+        self.winograd.map_or(1, winograd::points)
     }
 
     /// Output pixels: N of each product.

@@ -331,7 +331,7 @@ impl InputTransform<'_> {
             let tx = b.ins().iadd_imm_s(tx, lo as i64);
             self.interior_tile(b, row, tx, types::F32X4);
         });
-        if count % LANES != 0 {
+        if !count.is_multiple_of(LANES) {
             let tx = b.ins().iconst(types::I64, (hi - LANES) as i64);
             self.interior_tile(b, row, tx, types::F32X4);
         }
@@ -525,7 +525,7 @@ pub(super) fn output_transform(
         fixed(b, chunk.rows / m, |b, r| {
             writer.tile_row(b, plane, source, r, m)
         });
-        if chunk.rows % m != 0 {
+        if !chunk.rows.is_multiple_of(m) {
             let r = b.ins().iconst(types::I64, (chunk.rows / m) as i64);
             writer.tile_row(b, plane, source, r, chunk.rows % m);
         }
