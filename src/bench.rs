@@ -376,7 +376,7 @@ fn kernel_times(
             };
             KernelTime {
                 kernel: kernel.name.clone(),
-                op: kernel.op.rule().describe(),
+                op: kernel.op_text(),
                 milliseconds,
                 share: milliseconds / total_ms,
                 gflops: 2.0 * macs as f64 * batch as f64 / milliseconds.max(1e-9) / 1e6,

@@ -72,6 +72,31 @@ pub struct Part {
     pub folded_bn: Option<FoldedBn>,
 }
 
+/// How a conv kernel computes its product: the choice of [`choose_algorithms`], shown by
+/// `--emit fused` and the profile.
+///
+/// [`choose_algorithms`]: super::choose_algorithms
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Algorithm {
+    /// Im2col and one matrix product (every kernel but the ones below).
+    #[default]
+    Direct,
+    /// Winograd F(m x m, 3 x 3): each (m + 2) x (m + 2) input tile transformed, then
+    /// (m + 2)² matrix products over the channels, then m x m outputs per tile; fewer
+    /// multiplies than direct for 3x3 stride-1 convolutions.
+    Winograd { m: u64 },
+}
+
+impl Algorithm {
+    /// `winograd F(2x2,3x3)`, or nothing for the direct algorithm.
+    pub fn marker(&self) -> Option<String> {
+        match self {
+            Algorithm::Direct => None,
+            Algorithm::Winograd { m } => Some(format!("winograd F({m}x{m},3x3)")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Kernel {
     /// The graph layer whose op this kernel runs; its weights are named after it.
@@ -87,9 +112,20 @@ pub struct Kernel {
     /// For convs merged horizontally, the layers whose weights are stacked, in channel
     /// order; empty for every other kernel (its weights are its layer's).
     pub parts: Vec<Part>,
+    pub algorithm: Algorithm,
 }
 
 impl Kernel {
+    /// The op as `--emit fused` and the profile show it: `conv 64 3x3 p1`, with the
+    /// algorithm when it is not the direct one (`conv 64 3x3 p1 [winograd F(2x2,3x3)]`).
+    pub fn op_text(&self) -> String {
+        let op = self.op.rule().describe();
+        match self.algorithm.marker() {
+            Some(marker) => format!("{op} [{marker}]"),
+            None => op,
+        }
+    }
+
     /// Conv and dense kernels take epilogues and folded batch norms.
     pub fn takes_epilogue(&self) -> bool {
         matches!(self.op, Op::Conv(_) | Op::Dense(_))

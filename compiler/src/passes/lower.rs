@@ -1,7 +1,7 @@
 //! Checked graph → fused graph before any fusion: one kernel per layer, one tensor per
 //! layer output, side outputs pruned (inference only).
 
-use super::ir::{FusedGraph, Kernel, Place, Step, Tensor, TensorId};
+use super::ir::{Algorithm, FusedGraph, Kernel, Place, Step, Tensor, TensorId};
 use crate::check::CheckedGraph;
 use crate::ops::Op;
 
@@ -49,6 +49,7 @@ pub fn lower(net: &CheckedGraph) -> FusedGraph {
             },
             layers: vec![node.name.clone()],
             parts: Vec::new(),
+            algorithm: Algorithm::Direct,
         });
     }
     fused.output = tensor_of[graph.output.0].unwrap_or(output_fallback(&fused));

@@ -4,7 +4,7 @@
 //! becomes a channel slice of the merged output. Runs after concat in place: a conv
 //! that already writes a concat's slice keeps doing so and is not merged.
 
-use super::ir::{FusedGraph, Kernel, Part, Place, Step, Tensor, TensorId};
+use super::ir::{Algorithm, FusedGraph, Kernel, Part, Place, Step, Tensor, TensorId};
 use crate::ops::{Conv, Op, Padding};
 use std::collections::HashMap;
 
@@ -115,6 +115,7 @@ fn merge(fused: &FusedGraph, group: &[usize], id: TensorId) -> (Kernel, Tensor) 
         epilogue: first.epilogue.clone(),
         layers: members.iter().flat_map(|k| k.layers.clone()).collect(),
         parts,
+        algorithm: Algorithm::Direct,
     };
     let tensor = Tensor {
         name,

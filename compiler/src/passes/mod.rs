@@ -9,10 +9,12 @@
 //!    of the conv or dense kernel before them.
 //! 6. [`concat_in_place`]: branches write their channel slices of a concat's output.
 //! 7. [`merge_1x1_convs`]: 1x1 convs reading the same tensor become one conv.
+//! 8. [`choose_algorithms`]: Winograd for the 3x3 stride-1 convs where it pays.
 //!
 //! [`plan`] then assigns buffers by liveness. Shapes come from the checked graph's facts;
 //! weights are not touched here: the runtime applies [`fold_batch_norm`] to them.
 
+mod algorithm;
 mod concat;
 mod dropout;
 mod epilogue;
@@ -25,12 +27,13 @@ mod order;
 mod plan;
 mod render;
 
+pub use algorithm::{WINOGRAD_ENV, WINOGRAD_TILE, WinogradPolicy, choose_algorithms};
 pub use concat::concat_in_place;
 pub use dropout::remove_dropout;
 pub use epilogue::fuse_epilogues;
 pub use flatten::flatten_views;
 pub use fold_bn::{BnStats, fold_batch_norm, fold_batch_norms};
-pub use ir::{FoldedBn, FusedGraph, Index, Kernel, Part, Place, Step, Tensor, TensorId};
+pub use ir::{Algorithm, FoldedBn, FusedGraph, Index, Kernel, Part, Place, Step, Tensor, TensorId};
 pub use lower::lower;
 pub use merge_1x1::merge_1x1_convs;
 pub use plan::{MemoryPlan, plan};
@@ -38,8 +41,14 @@ pub use render::listing;
 
 use crate::check::CheckedGraph;
 
-/// Every pass, in order, on a checked graph.
+/// Every pass, in order, on a checked graph, with Winograd as the environment asks
+/// ([`WinogradPolicy::from_env`]).
 pub fn fuse(net: &CheckedGraph) -> FusedGraph {
+    fuse_with(net, WinogradPolicy::from_env())
+}
+
+/// Every pass, in order, with Winograd chosen under `winograd`.
+pub fn fuse_with(net: &CheckedGraph, winograd: WinogradPolicy) -> FusedGraph {
     let mut fused = lower(net);
     remove_dropout(&mut fused);
     flatten_views(&mut fused);
@@ -47,6 +56,7 @@ pub fn fuse(net: &CheckedGraph) -> FusedGraph {
     fuse_epilogues(&mut fused);
     concat_in_place(&mut fused);
     merge_1x1_convs(&mut fused);
+    choose_algorithms(&mut fused, winograd);
     compact(&mut fused);
     fused
 }

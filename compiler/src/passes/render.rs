@@ -46,7 +46,7 @@ fn kernel_line(fused: &FusedGraph, plan: &MemoryPlan, kernel: &Kernel) -> String
     let mut line = format!(
         "%{} = {} ({})",
         kernel.output.0,
-        kernel.op.rule().describe(),
+        kernel.op_text(),
         inputs.join(", ")
     );
     if let Some(bn) = &kernel.folded_bn {

@@ -6,5 +6,6 @@ pub mod gemm;
 pub mod gemv;
 pub mod microkernel;
 mod program;
+mod winograd;
 
-pub use program::{Phases, Program, TileChoice, host_target};
+pub use program::{Options, Phases, Program, TileChoice, host_target};

@@ -16,6 +16,7 @@ use crate::weights::Weights;
 use cnnc_compiler::check::CheckedGraph;
 use cnnc_compiler::codegen::cpu::tile;
 use cnnc_compiler::codegen::cpu::{self, Arg, CpuTarget, Geometry, KernelCode};
+use cnnc_compiler::passes::{self, WinogradPolicy};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
@@ -82,6 +83,27 @@ pub struct Phases {
     pub pack: Duration,
 }
 
+/// How a program is compiled: the threads its kernels are split for, the register tile,
+/// and where Winograd is used.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub threads: usize,
+    pub tile: TileChoice,
+    pub winograd: WinogradPolicy,
+}
+
+impl Options {
+    /// `threads`, with the tile and the Winograd policy the environment asks for
+    /// (`CNNC_TILE`, `CNNC_WINOGRAD`), the best ones by default.
+    pub fn from_env(threads: usize) -> Options {
+        Options {
+            threads,
+            tile: TileChoice::from_env(),
+            winograd: WinogradPolicy::from_env(),
+        }
+    }
+}
+
 /// A run's buffers and scratch, and every generated kernel's calls into them.
 struct Cache {
     batch: usize,
@@ -129,7 +151,7 @@ impl<'a> Program<'a> {
         weights: &'a Weights,
         threads: usize,
     ) -> Result<Self> {
-        Self::with_tile(net, weights, threads, TileChoice::from_env())
+        Self::with_options(net, weights, Options::from_env(threads))
     }
 
     /// As `with_threads`, calling the register tile `tile` asks for.
@@ -139,10 +161,43 @@ impl<'a> Program<'a> {
         threads: usize,
         tile: TileChoice,
     ) -> Result<Self> {
+        let options = Options {
+            tile,
+            ..Options::from_env(threads)
+        };
+        Self::with_options(net, weights, options)
+    }
+
+    /// As `with_threads`, with Winograd chosen under `winograd` rather than as the
+    /// environment says.
+    pub fn with_policy(
+        net: &'a CheckedGraph,
+        weights: &'a Weights,
+        threads: usize,
+        winograd: WinogradPolicy,
+    ) -> Result<Self> {
+        let options = Options {
+            winograd,
+            ..Options::from_env(threads)
+        };
+        Self::with_options(net, weights, options)
+    }
+
+    pub fn with_options(
+        net: &'a CheckedGraph,
+        weights: &'a Weights,
+        options: Options,
+    ) -> Result<Self> {
+        let Options {
+            threads,
+            tile,
+            winograd,
+        } = options;
         let started = Instant::now();
         let threads = threads.max(1);
         let mut fused = fused::Program::new(net, weights)?;
         let fused_at = started.elapsed();
+        passes::choose_algorithms(&mut fused.fused, winograd);
         let (target, isa) = target_for(threads, tile)?;
         let fma = has_fma(&*isa);
         let codes = cpu::compile(&fused.fused, &target);
@@ -564,12 +619,24 @@ fn pack_weights(
         // The matrix-vector helper reads the weights as they are: row-major [out, in].
         return Ok(values.to_vec());
     }
-    if values.len() != m * k * geometry.groups as usize {
+    // Out x in/groups x kernel area, whatever K the products take.
+    let [kh, kw] = geometry.kernel;
+    let expected = geometry.out_channels * geometry.channels / geometry.groups * kh * kw;
+    if values.len() as u64 != expected {
         return Err(codegen_error(format!(
-            "weights hold {} values, the geometry {}",
+            "weights hold {} values, the geometry {expected}",
             values.len(),
-            m * k * geometry.groups as usize
         )));
+    }
+    if let Some(transforms) = geometry.winograd.and_then(cpu::transforms) {
+        let channels = geometry.channels as usize;
+        return Ok(super::winograd::pack(
+            transforms,
+            values,
+            m,
+            channels,
+            microkernel,
+        ));
     }
     let mut packed = Vec::new();
     for group in values.chunks_exact((m * k).max(1)) {

@@ -4,9 +4,10 @@
 use super::epilogue;
 use super::loops::{counted, fixed, if_else};
 use super::pack::Packing;
+use super::winograd;
 use super::{Arg, CpuTarget, KernelCode, kernel_function, sample_stride};
 use crate::ops::Op;
-use crate::passes::{FusedGraph, Kernel};
+use crate::passes::{Algorithm, FusedGraph, Kernel};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Signature, Value, types};
 use cranelift_frontend::FunctionBuilder;
@@ -33,6 +34,8 @@ pub struct Geometry {
     /// A dense layer: one column per sample, a matrix-vector product (the runtime's
     /// `Gemv` helper over row-major weights) rather than tiles that would be 1/NR used.
     pub dense: bool,
+    /// Winograd F(m x m, 3 x 3)'s m, when the compiler chose it for this conv.
+    pub winograd: Option<u64>,
 }
 
 impl Geometry {
@@ -64,6 +67,10 @@ impl Geometry {
                     input_sample,
                     output_sample,
                     dense: false,
+                    winograd: match kernel.algorithm {
+                        Algorithm::Winograd { m } => winograd::transforms(m).map(|t| t.m),
+                        Algorithm::Direct => None,
+                    },
                 })
             }
             Op::Dense(_) => Some(Geometry {
@@ -81,6 +88,7 @@ impl Geometry {
                 input_sample,
                 output_sample,
                 dense: true,
+                winograd: None,
             }),
             _ => None,
         }
@@ -91,9 +99,20 @@ impl Geometry {
         self.out_channels / self.groups
     }
 
-    /// Input channels x kernel area per group: K of each product.
+    /// Input channels x kernel area per group: K of each product (the channels alone
+    /// for Winograd's products, which multiply transformed tiles).
     pub fn k(&self) -> u64 {
-        self.channels / self.groups * self.kernel[0] * self.kernel[1]
+        let channels = self.channels / self.groups;
+        match self.winograd {
+            Some(_) => channels,
+            None => channels * self.kernel[0] * self.kernel[1],
+        }
+    }
+
+    /// Matrix products per sample and group: one, or one per point of Winograd's
+    /// transformed tile.
+    pub fn products(&self) -> u64 {
+        self.winograd.map_or(1, winograd::points)
     }
 
     /// Output pixels: N of each product.
@@ -106,6 +125,9 @@ impl Geometry {
     /// With several threads, chunks are also small enough that each thread gets two,
     /// and where it costs little, whole panels (rows x width a multiple of NR).
     pub fn chunk_rows(&self, target: &CpuTarget) -> u64 {
+        if let Some(m) = self.winograd {
+            return winograd::chunk_rows(self, m, target);
+        }
         const CHUNK_FLOATS: u64 = 96 * 1024;
         let (height, width) = (self.out_height.max(1), self.out_width.max(1));
         let columns = CHUNK_FLOATS / self.k_block(target);
@@ -172,12 +194,22 @@ impl Geometry {
         columns.div_ceil(target.nr) * target.nr * self.k_block(target)
     }
 
-    /// Floats of the packed weights, for `target`'s tile (row-major for a dense layer).
+    /// Floats of each thread's scratch: the packed input and an edge tile (Winograd's
+    /// transformed tiles and products instead).
+    pub fn scratch_floats(&self, target: &CpuTarget) -> u64 {
+        match self.winograd {
+            Some(m) => winograd::Scratch::of(self, m, target).floats,
+            None => self.packed_input(target) + target.mr * target.nr,
+        }
+    }
+
+    /// Floats of the packed weights, for `target`'s tile (row-major for a dense layer;
+    /// for Winograd, one packed matrix per product, one after another).
     pub fn packed_weights(&self, target: &CpuTarget) -> u64 {
         if self.dense {
             return self.m() * self.k();
         }
-        self.groups * self.m().div_ceil(target.mr) * target.mr * self.k()
+        self.products() * self.groups * self.m().div_ceil(target.mr) * target.mr * self.k()
     }
 }
 
@@ -240,7 +272,7 @@ pub fn generate(
         let zero = b.ins().iconst(types::I64, 0);
         counted(b, zero, params.batch, 1, |b, n| product.sample(b, n));
     });
-    let scratch_floats = geometry.packed_input(target) + target.mr * target.nr;
+    let scratch_floats = geometry.scratch_floats(target);
     KernelCode {
         kernel: index,
         function,
@@ -286,23 +318,36 @@ pub(super) fn offset_by(b: &mut FunctionBuilder, base: Value, floats: u64) -> Va
 }
 
 /// The matrix products of one sample.
-struct Product<'a> {
+pub(super) struct Product<'a> {
     fused: &'a FusedGraph,
     kernel: &'a Kernel,
-    geometry: &'a Geometry,
-    target: &'a CpuTarget,
-    pointers: &'a Pointers,
+    pub geometry: &'a Geometry,
+    pub target: &'a CpuTarget,
+    pub pointers: &'a Pointers,
     /// The chunks this call computes, `[begin, end)` of the kernel's numbering (full
     /// chunks first, then the short one): threads split a kernel by chunks.
     chunks: (Value, Value),
 }
 
 /// One K block: its size, and where it starts (a loop value or a constant).
-struct Block {
-    kc: u64,
-    p0: Value,
+pub(super) struct Block {
+    pub kc: u64,
+    pub p0: Value,
     /// Nonzero when earlier blocks have written C: the tile then adds to it.
-    accumulate: Value,
+    pub accumulate: Value,
+}
+
+/// One matrix product of a K block through the tile nest: C (`m` x `n`, rows `ldc`
+/// apart) of the weights' MR-row panels (`a_panel` floats each) times the packed
+/// NR-column panels.
+pub(super) struct Gemm {
+    pub m: u64,
+    pub n: u64,
+    pub ldc: u64,
+    pub a_panel: u64,
+    pub weights: Value,
+    pub packed: Value,
+    pub output: Value,
 }
 
 impl Product<'_> {
@@ -454,6 +499,10 @@ impl Product<'_> {
         let end_channel = b.ins().imul_imm_s(end_tile, self.target.mr as i64);
         let channels = b.ins().iconst(types::I64, self.geometry.m() as i64);
         let end_channel = b.ins().smin(end_channel, channels);
+        if let Some(m) = self.geometry.winograd {
+            let channels = (first_channel, end_channel);
+            winograd::output_transform(b, self, m, chunk, at.output, channels);
+        }
         let columns = epilogue::Columns {
             first: first_column,
             count: chunk.columns,
@@ -479,6 +528,10 @@ impl Product<'_> {
         weights: Value,
         output: Value,
     ) {
+        if let Some(m) = self.geometry.winograd {
+            self.winograd_block(b, m, block, chunk, input, weights);
+            return;
+        }
         let scratch = self.pointers.get(&Arg::Scratch);
         let packing = Packing {
             geometry: self.geometry,
@@ -491,26 +544,29 @@ impl Product<'_> {
             scratch,
         };
         packing.generate(b);
-        self.tiles(b, block, chunk, weights, scratch, output);
+        let g = self.geometry;
+        let gemm = Gemm {
+            m: g.m(),
+            n: chunk.columns,
+            ldc: g.n(),
+            a_panel: g.k() * self.target.mr,
+            weights,
+            packed: scratch,
+            output,
+        };
+        self.tiles(b, block, chunk.part, &gemm);
     }
 
-    /// Every MR x NR tile of the block: full ones straight into C, edge ones through
-    /// the scratch tile. Column panels outside and row tiles inside keep one B panel in
-    /// L1 while the weights' block streams from L2; where that block is too big for L2
-    /// the order turns, so each weight panel is read from memory once.
-    fn tiles(
-        &self,
-        b: &mut FunctionBuilder,
-        block: &Block,
-        chunk: &Chunk,
-        weights: Value,
-        packed: Value,
-        output: Value,
-    ) {
-        let g = self.geometry;
+    /// Every MR x NR tile of the block's product that `part` computes: full ones
+    /// straight into C, edge ones through the scratch tile. Column panels outside and
+    /// row tiles inside keep one B panel in L1 while the weights' block streams from
+    /// L2; where that block is too big for L2 the order turns, so each weight panel is
+    /// read from memory once.
+    pub(super) fn tiles(&self, b: &mut FunctionBuilder, block: &Block, part: Value, gemm: &Gemm) {
         let (mr, nr) = (self.target.mr, self.target.nr);
-        let (m, n) = (g.m(), chunk.columns);
-        let (first_tile, end_tile) = self.part_tiles(b, chunk.part);
+        let (m, ldc, n) = (gemm.m, gemm.ldc, gemm.n);
+        let (weights, packed, output) = (gemm.weights, gemm.packed, gemm.output);
+        let (first_tile, end_tile) = self.part_tiles(b, part);
         let full_tiles = b.ins().iconst(types::I64, (m / mr) as i64);
         let full_end = b.ins().smin(end_tile, full_tiles);
         // The short row tile (if any) is the last; only the part whose range holds it
@@ -547,10 +603,10 @@ impl Product<'_> {
             };
         let tile_at = |b: &mut FunctionBuilder, i: Value, rows: u64, j: Value, columns: u64| {
             let b_panel = offset(b, packed, j, block.kc * nr);
-            let a_panel = offset(b, weights, i, g.k() * mr);
+            let a_panel = offset(b, weights, i, gemm.a_panel);
             let p0_offset = b.ins().imul_imm_s(block.p0, (mr * 4) as i64);
             let a_panel = b.ins().iadd(a_panel, p0_offset);
-            let row = b.ins().imul_imm_s(i, (mr * g.n()) as i64);
+            let row = b.ins().imul_imm_s(i, (mr * ldc) as i64);
             let column = b.ins().imul_imm_s(j, nr as i64);
             let corner = b.ins().iadd(row, column);
             let corner = offset(b, output, corner, 1);
@@ -558,6 +614,7 @@ impl Product<'_> {
                 a_panel,
                 b_panel,
                 corner,
+                ldc,
                 rows,
                 columns,
             };
@@ -592,10 +649,9 @@ impl Product<'_> {
 
     fn tile(&self, b: &mut FunctionBuilder, block: &Block, tile: &Tile) {
         let (mr, nr) = (self.target.mr, self.target.nr);
-        let n = self.geometry.n();
         let kc = b.ins().iconst(types::I64, block.kc as i64);
         if tile.rows == mr && tile.columns == nr {
-            let ldc = b.ins().iconst(types::I64, n as i64);
+            let ldc = b.ins().iconst(types::I64, tile.ldc as i64);
             self.call_tile(
                 b,
                 &[
@@ -626,12 +682,12 @@ impl Product<'_> {
     /// The scratch tile's valid rows and columns into C, vectors of four where the
     /// columns allow, then single floats.
     fn copy_edge(&self, b: &mut FunctionBuilder, tile: &Tile, edge: Value, add: bool) {
-        let (nr, n) = (self.target.nr, self.geometry.n());
+        let nr = self.target.nr;
         let flags = MemFlagsData::new().with_notrap();
         let vectors = tile.columns / 4;
         fixed(b, tile.rows, |b, r| {
             let src_row = offset(b, edge, r, nr);
-            let dst_row = offset(b, tile.corner, r, n);
+            let dst_row = offset(b, tile.corner, r, tile.ldc);
             for (ty, count, first) in [
                 (types::F32X4, vectors, 0),
                 (types::F32, tile.columns % 4, vectors * 4),
@@ -682,17 +738,19 @@ pub(super) struct At {
 /// Output rows `first_row..first_row + rows` of a sample: the columns whose packed
 /// input stays in L2 while every tile of the block reads it; and which part of the
 /// output channels this unit computes.
-struct Chunk {
-    first_row: Value,
-    rows: u64,
-    columns: u64,
-    part: Value,
+pub(super) struct Chunk {
+    pub first_row: Value,
+    pub rows: u64,
+    pub columns: u64,
+    pub part: Value,
 }
 
 struct Tile {
     a_panel: Value,
     b_panel: Value,
     corner: Value,
+    /// C's row stride.
+    ldc: u64,
     rows: u64,
     columns: u64,
 }

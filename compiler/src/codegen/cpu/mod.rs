@@ -13,6 +13,8 @@
 //! Pooling, LRN, softmax and the element-wise kernels (a lone activation or batch norm,
 //! an add or a concat the passes could not fuse) are generated whole. On CPUs without
 //! the precompiled tiles' features, the tile itself is generated too (`tile.rs`).
+//! A 3x3 stride-1 conv the passes chose Winograd for (`Algorithm::Winograd`) runs the
+//! same tile nest over its transformed input (`winograd.rs`).
 //!
 //! The compiler only emits functions; the runtime defines them in a JIT module and
 //! supplies what the argument slots name (`Arg`).
@@ -28,8 +30,10 @@ mod pack;
 mod pool;
 mod softmax;
 pub mod tile;
+mod winograd;
 
 pub use conv::Geometry;
+pub use winograd::{F2X2_3X3, Transforms, points, transforms};
 
 use crate::ops::{Activation, Op};
 use crate::passes::{FusedGraph, TensorId};

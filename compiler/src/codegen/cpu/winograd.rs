@@ -1,0 +1,606 @@
+//! Winograd F(2x2, 3x3) (Lavin and Gray, "Fast Algorithms for Convolutional Neural
+//! Networks", 2016) for the 3x3 stride-1 convolutions the compiler chose it for.
+//!
+//! The output is cut into 2x2 tiles, each computed from a 4x4 tile of the input. Per
+//! chunk of tile rows and K block of channels, the input transform `V = Bᵀ d B` of
+//! every tile of every channel is written as 16 matrices (channels x tiles) in the
+//! tile's NR-column panel layout; the 16 products `M_ξ = U_ξ · V_ξ` (U the weights'
+//! transforms `G g Gᵀ`, packed by the runtime into MR-row panels, one matrix per ξ)
+//! run through the same tile nest as a direct convolution, accumulating over the K
+//! blocks into a scratch of 16 (output channels x tiles) matrices; then the output
+//! transform `Y = Aᵀ M A` writes each tile's 2x2 outputs, and the direct
+//! convolution's epilogue runs over the chunk's rows. A product multiplies 16 values
+//! per tile where direct multiplies 36 (2.25x fewer), for the price of the transforms.
+//!
+//! Four tiles of a tile row go through the transforms at once, one per f32x4 lane:
+//! stride-2 input columns are gathered with shuffles, outputs interleaved back.
+//! Padding is resolved once per tile row: a row above or below the input reads a row
+//! of zeros in the scratch, tiles at the left and right edges (known at compile time)
+//! load only their columns inside the input.
+
+use super::Arg;
+use super::CpuTarget;
+use super::conv::{Block, Chunk, Gemm, Geometry, Product, offset, offset_by};
+use super::loops::{counted, fixed, if_else};
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{
+    ConstantData, Endianness, Immediate, InstBuilder, MemFlagsData, Type, Value, types,
+};
+use cranelift_frontend::FunctionBuilder;
+
+/// A Winograd variant's three transforms: the input's `Bᵀ` (α x α), the weights' `G`
+/// (α x 3) and the output's `Aᵀ` (m x α), with α = m + 2.
+pub struct Transforms {
+    pub m: u64,
+    pub input: &'static [&'static [f32]],
+    pub weights: &'static [[f64; 3]],
+    pub output: &'static [&'static [f32]],
+}
+
+impl Transforms {
+    /// α: the input tile's side.
+    pub fn alpha(&self) -> usize {
+        self.input.len()
+    }
+}
+
+/// F(2x2, 3x3): points 0, 1, -1 and ∞; every coefficient of `Bᵀ` and `Aᵀ` is 0 or ±1,
+/// so the transforms are additions and add almost no rounding error.
+pub const F2X2_3X3: Transforms = Transforms {
+    m: 2,
+    input: &[
+        &[1.0, 0.0, -1.0, 0.0],
+        &[0.0, 1.0, 1.0, 0.0],
+        &[0.0, -1.0, 1.0, 0.0],
+        &[0.0, 1.0, 0.0, -1.0],
+    ],
+    weights: &[
+        [1.0, 0.0, 0.0],
+        [0.5, 0.5, 0.5],
+        [0.5, -0.5, 0.5],
+        [0.0, 0.0, 1.0],
+    ],
+    output: &[&[1.0, 1.0, 1.0, 0.0], &[0.0, 1.0, -1.0, -1.0]],
+};
+
+/// The transforms of F(m x m, 3 x 3), for the variants code is generated for.
+pub fn transforms(m: u64) -> Option<&'static Transforms> {
+    (m == F2X2_3X3.m).then_some(&F2X2_3X3)
+}
+
+/// Products per sample: one per point of the transformed tile, α².
+pub fn points(m: u64) -> u64 {
+    (m + 2) * (m + 2)
+}
+
+/// Tiles that go through the transforms at once: one per f32x4 lane.
+const LANES: u64 = 4;
+
+/// Floats a chunk's transformed input (one K block) and products may take together:
+/// 1.5 MiB, within the 2 MiB L2 beside the weights' panels streaming through.
+const CHUNK_FLOATS: u64 = 384 * 1024;
+
+/// Floats from one of the α² matrices to the next: past a multiple of 4 KiB by one
+/// cache line, so that the 16 streams of a transform do not fall in one L1 set.
+fn skewed(floats: u64) -> u64 {
+    floats.next_multiple_of(1024) + 16
+}
+
+/// Tiles across the output.
+fn tiles_wide(g: &Geometry, m: u64) -> u64 {
+    g.out_width.div_ceil(m)
+}
+
+/// Output channels rounded up to the tile's rows: every product's tiles are full.
+fn padded_channels(g: &Geometry, target: &CpuTarget) -> u64 {
+    g.m().div_ceil(target.mr) * target.mr
+}
+
+/// Columns of a chunk's products: its tiles, rounded up to whole NR panels.
+fn padded_columns(g: &Geometry, m: u64, rows: u64, nr: u64) -> u64 {
+    (rows.div_ceil(m) * tiles_wide(g, m)).div_ceil(nr) * nr
+}
+
+/// Output rows per chunk (whole tile rows): as many tile rows as keep the chunk's
+/// transformed input and products within `CHUNK_FLOATS` (at least one), with threads
+/// two chunks each where there are enough, and among those the count whose chunks
+/// leave the fewest unused columns in their last panels.
+pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
+    let (tall, wide) = (g.out_height.div_ceil(m).max(1), tiles_wide(g, m).max(1));
+    let kc = target.kc.min(g.k()).max(1);
+    let per_column = points(m) * (kc + padded_channels(g, target));
+    let mut most = (CHUNK_FLOATS / (per_column * wide)).clamp(1, tall);
+    if target.threads > 1 {
+        most = most.min(tall.div_ceil(2 * target.threads)).max(1);
+    }
+    let panels = |rows: u64| (rows * wide).div_ceil(target.nr);
+    let padded = |rows: u64| (tall / rows) * panels(rows) + panels(tall % rows);
+    let best = (1..=most)
+        .min_by_key(|&rows| (padded(rows), std::cmp::Reverse(rows)))
+        .unwrap_or(1);
+    best * m
+}
+
+/// Where a thread's scratch holds what: the transformed input of a K block at 0, the
+/// products from `products`, a row of zeros (what rows of padding read) from `zeros`.
+pub struct Scratch {
+    pub products: u64,
+    pub zeros: u64,
+    pub floats: u64,
+}
+
+impl Scratch {
+    pub fn of(g: &Geometry, m: u64, target: &CpuTarget) -> Scratch {
+        let columns = padded_columns(g, m, chunk_rows(g, m, target), target.nr);
+        let kc = target.kc.min(g.k()).max(1);
+        let products = points(m) * skewed(kc * columns);
+        let zeros = products + points(m) * skewed(padded_channels(g, target) * columns);
+        Scratch {
+            products,
+            zeros,
+            floats: zeros + g.width.next_multiple_of(LANES),
+        }
+    }
+}
+
+fn flags() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+impl Product<'_> {
+    /// One K block of a chunk: the input transform, then the α² products into the
+    /// products' scratch (added to what earlier blocks left there).
+    pub(super) fn winograd_block(
+        &self,
+        b: &mut FunctionBuilder,
+        m: u64,
+        block: &Block,
+        chunk: &Chunk,
+        input: Value,
+        weights: Value,
+    ) {
+        let (g, target) = (self.geometry, self.target);
+        let Some(transforms) = transforms(m) else {
+            return;
+        };
+        let layout = Scratch::of(g, m, target);
+        let scratch = self.pointers.get(&Arg::Scratch);
+        let columns = padded_columns(g, m, chunk.rows, target.nr);
+        let zeros = offset_by(b, scratch, layout.zeros);
+        let first_tile_row = b.ins().udiv_imm_u(chunk.first_row, m as i64);
+        InputTransform {
+            g,
+            t: transforms,
+            nr: target.nr,
+            kc: block.kc,
+            p0: block.p0,
+            first_tile_row,
+            tile_rows: chunk.rows.div_ceil(m),
+            input,
+            transformed: scratch,
+            columns,
+            zeros,
+        }
+        .generate(b);
+        let products = offset_by(b, scratch, layout.products);
+        let channels = padded_channels(g, target);
+        fixed(b, points(m), |b, point| {
+            let gemm = Gemm {
+                m: channels,
+                n: columns,
+                ldc: columns,
+                a_panel: g.k() * target.mr,
+                weights: offset(b, weights, point, channels * g.k()),
+                packed: offset(b, scratch, point, skewed(block.kc * columns)),
+                output: offset(b, products, point, skewed(channels * columns)),
+            };
+            self.tiles(b, block, chunk.part, &gemm);
+        });
+    }
+}
+
+/// Writes the transformed tiles of one K block of a chunk: point ξ of tile t of
+/// channel p at `transformed + ξ * kc * columns + (t / NR) * kc * NR + p * NR + t % NR`.
+struct InputTransform<'a> {
+    g: &'a Geometry,
+    t: &'static Transforms,
+    nr: u64,
+    kc: u64,
+    p0: Value,
+    first_tile_row: Value,
+    tile_rows: u64,
+    input: Value,
+    transformed: Value,
+    /// Columns of each transformed matrix: the chunk's tiles, padded to whole panels.
+    columns: u64,
+    zeros: Value,
+}
+
+/// A tile row of one channel: the input rows its tiles read (the zeros for padding),
+/// and where its transformed values go.
+struct TileRow {
+    rows: Vec<Value>,
+    /// Row p of every transformed matrix's first panel.
+    destination: Value,
+    /// The chunk column of the row's tile 0.
+    first: Value,
+}
+
+impl InputTransform<'_> {
+    fn generate(&self, b: &mut FunctionBuilder) {
+        let g = self.g;
+        let zero = b.ins().f32const(0.0);
+        let zero = b.ins().splat(types::F32X4, zero);
+        fixed(b, g.width.div_ceil(LANES), |b, v| {
+            let at = offset(b, self.zeros, v, LANES);
+            b.ins().store(flags(), zero, at, 0);
+        });
+        fixed(b, self.kc, |b, p| {
+            let channel = b.ins().iadd(self.p0, p);
+            let plane = offset(b, self.input, channel, g.height * g.width);
+            let destination = offset(b, self.transformed, p, self.nr);
+            fixed(b, self.tile_rows, |b, r| {
+                self.tile_row(b, plane, destination, r)
+            });
+        });
+    }
+
+    fn tile_row(&self, b: &mut FunctionBuilder, plane: Value, destination: Value, r: Value) {
+        let g = self.g;
+        let m = self.t.m;
+        let ty = b.ins().iadd(self.first_tile_row, r);
+        let top = b.ins().imul_imm_s(ty, m as i64);
+        let top = b.ins().iadd_imm_s(top, -(g.pads[0] as i64));
+        let rows = (0..self.t.alpha() as i64)
+            .map(|i| {
+                let iy = b.ins().iadd_imm_s(top, i);
+                let inside = b
+                    .ins()
+                    .icmp_imm_u(IntCC::UnsignedLessThan, iy, g.height as i64);
+                let row = offset(b, plane, iy, g.width);
+                b.ins().select(inside, row, self.zeros)
+            })
+            .collect();
+        let wide = tiles_wide(g, m);
+        let row = TileRow {
+            rows,
+            destination,
+            first: b.ins().imul_imm_s(r, wide as i64),
+        };
+        let (lo, hi) = self.interior();
+        for tx in (0..lo).chain(hi..wide) {
+            self.edge_tile(b, &row, tx);
+        }
+        self.interior_tiles(b, &row, lo, hi);
+    }
+
+    /// The tiles `[lo, hi)` whose input columns all lie inside the input.
+    fn interior(&self) -> (u64, u64) {
+        let (g, m) = (self.g, self.t.m);
+        let alpha = self.t.alpha() as u64;
+        let wide = tiles_wide(g, m);
+        let left = g.pads[1];
+        let lo = left.div_ceil(m).min(wide);
+        // Tile tx reads columns m * tx - left .. m * tx - left + α - 1.
+        let hi = (g.width + left)
+            .checked_sub(alpha)
+            .map_or(0, |room| room / m + 1)
+            .clamp(lo, wide);
+        (lo, hi)
+    }
+
+    /// A tile at the left or right edge: columns outside the input are zeros.
+    fn edge_tile(&self, b: &mut FunctionBuilder, row: &TileRow, tx: u64) {
+        let g = self.g;
+        let alpha = self.t.alpha() as i64;
+        let first = (tx * self.t.m) as i64 - g.pads[1] as i64;
+        let d: Vec<Vec<Value>> = row
+            .rows
+            .iter()
+            .map(|&source| {
+                (first..first + alpha)
+                    .map(|ix| {
+                        if (0..g.width as i64).contains(&ix) {
+                            b.ins().load(types::F32, flags(), source, (ix * 4) as i32)
+                        } else {
+                            b.ins().f32const(0.0)
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let column = b.ins().iadd_imm_s(row.first, tx as i64);
+        let values = transform(b, self.t.input, &d);
+        self.store(b, row, column, &values);
+    }
+
+    /// Interior tiles four at a time, the last four ending at `hi` (recomputing up to
+    /// three tiles rather than taking them one at a time); fewer than four one at a
+    /// time.
+    fn interior_tiles(&self, b: &mut FunctionBuilder, row: &TileRow, lo: u64, hi: u64) {
+        let count = hi.saturating_sub(lo);
+        if count < LANES {
+            for tx in lo..hi {
+                let tx = b.ins().iconst(types::I64, tx as i64);
+                self.interior_tile(b, row, tx, types::F32);
+            }
+            return;
+        }
+        fixed(b, count / LANES, |b, group| {
+            let tx = b.ins().imul_imm_s(group, LANES as i64);
+            let tx = b.ins().iadd_imm_s(tx, lo as i64);
+            self.interior_tile(b, row, tx, types::F32X4);
+        });
+        if !count.is_multiple_of(LANES) {
+            let tx = b.ins().iconst(types::I64, (hi - LANES) as i64);
+            self.interior_tile(b, row, tx, types::F32X4);
+        }
+    }
+
+    /// Tile `tx` (f32), or tiles `tx..tx + 4` (f32x4, one per lane), inside the input.
+    fn interior_tile(&self, b: &mut FunctionBuilder, row: &TileRow, tx: Value, ty: Type) {
+        let g = self.g;
+        let alpha = self.t.alpha();
+        let first = b.ins().imul_imm_s(tx, self.t.m as i64);
+        let first = b.ins().iadd_imm_s(first, -(g.pads[1] as i64));
+        let d: Vec<Vec<Value>> = row
+            .rows
+            .iter()
+            .map(|&source| {
+                let source = offset(b, source, first, 1);
+                if ty == types::F32 {
+                    (0..alpha)
+                        .map(|k| b.ins().load(types::F32, flags(), source, (k * 4) as i32))
+                        .collect()
+                } else {
+                    gather_columns(b, source, alpha, self.t.m)
+                }
+            })
+            .collect();
+        let column = b.ins().iadd(row.first, tx);
+        let values = transform(b, self.t.input, &d);
+        if ty == types::F32 {
+            self.store(b, row, column, &values);
+            return;
+        }
+        // Four columns are contiguous unless they cross into the next panel.
+        let lane = b.ins().band_imm_u(column, (self.nr - 1) as i64);
+        let within = b.ins().icmp_imm_u(
+            IntCC::UnsignedLessThanOrEqual,
+            lane,
+            (self.nr - LANES) as i64,
+        );
+        if_else(
+            b,
+            within,
+            |b| self.store(b, row, column, &values),
+            |b| {
+                for l in 0..LANES as u8 {
+                    let lanes: Vec<Value> =
+                        values.iter().map(|&v| b.ins().extractlane(v, l)).collect();
+                    let column = b.ins().iadd_imm_s(column, i64::from(l));
+                    self.store(b, row, column, &lanes);
+                }
+            },
+        );
+    }
+
+    /// The α² transformed values of the tile (or four tiles, in one panel) at chunk
+    /// column `column`.
+    fn store(&self, b: &mut FunctionBuilder, row: &TileRow, column: Value, values: &[Value]) {
+        let panel = b.ins().ushr_imm_u(column, self.nr.trailing_zeros() as i64);
+        let lane = b.ins().band_imm_u(column, (self.nr - 1) as i64);
+        let panel_start = b.ins().imul_imm_s(panel, (self.kc * self.nr) as i64);
+        let element = b.ins().iadd(panel_start, lane);
+        let at = offset(b, row.destination, element, 1);
+        let matrix = skewed(self.kc * self.columns) * 4;
+        for (point, &value) in values.iter().enumerate() {
+            b.ins()
+                .store(flags(), value, at, (point as u64 * matrix) as i32);
+        }
+    }
+}
+
+/// Column k of four consecutive tiles, lane l holding input column `m * l + k` from
+/// `source`: two loads of four and one `shufps` picking every m-th value (m = 2).
+fn gather_columns(b: &mut FunctionBuilder, source: Value, alpha: usize, m: u64) -> Vec<Value> {
+    debug_assert_eq!(m, 2, "the gather picks every second column");
+    let mut columns = Vec::with_capacity(alpha);
+    for pair in (0..alpha).step_by(2) {
+        let low = b
+            .ins()
+            .load(types::F32X4, flags(), source, (pair * 4) as i32);
+        let high = b
+            .ins()
+            .load(types::F32X4, flags(), source, (pair * 4 + 16) as i32);
+        columns.push(shuffle(b, low, high, [0, 2, 4, 6]));
+        columns.push(shuffle(b, low, high, [1, 3, 5, 7]));
+    }
+    columns.truncate(alpha);
+    columns
+}
+
+/// Lanes of `x` (0-3) and `y` (4-7) picked by `lanes`, through the byte shuffle
+/// Cranelift offers (lowered to one `shufps`/`punpck*` for these patterns).
+fn shuffle(b: &mut FunctionBuilder, x: Value, y: Value, lanes: [u8; 4]) -> Value {
+    let little = MemFlagsData::new().with_endianness(Endianness::Little);
+    let bytes: Vec<u8> = lanes
+        .iter()
+        .flat_map(|&lane| (0..4).map(move |byte| lane * 4 + byte))
+        .collect();
+    let mask: Immediate = b.func.dfg.immediates.push(ConstantData::from(bytes));
+    let x = b.ins().bitcast(types::I8X16, little, x);
+    let y = b.ins().bitcast(types::I8X16, little, y);
+    let picked = b.ins().shuffle(x, y, mask);
+    b.ins().bitcast(types::F32X4, little, picked)
+}
+
+/// `L d Lᵀ` for a square or wide matrix `L` (rows x α) and α x α values `d` (f32 or
+/// f32x4): rows x rows values, row-major.
+fn transform(b: &mut FunctionBuilder, l: &[&[f32]], d: &[Vec<Value>]) -> Vec<Value> {
+    // Each row of d through L, then each column of the result.
+    let across: Vec<Vec<Value>> = d
+        .iter()
+        .map(|row| l.iter().map(|c| combine(b, c, row)).collect())
+        .collect();
+    let mut out = vec![Vec::new(); l.len()];
+    for i in 0..l.len() {
+        let column: Vec<Value> = across.iter().map(|row| row[i]).collect();
+        for (j, c) in l.iter().enumerate() {
+            out[j].push(combine(b, c, &column));
+        }
+    }
+    out.concat()
+}
+
+/// `Σ c_k · v_k`, with the zero coefficients skipped and ±1 as additions.
+fn combine(b: &mut FunctionBuilder, coefficients: &[f32], values: &[Value]) -> Value {
+    let mut sum: Option<Value> = None;
+    for (&c, &v) in coefficients.iter().zip(values) {
+        if c == 0.0 {
+            continue;
+        }
+        let ty = b.func.dfg.value_type(v);
+        sum = Some(match (sum, c) {
+            (None, 1.0) => v,
+            (None, -1.0) => b.ins().fneg(v),
+            (Some(s), 1.0) => b.ins().fadd(s, v),
+            (Some(s), -1.0) => b.ins().fsub(s, v),
+            (sum, c) => {
+                let c = b.ins().f32const(c);
+                let c = if ty.is_vector() {
+                    b.ins().splat(ty, c)
+                } else {
+                    c
+                };
+                let scaled = b.ins().fmul(v, c);
+                match sum {
+                    Some(s) => b.ins().fadd(s, scaled),
+                    None => scaled,
+                }
+            }
+        });
+    }
+    sum.unwrap_or_else(|| {
+        let ty = values
+            .first()
+            .map_or(types::F32, |&v| b.func.dfg.value_type(v));
+        let zero = b.ins().f32const(0.0);
+        if ty.is_vector() {
+            b.ins().splat(ty, zero)
+        } else {
+            zero
+        }
+    })
+}
+
+/// The output transform of a chunk for output channels `[first, end)` of the group:
+/// each tile's m x m outputs from its α² products, into the output rows the epilogue
+/// then runs over.
+pub(super) fn output_transform(
+    b: &mut FunctionBuilder,
+    product: &Product,
+    m: u64,
+    chunk: &Chunk,
+    output: Value,
+    (first, end): (Value, Value),
+) {
+    let (g, target) = (product.geometry, product.target);
+    let Some(t) = transforms(m) else {
+        return;
+    };
+    let layout = Scratch::of(g, m, target);
+    let scratch = product.pointers.get(&Arg::Scratch);
+    let products = offset_by(b, scratch, layout.products);
+    let writer = OutputTransform {
+        g,
+        t,
+        first_row: chunk.first_row,
+        columns: padded_columns(g, m, chunk.rows, target.nr),
+        channels: padded_channels(g, target),
+    };
+    counted(b, first, end, 1, |b, channel| {
+        let plane = offset(b, output, channel, g.n());
+        let source = offset(b, products, channel, writer.columns);
+        fixed(b, chunk.rows / m, |b, r| {
+            writer.tile_row(b, plane, source, r, m)
+        });
+        if !chunk.rows.is_multiple_of(m) {
+            let r = b.ins().iconst(types::I64, (chunk.rows / m) as i64);
+            writer.tile_row(b, plane, source, r, chunk.rows % m);
+        }
+    });
+}
+
+struct OutputTransform<'a> {
+    g: &'a Geometry,
+    t: &'static Transforms,
+    first_row: Value,
+    columns: u64,
+    channels: u64,
+}
+
+impl OutputTransform<'_> {
+    /// Tile row `r` of one channel, of which `valid` output rows exist.
+    fn tile_row(&self, b: &mut FunctionBuilder, plane: Value, source: Value, r: Value, valid: u64) {
+        let (g, m) = (self.g, self.t.m);
+        let top = b.ins().imul_imm_s(r, m as i64);
+        let top = b.ins().iadd(self.first_row, top);
+        let out = offset(b, plane, top, g.out_width);
+        let first = b.ins().imul_imm_s(r, tiles_wide(g, m) as i64);
+        let source = offset(b, source, first, 1);
+        // Tiles whose m columns all exist four at a time, the last four ending at the
+        // last of them (rewriting up to three tiles' same values); then one at a time.
+        let whole = g.out_width / m;
+        let vector_end = if whole >= LANES { whole } else { 0 };
+        let groups = vector_end.div_ceil(LANES);
+        fixed(b, groups, |b, group| {
+            let tx = b.ins().imul_imm_s(group, LANES as i64);
+            let last = b
+                .ins()
+                .iconst(types::I64, vector_end.saturating_sub(LANES) as i64);
+            let tx = b.ins().smin(tx, last);
+            let y = self.outputs(b, source, tx, types::F32X4);
+            let out = offset(b, out, tx, m);
+            for row in 0..valid {
+                let at = (row * g.out_width * 4) as i32;
+                // Lane l of y[row][x] is output column m * l + x: interleave.
+                let (y0, y1) = (y[(row * m) as usize], y[(row * m + 1) as usize]);
+                let low = shuffle(b, y0, y1, [0, 4, 1, 5]);
+                let high = shuffle(b, y0, y1, [2, 6, 3, 7]);
+                b.ins().store(flags(), low, out, at);
+                b.ins().store(flags(), high, out, at + 16);
+            }
+        });
+        for tx in vector_end..g.out_width.div_ceil(m) {
+            let columns = m.min(g.out_width - tx * m);
+            let tx = b.ins().iconst(types::I64, tx as i64);
+            let y = self.outputs(b, source, tx, types::F32);
+            let out = offset(b, out, tx, m);
+            for row in 0..valid {
+                for x in 0..columns {
+                    let at = ((row * g.out_width + x) * 4) as i32;
+                    b.ins().store(flags(), y[(row * m + x) as usize], out, at);
+                }
+            }
+        }
+    }
+
+    /// The m x m outputs (row-major) of tile `tx` (or of `tx..tx + 4`, one per lane).
+    fn outputs(&self, b: &mut FunctionBuilder, source: Value, tx: Value, ty: Type) -> Vec<Value> {
+        let alpha = self.t.alpha();
+        let at = offset(b, source, tx, 1);
+        let matrix = skewed(self.channels * self.columns) * 4;
+        let products: Vec<Vec<Value>> = (0..alpha)
+            .map(|j| {
+                (0..alpha)
+                    .map(|i| {
+                        let point = (j * alpha + i) as u64;
+                        b.ins().load(ty, flags(), at, (point * matrix) as i32)
+                    })
+                    .collect()
+            })
+            .collect();
+        transform(b, self.t.output, &products)
+    }
+}

@@ -1,0 +1,181 @@
+//! The algorithm of each conv kernel: Winograd F(2x2,3x3) where it pays, the direct
+//! product (im2col and one matrix product) everywhere else. The choice is made on
+//! shapes only; the rule is what was measured on the target machine (docs/performance.md
+//! has the per-layer numbers).
+
+use super::ir::{Algorithm, FusedGraph, Kernel};
+use crate::ops::Op;
+
+/// Which eligible convolutions use Winograd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WinogradPolicy {
+    /// Where the shapes say it is faster than direct.
+    Auto,
+    /// Nowhere: every conv is direct.
+    Off,
+    /// Every eligible conv (3x3, stride 1, dilation 1, one group), faster or not: for
+    /// tests of small shapes and for measuring.
+    Everywhere,
+}
+
+/// The environment variable that overrides [`WinogradPolicy::Auto`].
+pub const WINOGRAD_ENV: &str = "CNNC_WINOGRAD";
+
+impl WinogradPolicy {
+    /// `CNNC_WINOGRAD=0` turns Winograd off, `CNNC_WINOGRAD=1` uses it on every
+    /// eligible conv; unset (or any other value) leaves the choice to the shapes.
+    pub fn from_env() -> WinogradPolicy {
+        match std::env::var(WINOGRAD_ENV).as_deref() {
+            Ok("0") => WinogradPolicy::Off,
+            Ok("1") => WinogradPolicy::Everywhere,
+            _ => WinogradPolicy::Auto,
+        }
+    }
+}
+
+/// The output tile of the Winograd variant used: F(2x2,3x3).
+pub const WINOGRAD_TILE: u64 = 2;
+
+/// Sets every kernel's algorithm under `policy` (every kernel: running it twice with
+/// another policy replaces the first choice).
+pub fn choose_algorithms(fused: &mut FusedGraph, policy: WinogradPolicy) {
+    for index in 0..fused.kernels.len() {
+        let shapes = winograd_shapes(fused, &fused.kernels[index]);
+        let winograd = match (policy, shapes) {
+            (WinogradPolicy::Off, _) | (_, None) => false,
+            (WinogradPolicy::Everywhere, Some(_)) => true,
+            (WinogradPolicy::Auto, Some(shapes)) => winograd_pays(shapes),
+        };
+        fused.kernels[index].algorithm = if winograd {
+            Algorithm::Winograd { m: WINOGRAD_TILE }
+        } else {
+            Algorithm::Direct
+        };
+    }
+}
+
+/// What the rule looks at: input channels, output channels, output height and width.
+#[derive(Debug, Clone, Copy)]
+struct Shapes {
+    channels: u64,
+    out_channels: u64,
+    out_height: u64,
+    out_width: u64,
+}
+
+/// The shapes of a conv Winograd can compute: 3x3, stride 1, dilation 1, one group,
+/// padding at most 2 on each side (a tile never lies wholly in the padding).
+fn winograd_shapes(fused: &FusedGraph, kernel: &Kernel) -> Option<Shapes> {
+    let Op::Conv(conv) = &kernel.op else {
+        return None;
+    };
+    let window = &conv.window;
+    let eligible = window.kernel == [3, 3]
+        && window.stride == [1, 1]
+        && window.dilation == [1, 1]
+        && conv.groups == 1
+        && kernel.parts.is_empty();
+    let input = fused.tensor(*kernel.inputs.first()?);
+    let (&[channels, height, width], &[out_channels, out_height, out_width]) = (
+        input.shape.0.as_slice(),
+        fused.tensor(kernel.output).shape.0.as_slice(),
+    ) else {
+        return None;
+    };
+    let pads_fit = window.pads([height, width]).iter().all(|&p| p <= 2);
+    (eligible && pads_fit).then_some(Shapes {
+        channels,
+        out_channels,
+        out_height,
+        out_width,
+    })
+}
+
+/// Where F(2x2,3x3) was measured faster than direct (`cnnc bench --profile --threads 1`
+/// on VGG-16 and ResNet-50 with and without `CNNC_WINOGRAD=0`): enough channels that
+/// the 16 products, not the transforms, take the time, and an output large enough
+/// that the tiles fill the microkernel's columns.
+fn winograd_pays(shapes: Shapes) -> bool {
+    shapes.channels >= 32
+        && shapes.out_channels >= 32
+        && shapes.out_height >= 14
+        && shapes.out_width >= 14
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::passes::fuse_with;
+
+    fn algorithms(source: &str, policy: WinogradPolicy) -> Vec<Algorithm> {
+        let mut compilation = crate::compile(source);
+        assert!(!compilation.has_errors(), "{:?}", compilation.diagnostics);
+        let fused = fuse_with(&compilation.networks.remove(0), policy);
+        fused.kernels.iter().map(|k| k.algorithm).collect()
+    }
+
+    const WINOGRAD: Algorithm = Algorithm::Winograd { m: WINOGRAD_TILE };
+
+    #[test]
+    fn only_3x3_stride_1_ungrouped_convs_are_eligible() {
+        let source = "network N(input: 64x28x28) {
+            conv(64, 3x3, pad=1) relu
+            conv(64, 3x3, stride=2, pad=1)
+            conv(64, 3x3, pad=2, dilation=2)
+            conv(64, 3x3, pad=1, groups=2)
+            conv(64, 1x1)
+            conv(64, 5x5, pad=2)
+            maxpool(2x2)
+        }";
+        assert_eq!(
+            algorithms(source, WinogradPolicy::Everywhere),
+            [
+                WINOGRAD,
+                Algorithm::Direct,
+                Algorithm::Direct,
+                Algorithm::Direct,
+                Algorithm::Direct,
+                Algorithm::Direct,
+                Algorithm::Direct
+            ]
+        );
+    }
+
+    #[test]
+    fn auto_leaves_small_layers_direct_and_off_turns_winograd_off() {
+        let source = "network N(input: 3x56x56) {
+            conv(64, 3x3, pad=1)
+            conv(64, 3x3, pad=1)
+            maxpool(8x8)
+            conv(64, 3x3, pad=1)
+        }";
+        // Three input channels, then a big layer, then a 7x7 output.
+        assert_eq!(
+            algorithms(source, WinogradPolicy::Auto),
+            [
+                Algorithm::Direct,
+                WINOGRAD,
+                Algorithm::Direct,
+                Algorithm::Direct
+            ]
+        );
+        assert!(
+            algorithms(source, WinogradPolicy::Off)
+                .iter()
+                .all(|a| *a == Algorithm::Direct)
+        );
+    }
+
+    #[test]
+    fn the_choice_shows_in_the_listing() {
+        let mut compilation =
+            crate::compile("network N(input: 64x16x16) { conv c(64, 3x3, pad=1) }");
+        let net = compilation.networks.remove(0);
+        let fused = fuse_with(&net, WinogradPolicy::Everywhere);
+        let listing = crate::passes::listing(&fused, &crate::passes::plan(&fused));
+        assert!(
+            listing.contains("conv 64 3x3 p1 [winograd F(2x2,3x3)] (%0)"),
+            "{listing}"
+        );
+    }
+}
