@@ -53,10 +53,10 @@ fn the_jit_shows_its_cranelift_ir_and_refuses_save() {
     let output = cnnc(&["build", "examples/lenet5.cnn", "--emit", "clif"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
-    // One function per conv, pooling and dense kernel: c1, s2, c3, s4, three dense.
+    // One function per kernel: c1, s2, c3, s4, three dense, the softmax.
     assert_eq!(
         text.matches("\nfunction ").count() + usize::from(text.starts_with("function")),
-        7,
+        8,
         "{text}"
     );
     assert!(text.contains("; kernel 0 `c1`: conv 6 5x5"), "{text}");
