@@ -458,6 +458,9 @@ fn bench_reports_latency_throughput_and_a_profile() {
     // Every kernel of the fused graph, slowest first: c1, s2, c3, s4, three dense, softmax.
     let profile = report["profile"].as_array().expect("profile");
     assert_eq!(profile.len(), 8, "{profile:?}");
+    // All of them generated: none on the reference path.
+    assert_eq!(report["kernels"], 8);
+    assert_eq!(report["reference_path"], serde_json::json!([]));
     let times: Vec<f64> = profile
         .iter()
         .map(|k| k["milliseconds"].as_f64().expect("ms"))
