@@ -98,10 +98,11 @@ fn build_emits_the_fused_graph_and_its_memory_plan() {
     assert_golden("lenet5.fused.txt", &stdout(&output));
     let output = cnnc(&["build", "examples/resnet18.cnn", "--emit", "fused"]);
     let fused = stdout(&output);
-    // BN folded, ReLU and the residual add in the conv's epilogue, in source order.
+    // BN folded, ReLU and the residual add in the conv's epilogue, in source order;
+    // the 3x3 conv through Winograd.
     assert!(
         fused.contains(
-            "%4 = conv 64 3x3 p1 nobias (%3) + fold(layer1.0.bn2) + bias + add(%2) + relu"
+            "%4 = conv 64 3x3 p1 nobias [winograd F(2x2,3x3)] (%3) + fold(layer1.0.bn2) + bias + add(%2) + relu"
         ),
         "{fused}"
     );

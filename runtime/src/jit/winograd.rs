@@ -18,12 +18,16 @@ pub fn pack(
 ) -> Vec<f32> {
     let points = transforms.alpha() * transforms.alpha();
     let mut matrices = vec![vec![0.0f32; out_channels * in_channels]; points];
+    let mut u = vec![0.0f32; points];
     for (pair, g) in weights.chunks_exact(9).enumerate() {
-        for (point, u) in transform(transforms, g).into_iter().enumerate() {
-            matrices[point][pair] = u;
+        transform(transforms, g, &mut u);
+        for (matrix, &value) in matrices.iter_mut().zip(&u) {
+            matrix[pair] = value;
         }
     }
-    let mut packed = Vec::new();
+    let mut packed = Vec::with_capacity(
+        points * out_channels.div_ceil(microkernel.mr) * microkernel.mr * in_channels,
+    );
     for matrix in &matrices {
         packed
             .extend_from_slice(PackedA::new(microkernel, matrix, out_channels, in_channels).data());
@@ -31,22 +35,25 @@ pub fn pack(
     packed
 }
 
-/// `G g Gᵀ` of one 3x3 kernel (row-major), row-major α x α.
-fn transform(transforms: &Transforms, g: &[f32]) -> Vec<f32> {
+/// The largest α of a variant: F(4x4,3x3)'s 6.
+const MAX_ALPHA: usize = 6;
+
+/// `G g Gᵀ` of one 3x3 kernel (row-major) into `u`, row-major α x α.
+fn transform(transforms: &Transforms, g: &[f32], u: &mut [f32]) {
     let gm = transforms.weights;
-    let alpha = gm.len();
     // G g: α x 3.
-    let left: Vec<[f64; 3]> = gm
-        .iter()
-        .map(|row| std::array::from_fn(|b| (0..3).map(|a| row[a] * f64::from(g[a * 3 + b])).sum()))
-        .collect();
-    let mut u = Vec::with_capacity(alpha * alpha);
-    for row in &left {
+    let mut left = [[0.0f64; 3]; MAX_ALPHA];
+    for (row, out) in gm.iter().zip(&mut left) {
+        *out = std::array::from_fn(|b| (0..3).map(|a| row[a] * f64::from(g[a * 3 + b])).sum());
+    }
+    let mut values = u.iter_mut();
+    for row in &left[..gm.len()] {
         for column in gm {
-            u.push((0..3).map(|b| row[b] * column[b]).sum::<f64>() as f32);
+            if let Some(value) = values.next() {
+                *value = (0..3).map(|b| row[b] * column[b]).sum::<f64>() as f32;
+            }
         }
     }
-    u
 }
 
 #[cfg(test)]
@@ -89,7 +96,8 @@ mod tests {
         for (a, b) in [(0, 0), (1, 2), (2, 1)] {
             let mut g = [0.0f32; 9];
             g[a * 3 + b] = 1.0;
-            let u = transform(&F2X2_3X3, &g);
+            let mut u = [0.0f32; 16];
+            transform(&F2X2_3X3, &g, &mut u);
             for j in 0..4 {
                 for i in 0..4 {
                     let expected = F2X2_3X3.weights[j][a] * F2X2_3X3.weights[i][b];
@@ -114,7 +122,12 @@ mod tests {
         let matrix = out_channels.div_ceil(microkernel.mr) * microkernel.mr * in_channels;
         assert_eq!(packed.len(), 16 * matrix);
         // Point ξ of (output 2, input 1): panel 0, step 1, row 2.
-        let u = transform(&F2X2_3X3, &weights[(2 * in_channels + 1) * 9..][..9]);
+        let mut u = [0.0f32; 16];
+        transform(
+            &F2X2_3X3,
+            &weights[(2 * in_channels + 1) * 9..][..9],
+            &mut u,
+        );
         for (point, value) in u.iter().enumerate() {
             assert_eq!(packed[point * matrix + microkernel.mr + 2], *value);
         }
