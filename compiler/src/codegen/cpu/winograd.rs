@@ -107,7 +107,7 @@ fn padded_columns(g: &Geometry, m: u64, rows: u64, nr: u64) -> u64 {
 /// leave the fewest unused columns in their last panels.
 pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
     let (tall, wide) = (g.out_height.div_ceil(m).max(1), tiles_wide(g, m).max(1));
-    let kc = target.kc.min(g.k()).max(1);
+    let kc = g.k_block(target);
     let per_column = points(m) * (kc + padded_channels(g, target));
     let mut most = (CHUNK_FLOATS / (per_column * wide)).clamp(1, tall);
     if target.threads > 1 {
@@ -132,7 +132,7 @@ pub struct Scratch {
 impl Scratch {
     pub fn of(g: &Geometry, m: u64, target: &CpuTarget) -> Scratch {
         let columns = padded_columns(g, m, chunk_rows(g, m, target), target.nr);
-        let kc = target.kc.min(g.k()).max(1);
+        let kc = g.k_block(target);
         let products = points(m) * skewed(kc * columns);
         let zeros = products + points(m) * skewed(padded_channels(g, target) * columns);
         Scratch {
