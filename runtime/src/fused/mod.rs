@@ -57,6 +57,15 @@ impl<'a> Program<'a> {
 
     /// The buffers for a batch, with the inputs written in.
     pub(crate) fn start(&self, inputs: &[Tensor]) -> Result<Storage<'_>> {
+        self.start_guarded(inputs, None)
+    }
+
+    /// As `start`, each buffer between guard pages if `guard` is given.
+    pub(crate) fn start_guarded(
+        &self,
+        inputs: &[Tensor],
+        guard: Option<crate::jit::guarded::Guard>,
+    ) -> Result<Storage<'_>> {
         if inputs.len() != self.fused.inputs.len() {
             return Err(RuntimeError::Invalid(format!(
                 "the network takes {} inputs, {} given",
@@ -65,7 +74,7 @@ impl<'a> Program<'a> {
             )));
         }
         let batch = inputs.first().map_or(1, |t| t.shape()[0]);
-        let mut storage = Storage::new(&self.fused, &self.plan, batch)?;
+        let mut storage = Storage::new(&self.fused, &self.plan, batch, guard)?;
         for (&id, tensor) in self.fused.inputs.iter().zip(inputs) {
             self.check_input(id, tensor, batch)?;
             storage.write(id, tensor)?;

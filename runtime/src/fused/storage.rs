@@ -4,13 +4,14 @@
 
 use crate::Tensor;
 use crate::error::{Result, RuntimeError};
+use crate::jit::guarded::{Floats, Guard};
 use cnnc_compiler::passes::{FusedGraph, MemoryPlan, TensorId};
 
 pub struct Storage<'a> {
     fused: &'a FusedGraph,
     plan: &'a MemoryPlan,
     batch: usize,
-    buffers: Vec<Vec<f32>>,
+    buffers: Vec<Floats>,
 }
 
 /// Where one tensor's values sit: sample `n` is
@@ -23,7 +24,13 @@ struct Location {
 }
 
 impl<'a> Storage<'a> {
-    pub fn new(fused: &'a FusedGraph, plan: &'a MemoryPlan, batch: usize) -> Result<Self> {
+    /// The plan's buffers for `batch` samples, between guard pages if `guard` is given.
+    pub fn new(
+        fused: &'a FusedGraph,
+        plan: &'a MemoryPlan,
+        batch: usize,
+        guard: Option<Guard>,
+    ) -> Result<Self> {
         let buffers = plan
             .buffers
             .iter()
@@ -32,7 +39,7 @@ impl<'a> Storage<'a> {
                     .ok()
                     .and_then(|e| e.checked_mul(batch))
                     .ok_or_else(|| RuntimeError::Invalid("activations too large".into()))?;
-                Ok(vec![0.0f32; elements])
+                Floats::zeroed(elements, guard)
             })
             .collect::<Result<_>>()?;
         Ok(Storage {

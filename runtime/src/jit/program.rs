@@ -6,6 +6,7 @@
 //! code is generated for them too.
 
 use super::gemm::{KC, PackedA};
+use super::guarded::{Floats, Guard};
 use super::microkernel::Microkernel;
 use crate::Tensor;
 use crate::error::{Result, RuntimeError};
@@ -27,6 +28,8 @@ pub struct Program<'a> {
     microkernel: Microkernel,
     scratch_floats: usize,
     threads: usize,
+    /// Bounds-checked mode: every buffer the generated code touches against this guard.
+    guard: Option<Guard>,
     /// Owns the generated code: the function pointers live as long as it does.
     _module: JITModule,
     pub compile_time: Duration,
@@ -37,10 +40,10 @@ struct Compiled {
     function: KernelFn,
     chunks: usize,
     args: Vec<Arg>,
-    packed_weights: Vec<f32>,
-    bias: Vec<f32>,
+    packed_weights: Floats,
+    bias: Floats,
     /// Scale and shift vectors, in the order of the `Scale`/`Shift` slots.
-    scale_shift: Vec<Vec<f32>>,
+    scale_shift: Vec<Floats>,
 }
 
 impl<'a> Program<'a> {
@@ -54,6 +57,27 @@ impl<'a> Program<'a> {
         net: &'a CheckedGraph,
         weights: &'a Weights,
         threads: usize,
+    ) -> Result<Self> {
+        Self::with_guard(net, weights, threads, None)
+    }
+
+    /// As `with_threads`, in bounds-checked mode: activations, scratch areas, packed
+    /// weights, biases and scales are each mapped against a `guard` page, so generated
+    /// code that strays past one faults instead of corrupting another.
+    pub fn bounds_checked(
+        net: &'a CheckedGraph,
+        weights: &'a Weights,
+        threads: usize,
+        guard: Guard,
+    ) -> Result<Self> {
+        Self::with_guard(net, weights, threads, Some(guard))
+    }
+
+    fn with_guard(
+        net: &'a CheckedGraph,
+        weights: &'a Weights,
+        threads: usize,
+        guard: Option<Guard>,
     ) -> Result<Self> {
         let started = Instant::now();
         let threads = threads.max(1);
@@ -83,6 +107,7 @@ impl<'a> Program<'a> {
                 function,
                 &microkernel,
                 &target,
+                guard,
             )?);
             if kernels[index]
                 .as_ref()
@@ -98,6 +123,7 @@ impl<'a> Program<'a> {
             microkernel,
             scratch_floats,
             threads,
+            guard,
             _module: module,
             compile_time: started.elapsed(),
         })
@@ -119,9 +145,11 @@ impl<'a> Program<'a> {
 
     /// Runs the network and times each kernel of the fused graph.
     pub fn run_profiled(&self, inputs: Vec<Tensor>) -> Result<(Tensor, Vec<Duration>)> {
-        let mut storage = self.fused.start(&inputs)?;
+        let mut storage = self.fused.start_guarded(&inputs, self.guard)?;
         // At least one float a thread, so that every thread has its (possibly unused) share.
-        let mut scratch = vec![0.0f32; self.scratch_floats.max(1) * self.threads];
+        let mut scratch = (0..self.threads)
+            .map(|_| Floats::zeroed(self.scratch_floats.max(1), self.guard))
+            .collect::<Result<Vec<_>>>()?;
         let mut times = Vec::with_capacity(self.kernels.len());
         for (index, kernel) in self.kernels.iter().enumerate() {
             let started = Instant::now();
@@ -144,7 +172,7 @@ impl<'a> Program<'a> {
         index: usize,
         compiled: &Compiled,
         storage: &mut Storage,
-        scratch: &mut [f32],
+        scratch: &mut [Floats],
     ) -> Result<()> {
         let kernel = &self.fused.fused.kernels[index];
         let input = *kernel
@@ -164,7 +192,7 @@ impl<'a> Program<'a> {
                     .next()
                     .map(|v| v.as_ptr().cast_mut())
                     .ok_or_else(|| codegen_error("a scale or shift is missing".into()))?,
-                Arg::Scratch => scratch.as_mut_ptr(),
+                Arg::Scratch => scratch[0].as_mut_ptr(),
                 Arg::Tile => self.microkernel.tile as *mut f32,
                 Arg::Gemv => super::gemv::gemv as *mut f32,
                 Arg::Pow => pow as *mut f32,
@@ -188,7 +216,7 @@ impl<'a> Program<'a> {
             unsafe { function(slots.as_ptr(), batch, range.0 as i64, range.1 as i64) };
         };
         let ranges = split(compiled.chunks, self.threads);
-        let mut scratches = scratch.chunks_mut(self.scratch_floats.max(1));
+        let mut scratches = scratch.iter_mut().map(|s| &mut s[..]);
         if ranges.len() == 1 {
             work(ranges[0], scratches.next().unwrap_or_default());
         } else {
@@ -281,6 +309,7 @@ fn compiled(
     function: KernelFn,
     microkernel: &Microkernel,
     target: &CpuTarget,
+    guard: Option<Guard>,
 ) -> Result<Compiled> {
     let chunks = code.chunks as usize;
     let Some(geometry) = &code.geometry else {
@@ -289,8 +318,8 @@ fn compiled(
             function,
             chunks,
             args: code.args,
-            packed_weights: Vec::new(),
-            bias: Vec::new(),
+            packed_weights: Floats::Heap(Vec::new()),
+            bias: Floats::Heap(Vec::new()),
             scale_shift: Vec::new(),
         });
     };
@@ -311,16 +340,16 @@ fn compiled(
     for arg in &code.args {
         if let Arg::Scale { layer, eps } = arg {
             let (scale, shift) = batch_norm_scale_shift(program.weights, layer, *eps)?;
-            scale_shift.push(scale);
-            scale_shift.push(shift);
+            scale_shift.push(Floats::from_vec(scale, guard)?);
+            scale_shift.push(Floats::from_vec(shift, guard)?);
         }
     }
     Ok(Compiled {
         function,
         chunks,
         args: code.args,
-        packed_weights,
-        bias,
+        packed_weights: Floats::from_vec(packed_weights, guard)?,
+        bias: Floats::from_vec(bias, guard)?,
         scale_shift,
     })
 }
