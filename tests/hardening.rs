@@ -326,6 +326,8 @@ struct Differential {
     generated: usize,
     checked: usize,
     ran: usize,
+    /// Lines of the networks that ran, a measure of their size.
+    lines: usize,
     disagreements: Vec<String>,
 }
 
@@ -337,9 +339,7 @@ fn differential(count: usize, seed: u64) -> Differential {
     let mut found = Differential::default();
     let mut state = seed;
     for _ in 0..count {
-        let bytes: Vec<u8> = (0..192)
-            .map(|_| (splitmix(&mut state) >> 56) as u8)
-            .collect();
+        let bytes: Vec<u8> = (0..512).map(|_| random_byte(&mut state)).collect();
         let Ok(spec) =
             surfaces::NetworkSpec::arbitrary_take_rest(arbitrary::Unstructured::new(&bytes))
         else {
@@ -357,6 +357,7 @@ fn differential(count: usize, seed: u64) -> Differential {
             continue;
         }
         found.ran += 1;
+        found.lines += source.lines().count();
         if let Some(error) =
             surfaces::run_differential(&net, spec.batch(), spec.seed, spec.threads())
         {
@@ -364,6 +365,18 @@ fn differential(count: usize, seed: u64) -> Differential {
         }
     }
     found
+}
+
+/// A random byte, odd three times in four: `arbitrary` continues a list while the
+/// byte it reads is odd, so networks get several layers and bodies rather than one.
+fn random_byte(state: &mut u64) -> u8 {
+    let bits = splitmix(state);
+    let byte = (bits >> 56) as u8;
+    if bits.is_multiple_of(4) {
+        byte & !1
+    } else {
+        byte | 1
+    }
 }
 
 /// SplitMix64: the random bytes of the differential runner, from its seed.
@@ -377,10 +390,11 @@ fn splitmix(state: &mut u64) -> u64 {
 
 fn assert_agree(found: &Differential) {
     eprintln!(
-        "{} networks generated, {} checked, {} ran on both backends, {} disagreements",
+        "{} networks generated, {} checked, {} ran on both backends ({:.1} lines each), {} disagreements",
         found.generated,
         found.checked,
         found.ran,
+        found.lines as f64 / found.ran.max(1) as f64,
         found.disagreements.len()
     );
     assert!(
@@ -413,8 +427,11 @@ fn many_generated_networks_agree() {
     assert_agree(&differential(count, seed));
 }
 
+/// What a fuzz target does with its input.
+type Surface = fn(&[u8]);
+
 /// Each fuzz target's surface and the function it calls (the same one as the fuzzer).
-const SURFACES: [(&str, fn(&[u8])); 6] = [
+const SURFACES: [(&str, Surface); 6] = [
     ("cnn_text", surfaces::cnn_text),
     ("cnn_structured", structured),
     ("weights", surfaces::weights),
