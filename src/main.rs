@@ -197,6 +197,13 @@ struct RunArgs {
     /// A layer or block whose output to save (with --save-outputs); repeatable.
     #[arg(long, value_name = "NAME")]
     save: Vec<String>,
+    /// Replace .npy files that already exist in the --save-outputs directory.
+    #[arg(long)]
+    overwrite: bool,
+    /// Run the JIT with every buffer between guard pages, so generated code that
+    /// strays outside one faults (twice: against the page after, then before).
+    #[arg(long)]
+    check_bounds: bool,
     #[arg(long, value_enum, default_value_t = RunFormat::Text)]
     format: RunFormat,
     /// Which executor runs the network [default: jit, or reference with --save, since
@@ -420,6 +427,8 @@ fn run_network(args: RunArgs) -> Result<(), String> {
         save: args.save.clone(),
         json: args.format == RunFormat::Json,
         memory_limit: args.memory_limit,
+        overwrite: args.overwrite,
+        check_bounds: args.check_bounds,
         backend: match args.backend {
             Some(backend) => backend.runtime(),
             None if !args.save.is_empty() => run::Backend::Reference,

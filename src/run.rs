@@ -28,6 +28,10 @@ pub struct RunRequest {
     pub json: bool,
     pub memory_limit: Option<u64>,
     pub backend: Backend,
+    /// Replace `.npy` files that already exist in `save_outputs`.
+    pub overwrite: bool,
+    /// Run the JIT's generated code with every buffer against guard pages.
+    pub check_bounds: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -96,6 +100,12 @@ pub fn run(net: &CheckedGraph, request: &RunRequest) -> Result<(), RuntimeError>
     for (_, id) in &keep {
         keep_mask[id.0] = true;
     }
+    if request.check_bounds && request.backend != Backend::Jit {
+        return Err(RuntimeError::Invalid(
+            "--check-bounds checks the JIT's generated code: it needs --backend jit".into(),
+        ));
+    }
+    let destinations = save_destinations(request, &keep)?;
     let limit = request.memory_limit.or_else(memory::available);
     if let Some(limit) = limit {
         memory::check(net, batch as u64, &keep_mask, limit)?;
@@ -130,7 +140,7 @@ pub fn run(net: &CheckedGraph, request: &RunRequest) -> Result<(), RuntimeError>
     let (outputs, compile_milliseconds) = match request.backend {
         Backend::Reference => (reference::run(net, &weights, inputs, &options)?, None),
         Backend::Fused => (run_fused(net, &weights, inputs, &options)?, None),
-        Backend::Jit => run_jit(net, &weights, inputs, &options)?,
+        Backend::Jit => run_jit(net, &weights, inputs, &options, request.check_bounds)?,
     };
     // The time to run, not to compile: that is reported on its own.
     let milliseconds = started.elapsed().as_secs_f64() * 1e3 - compile_milliseconds.unwrap_or(0.0);
@@ -144,28 +154,23 @@ pub fn run(net: &CheckedGraph, request: &RunRequest) -> Result<(), RuntimeError>
     );
     let predictions = output::top_k(&outputs.output, request.top, ends_in_softmax, &labels);
     let mut saved = Vec::new();
-    if let Some(dir) = &request.save_outputs {
-        std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Write {
-            path: dir.clone(),
-            source,
-        })?;
-        // Saved under the names asked for: `--save inception_4a` is inception_4a.npy.
-        let mut tensors = vec![("output", true, &outputs.output)];
-        tensors.extend(keep.iter().filter_map(|(asked, id)| {
-            Some((
-                asked.as_str(),
-                false,
-                outputs.kept.get(&graph.node(*id).name)?,
-            ))
-        }));
-        for (name, is_network_output, tensor) in tensors {
-            let path = dir.join(npy_file_name(name, is_network_output));
-            output::save_npy(tensor, &path)?;
-            saved.push(Saved {
-                tensor: name.to_string(),
-                path: path.display().to_string(),
-            });
-        }
+    let existing = if request.overwrite {
+        output::Existing::Replace
+    } else {
+        output::Existing::Refuse
+    };
+    for (name, id, path) in destinations {
+        let tensor = match id {
+            None => &outputs.output,
+            Some(id) => outputs.kept.get(&graph.node(id).name).ok_or_else(|| {
+                RuntimeError::Invalid(format!("the run did not keep {name} to save it"))
+            })?,
+        };
+        output::save_npy(tensor, &path, existing)?;
+        saved.push(Saved {
+            tensor: name,
+            path: path.display().to_string(),
+        });
     }
     let report = Report {
         network: graph.name.clone(),
@@ -202,6 +207,50 @@ pub fn run(net: &CheckedGraph, request: &RunRequest) -> Result<(), RuntimeError>
     Ok(())
 }
 
+/// Where `--save-outputs` puts each tensor: `(name, layer, path)`, the network's output
+/// first (layer `None`). The directory is made, and without `--overwrite` files already
+/// there are refused before anything runs, so a run never ends in losing either.
+fn save_destinations(
+    request: &RunRequest,
+    keep: &[(String, NodeId)],
+) -> Result<Vec<(String, Option<NodeId>, PathBuf)>, RuntimeError> {
+    let Some(dir) = &request.save_outputs else {
+        return Ok(Vec::new());
+    };
+    std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Write {
+        path: dir.clone(),
+        source,
+    })?;
+    // Saved under the names asked for: `--save inception_4a` is inception_4a.npy.
+    let mut destinations = vec![(
+        "output".to_string(),
+        None,
+        dir.join(npy_file_name("output", true)),
+    )];
+    destinations.extend(keep.iter().map(|(asked, id)| {
+        (
+            asked.clone(),
+            Some(*id),
+            dir.join(npy_file_name(asked, false)),
+        )
+    }));
+    // `--save a --save a` writes a.npy once.
+    let mut seen = std::collections::HashSet::new();
+    destinations.retain(|(_, _, path)| seen.insert(path.clone()));
+    let taken: Vec<String> = destinations
+        .iter()
+        .filter(|(_, _, path)| !request.overwrite && path.exists())
+        .map(|(_, _, path)| path.display().to_string())
+        .collect();
+    if !taken.is_empty() {
+        return Err(RuntimeError::Invalid(format!(
+            "--save-outputs would replace {}; pass --overwrite to replace them, or choose another directory",
+            taken.join(", ")
+        )));
+    }
+    Ok(destinations)
+}
+
 /// The fused executor keeps only the output: its buffers are reused as it goes.
 fn run_fused(
     net: &CheckedGraph,
@@ -223,8 +272,12 @@ fn run_jit(
     weights: &Weights,
     inputs: Vec<cnnc_runtime::Tensor>,
     options: &RunOptions,
+    check_bounds: bool,
 ) -> Result<(reference::Outputs, Option<f64>), RuntimeError> {
     refuse_save(options, "jit")?;
+    if check_bounds {
+        return run_jit_bounds_checked(net, weights, inputs);
+    }
     let program = jit::Program::new(net, weights)?;
     let output = program.run(inputs)?;
     let outputs = reference::Outputs {
@@ -232,6 +285,34 @@ fn run_jit(
         ..Default::default()
     };
     Ok((outputs, Some(program.compile_time.as_secs_f64() * 1e3)))
+}
+
+/// `--check-bounds`: the JIT twice, every buffer pushed against the page after it (an
+/// overrun faults) and then against the page before it (an underrun faults). Both runs
+/// compute the same numbers; the report's times are the first run's.
+fn run_jit_bounds_checked(
+    net: &CheckedGraph,
+    weights: &Weights,
+    inputs: Vec<cnnc_runtime::Tensor>,
+) -> Result<(reference::Outputs, Option<f64>), RuntimeError> {
+    let threads = rayon::current_num_threads();
+    let mut results = Vec::new();
+    for guard in [jit::guarded::Guard::Trailing, jit::guarded::Guard::Leading] {
+        let program = jit::Program::bounds_checked(net, weights, threads, guard)?;
+        let output = program.run(inputs.clone())?;
+        results.push((output, program.compile_time.as_secs_f64() * 1e3));
+    }
+    if results[0].0 != results[1].0 {
+        return Err(RuntimeError::Invalid(
+            "--check-bounds: the two guarded runs computed different outputs".into(),
+        ));
+    }
+    let (output, compile_milliseconds) = results.swap_remove(0);
+    let outputs = reference::Outputs {
+        output,
+        ..Default::default()
+    };
+    Ok((outputs, Some(compile_milliseconds)))
 }
 
 /// Backends that reuse the buffers of inner layers keep only the output.

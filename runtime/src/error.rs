@@ -38,6 +38,8 @@ pub enum RuntimeError {
         limit: String,
         largest: String,
     },
+    #[error("{path} already exists; pass --overwrite to replace it")]
+    Exists { path: PathBuf },
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,

@@ -66,7 +66,7 @@ pub fn load(
         InputSource::Files(paths) => {
             let samples = paths
                 .iter()
-                .map(|p| load_file(p, &dims, normalize))
+                .map(|p| load_file(p, &dims, batch, normalize))
                 .collect::<Result<Vec<Tensor>>>()?;
             let views: Vec<_> = samples.iter().map(|s| s.view()).collect();
             let stacked =
@@ -76,30 +76,68 @@ pub fn load(
     }
 }
 
-/// One file as `[n, ...shape]`.
-fn load_file(path: &Path, dims: &[usize], normalize: &Normalize) -> Result<Tensor> {
-    let is_npy = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
-    if is_npy {
-        load_npy(path, dims)
+/// The largest image file read, and the decoder's limits: an image whose header declares
+/// more is refused before its pixels are allocated.
+pub const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
+pub const MAX_IMAGE_SIDE: u32 = 32_768;
+pub const MAX_IMAGE_DECODE_BYTES: u64 = 512 << 20;
+/// Room for an `.npy` header (numpy writes 128 bytes or so; the format allows 4 GiB).
+const MAX_NPY_HEADER_BYTES: u64 = 1 << 20;
+
+/// One file as `[n, ...shape]`, `n` at most `batch`.
+fn load_file(path: &Path, dims: &[usize], batch: usize, normalize: &Normalize) -> Result<Tensor> {
+    let io = |source| RuntimeError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let limit = max_file_bytes(path, dims, batch);
+    let size = std::fs::metadata(path).map_err(io)?.len();
+    if size > limit {
+        return Err(RuntimeError::Invalid(format!(
+            "{} is {}, more than an input for this network can be ({})",
+            path.display(),
+            cnnc_compiler::summary::bytes(size),
+            cnnc_compiler::summary::bytes(limit)
+        )));
+    }
+    decode(path, &std::fs::read(path).map_err(io)?, dims, normalize)
+}
+
+/// The largest file that can hold an input: `batch` samples of f32 for `.npy`, the
+/// image limit otherwise.
+fn max_file_bytes(path: &Path, dims: &[usize], batch: usize) -> u64 {
+    if !is_npy(path) {
+        return MAX_IMAGE_FILE_BYTES;
+    }
+    dims.iter()
+        .fold(batch as u64, |a, &d| a.saturating_mul(d as u64))
+        .saturating_mul(4)
+        .saturating_add(MAX_NPY_HEADER_BYTES)
+}
+
+fn is_npy(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+}
+
+/// One input file's contents as `[n, ...dims]`: an `.npy` array (by `path`'s
+/// extension) or an image. `path` only names the file in errors.
+pub fn decode(path: &Path, bytes: &[u8], dims: &[usize], normalize: &Normalize) -> Result<Tensor> {
+    if is_npy(path) {
+        decode_npy(path, bytes, dims)
     } else {
-        load_image(path, dims, normalize)
+        decode_image(path, bytes, dims, normalize)
     }
 }
 
-fn load_npy(path: &Path, dims: &[usize]) -> Result<Tensor> {
-    let file = std::fs::File::open(path).map_err(|source| RuntimeError::Io {
+fn decode_npy(path: &Path, bytes: &[u8], dims: &[usize]) -> Result<Tensor> {
+    let error = |reason: String| RuntimeError::Npy {
         path: path.to_path_buf(),
-        source,
-    })?;
+        reason,
+    };
+    npy_data_fits(bytes).map_err(error)?;
     let array: Tensor =
-        ndarray_npy::ReadNpyExt::read_npy(std::io::BufReader::new(file)).map_err(|e| {
-            RuntimeError::Npy {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            }
-        })?;
+        ndarray_npy::ReadNpyExt::read_npy(bytes).map_err(|e| error(e.to_string()))?;
     if array.shape() == dims {
         return Ok(array.insert_axis(Axis(0)));
     }
@@ -113,7 +151,51 @@ fn load_npy(path: &Path, dims: &[usize]) -> Result<Tensor> {
     })
 }
 
-fn load_image(path: &Path, dims: &[usize], normalize: &Normalize) -> Result<Tensor> {
+/// Checks that the bytes after an `.npy` header hold at least the float32 values its
+/// shape declares: ndarray-npy allocates the header, then the values, at the sizes the
+/// file declares before reading them, so a 100-byte file could ask for terabytes.
+fn npy_data_fits(bytes: &[u8]) -> std::result::Result<(), String> {
+    const MAGIC: &[u8] = b"\x93NUMPY";
+    if !bytes.starts_with(MAGIC) || bytes.len() < 10 {
+        return Err("it does not start with the .npy magic string".into());
+    }
+    let (header_len, header_start) = match bytes[6] {
+        1 => (
+            usize::from(u16::from_le_bytes([bytes[8], bytes[9]])),
+            10usize,
+        ),
+        2 | 3 if bytes.len() >= 12 => {
+            let len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+            (usize::try_from(len).unwrap_or(usize::MAX), 12)
+        }
+        version => return Err(format!("unsupported .npy version {version}")),
+    };
+    let data_start = header_start
+        .checked_add(header_len)
+        .filter(|&end| end <= bytes.len())
+        .ok_or_else(|| format!("the header declares {header_len} bytes but the file ends first"))?;
+    let header = ndarray_npy::npy::header::Header::from_reader(&mut &bytes[..])
+        .map_err(|e| e.to_string())?;
+    let data = (bytes.len() - data_start) as u64;
+    let declared = header
+        .shape
+        .iter()
+        .try_fold(4u64, |a, &d| a.checked_mul(d as u64));
+    match declared {
+        Some(declared) if declared <= data => Ok(()),
+        _ => Err(format!(
+            "the header declares shape {:?} but only {data} bytes of values follow",
+            header.shape
+        )),
+    }
+}
+
+fn decode_image(
+    path: &Path,
+    bytes: &[u8],
+    dims: &[usize],
+    normalize: &Normalize,
+) -> Result<Tensor> {
     let &[channels, height, width] = dims else {
         return Err(RuntimeError::InputShape {
             expected: shape_text(dims),
@@ -128,22 +210,28 @@ fn load_image(path: &Path, dims: &[usize], normalize: &Normalize) -> Result<Tens
             hint: ": give a .npy file for other channel counts".into(),
         });
     }
-    let image = image::ImageReader::open(path)
-        .map_err(|source| RuntimeError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
+    let error = |reason: String| RuntimeError::Image {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let (Ok(target_w), Ok(target_h)) = (u32::try_from(width), u32::try_from(height)) else {
+        return Err(error(format!(
+            "the network's input {height}x{width} is too large for an image"
+        )));
+    };
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|source| RuntimeError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .decode()
-        .map_err(|e| RuntimeError::Image {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    let image = cover_and_crop(image, width as u32, height as u32);
+        .map_err(|e| error(e.to_string()))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_IMAGE_DECODE_BYTES);
+    reader.limits(limits);
+    let image = reader.decode().map_err(|e| error(e.to_string()))?;
+    if image.width() == 0 || image.height() == 0 {
+        return Err(error("the image is empty".into()));
+    }
+    let image = cover_and_crop(image, target_w, target_h);
     let pixels: Vec<u8> = if channels == 1 {
         image.to_luma8().into_raw()
     } else {
@@ -160,23 +248,25 @@ fn load_image(path: &Path, dims: &[usize], normalize: &Normalize) -> Result<Tens
     Ok(tensor)
 }
 
-/// Scales the image so it covers `width`x`height`, then crops the centre, the usual
-/// ImageNet evaluation transform (without the 256/224 margin).
+/// Scales the image so it covers `width`x`height` and keeps the centre, the usual
+/// ImageNet evaluation transform (without the 256/224 margin). The centre is cut out
+/// first and then resized, so a very long, thin image never becomes a huge one.
 fn cover_and_crop(image: image::DynamicImage, width: u32, height: u32) -> image::DynamicImage {
     if image.width() == width && image.height() == height {
         return image;
     }
     let scale = (f64::from(width) / f64::from(image.width()))
         .max(f64::from(height) / f64::from(image.height()));
-    let scaled_w = ((f64::from(image.width()) * scale).round() as u32).max(width);
-    let scaled_h = ((f64::from(image.height()) * scale).round() as u32).max(height);
-    let resized = image.resize_exact(scaled_w, scaled_h, FilterType::Triangle);
-    resized.crop_imm(
-        (scaled_w - width) / 2,
-        (scaled_h - height) / 2,
-        width,
-        height,
-    )
+    let crop_w = ((f64::from(width) / scale).round() as u32).clamp(1, image.width());
+    let crop_h = ((f64::from(height) / scale).round() as u32).clamp(1, image.height());
+    image
+        .crop_imm(
+            (image.width() - crop_w) / 2,
+            (image.height() - crop_h) / 2,
+            crop_w,
+            crop_h,
+        )
+        .resize_exact(width, height, FilterType::Triangle)
 }
 
 /// Repeats a batch of samples to fill `batch` (one image, batch 8: eight copies).

@@ -57,7 +57,7 @@ impl<'a> Program<'a> {
 
     /// The buffers for a batch, with the inputs written in.
     pub(crate) fn start(&self, inputs: &[Tensor]) -> Result<Storage<'_>> {
-        let storage = Storage::new(&self.fused, &self.plan, self.batch_of(inputs)?)?;
+        let storage = Storage::new(&self.fused, &self.plan, self.batch_of(inputs)?, None)?;
         self.start_in(inputs, storage)
     }
 

@@ -4,13 +4,14 @@
 
 use crate::Tensor;
 use crate::error::{Result, RuntimeError};
+use crate::jit::guarded::{Floats, Guard};
 use cnnc_compiler::passes::{FusedGraph, MemoryPlan, TensorId};
 
 pub struct Storage<'a> {
     fused: &'a FusedGraph,
     plan: &'a MemoryPlan,
     batch: usize,
-    buffers: Vec<Vec<f32>>,
+    buffers: Vec<Floats>,
 }
 
 /// Where one tensor's values sit: sample `n` is
@@ -30,7 +31,7 @@ impl<'a> Storage<'a> {
         fused: &'a FusedGraph,
         plan: &'a MemoryPlan,
         batch: usize,
-        buffers: Vec<Vec<f32>>,
+        buffers: Vec<Floats>,
     ) -> Option<Self> {
         let fits = buffers.len() == plan.buffers.len()
             && buffers
@@ -46,18 +47,24 @@ impl<'a> Storage<'a> {
     }
 
     /// The buffers, for `reuse` by a later run of the same batch size.
-    pub fn into_buffers(self) -> Vec<Vec<f32>> {
+    pub fn into_buffers(self) -> Vec<Floats> {
         self.buffers
     }
 
-    pub fn new(fused: &'a FusedGraph, plan: &'a MemoryPlan, batch: usize) -> Result<Self> {
+    /// The plan's buffers for `batch` samples, between guard pages if `guard` is given.
+    pub fn new(
+        fused: &'a FusedGraph,
+        plan: &'a MemoryPlan,
+        batch: usize,
+        guard: Option<Guard>,
+    ) -> Result<Self> {
         let buffers = plan
             .buffers
             .iter()
             .map(|&bytes| {
                 let elements = elements_for(bytes, batch)
                     .ok_or_else(|| RuntimeError::Invalid("activations too large".into()))?;
-                Ok(vec![0.0f32; elements])
+                Floats::zeroed(elements, guard)
             })
             .collect::<Result<_>>()?;
         Ok(Storage {

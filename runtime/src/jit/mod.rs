@@ -4,6 +4,7 @@
 
 pub mod gemm;
 pub mod gemv;
+pub mod guarded;
 pub mod microkernel;
 mod program;
 mod winograd;

@@ -8,6 +8,7 @@
 //! same batch size.
 
 use super::gemm::{KC, PackedA};
+use super::guarded::{Floats, Guard};
 use super::microkernel::Microkernel;
 use crate::Tensor;
 use crate::error::{Result, RuntimeError};
@@ -63,6 +64,8 @@ pub struct Program<'a> {
     threads: usize,
     /// What the last run used, for the next run of the same batch size.
     cache: Mutex<Option<Cache>>,
+    /// Bounds-checked mode: the guard every run's buffers and scratch are mapped against.
+    guard: Option<Guard>,
     /// Owns the generated code: the function pointers live as long as it does.
     _module: JITModule,
     pub compile_time: Duration,
@@ -90,6 +93,10 @@ pub struct Options {
     pub threads: usize,
     pub tile: TileChoice,
     pub winograd: WinogradPolicy,
+    /// Bounds-checked mode: every buffer the generated code touches is mapped against
+    /// this guard page, so code that strays past one faults instead of corrupting
+    /// another.
+    pub guard: Option<Guard>,
 }
 
 impl Options {
@@ -100,6 +107,7 @@ impl Options {
             threads,
             tile: TileChoice::from_env(),
             winograd: WinogradPolicy::from_env(),
+            guard: None,
         }
     }
 }
@@ -107,8 +115,9 @@ impl Options {
 /// A run's buffers and scratch, and every generated kernel's calls into them.
 struct Cache {
     batch: usize,
-    buffers: Vec<Vec<f32>>,
-    scratch: Vec<f32>,
+    buffers: Vec<Floats>,
+    /// One scratch area a thread.
+    scratch: Vec<Floats>,
     /// By kernel index: one call per thread's share of the chunks (none for a kernel
     /// on the reference path).
     calls: Vec<Vec<Call>>,
@@ -133,10 +142,10 @@ struct Compiled {
     function: KernelFn,
     chunks: usize,
     args: Vec<Arg>,
-    packed_weights: Vec<f32>,
-    bias: Vec<f32>,
+    packed_weights: Floats,
+    bias: Floats,
     /// Scale and shift vectors, in the order of the `Scale`/`Shift` slots.
-    scale_shift: Vec<Vec<f32>>,
+    scale_shift: Vec<Floats>,
 }
 
 impl<'a> Program<'a> {
@@ -183,6 +192,20 @@ impl<'a> Program<'a> {
         Self::with_options(net, weights, options)
     }
 
+    /// As `with_threads`, in bounds-checked mode (`Options::guard`).
+    pub fn bounds_checked(
+        net: &'a CheckedGraph,
+        weights: &'a Weights,
+        threads: usize,
+        guard: Guard,
+    ) -> Result<Self> {
+        let options = Options {
+            guard: Some(guard),
+            ..Options::from_env(threads)
+        };
+        Self::with_options(net, weights, options)
+    }
+
     pub fn with_options(
         net: &'a CheckedGraph,
         weights: &'a Weights,
@@ -192,6 +215,7 @@ impl<'a> Program<'a> {
             threads,
             tile,
             winograd,
+            guard,
         } = options;
         let started = Instant::now();
         let threads = threads.max(1);
@@ -237,6 +261,7 @@ impl<'a> Program<'a> {
                 function,
                 &microkernel,
                 &target,
+                guard,
             )?);
             if kernels[index]
                 .as_ref()
@@ -254,6 +279,7 @@ impl<'a> Program<'a> {
             scratch_floats,
             threads,
             cache: Mutex::new(None),
+            guard,
             _module: module,
             compile_time,
             phases: Phases {
@@ -319,8 +345,12 @@ impl<'a> Program<'a> {
         let (storage, mut scratch, calls) = match reused {
             Some(reused) => reused,
             None => (
-                Storage::new(fused, plan, batch)?,
-                vec![0.0f32; self.scratch_floats.max(1) * self.threads],
+                Storage::new(fused, plan, batch, self.guard)?,
+                // At least one float a thread, so that every thread has its (possibly
+                // unused) share.
+                (0..self.threads)
+                    .map(|_| Floats::zeroed(self.scratch_floats.max(1), self.guard))
+                    .collect::<Result<Vec<_>>>()?,
                 None,
             ),
         };
@@ -352,8 +382,7 @@ impl<'a> Program<'a> {
     /// Every generated kernel's calls for `storage`'s batch: its chunks split over the
     /// threads, each part with its argument slots (buffer pointers with channel
     /// offsets of concat slices applied, and its thread's share of `scratch`).
-    fn calls(&self, storage: &mut Storage, scratch: &mut [f32]) -> Result<Vec<Vec<Call>>> {
-        let share = self.scratch_floats.max(1);
+    fn calls(&self, storage: &mut Storage, scratch: &mut [Floats]) -> Result<Vec<Vec<Call>>> {
         let mut all = Vec::with_capacity(self.kernels.len());
         for (index, kernel) in self.kernels.iter().enumerate() {
             let Some(compiled) = kernel else {
@@ -364,7 +393,7 @@ impl<'a> Program<'a> {
             let scratch_slot = compiled.args.iter().position(|a| *a == Arg::Scratch);
             let parts = split(compiled.chunks, self.threads)
                 .into_iter()
-                .zip(scratch.chunks_mut(share))
+                .zip(scratch.iter_mut())
                 .map(|(chunks, scratch)| {
                     let mut slots = slots.clone();
                     if let Some(slot) = scratch_slot {
@@ -556,13 +585,14 @@ fn compiled(
     function: KernelFn,
     microkernel: &Microkernel,
     target: &CpuTarget,
+    guard: Option<Guard>,
 ) -> Result<Compiled> {
     let mut scale_shift = Vec::new();
     for arg in &code.args {
         if let Arg::Scale { layer, eps } = arg {
             let (scale, shift) = batch_norm_scale_shift(program.weights, layer, *eps)?;
-            scale_shift.push(scale);
-            scale_shift.push(shift);
+            scale_shift.push(Floats::from_vec(scale, guard)?);
+            scale_shift.push(Floats::from_vec(shift, guard)?);
         }
     }
     let (packed_weights, bias) = match &code.geometry {
@@ -574,8 +604,8 @@ fn compiled(
         function,
         chunks: code.chunks as usize,
         args: code.args,
-        packed_weights,
-        bias,
+        packed_weights: Floats::from_vec(packed_weights, guard)?,
+        bias: Floats::from_vec(bias, guard)?,
         scale_shift,
     })
 }

@@ -72,7 +72,13 @@ impl Weights {
             path: path.to_path_buf(),
             source,
         })?;
-        let file = safetensors::SafeTensors::deserialize(&map).map_err(|e| {
+        Self::from_bytes(&map, path, net)
+    }
+
+    /// A safetensors file's contents, checked against the network as `load` does;
+    /// `path` only names the file in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path, net: &CheckedGraph) -> Result<Weights> {
+        let file = safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
             RuntimeError::CorruptWeights {
                 path: path.to_path_buf(),
                 reason: e.to_string(),

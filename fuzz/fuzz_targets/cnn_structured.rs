@@ -1,0 +1,5 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|spec: cnnc_fuzz::NetworkSpec| {
+    cnnc_fuzz::cnn_structured(&spec);
+});

@@ -1,0 +1,180 @@
+//! Float buffers for the JIT's bounds-checked mode (`cnnc run --check-bounds`): each
+//! one is mapped between two inaccessible pages and pushed against one of them, so
+//! generated code that reads or writes past either end of a buffer faults at once
+//! instead of silently using a neighbour's memory. A run against the trailing guard
+//! catches overruns, one against the leading guard underruns. Normal runs use plain
+//! vectors: the same type holds either.
+
+use crate::error::{Result, RuntimeError};
+use std::ops::{Deref, DerefMut};
+
+/// Which guard page a buffer's data touches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// The data starts right after the leading guard page: an underrun faults.
+    Leading,
+    /// The data ends right before the trailing guard page: an overrun faults.
+    Trailing,
+}
+
+/// Zeroed f32s, on the heap or between guard pages.
+pub enum Floats {
+    Heap(Vec<f32>),
+    Guarded(Mapping),
+}
+
+impl Floats {
+    /// `len` zeros; between guard pages when `guard` says which one to touch.
+    pub fn zeroed(len: usize, guard: Option<Guard>) -> Result<Floats> {
+        match guard {
+            None => Ok(Floats::Heap(vec![0.0; len])),
+            Some(guard) => Mapping::new(len, guard).map(Floats::Guarded),
+        }
+    }
+
+    /// `values`, moved between guard pages when `guard` is given.
+    pub fn from_vec(values: Vec<f32>, guard: Option<Guard>) -> Result<Floats> {
+        match guard {
+            None => Ok(Floats::Heap(values)),
+            Some(_) => {
+                let mut floats = Floats::zeroed(values.len(), guard)?;
+                floats.copy_from_slice(&values);
+                Ok(floats)
+            }
+        }
+    }
+}
+
+impl Deref for Floats {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match self {
+            Floats::Heap(values) => values,
+            // SAFETY: `data` points at `len` initialised (zero-mapped) floats that live
+            // as long as the mapping.
+            Floats::Guarded(m) => unsafe { std::slice::from_raw_parts(m.data, m.len) },
+        }
+    }
+}
+
+impl DerefMut for Floats {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        match self {
+            Floats::Heap(values) => values,
+            // SAFETY: as for `deref`, and `&mut self` makes the borrow unique.
+            Floats::Guarded(m) => unsafe { std::slice::from_raw_parts_mut(m.data, m.len) },
+        }
+    }
+}
+
+/// An anonymous mapping: a guard page, the data's pages, a guard page.
+pub struct Mapping {
+    base: *mut libc::c_void,
+    mapped: usize,
+    data: *mut f32,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value, like a Vec's.
+unsafe impl Send for Mapping {}
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    fn new(len: usize, guard: Guard) -> Result<Mapping> {
+        let page = page_size();
+        let bytes = len
+            .checked_mul(4)
+            .ok_or_else(|| RuntimeError::Invalid("a guarded buffer is too large".into()))?;
+        let data_pages = bytes.div_ceil(page).max(1) * page;
+        let mapped = data_pages + 2 * page;
+        // SAFETY: a fresh private anonymous mapping, inaccessible until mprotect below.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                mapped,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(os_error("mmap"));
+        }
+        let mapping = |data_offset: usize| Mapping {
+            base,
+            mapped,
+            // SAFETY: the offset is inside the mapping.
+            data: unsafe { base.cast::<u8>().add(data_offset) }.cast(),
+            len,
+        };
+        // Made now, so that an error below unmaps it on drop.
+        let mapping = mapping(match guard {
+            Guard::Leading => page,
+            Guard::Trailing => page + data_pages - bytes,
+        });
+        // SAFETY: the pages between the guards belong to this mapping.
+        let opened = unsafe {
+            libc::mprotect(
+                base.cast::<u8>().add(page).cast(),
+                data_pages,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
+        };
+        if opened != 0 {
+            return Err(os_error("mprotect"));
+        }
+        Ok(mapping)
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `base` and `mapped` are exactly what mmap returned and was given.
+        unsafe { libc::munmap(self.base, self.mapped) };
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096).max(4096)
+}
+
+fn os_error(call: &str) -> RuntimeError {
+    RuntimeError::Invalid(format!(
+        "cannot map a guarded buffer ({call}): {}",
+        std::io::Error::last_os_error()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guarded_buffers_hold_zeros_touching_their_guard() {
+        for guard in [Guard::Leading, Guard::Trailing] {
+            for len in [0, 1, 5, 1024, 1025, 3000] {
+                let mut floats = Floats::zeroed(len, Some(guard)).expect("maps");
+                assert_eq!(floats.len(), len);
+                assert!(floats.iter().all(|&v| v == 0.0));
+                floats
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(i, v)| *v = i as f32);
+                let Floats::Guarded(m) = &floats else {
+                    panic!("guarded")
+                };
+                let page = page_size();
+                let offset = m.data as usize - m.base as usize;
+                match guard {
+                    Guard::Leading => assert_eq!(offset, page),
+                    Guard::Trailing => assert_eq!(offset + 4 * len, m.mapped - page),
+                }
+            }
+        }
+        let copied = Floats::from_vec(vec![1.0, 2.0, 3.0], Some(Guard::Trailing)).expect("maps");
+        assert_eq!(&*copied, &[1.0, 2.0, 3.0]);
+    }
+}
