@@ -2,8 +2,10 @@
 //! prints what it produced.
 
 mod bench;
+mod bench_gpu;
 mod diff;
 mod fmt_cmd;
+mod gpu_cmd;
 mod graph_cmd;
 mod run;
 mod source;
@@ -97,6 +99,10 @@ enum Command {
         runs: usize,
         #[arg(long, default_value_t = 3)]
         warmup: usize,
+        /// `gpu` measures the GPU backend instead of the JIT (end to end and, where the
+        /// adapter has timestamp queries, on the device).
+        #[arg(long, value_enum)]
+        backend: Option<Backend>,
         /// Time every kernel of the fused graph; print them slowest first.
         #[arg(long)]
         profile: bool,
@@ -135,6 +141,11 @@ enum Command {
         /// Where to write the weights [default: the .cnn path with .safetensors].
         #[arg(long)]
         weights: Option<PathBuf>,
+    },
+    /// List the GPU adapters wgpu finds: backend, type, driver and limits.
+    Devices {
+        #[arg(long, value_enum, default_value_t = RunFormat::Text)]
+        format: RunFormat,
     },
     /// Write a network's seeded weights as a safetensors file.
     Init {
@@ -188,6 +199,10 @@ struct RunArgs {
     /// the other backends reuse the buffers of inner layers].
     #[arg(long, value_enum)]
     backend: Option<Backend>,
+    /// Where to run: `auto` picks the GPU for large networks when a hardware adapter
+    /// exists, else the CPU JIT, and says why.
+    #[arg(long, value_enum, conflicts_with = "backend")]
+    device: Option<gpu_cmd::Device>,
     /// Refuse runs that need more memory than this (default: the memory available).
     #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
     memory_limit: Option<u64>,
@@ -225,6 +240,8 @@ enum Backend {
     /// Cranelift (the register tile an AVX-512/AVX2 microkernel); other kernels on the
     /// reference ones.
     Jit,
+    /// The fused graph as WGSL compute shaders through wgpu (Vulkan or OpenGL).
+    Gpu,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -239,6 +256,8 @@ enum Emit {
     /// The Cranelift IR the JIT generates for each kernel it compiles, for this
     /// machine's microkernel.
     Clif,
+    /// The WGSL compute shader of every kernel (for WebGPU's default limits).
+    Wgsl,
 }
 
 fn parse_memory(text: &str) -> Result<u64, String> {
@@ -309,12 +328,22 @@ fn run(cli: Cli) -> ExitCode {
             batch,
             runs,
             warmup,
+            backend,
             profile,
             chart,
             format,
             seed,
             network,
         } => compile_network(&file, network.as_deref()).and_then(|checked| {
+            if backend == Some(Backend::Gpu) {
+                let request = bench_gpu::Request {
+                    batch,
+                    runs,
+                    warmup,
+                    seed,
+                };
+                return bench_gpu::bench(&checked, &request, format == RunFormat::Json);
+            }
             let threads = threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             if threads == 0 || batch == 0 || runs == 0 {
@@ -350,6 +379,7 @@ fn run(cli: Cli) -> ExitCode {
             run::export(&checked, weights.as_deref(), seed, options, &output)
                 .map_err(|e| e.to_string())
         }),
+        Command::Devices { format } => gpu_cmd::devices(format == RunFormat::Json),
         Command::Import {
             model,
             output,
@@ -377,6 +407,12 @@ fn run(cli: Cli) -> ExitCode {
 
 fn run_network(args: RunArgs) -> Result<(), String> {
     let checked = compile_network(&args.file, args.network.as_deref())?;
+    let chosen = args.device.map(|device| {
+        let batch = args.batch.unwrap_or(args.input.len().max(1));
+        let (backend, why) = gpu_cmd::choose(&checked, device, batch);
+        eprintln!("device: {why}");
+        backend
+    });
     let request = run::RunRequest {
         weights: args.weights,
         seed: args.seed,
@@ -394,6 +430,8 @@ fn run_network(args: RunArgs) -> Result<(), String> {
             Some(Backend::Reference) => run::Backend::Reference,
             Some(Backend::Fused) => run::Backend::Fused,
             Some(Backend::Jit) => run::Backend::Jit,
+            Some(Backend::Gpu) => run::Backend::Gpu { fallback: false },
+            None if let Some(backend) = chosen => backend,
             None if !args.save.is_empty() => run::Backend::Reference,
             None => run::Backend::Jit,
         },
@@ -499,6 +537,9 @@ fn build(file: &std::path::Path, emit: Emit, network: Option<&str>) -> Result<()
             }
             Ok(())
         }),
+        Emit::Wgsl => {
+            compile_network(file, network).and_then(|checked| gpu_cmd::emit_wgsl(&checked))
+        }
         Emit::Ast => {
             let source = read(file)?;
             match syntax::parse(&source.text) {

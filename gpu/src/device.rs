@@ -97,9 +97,7 @@ impl Gpu {
     /// Opens the best adapter, with its own limits (not WebGPU's defaults).
     pub fn open() -> Result<Gpu, GpuError> {
         let adapters = all_adapters(&instance());
-        let adapter = adapters.first().ok_or(GpuError::NoAdapter {
-            found: String::new(),
-        })?;
+        let adapter = adapters.first().ok_or(GpuError::NoAdapter)?;
         let report = report(adapter);
         let timestamps = report.timestamp_queries;
         let descriptor = wgpu::DeviceDescriptor {

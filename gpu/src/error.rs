@@ -6,11 +6,11 @@ use cnnc_runtime::RuntimeError;
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
     #[error(
-        "no GPU adapter found: wgpu found no Vulkan or OpenGL adapter on this machine{found}; \
+        "no GPU adapter found: wgpu found no Vulkan or OpenGL adapter on this machine; \
          without a GPU, Mesa's software drivers provide one (Debian/Ubuntu: \
          `apt-get install libvulkan1 mesa-vulkan-drivers`)"
     )]
-    NoAdapter { found: String },
+    NoAdapter,
     #[error("cannot open the GPU adapter `{adapter}`: {message}")]
     Open { adapter: String, message: String },
     #[error("the network does not fit the GPU `{adapter}`: {message}")]
