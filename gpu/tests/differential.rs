@@ -114,6 +114,12 @@ fn joins_batch_norms_and_activations() {
         }",
         2,
     );
+    // `t` read twice: the concat cannot be done in place, so it copies.
+    check(
+        "copying concat",
+        "network N(input: 3x5x4) { relu -> t sigmoid -> u concat(t, u, t) conv(4, 1x1) }",
+        2,
+    );
 }
 
 #[test]

@@ -9,7 +9,7 @@
 //! per part.
 
 use super::epilogue;
-use super::wgsl::{self, ShaderBuilder, THREADS};
+use super::wgsl::{self, ShaderBuilder, THREADS, TensorRef};
 use super::{Context, Shader, Unsupported};
 use crate::ops::Conv;
 use std::fmt::Write;
@@ -90,9 +90,7 @@ pub fn dense(ctx: &Context) -> Result<Vec<Shader>, Unsupported> {
     rows.into_iter()
         .map(|rows| {
             let label = part_label(ctx, &rows, many);
-            let mut b = ShaderBuilder::new(ctx);
-            let x = b.tensor(input, false)?;
-            let y = b.tensor(ctx.kernel.output, true)?;
+            let (mut b, x, y) = ShaderBuilder::unary(ctx)?;
             let w = b.weights(rows.clone());
             epilogue::declare(&mut b, outputs, 1)?;
             b.decls.push_str("var<workgroup> partial: array<f32, 64>;\n");
@@ -151,14 +149,7 @@ fn part_label(ctx: &Context, rows: &Range<u64>, many: bool) -> String {
 
 /// The input element of tap `tap` (of channel `ic` of group `g`) under output pixel
 /// `p`, or 0 in the padding: WGSL statements assigning `target`.
-fn im2col_load(
-    s: &ConvShape,
-    x: &wgsl::TensorRef,
-    target: &str,
-    ic: &str,
-    tap: &str,
-    p: &str,
-) -> String {
+fn im2col_load(s: &ConvShape, x: &TensorRef, target: &str, ic: &str, tap: &str, p: &str) -> String {
     let kw = s.kernel[1];
     format!(
         "let iy = i32(({p} / {ow}u) * {sh}u + ({tap} / {kw}u) * {dh}u) - {pt};\n\
@@ -187,6 +178,19 @@ fn indent(text: &str, depth: usize) -> String {
     text.lines().map(|l| format!("{pad}{l}\n")).collect()
 }
 
+/// A conv shader's input, output, weight rows and epilogue, bound and declared.
+fn conv_builder<'c, 'a>(
+    ctx: &'c Context<'a>,
+    s: &ConvShape,
+    rows: &Range<u64>,
+    channels: u64,
+) -> Result<(ShaderBuilder<'c, 'a>, TensorRef, TensorRef, &'static str), Unsupported> {
+    let (mut b, x, y) = ShaderBuilder::unary(ctx)?;
+    let w = b.weights(rows.clone());
+    epilogue::declare(&mut b, channels, s.pixels)?;
+    Ok((b, x, y, w))
+}
+
 /// One thread per output element of output channels `rows`.
 fn direct(
     ctx: &Context,
@@ -195,11 +199,7 @@ fn direct(
     channels: u64,
     label: String,
 ) -> Result<Shader, Unsupported> {
-    let mut b = ShaderBuilder::new(ctx);
-    let x = b.tensor(ctx.input(0)?, false)?;
-    let y = b.tensor(ctx.kernel.output, true)?;
-    let w = b.weights(rows.clone());
-    epilogue::declare(&mut b, channels, s.pixels)?;
+    let (b, x, y, w) = conv_builder(ctx, s, &rows, channels)?;
     let total = (rows.end - rows.start) * s.pixels;
     let load = im2col_load(s, &x, "v", "ic", "tap", "p");
     let body = format!(
@@ -227,11 +227,7 @@ fn implicit_gemm(
     channels: u64,
     label: String,
 ) -> Result<Shader, Unsupported> {
-    let mut b = ShaderBuilder::new(ctx);
-    let x = b.tensor(ctx.input(0)?, false)?;
-    let y = b.tensor(ctx.kernel.output, true)?;
-    let w = b.weights(rows.clone());
-    epilogue::declare(&mut b, channels, s.pixels)?;
+    let (mut b, x, y, w) = conv_builder(ctx, s, &rows, channels)?;
     let _ = write!(
         b.decls,
         "var<workgroup> tile_a: array<f32, {n}>;\nvar<workgroup> tile_b: array<f32, {n}>;\n",

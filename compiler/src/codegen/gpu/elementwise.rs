@@ -11,9 +11,7 @@ pub fn lrn(ctx: &Context, lrn: &Lrn) -> Result<Shader, Unsupported> {
     let input = ctx.input(0)?;
     let (total, per_channel) = ctx.sizes(input);
     let channels = ctx.shape(input).first().copied().unwrap_or(1);
-    let mut b = ShaderBuilder::new(ctx);
-    let x = b.tensor(input, false)?;
-    let y = b.tensor(ctx.kernel.output, true)?;
+    let (b, x, y) = ShaderBuilder::unary(ctx)?;
     let a = match lrn.alpha_scaled {
         true => lrn.alpha / lrn.size as f64,
         false => lrn.alpha,
@@ -81,9 +79,7 @@ fn map(
 ) -> Result<Shader, Unsupported> {
     let input = ctx.input(0)?;
     let (total, _) = ctx.sizes(input);
-    let mut b = ShaderBuilder::new(ctx);
-    let x = b.tensor(input, false)?;
-    let y = b.tensor(ctx.kernel.output, true)?;
+    let (mut b, x, y) = ShaderBuilder::unary(ctx)?;
     if !params.is_empty() {
         b.params(params);
     }
@@ -107,9 +103,7 @@ fn softmax(ctx: &Context) -> Result<Shader, Unsupported> {
     let input = ctx.input(0)?;
     let (total, per_channel) = ctx.sizes(input);
     let channels = total / per_channel.max(1);
-    let mut b = ShaderBuilder::new(ctx);
-    let x = b.tensor(input, false)?;
-    let y = b.tensor(ctx.kernel.output, true)?;
+    let (b, x, y) = ShaderBuilder::unary(ctx)?;
     let at = |t: &wgsl::TensorRef| t.at(&format!("c * {per_channel}u + i"));
     let body = format!(
         "{}    var top = -3.4028235e38f;\n    for (var c = 0u; c < {channels}u; c = c + 1u) {{ top = max(top, {xa}); }}\n    \

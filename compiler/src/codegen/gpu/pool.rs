@@ -29,9 +29,7 @@ pub fn window(ctx: &Context, pool: &Pool) -> Result<Shader, Unsupported> {
     let ([_, h, w], out) = shapes(ctx)?;
     let window = pool.window.output([h, w], &mut Vec::new());
     let pads = window.map_err(|e| ctx.unsupported(e.message))?.pads;
-    let mut b = ShaderBuilder::new(ctx);
-    let x = b.tensor(ctx.input(0)?, false)?;
-    let y = b.tensor(ctx.kernel.output, true)?;
+    let (b, x, y) = ShaderBuilder::unary(ctx)?;
     let total = out.iter().product::<u64>();
     let [kh, kw] = pool.window.kernel;
     let [sh, sw] = pool.window.stride;
@@ -81,9 +79,7 @@ pub fn window(ctx: &Context, pool: &Pool) -> Result<Shader, Unsupported> {
 
 pub fn global(ctx: &Context, kind: PoolKind) -> Result<Shader, Unsupported> {
     let ([channels, h, w], _) = shapes(ctx)?;
-    let mut b = ShaderBuilder::new(ctx);
-    let x = b.tensor(ctx.input(0)?, false)?;
-    let y = b.tensor(ctx.kernel.output, true)?;
+    let (b, x, y) = ShaderBuilder::unary(ctx)?;
     let hw = h * w;
     let (init, combine, finish) = match kind {
         PoolKind::Max => ("-3.4028235e38f", "max(acc, v)", "acc".to_string()),
@@ -110,9 +106,7 @@ pub fn global(ctx: &Context, kind: PoolKind) -> Result<Shader, Unsupported> {
 pub fn adaptive(ctx: &Context, pool: &AdaptivePool) -> Result<Shader, Unsupported> {
     let ([_, h, w], out) = shapes(ctx)?;
     let [_, oh, ow] = out;
-    let mut b = ShaderBuilder::new(ctx);
-    let x = b.tensor(ctx.input(0)?, false)?;
-    let y = b.tensor(ctx.kernel.output, true)?;
+    let (b, x, y) = ShaderBuilder::unary(ctx)?;
     let total = out.iter().product::<u64>();
     let (init, combine, finish) = match pool.kind {
         PoolKind::Max => ("-3.4028235e38f", "max(acc, v)", "acc"),

@@ -12,6 +12,18 @@ fn shaders(source: &str, target: &GpuTarget) -> Vec<Shader> {
     compile(&fused, &plan(&fused), target).expect("lowers")
 }
 
+/// The weight rows each shader binds, in order.
+fn weight_rows(shaders: &[Shader]) -> Vec<std::ops::Range<u64>> {
+    shaders
+        .iter()
+        .flat_map(|s| s.bindings.iter())
+        .filter_map(|b| match b {
+            Binding::Weights { rows } => Some(rows.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn large_convs_use_the_tiled_kernel_and_small_ones_the_direct_one() {
     let s = shaders(
@@ -33,14 +45,7 @@ fn weights_larger_than_a_binding_are_split_over_output_rows() {
         ..GpuTarget::default()
     };
     let s = shaders("network N(input: 100) { dense d(70) }", &target);
-    let rows: Vec<_> = s
-        .iter()
-        .flat_map(|s| s.bindings.iter())
-        .filter_map(|b| match b {
-            Binding::Weights { rows } => Some(rows.clone()),
-            _ => None,
-        })
-        .collect();
+    let rows = weight_rows(&s);
     assert_eq!(rows, [0..30, 30..60, 60..70]);
     assert_eq!(s[2].label, "d [outputs 60..70]");
 }
@@ -68,14 +73,7 @@ fn grouped_weights_split_on_group_boundaries() {
         "network N(input: 8x6x6) { conv c(8, 3x3, groups=4) }",
         &target,
     );
-    let rows: Vec<_> = s
-        .iter()
-        .flat_map(|s| s.bindings.iter())
-        .filter_map(|b| match b {
-            Binding::Weights { rows } => Some(rows.clone()),
-            _ => None,
-        })
-        .collect();
+    let rows = weight_rows(&s);
     assert_eq!(rows, [0..4, 4..8]);
 }
 

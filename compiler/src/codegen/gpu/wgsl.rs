@@ -63,6 +63,15 @@ impl<'c, 'a> ShaderBuilder<'c, 'a> {
         })
     }
 
+    /// A builder with the kernel's first input bound for reading and its output for
+    /// writing: what almost every shader starts with.
+    pub fn unary(ctx: &'c Context<'a>) -> Result<(Self, TensorRef, TensorRef), super::Unsupported> {
+        let mut builder = ShaderBuilder::new(ctx);
+        let x = builder.tensor(ctx.input(0)?, false)?;
+        let y = builder.tensor(ctx.kernel.output, true)?;
+        Ok((builder, x, y))
+    }
+
     /// Binds rows of the kernel's weights as `w`.
     pub fn weights(&mut self, rows: std::ops::Range<u64>) -> &'static str {
         self.bindings.push(Binding::Weights { rows });
