@@ -32,12 +32,7 @@ pub fn lrn(ctx: &Context, lrn: &Lrn) -> Result<Shader, Unsupported> {
         after = (lrn.size.max(1) - 1) / 2,
         last = channels.max(1) - 1,
     );
-    b.finish(
-        ctx.kernel.name.clone(),
-        THREADS,
-        wgsl::element_workgroups(total),
-        &body,
-    )
+    b.finish_elements(total, &body)
 }
 
 pub fn activation(ctx: &Context, activation: &Activation) -> Result<Shader, Unsupported> {
@@ -90,12 +85,7 @@ fn map(
         x.at("i"),
         y.at("i")
     );
-    b.finish(
-        ctx.kernel.name.clone(),
-        THREADS,
-        wgsl::element_workgroups(total),
-        &body,
-    )
+    b.finish_elements(total, &body)
 }
 
 /// Softmax over the channels at each position, stabilised by the maximum.
@@ -113,12 +103,7 @@ fn softmax(ctx: &Context) -> Result<Shader, Unsupported> {
         xa = at(&x),
         ya = at(&y),
     );
-    b.finish(
-        ctx.kernel.name.clone(),
-        THREADS,
-        wgsl::element_workgroups(per_channel),
-        &body,
-    )
+    b.finish_elements(per_channel, &body)
 }
 
 /// `inputs[0] + scale·inputs[1] + scale·inputs[2] ...`, accumulated in that order.
@@ -136,12 +121,7 @@ pub fn add(ctx: &Context, scale: f64) -> Result<Shader, Unsupported> {
         });
     }
     body.push_str(&format!("    {} = s;\n", y.at("i")));
-    b.finish(
-        ctx.kernel.name.clone(),
-        THREADS,
-        wgsl::element_workgroups(total),
-        &body,
-    )
+    b.finish_elements(total, &body)
 }
 
 /// A concat that stays a kernel: each input copied into its channels of the output.

@@ -3,7 +3,7 @@
 //! them; global pooling one thread per channel; adaptive pooling's cells
 //! `floor(i·in/out) .. ceil((i+1)·in/out)`.
 
-use super::wgsl::{self, ShaderBuilder, THREADS};
+use super::wgsl::{self, ShaderBuilder};
 use super::{Context, Shader, Unsupported};
 use crate::ops::{AdaptivePool, Pool, PoolKind};
 
@@ -69,12 +69,7 @@ pub fn window(ctx: &Context, pool: &Pool) -> Result<Shader, Unsupported> {
         output_coordinates(out),
         y.at("i")
     );
-    b.finish(
-        ctx.kernel.name.clone(),
-        THREADS,
-        wgsl::element_workgroups(total),
-        &body,
-    )
+    b.finish_elements(total, &body)
 }
 
 pub fn global(ctx: &Context, kind: PoolKind) -> Result<Shader, Unsupported> {
@@ -95,12 +90,7 @@ pub fn global(ctx: &Context, kind: PoolKind) -> Result<Shader, Unsupported> {
         x.at(&format!("i * {hw}u + q")),
         y.at("i")
     );
-    b.finish(
-        ctx.kernel.name.clone(),
-        THREADS,
-        wgsl::element_workgroups(channels),
-        &body,
-    )
+    b.finish_elements(channels, &body)
 }
 
 pub fn adaptive(ctx: &Context, pool: &AdaptivePool) -> Result<Shader, Unsupported> {
@@ -122,10 +112,5 @@ pub fn adaptive(ctx: &Context, pool: &AdaptivePool) -> Result<Shader, Unsupporte
         x.at(&format!("c * {}u + iy * {w}u + ix", h * w)),
         y.at("i")
     );
-    b.finish(
-        ctx.kernel.name.clone(),
-        THREADS,
-        wgsl::element_workgroups(total),
-        &body,
-    )
+    b.finish_elements(total, &body)
 }

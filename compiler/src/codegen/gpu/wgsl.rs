@@ -84,6 +84,12 @@ impl<'c, 'a> ShaderBuilder<'c, 'a> {
         "params"
     }
 
+    /// A one-thread-per-element shader over `total` elements, labelled with its kernel.
+    pub fn finish_elements(self, total: u64, body: &str) -> Result<Shader, super::Unsupported> {
+        let label = self.ctx.kernel.name.clone();
+        self.finish(label, THREADS, element_workgroups(total), body)
+    }
+
     /// The finished shader: `body` runs with `group` (this workgroup's number within
     /// the sample), `n` (the sample within the dispatch) and `lid` in scope.
     pub fn finish(
