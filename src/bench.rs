@@ -153,6 +153,12 @@ impl<'a> Executor<'a> {
         threads: usize,
     ) -> Result<(Self, Vec<Phase>, Vec<Phase>), RuntimeError> {
         Ok(match backend {
+            // The GPU has its own measurement (device timestamps, no per-kernel times).
+            Backend::Gpu { .. } => {
+                return Err(RuntimeError::Invalid(
+                    "the GPU backend is measured by `cnnc bench --backend gpu`".into(),
+                ));
+            }
             Backend::Reference => (Executor::Reference { net, weights }, vec![], vec![]),
             Backend::Fused => {
                 let started = Instant::now();

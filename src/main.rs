@@ -2,8 +2,10 @@
 //! prints what it produced.
 
 mod bench;
+mod bench_gpu;
 mod diff;
 mod fmt_cmd;
+mod gpu_cmd;
 mod graph_cmd;
 mod run;
 mod source;
@@ -113,6 +115,11 @@ enum Command {
         #[arg(long)]
         weights: Option<PathBuf>,
     },
+    /// List the GPU adapters wgpu finds: backend, type, driver and limits.
+    Devices {
+        #[arg(long, value_enum, default_value_t = RunFormat::Text)]
+        format: RunFormat,
+    },
     /// Write a network's seeded weights as a safetensors file.
     Init {
         file: PathBuf,
@@ -210,6 +217,10 @@ struct RunArgs {
     /// the other backends reuse the buffers of inner layers].
     #[arg(long, value_enum)]
     backend: Option<Backend>,
+    /// Where to run: `auto` picks the GPU for large networks when a hardware adapter
+    /// exists, else the CPU JIT, and says why.
+    #[arg(long, value_enum, conflicts_with = "backend")]
+    device: Option<gpu_cmd::Device>,
     /// Refuse runs that need more memory than this (default: the memory available).
     #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
     memory_limit: Option<u64>,
@@ -246,6 +257,8 @@ enum Backend {
     /// The fused graph with every kernel compiled by Cranelift (the register tile an
     /// AVX-512/AVX2 microkernel, or generated too where the CPU has neither).
     Jit,
+    /// The fused graph as WGSL compute shaders through wgpu (Vulkan or OpenGL).
+    Gpu,
 }
 
 impl Backend {
@@ -254,6 +267,7 @@ impl Backend {
             Backend::Reference => run::Backend::Reference,
             Backend::Fused => run::Backend::Fused,
             Backend::Jit => run::Backend::Jit,
+            Backend::Gpu => run::Backend::Gpu { fallback: false },
         }
     }
 }
@@ -270,6 +284,8 @@ enum Emit {
     /// The Cranelift IR the JIT generates for each kernel it compiles, for this
     /// machine's microkernel.
     Clif,
+    /// The WGSL compute shader of every kernel (for WebGPU's default limits).
+    Wgsl,
 }
 
 fn parse_memory(text: &str) -> Result<u64, String> {
@@ -347,6 +363,7 @@ fn run(cli: Cli) -> ExitCode {
             run::export(&checked, weights.as_deref(), seed, options, &output)
                 .map_err(|e| e.to_string())
         }),
+        Command::Devices { format } => gpu_cmd::devices(format == RunFormat::Json),
         Command::Import {
             model,
             output,
@@ -390,6 +407,15 @@ fn bench_network(args: BenchArgs) -> Result<(), String> {
     };
     let started = std::time::Instant::now();
     let checked = compile_network(&file, args.network.as_deref())?;
+    if args.backend == Backend::Gpu {
+        let request = bench_gpu::Request {
+            batch: args.batch,
+            runs: args.runs,
+            warmup: args.warmup,
+            seed: args.seed,
+        };
+        return bench_gpu::bench(&checked, &request, args.format == RunFormat::Json);
+    }
     let request = bench::BenchRequest {
         backend: args.backend.runtime(),
         threads,
@@ -414,6 +440,12 @@ fn bench_network(args: BenchArgs) -> Result<(), String> {
 
 fn run_network(args: RunArgs) -> Result<(), String> {
     let checked = compile_network(&args.file, args.network.as_deref())?;
+    let chosen = args.device.map(|device| {
+        let batch = args.batch.unwrap_or(args.input.len().max(1));
+        let (backend, why) = gpu_cmd::choose(&checked, device, batch);
+        eprintln!("device: {why}");
+        backend
+    });
     let request = run::RunRequest {
         weights: args.weights,
         seed: args.seed,
@@ -431,6 +463,7 @@ fn run_network(args: RunArgs) -> Result<(), String> {
         check_bounds: args.check_bounds,
         backend: match args.backend {
             Some(backend) => backend.runtime(),
+            None if let Some(backend) = chosen => backend,
             None if !args.save.is_empty() => run::Backend::Reference,
             None => run::Backend::Jit,
         },
@@ -536,6 +569,9 @@ fn build(file: &std::path::Path, emit: Emit, network: Option<&str>) -> Result<()
             }
             Ok(())
         }),
+        Emit::Wgsl => {
+            compile_network(file, network).and_then(|checked| gpu_cmd::emit_wgsl(&checked))
+        }
         Emit::Ast => {
             let source = read(file)?;
             match syntax::parse(&source.text) {

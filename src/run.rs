@@ -60,6 +60,10 @@ pub enum Backend {
     Reference,
     Fused,
     Jit,
+    /// With `fallback` (`--device auto`), a GPU failure runs the JIT instead.
+    Gpu {
+        fallback: bool,
+    },
 }
 
 impl Backend {
@@ -68,6 +72,7 @@ impl Backend {
             Backend::Reference => "reference",
             Backend::Fused => "fused",
             Backend::Jit => "jit",
+            Backend::Gpu { .. } => "gpu",
         }
     }
 }
@@ -137,10 +142,21 @@ pub fn run(net: &CheckedGraph, request: &RunRequest) -> Result<(), RuntimeError>
         side_outputs: false,
         keep: keep.iter().map(|(_, id)| *id).collect(),
     };
+    let mut backend = request.backend;
     let (outputs, compile_milliseconds) = match request.backend {
         Backend::Reference => (reference::run(net, &weights, inputs, &options)?, None),
         Backend::Fused => (run_fused(net, &weights, inputs, &options)?, None),
         Backend::Jit => run_jit(net, &weights, inputs, &options, request.check_bounds)?,
+        Backend::Gpu { fallback } => {
+            match crate::gpu_cmd::run(net, &weights, inputs.clone(), &options) {
+                Err(error) if fallback => {
+                    eprintln!("the GPU failed, running on the CPU JIT instead: {error}");
+                    backend = Backend::Jit;
+                    run_jit(net, &weights, inputs, &options, false)?
+                }
+                result => result?,
+            }
+        }
     };
     // The time to run, not to compile: that is reported on its own.
     let milliseconds = started.elapsed().as_secs_f64() * 1e3 - compile_milliseconds.unwrap_or(0.0);
@@ -174,7 +190,7 @@ pub fn run(net: &CheckedGraph, request: &RunRequest) -> Result<(), RuntimeError>
     }
     let report = Report {
         network: graph.name.clone(),
-        backend: request.backend.name(),
+        backend: backend.name(),
         compile_milliseconds,
         batch,
         weights: match &request.weights {
@@ -316,7 +332,7 @@ fn run_jit_bounds_checked(
 }
 
 /// Backends that reuse the buffers of inner layers keep only the output.
-fn refuse_save(options: &RunOptions, backend: &str) -> Result<(), RuntimeError> {
+pub(crate) fn refuse_save(options: &RunOptions, backend: &str) -> Result<(), RuntimeError> {
     if options.keep.is_empty() {
         return Ok(());
     }

@@ -3,7 +3,7 @@
 //! the epilogues. It proves every pass numerically against the reference interpreter
 //! before generated code replaces the kernels one by one.
 
-pub(crate) mod prepare;
+pub mod prepare;
 pub(crate) mod storage;
 
 use crate::Tensor;

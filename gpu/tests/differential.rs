@@ -1,0 +1,188 @@
+//! The GPU backend against the reference interpreter: every op kind, odd layer
+//! geometries, generated networks and the small examples, on the same seeded weights
+//! (batch norms with random statistics) and inputs. Tolerance: max |gpu − reference| <=
+//! 1e-4 × max |reference| (f32 sums in another order, LRN's sums in f32 where the
+//! reference uses f64, the GPU's own exp and pow).
+//!
+//! Without an adapter every test says it was skipped and why; with
+//! `REQUIRE_GPU_ADAPTER=1` (CI, after installing Mesa's drivers) a missing adapter
+//! fails them instead. Each test prints the adapter and backend that ran it.
+
+#[path = "../../runtime/tests/common/mod.rs"]
+mod common;
+
+use cnnc_compiler::check::CheckedGraph;
+use cnnc_gpu::{Gpu, GpuProgram};
+use cnnc_runtime::Tensor;
+use cnnc_runtime::reference::{self, RunOptions};
+use cnnc_runtime::weights::Weights;
+use common::{example, generated_network, input, network, relative_error, weights};
+use proptest::prelude::*;
+
+const TOLERANCE: f32 = 1e-4;
+
+/// The device, or `None` (having said why) when there is none and none is required.
+fn gpu(test: &str) -> Option<Gpu> {
+    match Gpu::open() {
+        Ok(gpu) => {
+            eprintln!("{test}: on {}", gpu.adapter.describe());
+            Some(gpu)
+        }
+        Err(error) if std::env::var("REQUIRE_GPU_ADAPTER").as_deref() == Ok("1") => {
+            panic!("{test}: REQUIRE_GPU_ADAPTER=1 but {error}")
+        }
+        Err(error) => {
+            eprintln!("{test}: skipped: {error}");
+            None
+        }
+    }
+}
+
+fn compare(gpu: Gpu, net: &CheckedGraph, weights: &Weights, input: Tensor) -> f32 {
+    let expected = reference::run(net, weights, vec![input.clone()], &RunOptions::default())
+        .expect("reference runs")
+        .output;
+    let mut program = GpuProgram::new(gpu, net, weights).unwrap_or_else(|e| panic!("{e}"));
+    let actual = program.run(vec![input]).unwrap_or_else(|e| panic!("{e}"));
+    relative_error(&actual, &expected)
+}
+
+fn check(test: &str, source: &str, batch: usize) {
+    let Some(gpu) = gpu(test) else { return };
+    let net = network(source);
+    let error = compare(gpu, &net, &weights(&net, 3), input(&net, batch, 5));
+    assert!(
+        error <= TOLERANCE,
+        "{test}: relative error {error:e} for\n{source}"
+    );
+}
+
+#[test]
+fn convolutions_of_every_geometry() {
+    check(
+        "convolutions",
+        "network N(input: 6x13x11) {
+            conv a(64, 3x3, pad=1) relu
+            conv b(40, 3x3, stride=2, pad=[0, 1, 2, 1]) leakyrelu(0.1)
+            conv c(8, 3x3, dilation=2, pad=2, groups=4, bias=false) bn
+            conv d(36, 1x5, pad=[0, 2]) relu6
+            conv e(36, 3x1, stride=2x1, groups=36) tanh
+            conv f(33, 2x2, stride=3) sigmoid
+        }",
+        3,
+    );
+}
+
+#[test]
+fn pooling_lrn_and_softmax() {
+    check(
+        "pooling",
+        "network N(input: 7x15x14) {
+            lrn(size=5, alpha=0.001, beta=0.75, k=2)
+            maxpool(3x3, stride=2, ceil=true)
+            avgpool(3x3, stride=2, pad=1, count_include_pad=false)
+            lrn(size=4, alpha=0.5, beta=0.6, k=1, alpha_scaled=false)
+            maxpool(2x2, stride=1, pad=1, dilation=1)
+            avgpool(2x2, stride=2, pad=1, ceil=true)
+            softmax
+        }",
+        2,
+    );
+    check(
+        "global and adaptive pooling",
+        "network N(input: 5x9x7) {
+            concat { branch { adaptiveavgpool(4x3) } branch { adaptivemaxpool(4x3) } } -> t
+            add(t, t)
+            concat { branch { globalmaxpool } branch { globalavgpool } }
+            flatten dense(10) softmax
+        }",
+        2,
+    );
+}
+
+#[test]
+fn joins_batch_norms_and_activations() {
+    check(
+        "joins",
+        "network N(input: 4x6x6) {
+            relu bn
+            residual(scale=0.5) { conv(4, 3x3, pad=1) bn relu bn } relu
+            concat { branch { conv(3, 1x1) relu } branch { maxpool(3x3, stride=1, pad=1) } branch { sigmoid } }
+            -> t tanh -> u
+            add(t, u)
+            flatten dense(12) bn relu6 dense(5) sigmoid
+        }",
+        2,
+    );
+    // `t` read twice: the concat cannot be done in place, so it copies.
+    check(
+        "copying concat",
+        "network N(input: 3x5x4) { relu -> t sigmoid -> u concat(t, u, t) conv(4, 1x1) }",
+        2,
+    );
+}
+
+#[test]
+fn weights_split_over_bindings_agree() {
+    // A dense layer of 4 x 40000 x 1000 bytes is split over the output rows on any
+    // adapter whose bindings hold less than 160 MB (lavapipe's hold 128 MiB).
+    check(
+        "large dense",
+        "network N(input: 40000) { dense big(1000) relu dense(10) }",
+        1,
+    );
+}
+
+#[test]
+fn small_examples_agree_with_the_reference() {
+    for name in ["lenet5", "alexnet", "googlenet", "resnet18"] {
+        let Some(gpu) = gpu(name) else { return };
+        let net = example(name);
+        let started = std::time::Instant::now();
+        let error = compare(gpu, &net, &weights(&net, 1), input(&net, 1, 2));
+        eprintln!(
+            "{name}: relative error {error:e} ({:.1?})",
+            started.elapsed()
+        );
+        assert!(error <= TOLERANCE, "{name}: relative error {error:e}");
+    }
+}
+
+#[test]
+fn batches_of_any_size_reuse_the_program() {
+    let Some(gpu) = gpu("batches") else { return };
+    let net = network(
+        "network N(input: 3x8x8) { conv(32, 3x3, pad=1) relu maxpool(2x2) flatten dense(4) }",
+    );
+    let weights = weights(&net, 0);
+    let mut program = GpuProgram::new(gpu, &net, &weights).expect("builds");
+    for batch in [2, 1, 5] {
+        let x = input(&net, batch, batch as u64);
+        let expected = reference::run(&net, &weights, vec![x.clone()], &RunOptions::default())
+            .expect("reference runs")
+            .output;
+        let actual = program.run(vec![x]).expect("runs");
+        assert!(
+            relative_error(&actual, &expected) <= TOLERANCE,
+            "batch {batch}"
+        );
+    }
+    let wrong = input(&network("network M(input: 3x9x8) { relu }"), 1, 0);
+    let error = program.run(vec![wrong]).err().map(|e| e.to_string());
+    assert!(
+        error.is_some_and(|e| e.contains("3x8x8")),
+        "a wrong input shape is an error"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn generated_networks_agree_with_the_reference(source in generated_network(), seed in 0u64..1000) {
+        let Some(gpu) = gpu("generated") else { return Ok(()) };
+        let net = network(&source);
+        let error = compare(gpu, &net, &weights(&net, seed), input(&net, 2, seed));
+        prop_assert!(error <= TOLERANCE, "relative error {:e} for\n{}", error, source);
+    }
+}
