@@ -69,8 +69,8 @@ pub struct BenchReport {
     /// code, which run on the reference kernels.
     #[serde(skip_serializing_if = "Option::is_none")]
     kernels: Option<usize>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    reference_path: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference_path: Option<Vec<String>>,
     /// Kernels of the fused graph, slowest first (with --profile).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     profile: Vec<KernelTime>,
@@ -284,8 +284,8 @@ fn measure(net: &CheckedGraph, request: &BenchRequest) -> Result<BenchReport, Ru
             _ => None,
         },
         reference_path: match &executor {
-            Executor::Jit(program) => program.on_reference_path(),
-            _ => Vec::new(),
+            Executor::Jit(program) => Some(program.on_reference_path()),
+            _ => None,
         },
         profile,
     })
@@ -404,8 +404,8 @@ pub fn print(report: &BenchReport) {
         plural(report.threads, "thread"),
         report.batch
     );
-    if let Some(kernels) = report.kernels {
-        match report.reference_path.as_slice() {
+    if let (Some(kernels), Some(reference_path)) = (report.kernels, &report.reference_path) {
+        match reference_path.as_slice() {
             [] => println!("generated: all {kernels} kernels (none on the reference path)"),
             slow => println!(
                 "on the reference path: {} of {kernels} kernels: {}",
