@@ -30,7 +30,8 @@ fn compare_with(net: &CheckedGraph, weights: &Weights, input: Tensor, tile: Tile
         .expect("reference runs")
         .output;
     let threads = rayon::current_num_threads();
-    let program = jit::Program::with_tile(net, weights, threads, tile).expect("the JIT compiles");
+    let program = jit::Program::with_options(net, weights, tile_options(threads, tile))
+        .expect("the JIT compiles");
     assert_eq!(
         program.on_reference_path(),
         Vec::<String>::new(),
@@ -120,7 +121,8 @@ fn the_generated_tile_multiplies_and_accumulates() {
     let net = example("lenet5");
     let weights = weights(&net, 1);
     let program =
-        jit::Program::with_tile(&net, &weights, 1, TileChoice::Cranelift).expect("compiles");
+        jit::Program::with_options(&net, &weights, tile_options(1, TileChoice::Cranelift))
+            .expect("compiles");
     let tile = program.microkernel();
     assert!(tile.name.starts_with("cranelift"), "{tile:?}");
     let (mr, nr) = (tile.mr, tile.nr);
@@ -318,5 +320,13 @@ proptest! {
         let net = compilation.networks.into_iter().next().expect("a network");
         let error = compare(&net, &weights(&net, seed), input(&net, batch, seed));
         prop_assert!(error <= TOLERANCE, "relative error {:e} for\n{}", error, source);
+    }
+}
+
+/// Compiled for `threads` with `tile`, the rest as the environment says.
+fn tile_options(threads: usize, tile: TileChoice) -> jit::Options {
+    jit::Options {
+        tile,
+        ..jit::Options::from_env(threads)
     }
 }

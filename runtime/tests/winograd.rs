@@ -38,8 +38,9 @@ fn winograd_output(
     input: &Tensor,
     threads: usize,
 ) -> (Tensor, usize) {
-    let program = jit::Program::with_policy(net, weights, threads, WinogradPolicy::Everywhere)
-        .expect("the JIT compiles");
+    let program =
+        jit::Program::with_options(net, weights, policy(threads, WinogradPolicy::Everywhere))
+            .expect("the JIT compiles");
     let used = program
         .fused()
         .kernels
@@ -144,7 +145,7 @@ fn winograd_error_on_the_examples() {
         let expected = reference_output(&net, &weights, &input);
         let (actual, used) = winograd_output(&net, &weights, &input, 2);
         assert!(used > 0, "{name} has Winograd convs");
-        let direct = jit::Program::with_policy(&net, &weights, 2, WinogradPolicy::Off)
+        let direct = jit::Program::with_options(&net, &weights, policy(2, WinogradPolicy::Off))
             .expect("the JIT compiles")
             .run(vec![input.clone()])
             .expect("the JIT runs");
@@ -156,5 +157,14 @@ fn winograd_error_on_the_examples() {
             "{name}: {used} Winograd convs, relative error {winograd_error:e} (direct {direct_error:e})"
         );
         assert!(winograd_error <= TOLERANCE, "{name}: {winograd_error:e}");
+    }
+}
+
+/// Compiled for `threads` with Winograd where `winograd` says, the rest as the
+/// environment says.
+fn policy(threads: usize, winograd: WinogradPolicy) -> jit::Options {
+    jit::Options {
+        winograd,
+        ..jit::Options::from_env(threads)
     }
 }

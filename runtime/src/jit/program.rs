@@ -163,35 +163,6 @@ impl<'a> Program<'a> {
         Self::with_options(net, weights, Options::from_env(threads))
     }
 
-    /// As `with_threads`, calling the register tile `tile` asks for.
-    pub fn with_tile(
-        net: &'a CheckedGraph,
-        weights: &'a Weights,
-        threads: usize,
-        tile: TileChoice,
-    ) -> Result<Self> {
-        let options = Options {
-            tile,
-            ..Options::from_env(threads)
-        };
-        Self::with_options(net, weights, options)
-    }
-
-    /// As `with_threads`, with Winograd chosen under `winograd` rather than as the
-    /// environment says.
-    pub fn with_policy(
-        net: &'a CheckedGraph,
-        weights: &'a Weights,
-        threads: usize,
-        winograd: WinogradPolicy,
-    ) -> Result<Self> {
-        let options = Options {
-            winograd,
-            ..Options::from_env(threads)
-        };
-        Self::with_options(net, weights, options)
-    }
-
     /// As `with_threads`, in bounds-checked mode (`Options::guard`).
     pub fn bounds_checked(
         net: &'a CheckedGraph,
@@ -206,6 +177,8 @@ impl<'a> Program<'a> {
         Self::with_options(net, weights, options)
     }
 
+    /// As `with_threads`, compiled as `options` say (the tests' way to pick the tile
+    /// and the Winograd policy).
     pub fn with_options(
         net: &'a CheckedGraph,
         weights: &'a Weights,

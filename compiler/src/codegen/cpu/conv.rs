@@ -709,14 +709,7 @@ impl Product<'_> {
     fn call_tile(&self, b: &mut FunctionBuilder, args: &[Value]) {
         let pointer = b.func.signature.params[0].value_type;
         let mut signature = Signature::new(b.func.signature.call_conv);
-        for ty in [
-            types::I64,
-            pointer,
-            pointer,
-            pointer,
-            types::I64,
-            types::I32,
-        ] {
+        for ty in super::tile::parameters(pointer) {
             signature.params.push(AbiParam::new(ty));
         }
         let signature = b.import_signature(signature);

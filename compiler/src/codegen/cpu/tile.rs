@@ -20,18 +20,23 @@ pub const NR: u64 = 8;
 
 const LANES: u64 = 4;
 
-/// The tile function, `extern "C" fn(k, a, b, c, ldc, accumulate)`, for `frontend`;
-/// `fma` when the ISA it is compiled for has fused multiply-adds.
-pub fn generate(frontend: TargetFrontendConfig, fma: bool) -> Function {
-    let pointer = frontend.pointer_type();
-    let params = [
+/// The types of every tile's parameters `(k, a, b, c, ldc, accumulate)`: the
+/// precompiled microkernels' and the generated one's, and what the loop nests call.
+pub fn parameters(pointer: types::Type) -> [types::Type; 6] {
+    [
         types::I64,
         pointer,
         pointer,
         pointer,
         types::I64,
         types::I32,
-    ];
+    ]
+}
+
+/// The tile function, `extern "C" fn(k, a, b, c, ldc, accumulate)`, for `frontend`;
+/// `fma` when the ISA it is compiled for has fused multiply-adds.
+pub fn generate(frontend: TargetFrontendConfig, fma: bool) -> Function {
+    let params = parameters(frontend.pointer_type());
     function(UserFuncName::user(1, 0), &params, frontend, |b, params| {
         let &[k, a, bp, c, ldc, accumulate] = params else {
             unreachable!("six parameters declared")
