@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one fuzz target for SECONDS (default 600) on one core, niced, with its seeds,
 # and prints what docs/reliability.md records: time, executions, corpus size, crashes.
-#   fuzz/run.sh cnn_text 600
+#   fuzz/run.sh cnn_text 600 [extra libFuzzer flags, e.g. -len_control=0]
 set -euo pipefail
 cd "$(dirname "$0")"
 target=${1:?usage: fuzz/run.sh TARGET [SECONDS]}
@@ -20,7 +20,7 @@ log="artifacts/$target/run-$(date -u +%Y%m%dT%H%M%S).log"
 set +e
 nice -n 10 cargo +nightly fuzz run -O "$target" "corpus/$target" "${seeds[@]}" -- \
     -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=30 -print_final_stats=1 \
-    -artifact_prefix="artifacts/$target/" >"$log" 2>&1
+    -artifact_prefix="artifacts/$target/" "${@:3}" >"$log" 2>&1
 status=$?
 set -e
 executions=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || true)
