@@ -49,6 +49,11 @@ pub fn cnn_structured(spec: &NetworkSpec) {
 /// The most a generated network may compute or hold to be run: the fuzzers want many
 /// small networks a second, not a few big ones.
 const RUN_MACS: u64 = 4_000_000;
+/// And at most this many layers: the JIT compiles a function per kernel, and a
+/// million tiny layers (nested `repeat`s) made the fuzzer spend gigabytes compiling.
+/// (Past `jit::MAX_KERNELS` the JIT refuses, clearly; `tests/hardening.rs` and
+/// runtime/tests/jit.rs check that, not the fuzzer.)
+const RUN_NODES: usize = 256;
 const RUN_BYTES: u64 = 64 << 20;
 
 /// The relative disagreement allowed between the JIT and the reference: the tile sums
@@ -86,7 +91,8 @@ pub fn run_differential(
 pub fn small_enough(net: &CheckedGraph, batch: usize) -> bool {
     let macs = summary::summarize(net, None).totals.inference.macs;
     let keep = vec![false; net.graph.nodes.len()];
-    macs.saturating_mul(batch as u64) <= RUN_MACS
+    net.graph.nodes.len() <= RUN_NODES
+        && macs.saturating_mul(batch as u64) <= RUN_MACS
         && memory::check(net, batch as u64, &keep, RUN_BYTES).is_ok()
 }
 

@@ -330,3 +330,25 @@ fn tile_options(threads: usize, tile: TileChoice) -> jit::Options {
         ..jit::Options::from_env(threads)
     }
 }
+
+/// A legal network of more kernels than the JIT compiles is refused with a message
+/// before any code is generated, not left to exhaust memory (the fuzzer's nested
+/// `repeat`s).
+#[test]
+fn a_network_of_too_many_kernels_is_refused_clearly() {
+    let source = format!(
+        "network Deep(input: 1x2x2) {{\n    repeat {} {{ conv(1, 1x1) }}\n}}\n",
+        jit::MAX_KERNELS + 1
+    );
+    let net = network(&source);
+    let weights = Weights::seeded(&net, 0);
+    let error = jit::Program::with_threads(&net, &weights, 1)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        error.contains(&format!("{} kernels", jit::MAX_KERNELS + 1))
+            && error.contains("--backend reference"),
+        "{error}"
+    );
+}

@@ -9,4 +9,4 @@ pub mod microkernel;
 mod program;
 mod winograd;
 
-pub use program::{Options, Phases, Program, TileChoice, host_target};
+pub use program::{MAX_KERNELS, Options, Phases, Program, TileChoice, host_target};

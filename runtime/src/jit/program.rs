@@ -25,6 +25,11 @@ use rayon::prelude::*;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// The most kernels one program compiles. The largest example (Inception-ResNet-v2)
+/// has a few hundred; the fuzzer found that a legal network of a million tiny layers
+/// (nested `repeat`s) exhausted memory in code generation instead of failing clearly.
+pub const MAX_KERNELS: usize = 20_000;
+
 type KernelFn = unsafe extern "C" fn(*const *mut f32, i64, i64, i64);
 
 /// Which register tile the conv kernels call.
@@ -193,6 +198,14 @@ impl<'a> Program<'a> {
         let started = Instant::now();
         let threads = threads.max(1);
         let mut fused = fused::Program::new(net, weights)?;
+        let kernels = fused.fused.kernels.len();
+        if kernels > MAX_KERNELS {
+            return Err(RuntimeError::Invalid(format!(
+                "the network has {kernels} kernels after fusion; the JIT compiles at most \
+                 {MAX_KERNELS} (each is a function of its own, and compiling them all at once \
+                 would take gigabytes): run it with --backend reference"
+            )));
+        }
         let fused_at = started.elapsed();
         passes::choose_algorithms(&mut fused.fused, winograd);
         let (target, isa) = target_for(threads, tile)?;
