@@ -78,8 +78,10 @@ fn softmax_adaptive_pooling_and_lone_element_wise_kernels_agree_with_the_referen
     // lone activations and batch norms (after a pool, nothing to fuse into), adds that
     // stay adds (after pools; three operands with a scale), and a concat that copies
     // (one operand is the input, one is read twice). Lone kernels also write channel
-    // slices of concats done in place.
+    // slices of concats done in place. And a conv over its whole input, computed as a
+    // matrix-vector product, with a residual add after it.
     let sources = [
+        "network W(input: 5x4x3) { -> x conv(7, 4x3) bn sigmoid -> y conv(7, 1x1) -> z add(y, z) }",
         "network S(input: 7x5x3) { softmax }",
         "network S(input: 3x5x5) { flatten dense(13) -> d sigmoid softmax }",
         "network A(input: 5x11x7) { adaptiveavgpool(size=3) adaptivemaxpool(size=[2, 5]) }",
@@ -109,6 +111,60 @@ fn softmax_adaptive_pooling_and_lone_element_wise_kernels_agree_with_the_referen
         for batch in [1, 2] {
             let error = compare(&net, &weights(&net, 7), input(&net, batch, 8));
             assert!(error <= TOLERANCE, "relative error {error:e} for\n{source}");
+        }
+    }
+}
+
+#[test]
+fn generated_tanh_and_sigmoid_are_within_a_few_ulp_everywhere() {
+    // Element by element over [-20, 20] (both of tanh's forms and the switch at
+    // 0.625), tiny and huge magnitudes, zeros, infinities and NaN, against the
+    // reference's f32 functions; odd length, so the scalar tail runs too.
+    let mut values: Vec<f32> = (-20_000..=20_000).map(|i| i as f32 / 1000.0).collect();
+    values.extend([
+        0.0,
+        -0.0,
+        1e-30,
+        -1e-7,
+        3e-4,
+        0.624_999_9,
+        0.625,
+        0.625_000_1,
+        9.0,
+        1e30,
+    ]);
+    values.extend([
+        -1e30,
+        88.5,
+        -88.5,
+        100.0,
+        -100.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+    ]);
+    let len = values.len();
+    let input = Tensor::from_shape_vec(vec![1, len], values.clone()).expect("shape");
+    for activation in ["tanh", "sigmoid"] {
+        let net = network(&format!("network A(input: {len}) {{ {activation} }}"));
+        let weights = weights(&net, 1);
+        let program = jit::Program::new(&net, &weights).expect("compiles");
+        let actual = program.run(vec![input.clone()]).expect("runs");
+        let expected = reference::run(&net, &weights, vec![input.clone()], &RunOptions::default())
+            .expect("reference runs")
+            .output;
+        for ((x, a), e) in values.iter().zip(actual.iter()).zip(expected.iter()) {
+            if e.is_nan() {
+                assert!(a.is_nan(), "{activation}({x}) = {a}, not NaN");
+                continue;
+            }
+            // 4 ulp of the result, or 1e-30 where it underflows (sigmoid far below 0:
+            // the generated exp clamps its input, so 6e-39 rather than 0).
+            let allowed = (4.0 * f32::EPSILON * e.abs()).max(1e-30);
+            assert!(
+                (a - e).abs() <= allowed,
+                "{activation}({x}) = {a}, the reference {e}"
+            );
         }
     }
 }

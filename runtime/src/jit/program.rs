@@ -423,7 +423,6 @@ impl<'a> Program<'a> {
                 Arg::Tile => self.microkernel.tile as *mut f32,
                 Arg::Gemv => super::gemv::gemv as *mut f32,
                 Arg::Pow => pow as *mut f32,
-                Arg::Transcendental => transcendental as *mut f32,
             };
             slots.push(pointer);
         }
@@ -686,14 +685,4 @@ fn batch_norm_scale_shift(
 /// `base ^ exponent`, for an LRN whose beta has no square-root form.
 extern "C" fn pow(base: f64, exponent: f64) -> f64 {
     base.powf(exponent)
-}
-
-/// Tanh (kind 0) or sigmoid (1) of a row in place, as the reference computes them.
-unsafe extern "C" fn transcendental(row: *mut f32, len: usize, kind: u32) {
-    // SAFETY: generated code passes an output row of `len` floats.
-    let row = unsafe { std::slice::from_raw_parts_mut(row, len) };
-    match kind {
-        0 => row.iter_mut().for_each(|v| *v = v.tanh()),
-        _ => row.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())),
-    }
 }

@@ -31,7 +31,8 @@ pub struct Geometry {
     /// Elements between samples of the input's and the output's buffers.
     pub input_sample: u64,
     pub output_sample: u64,
-    /// A dense layer: one column per sample, a matrix-vector product (the runtime's
+    /// A dense layer (or a conv whose kernel covers its whole unpadded input): one
+    /// column per sample, a matrix-vector product (the runtime's
     /// `Gemv` helper over row-major weights) rather than tiles that would be 1/NR used.
     pub dense: bool,
     /// Winograd F(m x m, 3 x 3)'s m, when the compiler chose it for this conv.
@@ -52,6 +53,21 @@ impl Geometry {
                 let (&[c, h, w], &[m, oh, ow]) = (in_shape.as_slice(), out_shape.as_slice()) else {
                     return None;
                 };
+                let whole_input = conv.groups == 1
+                    && conv.window.kernel == [h, w]
+                    && conv.window.dilation == [1, 1]
+                    && conv.window.pads([h, w]) == [0; 4]
+                    && kernel.algorithm == Algorithm::Direct;
+                if whole_input {
+                    // One output pixel from every input value (LeNet-5's C5): the
+                    // weights [m, c, h, w] are a dense layer's [m, c·h·w].
+                    return Some(Geometry::matrix_vector(
+                        c * h * w,
+                        m,
+                        input_sample,
+                        output_sample,
+                    ));
+                }
                 Some(Geometry {
                     channels: c,
                     height: h,
@@ -73,24 +89,34 @@ impl Geometry {
                     },
                 })
             }
-            Op::Dense(_) => Some(Geometry {
-                channels: in_shape.iter().product(),
-                height: 1,
-                width: 1,
-                out_channels: *out_shape.first()?,
-                out_height: 1,
-                out_width: 1,
-                kernel: [1, 1],
-                stride: [1, 1],
-                dilation: [1, 1],
-                pads: [0; 4],
-                groups: 1,
+            Op::Dense(_) => Some(Geometry::matrix_vector(
+                in_shape.iter().product(),
+                *out_shape.first()?,
                 input_sample,
                 output_sample,
-                dense: true,
-                winograd: None,
-            }),
+            )),
             _ => None,
+        }
+    }
+
+    /// `outputs` values of a sample, each from all its `inputs`: a matrix-vector product.
+    fn matrix_vector(inputs: u64, outputs: u64, input_sample: u64, output_sample: u64) -> Geometry {
+        Geometry {
+            channels: inputs,
+            height: 1,
+            width: 1,
+            out_channels: outputs,
+            out_height: 1,
+            out_width: 1,
+            kernel: [1, 1],
+            stride: [1, 1],
+            dilation: [1, 1],
+            pads: [0; 4],
+            groups: 1,
+            input_sample,
+            output_sample,
+            dense: true,
+            winograd: None,
         }
     }
 
@@ -245,7 +271,6 @@ pub fn generate(
         Arg::Scratch,
         Arg::Tile,
         Arg::Gemv,
-        Arg::Transcendental,
     ];
     args.extend(epilogue::args(kernel));
     let pointer = target.frontend.pointer_type();
@@ -750,7 +775,28 @@ struct Tile {
 
 #[cfg(test)]
 mod tests {
-    use super::longest_share;
+    use super::{Geometry, longest_share};
+
+    #[test]
+    fn a_conv_over_its_whole_unpadded_input_is_a_matrix_vector_product() {
+        let geometry = |layer: &str| {
+            let mut compilation =
+                crate::compile(&format!("network N(input: 16x5x5) {{ {layer} }}"));
+            assert!(!compilation.has_errors(), "{:?}", compilation.diagnostics);
+            let fused = crate::passes::fuse(&compilation.networks.remove(0));
+            Geometry::of(&fused, &fused.kernels[0]).expect("a conv")
+        };
+        let whole = geometry("conv(120, 5x5)");
+        assert!(whole.dense);
+        assert_eq!((whole.m(), whole.k(), whole.n()), (120, 16 * 5 * 5, 1));
+        for layer in [
+            "conv(8, 5x5, pad=1)",
+            "conv(8, 3x3)",
+            "conv(8, 5x5, groups=2)",
+        ] {
+            assert!(!geometry(layer).dense, "{layer}");
+        }
+    }
 
     #[test]
     fn the_longest_share_is_what_the_busiest_thread_computes() {

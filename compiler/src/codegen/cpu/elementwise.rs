@@ -38,7 +38,7 @@ pub fn generate(fused: &FusedGraph, index: usize, target: &CpuTarget) -> Option<
         true => (channels, plane),
         false => (1, channels),
     };
-    let mut args = vec![Arg::Output, Arg::Transcendental];
+    let mut args = vec![Arg::Output];
     args.extend(sources.iter().map(|s| s.arg.clone()));
     args.extend(epilogue::step_args(&steps));
     let output_sample = sample_stride(fused, kernel.output);

@@ -1,7 +1,6 @@
 //! A kernel's epilogue over one sample's output, channel by channel: the element-wise
-//! steps in source order, four lanes at a time (f32x4) with a scalar tail. Tanh and
-//! sigmoid need `exp`, which Cranelift does not have: they call the runtime's
-//! `Transcendental` helper on the row.
+//! steps in source order, four lanes at a time (f32x4) with a scalar tail, in one pass
+//! over the row (tanh and sigmoid too: `exp.rs` generates them inline).
 
 use super::conv::{At, Geometry, Pointers, offset};
 use super::loops::{counted, fixed};
@@ -9,7 +8,7 @@ use super::{Arg, sample_stride};
 use crate::ops::Activation;
 use crate::passes::{FusedGraph, Kernel, Step, TensorId};
 use cranelift_codegen::ir::condcodes::FloatCC;
-use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Signature, Type, Value, types};
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
 const LANES: u64 = 4;
@@ -47,29 +46,6 @@ pub fn add_inputs(steps: &[Step]) -> impl Iterator<Item = TensorId> + '_ {
         Step::Add { input, .. } => Some(*input),
         _ => None,
     })
-}
-
-/// Steps that run in one pass over a row, and the transcendental ones between them.
-enum Pass<'s> {
-    Lanes(Vec<&'s Step>),
-    Transcendental(u32),
-}
-
-fn passes(steps: &[Step]) -> Vec<Pass<'_>> {
-    let mut out: Vec<Pass> = Vec::new();
-    for step in steps {
-        let kind = match step {
-            Step::Activation(Activation::Tanh) => Some(0),
-            Step::Activation(Activation::Sigmoid) => Some(1),
-            _ => None,
-        };
-        match (kind, out.last_mut()) {
-            (Some(kind), _) => out.push(Pass::Transcendental(kind)),
-            (None, Some(Pass::Lanes(run))) => run.push(step),
-            (None, _) => out.push(Pass::Lanes(vec![step])),
-        }
-    }
-    out
 }
 
 /// What the steps of one channel read: its scalars, and the rows of residual inputs.
@@ -150,25 +126,11 @@ pub struct Row {
 }
 
 /// `steps` over one row, four lanes at a time: the epilogue of a conv's output row,
-/// and the whole of a lone activation, batch norm, add or copy. The first pass reads
-/// the source; the passes after it work on the destination in place.
+/// and the whole of a lone activation, batch norm, add or copy.
 pub fn steps_over_row(b: &mut FunctionBuilder, steps: &[Step], pointers: &Pointers, row: &Row) {
     let channel = channel(b, steps, pointers, row.channel, row.add_rows.clone());
-    let mut passes = passes(steps);
-    if row.source != row.destination && !matches!(passes.first(), Some(Pass::Lanes(_))) {
-        // A transcendental pass works in place: a copy into the destination first.
-        passes.insert(0, Pass::Lanes(Vec::new()));
-    }
-    let mut source = row.source;
-    for pass in passes {
-        match pass {
-            Pass::Lanes(steps) => lanes(b, &steps, &channel, (source, row.destination), row.len),
-            Pass::Transcendental(kind) => {
-                transcendental(b, pointers, row.destination, row.len, kind)
-            }
-        }
-        source = row.destination;
-    }
+    let steps: Vec<&Step> = steps.iter().collect();
+    lanes(b, &steps, &channel, (row.source, row.destination), row.len);
 }
 
 fn channel(
@@ -327,11 +289,10 @@ fn activate(b: &mut FunctionBuilder, ty: Type, activation: &Activation, value: V
                 b.ins().select(positive, value, leaked)
             }
         }
-        // Never in an epilogue: tanh and sigmoid are passes of their own, softmax a
-        // kernel; identity changes nothing.
-        Activation::Identity | Activation::Tanh | Activation::Sigmoid | Activation::Softmax => {
-            value
-        }
+        Activation::Tanh => super::exp::tanh(b, ty, value),
+        Activation::Sigmoid => super::exp::sigmoid(b, ty, value),
+        // Never in an epilogue: softmax is a kernel; identity changes nothing.
+        Activation::Identity | Activation::Softmax => value,
     }
 }
 
@@ -349,24 +310,17 @@ pub(super) fn smaller(b: &mut FunctionBuilder, ty: Type, x: Value, y: Value) -> 
     choose(b, ty, less, x, y)
 }
 
-fn choose(b: &mut FunctionBuilder, ty: Type, condition: Value, x: Value, y: Value) -> Value {
+pub(super) fn choose(
+    b: &mut FunctionBuilder,
+    ty: Type,
+    condition: Value,
+    x: Value,
+    y: Value,
+) -> Value {
     if ty.is_vector() {
         let mask = b.ins().bitcast(ty, MemFlagsData::new(), condition);
         b.ins().bitselect(mask, x, y)
     } else {
         b.ins().select(condition, x, y)
     }
-}
-
-fn transcendental(b: &mut FunctionBuilder, pointers: &Pointers, row: Value, n: u64, kind: u32) {
-    let pointer = b.func.signature.params[0].value_type;
-    let mut signature = Signature::new(b.func.signature.call_conv);
-    for ty in [pointer, types::I64, types::I32] {
-        signature.params.push(AbiParam::new(ty));
-    }
-    let signature = b.import_signature(signature);
-    let callee = pointers.get(&Arg::Transcendental);
-    let len = b.ins().iconst(types::I64, n as i64);
-    let kind = b.ins().iconst(types::I32, i64::from(kind));
-    b.ins().call_indirect(signature, callee, &[row, len, kind]);
 }

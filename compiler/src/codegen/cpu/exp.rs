@@ -3,9 +3,10 @@
 //! so `r` is exact), `e^r` a degree-7 polynomial, and `2^n` built in the exponent bits.
 //! Relative error within 2 ulp on `[−87.3, 88]`; inputs are clamped to that range, so
 //! `exp` of anything below is about 1e-38 rather than 0 (softmax, its user, adds these
-//! to a sum of at least 1).
+//! to a sum of at least 1). Tanh and sigmoid are built on it.
 
-use super::epilogue::{constant, larger, smaller, splat};
+use super::epilogue::{choose, constant, larger, smaller, splat};
+use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
@@ -21,13 +22,30 @@ const POLYNOMIAL: [f32; 6] = [
     0.5,
 ];
 
-/// `e^x` of an f32 or f32x4 `x`.
-pub fn exp(b: &mut FunctionBuilder, ty: Type, x: Value) -> Value {
-    let int = if ty.is_vector() {
+/// Below this magnitude tanh is Cephes' odd polynomial (`1 − 2/(e^2x + 1)` loses
+/// digits to cancellation near 0); above it, the exp form.
+const TANH_POLYNOMIAL_BELOW: f32 = 0.625;
+/// Cephes' `tanhf` polynomial in x² for `(tanh x − x) / x³`, highest power first.
+const TANH_POLYNOMIAL: [f32; 5] = [
+    -5.704_988_7e-3,
+    2.063_908_9e-2,
+    -5.373_971_6e-2,
+    0.133_314_42,
+    -0.333_332_82,
+];
+
+/// The integer type of `ty`'s bits.
+fn bits_type(ty: Type) -> Type {
+    if ty.is_vector() {
         types::I32X4
     } else {
         types::I32
-    };
+    }
+}
+
+/// `e^x` of an f32 or f32x4 `x`.
+pub fn exp(b: &mut FunctionBuilder, ty: Type, x: Value) -> Value {
+    let int = bits_type(ty);
     let c = |b: &mut FunctionBuilder, value: f32| constant(b, ty, value);
     let (low, high) = (c(b, -87.336_54), c(b, 88.0));
     let x = larger(b, ty, x, low);
@@ -67,4 +85,62 @@ pub fn exp(b: &mut FunctionBuilder, ty: Type, x: Value) -> Value {
     let exponent = b.ins().ishl(biased, shift);
     let power = b.ins().bitcast(ty, flags, exponent);
     b.ins().fmul(er, power)
+}
+
+/// `1 / (1 + e^−x)`, the reference's formula.
+pub fn sigmoid(b: &mut FunctionBuilder, ty: Type, x: Value) -> Value {
+    let negated = b.ins().fneg(x);
+    let e = exp(b, ty, negated);
+    let one = constant(b, ty, 1.0);
+    let denominator = b.ins().fadd(one, e);
+    let result = b.ins().fdiv(one, denominator);
+    nan_through(b, ty, x, result)
+}
+
+/// `tanh x`: Cephes' `tanhf`, within a few ulp of `f32::tanh`. Both forms are computed
+/// and one chosen per lane.
+pub fn tanh(b: &mut FunctionBuilder, ty: Type, x: Value) -> Value {
+    let int = bits_type(ty);
+    let flags = MemFlagsData::new();
+    let bits = b.ins().bitcast(int, flags, x);
+    let mask = |b: &mut FunctionBuilder, m: u32| {
+        let m = b.ins().iconst(types::I32, i64::from(m));
+        splat(b, int, m)
+    };
+    let (magnitude_mask, sign_mask) = (mask(b, 0x7fff_ffff), mask(b, 0x8000_0000));
+    let magnitude = b.ins().band(bits, magnitude_mask);
+    let magnitude = b.ins().bitcast(ty, flags, magnitude);
+    let sign = b.ins().band(bits, sign_mask);
+    // |x| large: 1 − 2/(e^2|x| + 1), the sign put back.
+    let twice = b.ins().fadd(magnitude, magnitude);
+    let e = exp(b, ty, twice);
+    let (one, two) = (constant(b, ty, 1.0), constant(b, ty, 2.0));
+    let denominator = b.ins().fadd(e, one);
+    let fraction = b.ins().fdiv(two, denominator);
+    let large = b.ins().fsub(one, fraction);
+    let large = b.ins().bitcast(int, flags, large);
+    let large = b.ins().bor(large, sign);
+    let large = b.ins().bitcast(ty, flags, large);
+    // |x| small: x + x³·P(x²).
+    let square = b.ins().fmul(x, x);
+    let mut p = constant(b, ty, TANH_POLYNOMIAL[0]);
+    for coefficient in &TANH_POLYNOMIAL[1..] {
+        let coefficient = constant(b, ty, *coefficient);
+        let product = b.ins().fmul(p, square);
+        p = b.ins().fadd(product, coefficient);
+    }
+    let p = b.ins().fmul(p, square);
+    let p = b.ins().fmul(p, x);
+    let small = b.ins().fadd(p, x);
+    let threshold = constant(b, ty, TANH_POLYNOMIAL_BELOW);
+    let is_small = b.ins().fcmp(FloatCC::LessThan, magnitude, threshold);
+    let result = choose(b, ty, is_small, small, large);
+    nan_through(b, ty, x, result)
+}
+
+/// `result`, or `x` where `x` is NaN: `exp` clamps its input, which would turn a NaN
+/// into a number.
+fn nan_through(b: &mut FunctionBuilder, ty: Type, x: Value, result: Value) -> Value {
+    let ordered = b.ins().fcmp(FloatCC::Ordered, x, x);
+    choose(b, ty, ordered, result, x)
 }

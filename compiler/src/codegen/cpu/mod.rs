@@ -87,8 +87,6 @@ pub enum Arg {
     Gemv,
     /// `extern "C" fn(base: f64, exponent: f64) -> f64`, for an LRN's general beta.
     Pow,
-    /// `extern "C" fn(row, len, kind)` applying tanh (kind 0) or sigmoid (1) in place.
-    Transcendental,
 }
 
 /// One generated kernel: `fn(args: *const *mut f32, batch: i64, chunk_begin: i64,
