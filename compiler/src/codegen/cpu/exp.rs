@@ -28,10 +28,10 @@ const TANH_POLYNOMIAL_BELOW: f32 = 0.625;
 /// Cephes' `tanhf` polynomial in x² for `(tanh x − x) / x³`, highest power first.
 const TANH_POLYNOMIAL: [f32; 5] = [
     -5.704_988_7e-3,
-    2.063_908_9e-2,
+    2.063_909e-2,
     -5.373_971_6e-2,
     0.133_314_42,
-    -0.333_332_82,
+    -0.333_332_8,
 ];
 
 /// The integer type of `ty`'s bits.
