@@ -124,8 +124,11 @@ fn buffer_table(out: &mut String, fused: &FusedGraph, plan: &MemoryPlan) {
     }
     let _ = writeln!(
         out,
-        "peak activation memory: {} per sample in {} buffers; {} without reuse",
-        bytes(plan.peak_bytes),
+        "peak activation memory: {} per sample in one arena (live at once at most: {}); \
+         {} in {} buffers; {} without reuse",
+        bytes(plan.arena_bytes),
+        bytes(plan.lower_bound_bytes),
+        bytes(plan.buffer_bytes),
         plan.buffers.len(),
         bytes(plan.unshared_bytes)
     );

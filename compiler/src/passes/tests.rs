@@ -336,13 +336,20 @@ fn the_plan_reuses_buffers_along_a_chain() {
     );
     let p = plan(&f);
     assert_eq!(p.buffers, [256, 256]);
-    assert_eq!(p.peak_bytes, 512);
+    assert_eq!(p.buffer_bytes, 512);
     assert_eq!(p.unshared_bytes, 5 * 256);
+    // Two tensors live at once: the arena holds two, at two offsets.
+    assert_eq!(p.arena_bytes, 512);
+    assert_eq!(p.lower_bound_bytes, 512);
+    let mut offsets: Vec<u64> = p.offsets.iter().flatten().copied().collect();
+    offsets.sort_unstable();
+    offsets.dedup();
+    assert_eq!(offsets, [0, 256]);
     assert_plan_is_sound(&f, &p);
 }
 
-/// No two tensors that are alive at once share a buffer, every used tensor has one,
-/// and every buffer holds its tensors.
+/// No two tensors that are alive at once share a buffer or overlap in the arena, every
+/// used tensor has a buffer and an offset, and every buffer holds its tensors.
 fn assert_plan_is_sound(f: &FusedGraph, p: &MemoryPlan) {
     let steps = f.kernels.len() + 2;
     let mut alive: Vec<Vec<TensorId>> = vec![Vec::new(); steps];
@@ -366,13 +373,22 @@ fn assert_plan_is_sound(f: &FusedGraph, p: &MemoryPlan) {
     for (a, sa) in span.iter().enumerate() {
         let Some((a0, a1)) = sa else { continue };
         let ba = p.buffer_of[a].expect("a used tensor has a buffer");
-        let bytes = 4 * f.tensors[a].shape.0.iter().product::<u64>();
-        assert!(p.buffers[ba] >= bytes, "%{a} fits b{ba}");
+        let bytes = |t: usize| 4 * f.tensors[t].shape.0.iter().product::<u64>();
+        assert!(p.buffers[ba] >= bytes(a), "%{a} fits b{ba}");
+        let oa = p.offsets[a].expect("a used tensor has an offset");
+        assert!(oa + bytes(a) <= p.arena_bytes, "%{a} fits the arena");
         for (b, sb) in span.iter().enumerate().skip(a + 1) {
             let Some((b0, b1)) = sb else { continue };
+            let apart_in_time = a1 < b0 || b1 < a0;
             if p.buffer_of[b] == Some(ba) {
-                assert!(a1 < b0 || b1 < a0, "%{a} and %{b} overlap in b{ba}");
+                assert!(apart_in_time, "%{a} and %{b} overlap in b{ba}");
             }
+            let ob = p.offsets[b].expect("a used tensor has an offset");
+            let apart_in_memory = oa + bytes(a) <= ob || ob + bytes(b) <= oa;
+            assert!(
+                apart_in_time || apart_in_memory,
+                "%{a} and %{b} overlap in the arena"
+            );
         }
     }
 }
@@ -390,7 +406,20 @@ fn every_example_has_a_sound_plan_below_the_unshared_sum() {
         let f = fuse(&net);
         let p = plan(&f);
         assert_plan_is_sound(&f, &p);
-        assert!(p.peak_bytes < p.unshared_bytes, "{}", path.display());
+        assert!(p.buffer_bytes < p.unshared_bytes, "{}", path.display());
+        // The target: the arena within 10% of the most bytes ever live at once.
+        let ratio = p.arena_bytes as f64 / p.lower_bound_bytes as f64;
+        eprintln!(
+            "{}: arena {} / lower bound {} = {ratio:.3}",
+            path.display(),
+            p.arena_bytes,
+            p.lower_bound_bytes
+        );
+        assert!(
+            ratio <= 1.10,
+            "{}: arena {ratio:.3} x the lower bound",
+            path.display()
+        );
         // The listing shows every tensor once, numbered in order.
         let listed: Vec<usize> = super::order::entries(&f)
             .iter()

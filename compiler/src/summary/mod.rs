@@ -90,7 +90,7 @@ pub fn summarize(checked: &CheckedGraph, depth: Option<usize>) -> Summary {
         total_bytes: 0,
         largest_bytes: 0,
         largest_tensor: String::new(),
-        peak_bytes: crate::passes::plan(&crate::passes::fuse(checked)).peak_bytes,
+        peak_bytes: crate::passes::plan(&crate::passes::fuse(checked)).arena_bytes,
     };
     for (node, facts) in graph.nodes.iter().zip(&checked.facts) {
         // The checker has verified that these products fit; saturate rather than wrap

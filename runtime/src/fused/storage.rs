@@ -1,6 +1,9 @@
-//! The memory plan's buffers for a batch, and each tensor's place in them: a tensor is
-//! read out of (and written into) its root's buffer, at its channel offset for a
-//! concat slice. A sample's part of a tensor is contiguous, so each sample is one copy.
+//! The memory plan's storage for a batch, and each tensor's place in it: a tensor is
+//! read out of (and written into) its root's place, at its channel offset for a concat
+//! slice. The place is the root's offset in the plan's arena (one allocation, offsets
+//! times the batch), or, in a guarded run, the root's buffer (each between guard
+//! pages, so that an overrun faults rather than lands in a neighbour). A sample's part
+//! of a tensor is contiguous, so each sample is one copy.
 
 use crate::Tensor;
 use crate::error::{Result, RuntimeError};
@@ -11,38 +14,44 @@ pub struct Storage<'a> {
     fused: &'a FusedGraph,
     plan: &'a MemoryPlan,
     batch: usize,
+    /// The arena alone, or the plan's buffers (guarded).
     buffers: Vec<Floats>,
+    guarded: bool,
 }
 
 /// Where one tensor's values sit: sample `n` is
-/// `buffers[buffer][n * stride + start..][..len]`.
+/// `buffers[buffer][base + n * stride + start..][..len]`.
 struct Location {
     buffer: usize,
+    base: usize,
     stride: usize,
     start: usize,
     len: usize,
 }
 
 impl<'a> Storage<'a> {
-    /// Reuses `buffers` (from `into_buffers`) if they were made for this plan and
-    /// `batch`, else `None`. What is in them is overwritten: every kernel writes its
-    /// whole output.
+    /// Reuses `buffers` (from `into_buffers`) if they were made for this plan, `batch`
+    /// and guarding, else `None`. What is in them is overwritten: every kernel writes
+    /// its whole output.
     pub fn reuse(
         fused: &'a FusedGraph,
         plan: &'a MemoryPlan,
         batch: usize,
+        guard: Option<Guard>,
         buffers: Vec<Floats>,
     ) -> Option<Self> {
-        let fits = buffers.len() == plan.buffers.len()
+        let sizes = sizes(plan, guard.is_some());
+        let fits = buffers.len() == sizes.len()
             && buffers
                 .iter()
-                .zip(&plan.buffers)
+                .zip(sizes)
                 .all(|(buffer, &bytes)| Some(buffer.len()) == elements_for(bytes, batch));
         fits.then_some(Storage {
             fused,
             plan,
             batch,
             buffers,
+            guarded: guard.is_some(),
         })
     }
 
@@ -51,15 +60,15 @@ impl<'a> Storage<'a> {
         self.buffers
     }
 
-    /// The plan's buffers for `batch` samples, between guard pages if `guard` is given.
+    /// The plan's arena for `batch` samples, or with `guard`, its buffers between
+    /// guard pages.
     pub fn new(
         fused: &'a FusedGraph,
         plan: &'a MemoryPlan,
         batch: usize,
         guard: Option<Guard>,
     ) -> Result<Self> {
-        let buffers = plan
-            .buffers
+        let buffers = sizes(plan, guard.is_some())
             .iter()
             .map(|&bytes| {
                 let elements = elements_for(bytes, batch)
@@ -72,19 +81,26 @@ impl<'a> Storage<'a> {
             plan,
             batch,
             buffers,
+            guarded: guard.is_some(),
         })
     }
 
     fn location(&self, id: TensorId) -> Result<Location> {
         let (root, channel) = self.fused.root(id);
-        let buffer = self.plan.buffer_of[root.0].ok_or_else(|| {
-            RuntimeError::Invalid(format!("tensor %{} has no buffer in the plan", id.0))
-        })?;
+        let missing =
+            || RuntimeError::Invalid(format!("tensor %{} has no place in the plan", id.0));
+        let (buffer, base) = if self.guarded {
+            (self.plan.buffer_of[root.0].ok_or_else(missing)?, 0)
+        } else {
+            let offset = self.plan.offsets[root.0].ok_or_else(missing)?;
+            (0, (offset / 4) as usize * self.batch)
+        };
         let root_shape = &self.fused.tensor(root).shape.0;
         let stride = elements(root_shape);
         let per_channel = stride / root_shape.first().copied().unwrap_or(1).max(1) as usize;
         Ok(Location {
             buffer,
+            base,
             stride,
             start: channel as usize * per_channel,
             len: elements(&self.fused.tensor(id).shape.0),
@@ -101,13 +117,14 @@ impl<'a> Storage<'a> {
     pub fn pointer(&mut self, id: TensorId) -> Result<*mut f32> {
         let at = self.location(id)?;
         let buffer = &mut self.buffers[at.buffer];
-        if at.start + at.len > buffer.len() / self.batch.max(1) {
+        let end = at.base + at.stride * self.batch.saturating_sub(1) + at.start + at.len;
+        if at.start + at.len > at.stride || end > buffer.len() {
             return Err(RuntimeError::Invalid(format!(
-                "tensor %{} does not fit its buffer",
+                "tensor %{} does not fit its place",
                 id.0
             )));
         }
-        Ok(buffer[at.start..].as_mut_ptr())
+        Ok(buffer[at.base + at.start..].as_mut_ptr())
     }
 
     /// A copy of a tensor, `[batch, ...shape]`.
@@ -116,7 +133,7 @@ impl<'a> Storage<'a> {
         let buffer = &self.buffers[at.buffer];
         let mut values = Vec::with_capacity(at.len * self.batch);
         for n in 0..self.batch {
-            let start = n * at.stride + at.start;
+            let start = at.base + n * at.stride + at.start;
             values.extend_from_slice(&buffer[start..start + at.len]);
         }
         let dims = &self.fused.tensor(id).shape.0;
@@ -142,10 +159,18 @@ impl<'a> Storage<'a> {
         }
         let buffer = &mut self.buffers[at.buffer];
         for (n, sample) in values.chunks_exact(at.len.max(1)).enumerate() {
-            let start = n * at.stride + at.start;
+            let start = at.base + n * at.stride + at.start;
             buffer[start..start + at.len].copy_from_slice(sample);
         }
         Ok(())
+    }
+}
+
+/// Bytes per sample of each allocation: the arena, or the buffers when guarded.
+fn sizes(plan: &MemoryPlan, guarded: bool) -> &[u64] {
+    match guarded {
+        true => &plan.buffers,
+        false => std::slice::from_ref(&plan.arena_bytes),
     }
 }
 

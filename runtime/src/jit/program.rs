@@ -325,7 +325,7 @@ impl<'a> Program<'a> {
             .filter(|cache| cache.batch == batch);
         let (fused, plan) = (&self.fused.fused, &self.fused.plan);
         let reused = cached.and_then(|cache| {
-            let storage = Storage::reuse(fused, plan, batch, cache.buffers)?;
+            let storage = Storage::reuse(fused, plan, batch, self.guard, cache.buffers)?;
             Some((storage, cache.scratch, Some(cache.calls)))
         });
         let (storage, mut scratch, calls) = match reused {
