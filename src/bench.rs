@@ -375,11 +375,7 @@ fn kernel_times(
             times.sort();
             let median = times.get(times.len() / 2).copied().unwrap_or_default();
             let milliseconds = median.as_secs_f64() * 1e3;
-            let macs: u64 = if kernel.parts.is_empty() {
-                net.facts[kernel.node.0].macs
-            } else {
-                kernel.parts.iter().map(|p| net.facts[p.node.0].macs).sum()
-            };
+            let macs = kernel.macs(net);
             KernelTime {
                 kernel: kernel.name.clone(),
                 op: kernel.op_text(),

@@ -556,7 +556,11 @@ fn build(file: &std::path::Path, emit: Emit, network: Option<&str>) -> Result<()
         Emit::Clif => compile_network(file, network).and_then(|checked| {
             let fused = passes::fuse(&checked);
             let (target, _) = cnnc_runtime::jit::host_target(1).map_err(|e| e.to_string())?;
-            for code in codegen::cpu::compile(&fused, &target).into_iter().flatten() {
+            let threads = codegen::cpu::kernel_threads(&checked, &fused, 1);
+            for code in codegen::cpu::compile(&fused, &target, &threads)
+                .into_iter()
+                .flatten()
+            {
                 let kernel = &fused.kernels[code.kernel];
                 println!(
                     "; kernel {} `{}`: {}",

@@ -56,7 +56,8 @@ fn every_kernel_of_every_example_is_generated() {
         }
         let net = network(&std::fs::read_to_string(&path).expect("readable"));
         let fused = cnnc_compiler::passes::fuse(&net);
-        let codes = cnnc_compiler::codegen::cpu::compile(&fused, &target);
+        let threads = cnnc_compiler::codegen::cpu::kernel_threads(&net, &fused, 2);
+        let codes = cnnc_compiler::codegen::cpu::compile(&fused, &target, &threads);
         for (kernel, code) in fused.kernels.iter().zip(&codes) {
             assert!(
                 code.is_some(),

@@ -131,6 +131,14 @@ impl Kernel {
         matches!(self.op, Op::Conv(_) | Op::Dense(_))
     }
 
+    /// The multiply-adds of the layers the kernel computes, as the checker counts them.
+    pub fn macs(&self, net: &crate::check::CheckedGraph) -> u64 {
+        match self.parts.is_empty() {
+            true => net.facts[self.node.0].macs,
+            false => self.parts.iter().map(|p| net.facts[p.node.0].macs).sum(),
+        }
+    }
+
     /// Every tensor the kernel reads, its epilogue's included.
     pub fn reads(&self) -> impl Iterator<Item = TensorId> + '_ {
         let residual = self.epilogue.iter().filter_map(|step| match step {

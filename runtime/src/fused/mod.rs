@@ -19,7 +19,7 @@ pub(crate) use storage::Storage;
 /// A network compiled for the fused executor: the fused graph, its memory plan, and
 /// the weights its kernels use.
 pub struct Program<'a> {
-    net: &'a CheckedGraph,
+    pub(crate) net: &'a CheckedGraph,
     pub fused: FusedGraph,
     pub plan: MemoryPlan,
     pub(crate) weights: &'a Weights,

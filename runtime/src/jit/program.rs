@@ -146,6 +146,9 @@ unsafe impl Sync for Call {}
 struct Compiled {
     function: KernelFn,
     chunks: usize,
+    /// Per sample, what decides how many threads the kernel is worth
+    /// (`cpu::kernel_work`).
+    work: u64,
     args: Vec<Arg>,
     packed_weights: Floats,
     bias: Floats,
@@ -210,7 +213,11 @@ impl<'a> Program<'a> {
         passes::choose_algorithms(&mut fused.fused, winograd);
         let (target, isa) = target_for(threads, tile)?;
         let fma = has_fma(&*isa);
-        let codes = cpu::compile(&fused.fused, &target);
+        let codes = cpu::compile(
+            &fused.fused,
+            &target,
+            &cpu::kernel_threads(net, &fused.fused, threads),
+        );
         let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
         let mut ids = Vec::new();
         for code in codes.iter().flatten() {
@@ -377,7 +384,8 @@ impl<'a> Program<'a> {
             };
             let slots = self.slots(index, compiled, storage)?;
             let scratch_slot = compiled.args.iter().position(|a| *a == Arg::Scratch);
-            let parts = split(compiled.chunks, self.threads)
+            let work = compiled.work.saturating_mul(storage.batch() as u64);
+            let parts = split(compiled.chunks, cpu::threads_for(work, self.threads))
                 .into_iter()
                 .zip(scratch.iter_mut())
                 .map(|(chunks, scratch)| {
@@ -588,6 +596,7 @@ fn compiled(
     Ok(Compiled {
         function,
         chunks: code.chunks as usize,
+        work: cpu::kernel_work(program.net, &program.fused, index),
         args: code.args,
         packed_weights: Floats::from_vec(packed_weights, guard)?,
         bias: Floats::from_vec(bias, guard)?,

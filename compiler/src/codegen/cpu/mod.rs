@@ -35,6 +35,7 @@ mod winograd;
 pub use conv::Geometry;
 pub use winograd::{F2X2_3X3, Transforms, points, transforms};
 
+use crate::check::CheckedGraph;
 use crate::ops::{Activation, Op};
 use crate::passes::{FusedGraph, TensorId};
 use cranelift_codegen::ir::{
@@ -107,24 +108,67 @@ pub struct KernelCode {
 /// Code for the kernels of `fused`, by kernel index. `None` marks a kernel no generator
 /// takes (an op the fused graph never holds, such as flatten, or a shape none expects):
 /// the runtime runs those on its reference kernels.
-pub fn compile(fused: &FusedGraph, target: &CpuTarget) -> Vec<Option<KernelCode>> {
+/// Work a kernel needs per thread before another thread joins: waking one costs
+/// microseconds (tens on a loaded machine), and LeNet-5's layers take tens.
+const WORK_PER_THREAD: u64 = 500_000;
+
+/// A kernel's work per sample: its multiply-adds, and four per output value (a pool's
+/// window, an epilogue).
+pub fn kernel_work(net: &CheckedGraph, fused: &FusedGraph, index: usize) -> u64 {
+    let kernel = &fused.kernels[index];
+    let outputs: u64 = fused.tensor(kernel.output).shape.0.iter().product();
+    kernel.macs(net).saturating_add(outputs.saturating_mul(4))
+}
+
+/// The threads `work` is worth, at most `threads`, at least one.
+pub fn threads_for(work: u64, threads: usize) -> usize {
+    usize::try_from(work.div_ceil(WORK_PER_THREAD))
+        .unwrap_or(usize::MAX)
+        .clamp(1, threads.max(1))
+}
+
+/// The threads each kernel of `fused` is worth at batch 1: its code is cut into chunks
+/// for that many (a kernel on fewer threads than it was cut for pays for the cuts).
+pub fn kernel_threads(net: &CheckedGraph, fused: &FusedGraph, threads: usize) -> Vec<u64> {
+    (0..fused.kernels.len())
+        .map(|index| threads_for(kernel_work(net, fused, index), threads) as u64)
+        .collect()
+}
+
+/// Every kernel's code for `target`, each cut into chunks for its `threads`.
+pub fn compile(fused: &FusedGraph, target: &CpuTarget, threads: &[u64]) -> Vec<Option<KernelCode>> {
     fused
         .kernels
         .iter()
         .enumerate()
-        .map(|(index, kernel)| match &kernel.op {
-            Op::Conv(_) | Op::Dense(_) => Geometry::of(fused, kernel)
-                .map(|geometry| conv::generate(fused, index, geometry, target)),
-            Op::Pool(_) | Op::GlobalPool(_) => pool::generate(fused, index, target),
-            Op::AdaptivePool(_) => adaptive::generate(fused, index, target),
-            Op::Lrn(_) => lrn::generate(fused, index, target),
-            Op::Activation(Activation::Softmax) => softmax::generate(fused, index, target),
-            Op::Activation(_) | Op::BatchNorm(_) | Op::Add(_) | Op::Concat(_) => {
-                elementwise::generate(fused, index, target)
-            }
-            Op::Input(_) | Op::Dropout(_) | Op::Flatten(_) => None,
+        .map(|(index, kernel)| {
+            let target = &CpuTarget {
+                threads: threads.get(index).copied().unwrap_or(target.threads),
+                ..*target
+            };
+            compile_kernel(fused, index, kernel, target)
         })
         .collect()
+}
+
+fn compile_kernel(
+    fused: &FusedGraph,
+    index: usize,
+    kernel: &crate::passes::Kernel,
+    target: &CpuTarget,
+) -> Option<KernelCode> {
+    match &kernel.op {
+        Op::Conv(_) | Op::Dense(_) => Geometry::of(fused, kernel)
+            .map(|geometry| conv::generate(fused, index, geometry, target)),
+        Op::Pool(_) | Op::GlobalPool(_) => pool::generate(fused, index, target),
+        Op::AdaptivePool(_) => adaptive::generate(fused, index, target),
+        Op::Lrn(_) => lrn::generate(fused, index, target),
+        Op::Activation(Activation::Softmax) => softmax::generate(fused, index, target),
+        Op::Activation(_) | Op::BatchNorm(_) | Op::Add(_) | Op::Concat(_) => {
+            elementwise::generate(fused, index, target)
+        }
+        Op::Input(_) | Op::Dropout(_) | Op::Flatten(_) => None,
+    }
 }
 
 /// The parameters every kernel function takes: `args` (the slot array), `batch`, and
@@ -239,4 +283,19 @@ fn load_pointers(b: &mut FunctionBuilder, params: &Params, args: &[Arg]) -> conv
 fn sample_stride(fused: &FusedGraph, id: TensorId) -> u64 {
     let (root, _) = fused.root(id);
     fused.tensor(root).shape.0.iter().product()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::threads_for;
+
+    #[test]
+    fn small_kernels_stay_on_one_thread() {
+        // LeNet-5's C3: 240,000 multiply-adds and 1,600 outputs.
+        assert_eq!(threads_for(246_400, 2), 1);
+        assert_eq!(threads_for(600_000, 2), 2);
+        assert_eq!(threads_for(600_000, 8), 2);
+        assert_eq!(threads_for(u64::MAX, 8), 8);
+        assert_eq!(threads_for(0, 0), 1);
+    }
 }
