@@ -263,7 +263,9 @@ fn decode_image(
     use image::ImageDecoder as _;
     let decoder = reader.into_decoder().map_err(|e| error(e.to_string()))?;
     decoded_size_is_plausible(decoder.total_bytes(), bytes.len()).map_err(error)?;
-    let image = image::DynamicImage::from_decoder(decoder).map_err(|e| error(e.to_string()))?;
+    let image = decode_catching_panics(decoder)
+        .map_err(error)?
+        .map_err(|e| error(e.to_string()))?;
     if image.width() == 0 || image.height() == 0 {
         return Err(error("the image is empty".into()));
     }
@@ -312,6 +314,53 @@ fn decoded_size_is_plausible(decoded: u64, file: usize) -> std::result::Result<(
         ));
     }
     Ok(())
+}
+
+/// Decodes, turning a panic of the decoder into an error: zune-jpeg 0.5.15, the newest
+/// release, asserts on some damaged JPEGs instead of returning an error (its upsampler;
+/// upstream issues etemesi254/zune-image#236 and #281, and the input our fuzzer found in
+/// tests/regressions/image/). The panic's own report is kept quiet; its message goes
+/// into the error.
+fn decode_catching_panics(
+    decoder: impl image::ImageDecoder,
+) -> std::result::Result<image::ImageResult<image::DynamicImage>, String> {
+    quiet_panics::install();
+    quiet_panics::QUIET.with(|quiet| quiet.set(true));
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        image::DynamicImage::from_decoder(decoder)
+    }));
+    quiet_panics::QUIET.with(|quiet| quiet.set(false));
+    decoded.map_err(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        format!("the decoder failed on it, the file is probably damaged ({message})")
+    })
+}
+
+/// A panic hook that stays silent while this thread decodes an image and otherwise
+/// does what the hook before it did.
+mod quiet_panics {
+    use std::cell::Cell;
+    use std::sync::Once;
+
+    thread_local! {
+        pub static QUIET: Cell<bool> = const { Cell::new(false) };
+    }
+
+    pub fn install() {
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if !QUIET.with(Cell::get) {
+                    previous(info);
+                }
+            }));
+        });
+    }
 }
 
 fn cover_and_crop(image: image::DynamicImage, width: u32, height: u32) -> image::DynamicImage {
