@@ -174,6 +174,7 @@ fn npy_data_fits(bytes: &[u8]) -> std::result::Result<(), String> {
         .checked_add(header_len)
         .filter(|&end| end <= bytes.len())
         .ok_or_else(|| format!("the header declares {header_len} bytes but the file ends first"))?;
+    header_is_plain(&bytes[header_start..data_start])?;
     let header = ndarray_npy::npy::header::Header::from_reader(&mut &bytes[..])
         .map_err(|e| e.to_string())?;
     let data = (bytes.len() - data_start) as u64;
@@ -188,6 +189,38 @@ fn npy_data_fits(bytes: &[u8]) -> std::result::Result<(), String> {
             header.shape
         )),
     }
+}
+
+/// numpy itself refuses headers longer than this (`max_header_size`).
+const MAX_NPY_HEADER_TEXT: usize = 10_000;
+/// `{'descr': ..., 'shape': (..)}` nests two deep; structured dtypes a few more.
+const MAX_NPY_HEADER_NESTING: usize = 8;
+
+/// Refuses a header the literal parser would take long over: it backtracks on deeply
+/// nested brackets (a 200-byte header of `[`s ran for minutes), so the text is
+/// measured before it is parsed.
+fn header_is_plain(header: &[u8]) -> std::result::Result<(), String> {
+    if header.len() > MAX_NPY_HEADER_TEXT {
+        return Err(format!(
+            "its header is {} bytes; numpy writes and reads at most {MAX_NPY_HEADER_TEXT}",
+            header.len()
+        ));
+    }
+    let mut depth = 0usize;
+    for &byte in header {
+        match byte {
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth > MAX_NPY_HEADER_NESTING {
+            return Err(format!(
+                "its header nests brackets more than {MAX_NPY_HEADER_NESTING} deep; \
+                 a float32 array's header is {{'descr': '<f4', 'fortran_order': False, 'shape': (...)}}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn decode_image(
@@ -227,7 +260,12 @@ fn decode_image(
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     limits.max_alloc = Some(MAX_IMAGE_DECODE_BYTES);
     reader.limits(limits);
-    let image = reader.decode().map_err(|e| error(e.to_string()))?;
+    use image::ImageDecoder as _;
+    let decoder = reader.into_decoder().map_err(|e| error(e.to_string()))?;
+    decoded_size_is_plausible(decoder.total_bytes(), bytes.len()).map_err(error)?;
+    let image = decode_catching_panics(decoder)
+        .map_err(error)?
+        .map_err(|e| error(e.to_string()))?;
     if image.width() == 0 || image.height() == 0 {
         return Err(error("the image is empty".into()));
     }
@@ -251,6 +289,80 @@ fn decode_image(
 /// Scales the image so it covers `width`x`height` and keeps the centre, the usual
 /// ImageNet evaluation transform (without the 256/224 margin). The centre is cut out
 /// first and then resized, so a very long, thin image never becomes a huge one.
+/// How many bytes of pixels one byte of a complete PNG or JPEG can hold at most:
+/// deflate expands at most 1032 to 1; a JPEG block costs at least a bit per 64 samples
+/// of a component (with chroma subsampled, about 1536 bytes of RGB per byte). A file
+/// that claims more is truncated or crafted, and decoding it only costs time (a
+/// 350-byte JPEG declaring 131 megapixels took seconds).
+const MAX_IMAGE_EXPANSION: u64 = 2048;
+/// Below this, decoding is cheap whatever the file claims.
+const IMAGE_EXPANSION_FLOOR: u64 = 1 << 20;
+
+fn decoded_size_is_plausible(decoded: u64, file: usize) -> std::result::Result<(), String> {
+    if decoded > MAX_IMAGE_DECODE_BYTES {
+        return Err(format!(
+            "its pixels would take {}, more than the limit of {}",
+            cnnc_compiler::summary::bytes(decoded),
+            cnnc_compiler::summary::bytes(MAX_IMAGE_DECODE_BYTES)
+        ));
+    }
+    if decoded > IMAGE_EXPANSION_FLOOR && decoded / MAX_IMAGE_EXPANSION > file as u64 {
+        return Err(format!(
+            "it declares {} of pixels in a file of {file} bytes, more than a complete \
+             image can compress to; the file is truncated or damaged",
+            cnnc_compiler::summary::bytes(decoded)
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes, turning a panic of the decoder into an error: zune-jpeg 0.5.15, the newest
+/// release, asserts on some damaged JPEGs instead of returning an error (its upsampler;
+/// upstream issues etemesi254/zune-image#236 and #281, and the input our fuzzer found in
+/// tests/regressions/image/). The panic's own report is kept quiet; its message goes
+/// into the error.
+fn decode_catching_panics(
+    decoder: impl image::ImageDecoder,
+) -> std::result::Result<image::ImageResult<image::DynamicImage>, String> {
+    quiet_panics::install();
+    quiet_panics::QUIET.with(|quiet| quiet.set(true));
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        image::DynamicImage::from_decoder(decoder)
+    }));
+    quiet_panics::QUIET.with(|quiet| quiet.set(false));
+    decoded.map_err(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        format!("the decoder failed on it, the file is probably damaged ({message})")
+    })
+}
+
+/// A panic hook that stays silent while this thread decodes an image and otherwise
+/// does what the hook before it did.
+mod quiet_panics {
+    use std::cell::Cell;
+    use std::sync::Once;
+
+    thread_local! {
+        pub static QUIET: Cell<bool> = const { Cell::new(false) };
+    }
+
+    pub fn install() {
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if !QUIET.with(Cell::get) {
+                    previous(info);
+                }
+            }));
+        });
+    }
+}
+
 fn cover_and_crop(image: image::DynamicImage, width: u32, height: u32) -> image::DynamicImage {
     if image.width() == width && image.height() == height {
         return image;
@@ -355,6 +467,55 @@ mod tests {
                 gray[[1, 0, 2, 3]] > 0.95 && gray[[1, 0, 2, 0]] < 0.05,
                 "{file}: {gray}"
             );
+        }
+    }
+
+    #[test]
+    fn images_that_declare_more_pixels_than_their_file_can_hold_are_refused() {
+        // A 4096x4096 PNG of one colour compresses to about 50 KiB: it decodes.
+        let solid = image::RgbImage::from_pixel(4096, 4096, image::Rgb([10, 200, 30]));
+        let mut png = Vec::new();
+        solid
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .expect("encode");
+        let dims = [3, 8, 8];
+        let normalize = Normalize::default_for(3);
+        decode(Path::new("solid.png"), &png, &dims, &normalize).expect("a real image decodes");
+        // The same file cut to its first kilobyte still declares 4096x4096.
+        let error =
+            decode(Path::new("cut.png"), &png[..1024], &dims, &normalize).expect_err("refused");
+        assert!(
+            error
+                .to_string()
+                .contains("the file is truncated or damaged"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn npy_headers_that_would_stall_the_parser_are_refused() {
+        let with_header = |text: &str| {
+            let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+            bytes.extend_from_slice(&(text.len() as u16).to_le_bytes());
+            bytes.extend_from_slice(text.as_bytes());
+            bytes
+        };
+        let nested = format!("{{'descr': '<f4', 'shape': {}(2,)", "[".repeat(200));
+        let long = format!("{{'descr': '<f4', 'shape': (2,)}}{}", " ".repeat(20_000));
+        for (header, expected) in [
+            (nested, "nests brackets more than 8 deep"),
+            (long, "numpy writes and reads at most 10000"),
+        ] {
+            let started = std::time::Instant::now();
+            let error = decode(
+                Path::new("x.npy"),
+                &with_header(&header),
+                &[2],
+                &Normalize::default_for(1),
+            )
+            .expect_err("refused");
+            assert!(error.to_string().contains(expected), "{error}");
+            assert!(started.elapsed().as_secs() < 5, "refused before parsing");
         }
     }
 
