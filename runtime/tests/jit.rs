@@ -239,6 +239,23 @@ fn the_generated_tile_agrees_with_the_reference() {
 }
 
 #[test]
+fn repeated_blocks_share_their_compiled_code() {
+    // ResNet-152's 50 bottlenecks come in four shapes (plus each stage's first): most
+    // kernels reuse a function compiled for an earlier one. The examples above check
+    // that the shared code computes each kernel's own result.
+    let net = example("resnet152");
+    let weights = weights(&net, 1);
+    let program = jit::Program::new(&net, &weights).expect("compiles");
+    let (generated, _) = program.generated();
+    let distinct = program.distinct_functions();
+    eprintln!("resnet152: {distinct} distinct functions for {generated} kernels");
+    assert!(
+        distinct * 4 < generated,
+        "{distinct} distinct functions for {generated} kernels"
+    );
+}
+
+#[test]
 fn examples_agree_with_the_reference() {
     // Grouped convs (AlexNet), ceil-mode pools and LRN between generated kernels
     // (GoogLeNet, NIN), 1xN and Nx1 kernels with asymmetric work (Inception-v3),

@@ -22,6 +22,8 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
 use rayon::prelude::*;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -67,6 +69,7 @@ pub struct Program<'a> {
     microkernel: Microkernel,
     scratch_floats: usize,
     threads: usize,
+    distinct_functions: usize,
     /// What the last run used, for the next run of the same batch size.
     cache: Mutex<Option<Cache>>,
     /// Bounds-checked mode: the guard every run's buffers and scratch are mapped against.
@@ -219,9 +222,16 @@ impl<'a> Program<'a> {
             &cpu::kernel_threads(net, &fused.fused, threads),
         );
         let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
+        // Kernels of the same shapes (a network's repeated blocks) have the same code:
+        // each distinct function is compiled once.
+        let mut defined: HashMap<String, FuncId> = HashMap::new();
         let mut ids = Vec::new();
         for code in codes.iter().flatten() {
-            ids.push((code.kernel, define(&mut module, code)?));
+            let id = match defined.entry(body_text(&code.function)) {
+                Entry::Occupied(known) => *known.get(),
+                Entry::Vacant(new) => *new.insert(define(&mut module, code)?),
+            };
+            ids.push((code.kernel, id));
         }
         let generated_tile = match tile.precompiled() {
             Some(_) => None,
@@ -266,6 +276,7 @@ impl<'a> Program<'a> {
         }
         let compile_time = started.elapsed();
         Ok(Program {
+            distinct_functions: defined.len(),
             fused,
             kernels,
             microkernel,
@@ -281,6 +292,12 @@ impl<'a> Program<'a> {
                 pack: compile_time - compiled_at,
             },
         })
+    }
+
+    /// How many distinct functions were compiled for the generated kernels (kernels
+    /// with the same code share one).
+    pub fn distinct_functions(&self) -> usize {
+        self.distinct_functions
     }
 
     /// How many kernels run generated code, of how many.
@@ -562,6 +579,14 @@ fn define(module: &mut JITModule, code: &KernelCode) -> Result<cranelift_module:
         .define_function(id, &mut context)
         .map_err(|e| codegen_error(format!("{name}: {e:?}")))?;
     Ok(id)
+}
+
+/// A function's instructions without its name: equal for kernels that compute the same
+/// thing on different buffers and weights (those come through the argument slots).
+fn body_text(function: &cranelift_codegen::ir::Function) -> String {
+    let mut unnamed = function.clone();
+    unnamed.name = cranelift_codegen::ir::UserFuncName::default();
+    unnamed.display().to_string()
 }
 
 fn codegen_error(message: String) -> RuntimeError {
