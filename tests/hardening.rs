@@ -308,7 +308,7 @@ fn generated_code_that_strays_past_a_buffer_faults() {
         return;
     }
     for side in ["before", "after"] {
-        let status = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        let output = std::process::Command::new(std::env::current_exe().expect("test binary"))
             .args([
                 "--exact",
                 "generated_code_that_strays_past_a_buffer_faults",
@@ -316,9 +316,15 @@ fn generated_code_that_strays_past_a_buffer_faults() {
             ])
             .env("CNNC_GUARD_PROBE", side)
             .output()
-            .expect("runs")
-            .status;
+            .expect("runs");
+        let status = output.status;
         assert_eq!(status.signal(), Some(libc::SIGSEGV), "{side}: {status:?}");
+        // And it says so first, rather than dying bare.
+        let message = stderr(&output);
+        assert!(
+            message.contains("outside its buffer (a guard page)"),
+            "{side}: {message}"
+        );
     }
 }
 

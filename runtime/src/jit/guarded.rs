@@ -79,8 +79,38 @@ pub struct Mapping {
 unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
+/// Makes a fault say what it most likely is before the process dies of it: in a
+/// guarded run, a segmentation fault is code that touched a guard page. The handler
+/// writes one line and returns; `SA_RESETHAND` has put the default action back, so the
+/// access faults again and the process ends by SIGSEGV as it would have.
+fn report_faults() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        // SAFETY: a zeroed sigaction is valid; the handler only calls write(2), which is
+        // async-signal-safe.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_fault as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_RESETHAND | libc::SA_ONSTACK;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(libc::SIGSEGV, &action, std::ptr::null_mut());
+        }
+    });
+}
+
+extern "C" fn on_fault(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    const MESSAGE: &[u8] = b"error: segmentation fault in a bounds-checked run: code read or \
+wrote outside its buffer (a guard page). This is a bug in cnnc's code generation; please \
+report it with the network.\n";
+    // SAFETY: writes a static buffer to stderr.
+    unsafe {
+        libc::write(2, MESSAGE.as_ptr().cast(), MESSAGE.len());
+    }
+}
+
 impl Mapping {
     fn new(len: usize, guard: Guard) -> Result<Mapping> {
+        report_faults();
         let page = page_size();
         let bytes = len
             .checked_mul(4)
