@@ -12,6 +12,7 @@
 mod common;
 
 use cnnc_compiler::check::CheckedGraph;
+use cnnc_compiler::ops::{Activation, Op};
 use cnnc_gpu::{Gpu, GpuProgram};
 use cnnc_runtime::Tensor;
 use cnnc_runtime::reference::{self, RunOptions};
@@ -133,19 +134,62 @@ fn weights_split_over_bindings_agree() {
     );
 }
 
-#[test]
-fn small_examples_agree_with_the_reference() {
-    for name in ["lenet5", "alexnet", "googlenet", "resnet18"] {
-        let Some(gpu) = gpu(name) else { return };
-        let net = example(name);
-        let started = std::time::Instant::now();
-        let error = compare(gpu, &net, &weights(&net, 1), input(&net, 1, 2));
-        eprintln!(
-            "{name}: relative error {error:e} ({:.1?})",
-            started.elapsed()
-        );
-        assert!(error <= TOLERANCE, "{name}: relative error {error:e}");
+/// Every example on the GPU against the reference interpreter, one test per example so
+/// that they run in parallel and a failure names the network. The logits are compared
+/// (a final softmax is cut off: near-uniform probabilities would hide errors).
+macro_rules! every_example {
+    ($($name:ident)*) => {
+        mod examples {
+            $(#[test]
+            fn $name() {
+                super::example_agrees(stringify!($name));
+            })*
+        }
+
+        const EXAMPLES: &[&str] = &[$(stringify!($name)),*];
+    };
+}
+
+every_example! {
+    alexnet alexnet_torchvision googlenet googlenet_torchvision inception_resnet_v2
+    inception_v3 lenet5 nin resnet101 resnet152 resnet18 resnet34 resnet50 vgg11
+    vgg11_lrn vgg13 vgg16 vgg19 zfnet
+}
+
+fn example_agrees(name: &str) {
+    let Some(gpu) = gpu(name) else { return };
+    let net = without_final_softmax(example(name));
+    let started = std::time::Instant::now();
+    let error = compare(gpu, &net, &weights(&net, 1), input(&net, 1, 2));
+    eprintln!(
+        "{name}: relative error {error:e} ({:.1?})",
+        started.elapsed()
+    );
+    assert!(error <= TOLERANCE, "{name}: relative error {error:e}");
+}
+
+/// The network with its output moved from a final softmax to the softmax's input (the
+/// softmax still runs, its result unused).
+fn without_final_softmax(mut net: CheckedGraph) -> CheckedGraph {
+    let output = net.graph.node(net.graph.output);
+    if matches!(output.op, Op::Activation(Activation::Softmax)) {
+        net.graph.output = output.inputs[0];
     }
+    net
+}
+
+#[test]
+fn every_example_is_checked() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut found: Vec<String> = std::fs::read_dir(root)
+        .expect("examples/")
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            Some(name.strip_suffix(".cnn")?.to_string())
+        })
+        .collect();
+    found.sort();
+    assert_eq!(found, EXAMPLES, "every_example! must list examples/*.cnn");
 }
 
 #[test]
