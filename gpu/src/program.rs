@@ -70,6 +70,7 @@ impl GpuProgram {
             message: e.to_string(),
         })?;
         check_bindings(&gpu, &shaders)?;
+        check_activations(&gpu, &fused, &plan)?;
         let (pipeline_of, pipelines) = build_pipelines(&gpu, &shaders)?;
         let constants = upload_constants(&gpu, &fused, &shaders, weights)?;
         Ok(GpuProgram {
@@ -86,6 +87,13 @@ impl GpuProgram {
 
     pub fn adapter(&self) -> &crate::AdapterReport {
         &self.gpu.adapter
+    }
+
+    /// Destroys the device, as a driver reset or an unplugged GPU would: the loss is
+    /// reported and every later run fails with [`GpuError::Lost`]. The tests use it to
+    /// take the loss path for real; nothing else should.
+    pub fn destroy_device(&self) {
+        self.gpu.device.destroy();
     }
 
     pub fn run(&mut self, inputs: Vec<Tensor>) -> Result<Tensor, GpuError> {
@@ -236,16 +244,8 @@ impl GpuProgram {
     fn batch_buffers(&self, batch: usize) -> Result<BatchBuffers, GpuError> {
         let target = self.gpu.target();
         let largest = self.plan.buffers.iter().copied().max().unwrap_or(4).max(4);
-        let fits = target.max_binding_bytes / largest;
-        if fits == 0 {
-            return Err(GpuError::DoesNotFit {
-                adapter: self.gpu.adapter.describe(),
-                message: format!(
-                    "one sample needs a {largest}-byte activation buffer, more than a storage binding holds ({} bytes)",
-                    target.max_binding_bytes
-                ),
-            });
-        }
+        // At least 1: `check_activations` refused a sample larger than a binding.
+        let fits = (target.max_binding_bytes / largest).max(1);
         let chunk = (fits as usize)
             .min(batch)
             .min(self.gpu.limits.max_compute_workgroups_per_dimension as usize)
@@ -403,6 +403,42 @@ fn check_bindings(gpu: &Gpu, shaders: &[Shader]) -> Result<(), GpuError> {
         }),
         None => Ok(()),
     }
+}
+
+/// Refuses a network with a tensor larger than one storage binding: its sample could
+/// not be bound, whatever the batch. Names the first such tensor and the limit.
+fn check_activations(gpu: &Gpu, fused: &FusedGraph, plan: &MemoryPlan) -> Result<(), GpuError> {
+    let limit = gpu.target().max_binding_bytes;
+    let too_large = fused
+        .tensors
+        .iter()
+        .enumerate()
+        .filter(|&(t, _)| plan.buffer_of[t].is_some())
+        .map(|(t, tensor)| (t, tensor, tensor.shape.0.iter().product::<u64>() * 4))
+        .find(|&(_, _, bytes)| bytes > limit);
+    let Some((t, tensor, bytes)) = too_large else {
+        return Ok(());
+    };
+    // A kernel's output is named after its last fused layer (`relu3`): the kernel's
+    // own name (the conv's) says more.
+    let what = match fused.kernels.iter().find(|k| k.output.0 == t) {
+        Some(kernel) => format!("the output of `{}`", kernel.name),
+        None => format!("the input `{}`", tensor.name),
+    };
+    Err(GpuError::DoesNotFit {
+        adapter: gpu.adapter.describe(),
+        message: format!(
+            "{what} ({}) needs {} per sample, more than one storage binding holds ({}); \
+             run it on the CPU (`--backend jit`)",
+            tensor.shape,
+            mebibytes(bytes),
+            mebibytes(limit)
+        ),
+    })
+}
+
+fn mebibytes(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20))
 }
 
 /// One pipeline per distinct shader text.

@@ -13,7 +13,7 @@ mod common;
 
 use cnnc_compiler::check::CheckedGraph;
 use cnnc_compiler::ops::{Activation, Op};
-use cnnc_gpu::{Gpu, GpuProgram};
+use cnnc_gpu::{Gpu, GpuError, GpuProgram};
 use cnnc_runtime::Tensor;
 use cnnc_runtime::reference::{self, RunOptions};
 use cnnc_runtime::weights::Weights;
@@ -216,6 +216,56 @@ fn batches_of_any_size_reuse_the_program() {
     assert!(
         error.is_some_and(|e| e.contains("3x8x8")),
         "a wrong input shape is an error"
+    );
+}
+
+#[test]
+fn a_lost_device_is_an_error_not_a_panic() {
+    let Some(gpu) = gpu("lost device") else {
+        return;
+    };
+    let net = network("network N(input: 3x8x8) { conv(8, 3x3, pad=1) relu flatten dense(4) }");
+    let weights = weights(&net, 0);
+    let mut program = GpuProgram::new(gpu, &net, &weights).expect("builds");
+    program
+        .run(vec![input(&net, 1, 0)])
+        .expect("runs before the loss");
+    program.destroy_device();
+    for batch in [1, 2] {
+        let error = program.run(vec![input(&net, batch, 0)]).err();
+        eprintln!("batch {batch}: {error:?}");
+        assert!(
+            matches!(error, Some(GpuError::Lost(_))),
+            "batch {batch}: {error:?}"
+        );
+        let message = error.map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.starts_with("the GPU device was lost"), "{message}");
+    }
+}
+
+#[test]
+fn a_tensor_larger_than_a_binding_is_refused_naming_it() {
+    let Some(gpu) = gpu("too large") else { return };
+    let limit = gpu
+        .adapter
+        .max_storage_binding_bytes
+        .min(gpu.adapter.max_buffer_bytes);
+    // Eight channels of a square just over an eighth of the limit: `wide` is the one
+    // tensor that cannot be bound.
+    let side = ((limit / 4 / 8) as f64).sqrt() as u64 + 2;
+    let source = format!("network N(input: 1x{side}x{side}) {{ conv wide(8, 3x3, pad=1) relu }}");
+    let net = network(&source);
+    let error = GpuProgram::new(gpu, &net, &weights(&net, 0)).err();
+    let message = error.as_ref().map(ToString::to_string).unwrap_or_default();
+    eprintln!("{message}");
+    assert!(
+        matches!(error, Some(GpuError::DoesNotFit { .. })),
+        "{error:?}"
+    );
+    assert!(
+        message.contains(&format!("the output of `wide` (8x{side}x{side})"))
+            && message.contains("more than one storage binding holds"),
+        "{message}"
     );
 }
 
