@@ -19,15 +19,23 @@ use cnnc_runtime::reference::{self, RunOptions};
 use cnnc_runtime::weights::Weights;
 use common::{example, generated_network, input, network, relative_error, weights};
 use proptest::prelude::*;
+use std::sync::{Mutex, MutexGuard};
 
 const TOLERANCE: f32 = 1e-4;
 
-/// The device, or `None` (having said why) when there is none and none is required.
-fn gpu(test: &str) -> Option<Gpu> {
+/// One test at a time on the device: lavapipe runs each device's dispatches on a thread
+/// pool as wide as the machine, and two devices at once ran the examples 3x slower
+/// than one after the other (2 cores).
+static DEVICE_TURN: Mutex<()> = Mutex::new(());
+
+/// The device and this test's turn on it, or `None` (having said why) when there is
+/// none and none is required.
+fn gpu(test: &str) -> Option<(Gpu, MutexGuard<'static, ()>)> {
+    let turn = DEVICE_TURN.lock().unwrap_or_else(|e| e.into_inner());
     match Gpu::open() {
         Ok(gpu) => {
             eprintln!("{test}: on {}", gpu.adapter.describe());
-            Some(gpu)
+            Some((gpu, turn))
         }
         Err(error) if std::env::var("REQUIRE_GPU_ADAPTER").as_deref() == Ok("1") => {
             panic!("{test}: REQUIRE_GPU_ADAPTER=1 but {error}")
@@ -49,7 +57,9 @@ fn compare(gpu: Gpu, net: &CheckedGraph, weights: &Weights, input: Tensor) -> f3
 }
 
 fn check(test: &str, source: &str, batch: usize) {
-    let Some(gpu) = gpu(test) else { return };
+    let Some((gpu, _turn)) = gpu(test) else {
+        return;
+    };
     let net = network(source);
     let error = compare(gpu, &net, &weights(&net, 3), input(&net, batch, 5));
     assert!(
@@ -157,7 +167,9 @@ every_example! {
 }
 
 fn example_agrees(name: &str) {
-    let Some(gpu) = gpu(name) else { return };
+    let Some((gpu, _turn)) = gpu(name) else {
+        return;
+    };
     let net = without_final_softmax(example(name));
     let started = std::time::Instant::now();
     let error = compare(gpu, &net, &weights(&net, 1), input(&net, 1, 2));
@@ -194,7 +206,9 @@ fn every_example_is_checked() {
 
 #[test]
 fn batches_of_any_size_reuse_the_program() {
-    let Some(gpu) = gpu("batches") else { return };
+    let Some((gpu, _turn)) = gpu("batches") else {
+        return;
+    };
     let net = network(
         "network N(input: 3x8x8) { conv(32, 3x3, pad=1) relu maxpool(2x2) flatten dense(4) }",
     );
@@ -221,7 +235,7 @@ fn batches_of_any_size_reuse_the_program() {
 
 #[test]
 fn a_lost_device_is_an_error_not_a_panic() {
-    let Some(gpu) = gpu("lost device") else {
+    let Some((gpu, _turn)) = gpu("lost device") else {
         return;
     };
     let net = network("network N(input: 3x8x8) { conv(8, 3x3, pad=1) relu flatten dense(4) }");
@@ -245,7 +259,9 @@ fn a_lost_device_is_an_error_not_a_panic() {
 
 #[test]
 fn a_tensor_larger_than_a_binding_is_refused_naming_it() {
-    let Some(gpu) = gpu("too large") else { return };
+    let Some((gpu, _turn)) = gpu("too large") else {
+        return;
+    };
     let limit = gpu
         .adapter
         .max_storage_binding_bytes
@@ -274,7 +290,7 @@ proptest! {
 
     #[test]
     fn generated_networks_agree_with_the_reference(source in generated_network(), seed in 0u64..1000) {
-        let Some(gpu) = gpu("generated") else { return Ok(()) };
+        let Some((gpu, _turn)) = gpu("generated") else { return Ok(()) };
         let net = network(&source);
         let error = compare(gpu, &net, &weights(&net, seed), input(&net, 2, seed));
         prop_assert!(error <= TOLERANCE, "relative error {:e} for\n{}", error, source);
