@@ -101,7 +101,7 @@ struct Percentiles {
 }
 
 #[derive(Serialize)]
-struct KernelTime {
+pub(crate) struct KernelTime {
     kernel: String,
     op: String,
     /// Median over the runs, milliseconds.
@@ -326,7 +326,7 @@ fn profile(
     if !request.profile {
         profile.clear();
     }
-    profile.sort_by(|a, b| b.milliseconds.total_cmp(&a.milliseconds));
+    KernelTime::slowest_first(&mut profile);
     Ok(profile)
 }
 
@@ -374,17 +374,33 @@ fn kernel_times(
         .map(|(kernel, mut times)| {
             times.sort();
             let median = times.get(times.len() / 2).copied().unwrap_or_default();
-            let milliseconds = median.as_secs_f64() * 1e3;
-            let macs = kernel.macs(net);
-            KernelTime {
-                kernel: kernel.name.clone(),
-                op: kernel.op_text(),
-                milliseconds,
-                share: milliseconds / total_ms,
-                gflops: 2.0 * macs as f64 * batch as f64 / milliseconds.max(1e-9) / 1e6,
-            }
+            KernelTime::new(net, kernel, median.as_secs_f64() * 1e3, total_ms, batch)
         })
         .collect()
+}
+
+impl KernelTime {
+    pub(crate) fn slowest_first(times: &mut [KernelTime]) {
+        times.sort_by(|a, b| b.milliseconds.total_cmp(&a.milliseconds));
+    }
+
+    /// `kernel` taking `milliseconds` of a `total_ms` batch of `batch` samples.
+    pub(crate) fn new(
+        net: &CheckedGraph,
+        kernel: &cnnc_compiler::passes::Kernel,
+        milliseconds: f64,
+        total_ms: f64,
+        batch: usize,
+    ) -> KernelTime {
+        let macs = kernel.macs(net);
+        KernelTime {
+            kernel: kernel.name.clone(),
+            op: kernel.op_text(),
+            milliseconds,
+            share: milliseconds / total_ms,
+            gflops: 2.0 * macs as f64 * batch as f64 / milliseconds.max(1e-9) / 1e6,
+        }
+    }
 }
 
 pub fn print(report: &BenchReport) {
@@ -444,7 +460,12 @@ pub fn print(report: &BenchReport) {
         report.tile_peak_gflops,
         plural(report.threads, "thread"),
     );
-    if report.profile.is_empty() {
+    print_profile(&report.profile);
+}
+
+/// The per-kernel table, as given (slowest first).
+pub(crate) fn print_profile(profile: &[KernelTime]) {
+    if profile.is_empty() {
         return;
     }
     println!();
@@ -452,7 +473,7 @@ pub fn print(report: &BenchReport) {
         "{:<40} {:<28} {:>9} {:>7} {:>9}",
         "kernel", "op", "ms", "share", "GFLOP/s"
     );
-    for row in &report.profile {
+    for row in profile {
         let gflops = if row.gflops > 0.0 {
             format!("{:.1}", row.gflops)
         } else {

@@ -2,7 +2,10 @@
 //! compilation and weight upload), warm-up, then per run the end-to-end time (inputs
 //! written, every dispatch, output read back) and, where the adapter has timestamp
 //! queries, the time of the dispatches on the device; medians, GFLOP/s and images/s.
+//! `--profile` adds one run with each shader in a pass of its own, timed on the device,
+//! and a per-kernel table, slowest first.
 
+use crate::bench::{KernelTime, print_profile};
 use cnnc_compiler::check::CheckedGraph;
 use cnnc_compiler::summary;
 use cnnc_gpu::{Gpu, GpuProgram};
@@ -16,6 +19,7 @@ pub struct Request {
     pub runs: usize,
     pub warmup: usize,
     pub seed: u64,
+    pub profile: bool,
 }
 
 #[derive(Serialize)]
@@ -35,6 +39,9 @@ struct Report {
     gflops: f64,
     kernel_gflops: Option<f64>,
     images_per_second: f64,
+    /// Kernels, slowest first (with --profile and timestamp queries).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    profile: Vec<KernelTime>,
 }
 
 pub fn bench(net: &CheckedGraph, request: &Request, json: bool) -> Result<(), String> {
@@ -71,6 +78,10 @@ fn measure(net: &CheckedGraph, request: &Request) -> Result<Report, Box<dyn std:
     }
     let end_to_end = median(&mut total);
     let kernel_milliseconds = (!kernel.is_empty()).then(|| median(&mut kernel));
+    let profile = match request.profile {
+        true => profile(net, &mut program, sample, request.batch)?,
+        false => Vec::new(),
+    };
     let flop =
         2.0 * summary::summarize(net, None).totals.inference.macs as f64 * request.batch as f64;
     let gflops = |ms: f64| flop / ms / 1e6;
@@ -86,7 +97,36 @@ fn measure(net: &CheckedGraph, request: &Request) -> Result<Report, Box<dyn std:
         gflops: gflops(end_to_end),
         kernel_gflops: kernel_milliseconds.map(gflops),
         images_per_second: request.batch as f64 / end_to_end * 1e3,
+        profile,
     })
+}
+
+/// One run with every shader timed; the shaders of a kernel (the parts of a split
+/// one, a copying concat's inputs) summed into its line.
+fn profile(
+    net: &CheckedGraph,
+    program: &mut GpuProgram,
+    sample: cnnc_runtime::Tensor,
+    batch: usize,
+) -> Result<Vec<KernelTime>, Box<dyn std::error::Error>> {
+    let run = program.run_profiled(vec![sample])?;
+    if run.shader_seconds.is_empty() {
+        return Err("--profile needs timestamp queries, which this adapter lacks".into());
+    }
+    let mut per_kernel = vec![0.0; program.fused.kernels.len()];
+    for (shader, seconds) in program.shaders.iter().zip(&run.shader_seconds) {
+        per_kernel[shader.kernel] += seconds * 1e3;
+    }
+    let total: f64 = per_kernel.iter().sum();
+    let mut times: Vec<KernelTime> = program
+        .fused
+        .kernels
+        .iter()
+        .zip(per_kernel)
+        .map(|(kernel, ms)| KernelTime::new(net, kernel, ms, total, batch))
+        .collect();
+    KernelTime::slowest_first(&mut times);
+    Ok(times)
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -110,4 +150,5 @@ fn print(r: &Report) {
         }
         _ => println!("kernels: the adapter has no timestamp queries"),
     }
+    print_profile(&r.profile);
 }

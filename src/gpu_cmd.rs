@@ -26,6 +26,11 @@ pub enum Device {
 /// paid for its uploads and dispatches.
 const GPU_THRESHOLD_MACS: u64 = 500_000_000;
 
+/// `CNNC_SOFTWARE_GPU=1` lets `--device auto` choose a software adapter (lavapipe) as it
+/// would a GPU: slower than the JIT, but the way to take the GPU path, and its fallback
+/// to the JIT, on a machine without a GPU (the tests do).
+const SOFTWARE_GPU: &str = "CNNC_SOFTWARE_GPU";
+
 /// The backend `--device` picks for `net` at `batch`, and the reason, for the user.
 pub fn choose(net: &CheckedGraph, device: Device, batch: usize) -> (crate::run::Backend, String) {
     use crate::run::Backend;
@@ -40,7 +45,8 @@ pub fn choose(net: &CheckedGraph, device: Device, batch: usize) -> (crate::run::
                 .saturating_mul(batch as u64);
             let work = format!("{} MACs per batch", summary::si(macs));
             let adapters = cnnc_gpu::adapters();
-            let hardware = adapters.iter().find(|a| a.device_type != "Cpu");
+            let software = std::env::var(SOFTWARE_GPU).as_deref() == Ok("1");
+            let hardware = adapters.iter().find(|a| a.device_type != "Cpu" || software);
             match hardware {
                 _ if macs < GPU_THRESHOLD_MACS => (
                     Backend::Jit,

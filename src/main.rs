@@ -154,7 +154,7 @@ struct BenchArgs {
     runs: usize,
     #[arg(long, default_value_t = 3)]
     warmup: usize,
-    /// Time every kernel of the fused graph; print them slowest first (JIT only).
+    /// Time every kernel of the fused graph; print them slowest first (JIT and GPU).
     #[arg(long)]
     profile: bool,
     /// Draw the per-kernel times as an SVG bar chart, in network order (JIT only).
@@ -413,6 +413,7 @@ fn bench_network(args: BenchArgs) -> Result<(), String> {
             runs: args.runs,
             warmup: args.warmup,
             seed: args.seed,
+            profile: args.profile,
         };
         return bench_gpu::bench(&checked, &request, args.format == RunFormat::Json);
     }

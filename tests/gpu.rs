@@ -78,6 +78,45 @@ fn auto_keeps_small_networks_on_the_cpu_and_says_why() {
 }
 
 #[test]
+fn auto_falls_back_to_the_jit_when_the_gpu_refuses_and_says_why() {
+    if !adapter_present("auto fallback") {
+        return;
+    }
+    let file = "tests/networks/wider_than_a_gpu_binding.cnn";
+    let devices: serde_json::Value =
+        serde_json::from_str(&stdout(&cnnc(&["devices", "--format", "json"]))).expect("json");
+    let binding = devices[0]["max_storage_binding_bytes"]
+        .as_u64()
+        .unwrap_or(0);
+    if binding >= 16 * 2050 * 2050 * 4 {
+        eprintln!("auto fallback: skipped: {binding}-byte bindings hold {file}'s widest tensor");
+        return;
+    }
+    // The software adapter counts as a GPU, so auto takes the GPU path for real.
+    let out = Command::new(env!("CARGO_BIN_EXE_cnnc"))
+        .args(["run", file, "--device", "auto", "--format", "json"])
+        .current_dir(root())
+        .env("NO_COLOR", "1")
+        .env("CNNC_SOFTWARE_GPU", "1")
+        .output()
+        .expect("cnnc runs");
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("device: GPU "), "auto chose the GPU: {log}");
+    assert!(
+        log.contains("the GPU failed, running on the CPU JIT instead: the network does not fit")
+            && log.contains("the output of `wide` (16x2050x2050) needs 256.5 MiB per sample"),
+        "{log}"
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(report["backend"], "jit");
+    // Without auto the same failure is the run's error.
+    let out = cnnc(&["run", file, "--backend", "gpu"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("the network does not fit the GPU"));
+}
+
+#[test]
 fn run_on_the_gpu_matches_the_reference_top_classes() {
     if !adapter_present("run --backend gpu") {
         return;
@@ -140,7 +179,9 @@ fn devices_and_bench_report_the_adapter() {
             .as_u64()
             .is_some_and(|b| b > 0)
     );
-    let out = cnnc(&[
+    // --profile needs timestamp queries (lavapipe has them).
+    let timestamps = first["timestamp_queries"] == true;
+    let mut args = vec![
         "bench",
         "examples/lenet5.cnn",
         "--backend",
@@ -153,10 +194,24 @@ fn devices_and_bench_report_the_adapter() {
         "2",
         "--format",
         "json",
-    ]);
+    ];
+    if timestamps {
+        args.push("--profile");
+    }
+    let out = cnnc(&args);
     assert!(out.status.success(), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
     assert_eq!(report["batch"], 2);
+    // --profile: every kernel of LeNet-5 (as in --emit wgsl), slowest first.
+    let profile = report["profile"].as_array().cloned().unwrap_or_default();
+    let times: Vec<f64> = profile
+        .iter()
+        .filter_map(|k| k["milliseconds"].as_f64())
+        .collect();
+    assert_eq!(times.len(), if timestamps { 8 } else { 0 }, "{profile:?}");
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
+    let shares: f64 = profile.iter().filter_map(|k| k["share"].as_f64()).sum();
+    assert!(!timestamps || (shares - 1.0).abs() < 1e-6, "{shares}");
     assert!(
         report["end_to_end_milliseconds"]
             .as_f64()

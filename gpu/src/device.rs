@@ -8,6 +8,18 @@ use cnnc_compiler::codegen::gpu::GpuTarget;
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
 
+/// Why the device was lost, as the error says it: the driver's message where it gave one.
+fn loss_reason(reason: wgpu::DeviceLostReason, message: &str) -> String {
+    let reason = match reason {
+        wgpu::DeviceLostReason::Destroyed => "the device was destroyed",
+        wgpu::DeviceLostReason::Unknown => "the driver reset or removed it",
+    };
+    match message.trim() {
+        "" => reason.to_string(),
+        message => format!("{reason} ({message})"),
+    }
+}
+
 /// What `cnnc devices` shows of an adapter.
 #[derive(Debug, Clone, Serialize)]
 pub struct AdapterReport {
@@ -126,7 +138,7 @@ impl Gpu {
         let record = lost.clone();
         device.set_device_lost_callback(move |reason, message| {
             let mut slot = record.lock().unwrap_or_else(|e| e.into_inner());
-            slot.get_or_insert_with(|| format!("{message} ({reason:?})"));
+            slot.get_or_insert_with(|| loss_reason(reason, &message));
         });
         Ok(Gpu {
             limits: device.limits(),

@@ -17,7 +17,10 @@ pub enum GpuError {
     DoesNotFit { adapter: String, message: String },
     #[error("the GPU ran out of memory {during}: {message}")]
     OutOfMemory { during: String, message: String },
-    #[error("the GPU device was lost: {0}")]
+    #[error(
+        "the GPU device was lost: {0}; what was on it is gone, so run again (a new run \
+         opens the device anew) or on the CPU (`--backend jit`)"
+    )]
     Lost(String),
     #[error("the GPU reported an error {during}: {message}")]
     Device { during: String, message: String },

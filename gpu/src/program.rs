@@ -45,6 +45,17 @@ pub struct GpuRun {
     pub seconds: f64,
     /// The dispatches alone, by timestamp queries (where the adapter has them).
     pub kernel_seconds: Option<f64>,
+    /// Each shader's dispatches, in the order of `GpuProgram::shaders` (profiled runs
+    /// on an adapter with timestamp queries; else empty).
+    pub shader_seconds: Vec<f64>,
+}
+
+/// What a run measures on the device.
+#[derive(Clone, Copy)]
+enum Timing {
+    Off,
+    Whole,
+    PerShader,
 }
 
 impl GpuProgram {
@@ -59,6 +70,7 @@ impl GpuProgram {
             message: e.to_string(),
         })?;
         check_bindings(&gpu, &shaders)?;
+        check_activations(&gpu, &fused, &plan)?;
         let (pipeline_of, pipelines) = build_pipelines(&gpu, &shaders)?;
         let constants = upload_constants(&gpu, &fused, &shaders, weights)?;
         Ok(GpuProgram {
@@ -77,12 +89,33 @@ impl GpuProgram {
         &self.gpu.adapter
     }
 
+    /// Destroys the device, as a driver reset or an unplugged GPU would: the loss is
+    /// reported and every later run fails with [`GpuError::Lost`]. The tests use it to
+    /// take the loss path for real; nothing else should.
+    pub fn destroy_device(&self) {
+        self.gpu.device.destroy();
+    }
+
     pub fn run(&mut self, inputs: Vec<Tensor>) -> Result<Tensor, GpuError> {
         self.run_timed(inputs, false).map(|run| run.output)
     }
 
     /// One inference; with `timestamps`, the dispatches are timed on the device too.
     pub fn run_timed(&mut self, inputs: Vec<Tensor>, timestamps: bool) -> Result<GpuRun, GpuError> {
+        let timing = match timestamps {
+            true => Timing::Whole,
+            false => Timing::Off,
+        };
+        self.run_with(inputs, timing)
+    }
+
+    /// One inference with every shader in a compute pass of its own, timed on the
+    /// device: `shader_seconds` says where the time goes (`cnnc bench --profile`).
+    pub fn run_profiled(&mut self, inputs: Vec<Tensor>) -> Result<GpuRun, GpuError> {
+        self.run_with(inputs, Timing::PerShader)
+    }
+
+    fn run_with(&mut self, inputs: Vec<Tensor>, timing: Timing) -> Result<GpuRun, GpuError> {
         let batch = self.check_inputs(&inputs)?;
         if self.batch.as_ref().map(|b| b.batch) != Some(batch) {
             self.batch = None;
@@ -95,40 +128,25 @@ impl GpuProgram {
         for (&id, tensor) in self.fused.inputs.iter().zip(&inputs) {
             self.write_input(state, id, tensor)?;
         }
-        let queries = (timestamps && self.gpu.timestamps).then(|| Timestamps::new(&self.gpu));
+        let queries = match (timing, self.gpu.timestamps) {
+            (Timing::Off, _) | (_, false) => None,
+            (Timing::Whole, true) => Some(Timestamps::new(&self.gpu, 1)?),
+            (Timing::PerShader, true) => Some(Timestamps::new(&self.gpu, self.shaders.len())?),
+        };
         let output_len = element_count(&self.fused, self.fused.output);
         let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("inference"),
-                timestamp_writes: queries.as_ref().map(|q| wgpu::ComputePassTimestampWrites {
-                    query_set: &q.set,
-                    beginning_of_pass_write_index: Some(0),
-                    end_of_pass_write_index: Some(1),
-                }),
-            });
-            let target = self.gpu.target();
-            for (s, shader) in self.shaders.iter().enumerate() {
-                pass.set_pipeline(&self.pipelines[self.pipeline_of[s]]);
-                let [x, y] = shader.grid(&target);
-                for (c, group) in state.groups[s].iter().enumerate() {
-                    pass.set_bind_group(0, group, &[]);
-                    pass.dispatch_workgroups(x, y, samples_in_chunk(state, c) as u32);
-                }
-            }
-        }
+        self.record(state, &mut encoder, queries.as_ref());
         self.copy_output(state, &mut encoder, output_len)?;
         if let Some(q) = &queries {
-            encoder.resolve_query_set(&q.set, 0..2, &q.resolve, 0);
-            encoder.copy_buffer_to_buffer(&q.resolve, 0, &q.readback, 0, 16);
+            q.resolve(&mut encoder);
         }
         self.gpu.checked("running the network", || {
             self.gpu.queue.submit([encoder.finish()]);
         })?;
         let values: Vec<f32> = read_back(&self.gpu, &state.readback, batch * output_len)?;
-        let kernel_seconds = match &queries {
-            Some(q) => Some(q.seconds(&self.gpu)?),
-            None => None,
+        let spans = match &queries {
+            Some(q) => q.seconds(&self.gpu)?,
+            None => Vec::new(),
         };
         let seconds = started.elapsed().as_secs_f64();
         let mut shape = vec![batch];
@@ -145,8 +163,53 @@ impl GpuProgram {
         Ok(GpuRun {
             output,
             seconds,
-            kernel_seconds,
+            kernel_seconds: (!spans.is_empty()).then(|| spans.iter().sum()),
+            shader_seconds: match timing {
+                Timing::PerShader => spans,
+                _ => Vec::new(),
+            },
         })
+    }
+
+    /// Every dispatch, in one compute pass, or with per-shader `queries` one pass per
+    /// shader (timestamps are written at pass boundaries).
+    fn record(
+        &self,
+        state: &BatchBuffers,
+        encoder: &mut wgpu::CommandEncoder,
+        queries: Option<&Timestamps>,
+    ) {
+        let pass = |encoder: &mut wgpu::CommandEncoder, span: usize| {
+            encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("inference"),
+                    timestamp_writes: queries.map(|q| q.writes(span)),
+                })
+                .forget_lifetime()
+        };
+        match queries.is_some_and(|q| q.spans > 1) {
+            true => {
+                for s in 0..self.shaders.len() {
+                    self.dispatch(&mut pass(encoder, s), state, s);
+                }
+            }
+            false => {
+                let mut whole = pass(encoder, 0);
+                for s in 0..self.shaders.len() {
+                    self.dispatch(&mut whole, state, s);
+                }
+            }
+        }
+    }
+
+    /// Shader `s` over every chunk of the batch.
+    fn dispatch(&self, pass: &mut wgpu::ComputePass, state: &BatchBuffers, s: usize) {
+        pass.set_pipeline(&self.pipelines[self.pipeline_of[s]]);
+        let [x, y] = self.shaders[s].grid(&self.gpu.target());
+        for (c, group) in state.groups[s].iter().enumerate() {
+            pass.set_bind_group(0, group, &[]);
+            pass.dispatch_workgroups(x, y, samples_in_chunk(state, c) as u32);
+        }
     }
 
     fn check_inputs(&self, inputs: &[Tensor]) -> Result<usize, GpuError> {
@@ -181,16 +244,8 @@ impl GpuProgram {
     fn batch_buffers(&self, batch: usize) -> Result<BatchBuffers, GpuError> {
         let target = self.gpu.target();
         let largest = self.plan.buffers.iter().copied().max().unwrap_or(4).max(4);
-        let fits = target.max_binding_bytes / largest;
-        if fits == 0 {
-            return Err(GpuError::DoesNotFit {
-                adapter: self.gpu.adapter.describe(),
-                message: format!(
-                    "one sample needs a {largest}-byte activation buffer, more than a storage binding holds ({} bytes)",
-                    target.max_binding_bytes
-                ),
-            });
-        }
+        // At least 1: `check_activations` refused a sample larger than a binding.
+        let fits = (target.max_binding_bytes / largest).max(1);
         let chunk = (fits as usize)
             .min(batch)
             .min(self.gpu.limits.max_compute_workgroups_per_dimension as usize)
@@ -348,6 +403,42 @@ fn check_bindings(gpu: &Gpu, shaders: &[Shader]) -> Result<(), GpuError> {
         }),
         None => Ok(()),
     }
+}
+
+/// Refuses a network with a tensor larger than one storage binding: its sample could
+/// not be bound, whatever the batch. Names the first such tensor and the limit.
+fn check_activations(gpu: &Gpu, fused: &FusedGraph, plan: &MemoryPlan) -> Result<(), GpuError> {
+    let limit = gpu.target().max_binding_bytes;
+    let too_large = fused
+        .tensors
+        .iter()
+        .enumerate()
+        .filter(|&(t, _)| plan.buffer_of[t].is_some())
+        .map(|(t, tensor)| (t, tensor, tensor.shape.0.iter().product::<u64>() * 4))
+        .find(|&(_, _, bytes)| bytes > limit);
+    let Some((t, tensor, bytes)) = too_large else {
+        return Ok(());
+    };
+    // A kernel's output is named after its last fused layer (`relu3`): the kernel's
+    // own name (the conv's) says more.
+    let what = match fused.kernels.iter().find(|k| k.output.0 == t) {
+        Some(kernel) => format!("the output of `{}`", kernel.name),
+        None => format!("the input `{}`", tensor.name),
+    };
+    Err(GpuError::DoesNotFit {
+        adapter: gpu.adapter.describe(),
+        message: format!(
+            "{what} ({}) needs {} per sample, more than one storage binding holds ({}); \
+             run it on the CPU (`--backend jit`)",
+            tensor.shape,
+            mebibytes(bytes),
+            mebibytes(limit)
+        ),
+    })
+}
+
+fn mebibytes(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20))
 }
 
 /// One pipeline per distinct shader text.
@@ -528,28 +619,40 @@ fn read_back<T: bytemuck::Pod>(
     Ok(values)
 }
 
-/// A pair of timestamp queries around the inference's compute pass.
+/// Timestamp queries around `spans` compute passes: the whole inference, or each shader.
 struct Timestamps {
+    spans: usize,
     set: wgpu::QuerySet,
     resolve: wgpu::Buffer,
     readback: wgpu::Buffer,
 }
 
 impl Timestamps {
-    fn new(gpu: &Gpu) -> Self {
+    fn new(gpu: &Gpu, spans: usize) -> Result<Self, GpuError> {
+        let count = u32::try_from(spans * 2)
+            .ok()
+            .filter(|&c| c <= wgpu::QUERY_SET_MAX_QUERIES)
+            .ok_or_else(|| {
+                RuntimeError::Invalid(format!(
+                    "{spans} shaders are more than one query set can time ({} timestamps)",
+                    wgpu::QUERY_SET_MAX_QUERIES
+                ))
+            })?;
+        let bytes = u64::from(count) * 8;
         let buffer = |usage, label| {
             gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
-                size: 16,
+                size: bytes,
                 usage,
                 mapped_at_creation: false,
             })
         };
-        Timestamps {
+        Ok(Timestamps {
+            spans,
             set: gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
                 label: Some("inference"),
                 ty: wgpu::QueryType::Timestamp,
-                count: 2,
+                count,
             }),
             resolve: buffer(
                 wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
@@ -559,12 +662,31 @@ impl Timestamps {
                 wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 "timestamps readback",
             ),
+        })
+    }
+
+    /// The begin and end timestamps of span `span`.
+    fn writes(&self, span: usize) -> wgpu::ComputePassTimestampWrites<'_> {
+        wgpu::ComputePassTimestampWrites {
+            query_set: &self.set,
+            beginning_of_pass_write_index: Some(span as u32 * 2),
+            end_of_pass_write_index: Some(span as u32 * 2 + 1),
         }
     }
 
-    fn seconds(&self, gpu: &Gpu) -> Result<f64, GpuError> {
-        let raw: Vec<u64> = read_back(gpu, &self.readback, 2)?;
+    fn resolve(&self, encoder: &mut wgpu::CommandEncoder) {
+        let count = self.spans as u32 * 2;
+        encoder.resolve_query_set(&self.set, 0..count, &self.resolve, 0);
+        encoder.copy_buffer_to_buffer(&self.resolve, 0, &self.readback, 0, u64::from(count) * 8);
+    }
+
+    /// Each span's seconds.
+    fn seconds(&self, gpu: &Gpu) -> Result<Vec<f64>, GpuError> {
+        let raw: Vec<u64> = read_back(gpu, &self.readback, self.spans * 2)?;
         let period = f64::from(gpu.queue.get_timestamp_period());
-        Ok(raw[1].saturating_sub(raw[0]) as f64 * period * 1e-9)
+        Ok(raw
+            .chunks_exact(2)
+            .map(|t| t[1].saturating_sub(t[0]) as f64 * period * 1e-9)
+            .collect())
     }
 }

@@ -12,21 +12,30 @@
 mod common;
 
 use cnnc_compiler::check::CheckedGraph;
-use cnnc_gpu::{Gpu, GpuProgram};
+use cnnc_compiler::ops::{Activation, Op};
+use cnnc_gpu::{Gpu, GpuError, GpuProgram};
 use cnnc_runtime::Tensor;
 use cnnc_runtime::reference::{self, RunOptions};
 use cnnc_runtime::weights::Weights;
 use common::{example, generated_network, input, network, relative_error, weights};
 use proptest::prelude::*;
+use std::sync::{Mutex, MutexGuard};
 
 const TOLERANCE: f32 = 1e-4;
 
-/// The device, or `None` (having said why) when there is none and none is required.
-fn gpu(test: &str) -> Option<Gpu> {
+/// One test at a time on the device: lavapipe runs each device's dispatches on a thread
+/// pool as wide as the machine, and two devices at once ran the examples 3x slower
+/// than one after the other (2 cores).
+static DEVICE_TURN: Mutex<()> = Mutex::new(());
+
+/// The device and this test's turn on it, or `None` (having said why) when there is
+/// none and none is required.
+fn gpu(test: &str) -> Option<(Gpu, MutexGuard<'static, ()>)> {
+    let turn = DEVICE_TURN.lock().unwrap_or_else(|e| e.into_inner());
     match Gpu::open() {
         Ok(gpu) => {
             eprintln!("{test}: on {}", gpu.adapter.describe());
-            Some(gpu)
+            Some((gpu, turn))
         }
         Err(error) if std::env::var("REQUIRE_GPU_ADAPTER").as_deref() == Ok("1") => {
             panic!("{test}: REQUIRE_GPU_ADAPTER=1 but {error}")
@@ -48,7 +57,9 @@ fn compare(gpu: Gpu, net: &CheckedGraph, weights: &Weights, input: Tensor) -> f3
 }
 
 fn check(test: &str, source: &str, batch: usize) {
-    let Some(gpu) = gpu(test) else { return };
+    let Some((gpu, _turn)) = gpu(test) else {
+        return;
+    };
     let net = network(source);
     let error = compare(gpu, &net, &weights(&net, 3), input(&net, batch, 5));
     assert!(
@@ -133,24 +144,71 @@ fn weights_split_over_bindings_agree() {
     );
 }
 
-#[test]
-fn small_examples_agree_with_the_reference() {
-    for name in ["lenet5", "alexnet", "googlenet", "resnet18"] {
-        let Some(gpu) = gpu(name) else { return };
-        let net = example(name);
-        let started = std::time::Instant::now();
-        let error = compare(gpu, &net, &weights(&net, 1), input(&net, 1, 2));
-        eprintln!(
-            "{name}: relative error {error:e} ({:.1?})",
-            started.elapsed()
-        );
-        assert!(error <= TOLERANCE, "{name}: relative error {error:e}");
+/// Every example on the GPU against the reference interpreter, one test per example so
+/// that they run in parallel and a failure names the network. The logits are compared
+/// (a final softmax is cut off: near-uniform probabilities would hide errors).
+macro_rules! every_example {
+    ($($name:ident)*) => {
+        mod examples {
+            $(#[test]
+            fn $name() {
+                super::example_agrees(stringify!($name));
+            })*
+        }
+
+        const EXAMPLES: &[&str] = &[$(stringify!($name)),*];
+    };
+}
+
+every_example! {
+    alexnet alexnet_torchvision googlenet googlenet_torchvision inception_resnet_v2
+    inception_v3 lenet5 nin resnet101 resnet152 resnet18 resnet34 resnet50 vgg11
+    vgg11_lrn vgg13 vgg16 vgg19 zfnet
+}
+
+fn example_agrees(name: &str) {
+    let Some((gpu, _turn)) = gpu(name) else {
+        return;
+    };
+    let net = without_final_softmax(example(name));
+    let started = std::time::Instant::now();
+    let error = compare(gpu, &net, &weights(&net, 1), input(&net, 1, 2));
+    eprintln!(
+        "{name}: relative error {error:e} ({:.1?})",
+        started.elapsed()
+    );
+    assert!(error <= TOLERANCE, "{name}: relative error {error:e}");
+}
+
+/// The network with its output moved from a final softmax to the softmax's input (the
+/// softmax still runs, its result unused).
+fn without_final_softmax(mut net: CheckedGraph) -> CheckedGraph {
+    let output = net.graph.node(net.graph.output);
+    if matches!(output.op, Op::Activation(Activation::Softmax)) {
+        net.graph.output = output.inputs[0];
     }
+    net
+}
+
+#[test]
+fn every_example_is_checked() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut found: Vec<String> = std::fs::read_dir(root)
+        .expect("examples/")
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            Some(name.strip_suffix(".cnn")?.to_string())
+        })
+        .collect();
+    found.sort();
+    assert_eq!(found, EXAMPLES, "every_example! must list examples/*.cnn");
 }
 
 #[test]
 fn batches_of_any_size_reuse_the_program() {
-    let Some(gpu) = gpu("batches") else { return };
+    let Some((gpu, _turn)) = gpu("batches") else {
+        return;
+    };
     let net = network(
         "network N(input: 3x8x8) { conv(32, 3x3, pad=1) relu maxpool(2x2) flatten dense(4) }",
     );
@@ -175,12 +233,64 @@ fn batches_of_any_size_reuse_the_program() {
     );
 }
 
+#[test]
+fn a_lost_device_is_an_error_not_a_panic() {
+    let Some((gpu, _turn)) = gpu("lost device") else {
+        return;
+    };
+    let net = network("network N(input: 3x8x8) { conv(8, 3x3, pad=1) relu flatten dense(4) }");
+    let weights = weights(&net, 0);
+    let mut program = GpuProgram::new(gpu, &net, &weights).expect("builds");
+    program
+        .run(vec![input(&net, 1, 0)])
+        .expect("runs before the loss");
+    program.destroy_device();
+    for batch in [1, 2] {
+        let error = program.run(vec![input(&net, batch, 0)]).err();
+        eprintln!("batch {batch}: {error:?}");
+        assert!(
+            matches!(error, Some(GpuError::Lost(_))),
+            "batch {batch}: {error:?}"
+        );
+        let message = error.map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.starts_with("the GPU device was lost"), "{message}");
+    }
+}
+
+#[test]
+fn a_tensor_larger_than_a_binding_is_refused_naming_it() {
+    let Some((gpu, _turn)) = gpu("too large") else {
+        return;
+    };
+    let limit = gpu
+        .adapter
+        .max_storage_binding_bytes
+        .min(gpu.adapter.max_buffer_bytes);
+    // Eight channels of a square just over an eighth of the limit: `wide` is the one
+    // tensor that cannot be bound.
+    let side = ((limit / 4 / 8) as f64).sqrt() as u64 + 2;
+    let source = format!("network N(input: 1x{side}x{side}) {{ conv wide(8, 3x3, pad=1) relu }}");
+    let net = network(&source);
+    let error = GpuProgram::new(gpu, &net, &weights(&net, 0)).err();
+    let message = error.as_ref().map(ToString::to_string).unwrap_or_default();
+    eprintln!("{message}");
+    assert!(
+        matches!(error, Some(GpuError::DoesNotFit { .. })),
+        "{error:?}"
+    );
+    assert!(
+        message.contains(&format!("the output of `wide` (8x{side}x{side})"))
+            && message.contains("more than one storage binding holds"),
+        "{message}"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
     #[test]
     fn generated_networks_agree_with_the_reference(source in generated_network(), seed in 0u64..1000) {
-        let Some(gpu) = gpu("generated") else { return Ok(()) };
+        let Some((gpu, _turn)) = gpu("generated") else { return Ok(()) };
         let net = network(&source);
         let error = compare(gpu, &net, &weights(&net, seed), input(&net, 2, seed));
         prop_assert!(error <= TOLERANCE, "relative error {:e} for\n{}", error, source);
