@@ -137,7 +137,7 @@ fn print_adapter(index: usize, a: &AdapterReport) {
 
 /// `cnnc build --emit wgsl`: every shader, for WebGPU's default limits.
 pub fn emit_wgsl(net: &CheckedGraph) -> Result<(), String> {
-    let fused = passes::fuse(net);
+    let fused = gpu::fuse(net);
     let plan = passes::plan(&fused);
     let target = GpuTarget::default();
     let shaders = gpu::compile(&fused, &plan, &target).map_err(|e| e.to_string())?;

@@ -62,7 +62,7 @@ impl GpuProgram {
     /// Lowers the network for this device, builds every pipeline and uploads the
     /// weights. `weights` were validated against `net`.
     pub fn new(gpu: Gpu, net: &CheckedGraph, weights: &Weights) -> Result<Self, GpuError> {
-        let fused = passes::fuse(net);
+        let fused = gpu::fuse(net);
         let plan = passes::plan(&fused);
         let target = gpu.target();
         let shaders = gpu::compile(&fused, &plan, &target).map_err(|e| GpuError::DoesNotFit {

@@ -108,6 +108,13 @@ impl fmt::Display for Unsupported {
 
 impl std::error::Error for Unsupported {}
 
+/// The fused graph the GPU runs: every pass, but no Winograd (its shaders compute each
+/// conv directly or as an implicit GEMM), so that what `--emit fused` and the profile
+/// show about a kernel is what the GPU does.
+pub fn fuse(net: &crate::check::CheckedGraph) -> crate::passes::FusedGraph {
+    crate::passes::fuse_with(net, crate::passes::WinogradPolicy::Off)
+}
+
 /// Every kernel of the fused graph, as shaders in execution order.
 pub fn compile(
     fused: &FusedGraph,

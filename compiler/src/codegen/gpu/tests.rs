@@ -3,7 +3,7 @@
 //! run against the reference interpreter in the `cnnc-gpu` crate's tests.
 
 use super::*;
-use crate::passes::{fuse, plan};
+use crate::passes::plan;
 
 fn shaders(source: &str, target: &GpuTarget) -> Vec<Shader> {
     let mut compilation = crate::compile(source);
@@ -104,4 +104,28 @@ fn a_dispatch_beyond_one_dimension_wraps_into_the_second() {
         workgroups: 70_000,
     };
     assert_eq!(shader.grid(&GpuTarget::default()), [65535, 2]);
+}
+
+#[test]
+fn the_gpu_graph_computes_every_conv_directly() {
+    // The CPU would take Winograd for these 3x3 convs; the GPU's shaders do not, and
+    // its graph says so.
+    let source = "network N(input: 64x28x28) { conv(64, 3x3, pad=1) relu conv(64, 3x3, pad=1) }";
+    let mut compilation = crate::compile(source);
+    assert!(!compilation.has_errors(), "{:?}", compilation.diagnostics);
+    let net = compilation.networks.remove(0);
+    let on_cpu = crate::passes::fuse_with(&net, crate::passes::WinogradPolicy::Everywhere);
+    assert!(
+        on_cpu
+            .kernels
+            .iter()
+            .any(|k| k.algorithm != crate::passes::Algorithm::Direct)
+    );
+    let on_gpu = super::fuse(&net);
+    assert!(
+        on_gpu
+            .kernels
+            .iter()
+            .all(|k| k.algorithm == crate::passes::Algorithm::Direct)
+    );
 }
