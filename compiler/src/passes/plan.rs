@@ -68,16 +68,7 @@ pub fn plan(fused: &FusedGraph) -> MemoryPlan {
         .zip(&sizes)
         .filter(|(l, _)| l.is_some())
         .fold(0u64, |sum, (_, &s)| sum.saturating_add(s));
-    let lower_bound_bytes = (0..steps)
-        .map(|time| {
-            lifetimes
-                .iter()
-                .zip(&sizes)
-                .filter(|(l, _)| l.is_some_and(|l| l.first <= time && time <= l.last))
-                .fold(0u64, |sum, (_, &s)| sum.saturating_add(s))
-        })
-        .max()
-        .unwrap_or(0);
+    let lower_bound_bytes = most_live(&lifetimes, &sizes, steps);
     let (offsets, arena_bytes) = arena(&lifetimes, &sizes, steps);
     MemoryPlan {
         offsets,
@@ -88,6 +79,24 @@ pub fn plan(fused: &FusedGraph) -> MemoryPlan {
         buffer_of,
         unshared_bytes,
     }
+}
+
+/// The most bytes live at one time step, in one sweep over the steps.
+fn most_live(lifetimes: &[Option<Lifetime>], sizes: &[u64], steps: usize) -> u64 {
+    let (mut starting, mut ending) = (vec![0u64; steps], vec![0u64; steps]);
+    for (lifetime, &size) in lifetimes.iter().zip(sizes) {
+        if let Some(l) = lifetime {
+            starting[l.first] = starting[l.first].saturating_add(size);
+            ending[l.last] = ending[l.last].saturating_add(size);
+        }
+    }
+    let (mut live, mut most) = (0u64, 0u64);
+    for time in 0..steps {
+        live = live.saturating_add(starting[time]);
+        most = most.max(live);
+        live = live.saturating_sub(ending[time]);
+    }
+    most
 }
 
 /// Offsets in one block: largest tensor first, each at the lowest offset that no
