@@ -420,6 +420,8 @@ fn every_example_has_a_sound_plan_below_the_unshared_sum() {
             "{}: arena {ratio:.3} x the lower bound",
             path.display()
         );
+        // No layout holds less than is live at once: a bound above the arena is wrong.
+        assert!(ratio >= 1.0, "{}: the bound exceeds the arena", path.display());
         // The listing shows every tensor once, numbered in order.
         let listed: Vec<usize> = super::order::entries(&f)
             .iter()
