@@ -421,7 +421,11 @@ fn every_example_has_a_sound_plan_below_the_unshared_sum() {
             path.display()
         );
         // No layout holds less than is live at once: a bound above the arena is wrong.
-        assert!(ratio >= 1.0, "{}: the bound exceeds the arena", path.display());
+        assert!(
+            ratio >= 1.0,
+            "{}: the bound exceeds the arena",
+            path.display()
+        );
         // The listing shows every tensor once, numbered in order.
         let listed: Vec<usize> = super::order::entries(&f)
             .iter()
