@@ -174,12 +174,11 @@ impl<'a> Executor<'a> {
             Backend::Jit => {
                 let program = jit::Program::with_threads(net, weights, threads)?;
                 let phases = program.phases;
-                let (passes, fold) = split_passes(net, phases.fuse_and_fold);
                 let compile = vec![
-                    Phase::new("passes", passes),
+                    Phase::new("passes", phases.passes),
                     Phase::new("code generation", phases.codegen),
                 ];
-                let weights = vec![Phase::new("fold", fold), Phase::new("pack", phases.pack)];
+                let weights = vec![Phase::new("fold and pack", phases.pack)];
                 (Executor::Jit(Box::new(program)), compile, weights)
             }
         })
@@ -371,10 +370,15 @@ fn kernel_times(
         .kernels
         .iter()
         .zip(per_kernel)
-        .map(|(kernel, mut times)| {
+        .enumerate()
+        .map(|(index, (kernel, mut times))| {
             times.sort();
             let median = times.get(times.len() / 2).copied().unwrap_or_default();
-            KernelTime::new(net, kernel, median.as_secs_f64() * 1e3, total_ms, batch)
+            let time = KernelTime::new(net, kernel, median.as_secs_f64() * 1e3, total_ms, batch);
+            KernelTime {
+                op: program.op_text(index),
+                ..time
+            }
         })
         .collect()
 }
@@ -470,7 +474,7 @@ pub(crate) fn print_profile(profile: &[KernelTime]) {
     }
     println!();
     println!(
-        "{:<40} {:<28} {:>9} {:>7} {:>9}",
+        "{:<40} {:<44} {:>9} {:>7} {:>9}",
         "kernel", "op", "ms", "share", "GFLOP/s"
     );
     for row in profile {
@@ -480,9 +484,9 @@ pub(crate) fn print_profile(profile: &[KernelTime]) {
             "-".into()
         };
         println!(
-            "{:<40} {:<28} {:>9.3} {:>6.1}% {:>9}",
+            "{:<40} {:<44} {:>9.3} {:>6.1}% {:>9}",
             truncate(&row.kernel, 40),
-            truncate(&row.op, 28),
+            truncate(&row.op, 44),
             row.milliseconds,
             row.share * 100.0,
             gflops

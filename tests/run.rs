@@ -440,7 +440,7 @@ fn bench_reports_latency_throughput_and_a_profile() {
         (
             "weights_milliseconds",
             "weights_phases",
-            &["load", "fold", "pack"][..],
+            &["load", "fold and pack"][..],
         ),
     ] {
         assert_eq!(phase_names(&report, phases), names);

@@ -32,7 +32,19 @@ fn tile_peak(kernel: &Microkernel) -> f64 {
     let calls = 20_000;
     let seconds = median_seconds(|| {
         for _ in 0..calls {
-            unsafe { (kernel.tile)(k, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), kernel.nr, 1) };
+            let (rows, columns) = (kernel.mr as u32, kernel.nr as u32);
+            unsafe {
+                (kernel.tile)(
+                    k,
+                    a.as_ptr(),
+                    b.as_ptr(),
+                    c.as_mut_ptr(),
+                    kernel.nr,
+                    1,
+                    rows,
+                    columns,
+                )
+            };
         }
     });
     (2 * kernel.mr * kernel.nr * k * calls) as f64 / seconds / 1e9

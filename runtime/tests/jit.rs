@@ -12,6 +12,7 @@
 mod common;
 
 use cnnc_compiler::check::CheckedGraph;
+use cnnc_compiler::codegen;
 use cnnc_runtime::Tensor;
 use cnnc_runtime::jit::{self, TileChoice};
 use cnnc_runtime::reference::{self, RunOptions};
@@ -172,9 +173,7 @@ fn generated_tanh_and_sigmoid_are_within_a_few_ulp_everywhere() {
 
 #[test]
 fn the_generated_tile_multiplies_and_accumulates() {
-    // The Cranelift tile against the naive product over its packed panels: C
-    // overwritten, then added to, with a row stride wider than the tile (the columns
-    // past it left alone), for K of 0, 1, odd and long.
+    // The Cranelift tile against the naive product (`Microkernel::check`).
     let net = example("lenet5");
     let weights = weights(&net, 1);
     let program =
@@ -182,38 +181,7 @@ fn the_generated_tile_multiplies_and_accumulates() {
             .expect("compiles");
     let tile = program.microkernel();
     assert!(tile.name.starts_with("cranelift"), "{tile:?}");
-    let (mr, nr) = (tile.mr, tile.nr);
-    for k in [0, 1, 7, 300] {
-        let a: Vec<f32> = (0..k * mr)
-            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0)
-            .collect();
-        let b: Vec<f32> = (0..k * nr)
-            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
-            .collect();
-        let expected =
-            |r: usize, j: usize| -> f32 { (0..k).map(|p| a[p * mr + r] * b[p * nr + j]).sum() };
-        let ldc = nr + 3;
-        let mut c = vec![1.0f32; mr * ldc];
-        for (accumulate, factor) in [(0, 1.0), (1, 2.0)] {
-            // SAFETY: the panels hold k steps, C has mr rows of ldc.
-            unsafe { (tile.tile)(k, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc, accumulate) };
-            for r in 0..mr {
-                for j in 0..nr {
-                    let want = factor * expected(r, j);
-                    let got = c[r * ldc + j];
-                    assert!(
-                        (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                        "k={k} ({r}, {j}): {got} vs {want}"
-                    );
-                }
-                assert_eq!(
-                    &c[r * ldc + nr..(r + 1) * ldc],
-                    &[1.0; 3],
-                    "k={k}: past the tile"
-                );
-            }
-        }
-    }
+    tile.check().unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
@@ -253,6 +221,19 @@ fn repeated_blocks_share_their_compiled_code() {
         distinct * 4 < generated,
         "{distinct} distinct functions for {generated} kernels"
     );
+    // Shared exactly where the printed functions, names aside, are the same text.
+    let (target, _) = jit::host_target(rayon::current_num_threads()).expect("host");
+    let fused = program.fused();
+    let threads = codegen::cpu::kernel_threads(&net, fused, rayon::current_num_threads());
+    let texts: std::collections::HashSet<String> = codegen::cpu::compile(fused, &target, &threads)
+        .into_iter()
+        .flatten()
+        .map(|mut code| {
+            code.function.name = Default::default();
+            code.function.display().to_string()
+        })
+        .collect();
+    assert_eq!(distinct, texts.len());
 }
 
 #[test]
@@ -306,6 +287,51 @@ fn any_number_of_threads_computes_the_same() {
             .collect();
         for output in &outputs[1..] {
             assert_eq!(output, &outputs[0], "{name}");
+        }
+    }
+}
+
+#[test]
+fn pixel_major_products_agree_with_the_reference() {
+    // Small outputs whose channels fill the tile better than their pixels turn the
+    // product over; threads split their pixels in spans that start mid-row. Strides,
+    // padding on one side, 1xN kernels, pointwise convs, a residual add and channel
+    // counts that leave the last weights panel short.
+    let layers = [
+        ("64x7x7", "conv(64, 3x3, pad=1) relu"),
+        ("5x15x13", "conv(96, 3x3, stride=2, pad=[0, 1, 2, 1]) relu"),
+        ("40x7x7", "conv(64, 1x1) relu"),
+        ("8x9x9", "conv(96, 1x5, pad=[0, 2]) tanh"),
+        ("16x7x7", "conv(88, 3x3, pad=1)"),
+        (
+            "32x7x7",
+            "residual { conv(32, 3x3, pad=1) bn relu\n conv(32, 3x3, pad=1) bn } relu",
+        ),
+    ];
+    for (input_shape, layer) in layers {
+        let source = format!("network P(input: {input_shape}) {{\n    {layer}\n}}");
+        let net = network(&source);
+        let (weights, input) = (weights(&net, 3), input(&net, 2, 4));
+        let expected = reference::run(&net, &weights, vec![input.clone()], &RunOptions::default())
+            .expect("reference runs")
+            .output;
+        for threads in [1, 2, 3] {
+            let program = jit::Program::with_threads(&net, &weights, threads).expect("compiles");
+            let fused = program.fused();
+            let (target, _) = jit::host_target(threads).expect("a target");
+            let turned = codegen::cpu::Geometry::of(fused, &fused.kernels[0])
+                .is_some_and(|g| g.pixel_major(&target));
+            let precompiled = program.microkernel().name == "avx512";
+            assert_eq!(
+                turned, precompiled,
+                "pixel-major with the AVX-512 tile: {source}"
+            );
+            let actual = program.run(vec![input.clone()]).expect("runs");
+            let error = relative_error(&actual, &expected);
+            assert!(
+                error <= TOLERANCE,
+                "{threads} threads: relative error {error:e} for\n{source}"
+            );
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Winograd F(2x2,3x3) convolutions in the JIT against the reference interpreter: odd
+//! Winograd F(2x2,3x3) and F(4x4,3x3) convolutions in the JIT against the reference
+//! interpreter: odd
 //! heights and widths (edge tiles with one valid row or column), padding 0, 1, 2 and
 //! asymmetric, channel counts off the tile's rows and columns and over one K block,
 //! batch 2, batch norm, residual and scale-shift epilogues, every thread count; and
@@ -31,16 +32,18 @@ fn reference_output(net: &CheckedGraph, weights: &Weights, input: &Tensor) -> Te
         .output
 }
 
-/// The JIT's output with Winograd on every eligible conv, and how many convs used it.
+/// The JIT's output with Winograd F(m x m, 3x3) on every eligible conv, and how many
+/// convs used it.
 fn winograd_output(
     net: &CheckedGraph,
     weights: &Weights,
     input: &Tensor,
     threads: usize,
+    m: u64,
 ) -> (Tensor, usize) {
-    let program =
-        jit::Program::with_options(net, weights, policy(threads, WinogradPolicy::Everywhere))
-            .expect("the JIT compiles");
+    let everywhere = WinogradPolicy::Everywhere { m };
+    let program = jit::Program::with_options(net, weights, policy(threads, everywhere))
+        .expect("the JIT compiles");
     let used = program
         .fused()
         .kernels
@@ -53,20 +56,20 @@ fn winograd_output(
     )
 }
 
-/// Every layer of `layers` on an input of `shape`, through Winograd, at batch 2 and 1 to
-/// 3 threads.
+/// Every layer of `layers` on an input of `shape`, through both Winograd variants, at
+/// batch 2 and 1 to 3 threads.
 fn agrees(shape: &str, layers: &str, winograd_convs: usize) {
     let source = format!("network W(input: {shape}) {{\n{layers}\n}}");
     let net = network(&source);
     let (weights, input) = (weights(&net, 7), input(&net, 2, 8));
     let expected = reference_output(&net, &weights, &input);
-    for threads in [1, 2, 3] {
-        let (actual, used) = winograd_output(&net, &weights, &input, threads);
+    for (m, threads) in [2, 4].into_iter().flat_map(|m| [1, 2, 3].map(|t| (m, t))) {
+        let (actual, used) = winograd_output(&net, &weights, &input, threads, m);
         assert_eq!(used, winograd_convs, "{source}");
         let error = relative_error(&actual, &expected);
         assert!(
             error <= TOLERANCE,
-            "{threads} thread(s): relative error {error:e} for\n{source}"
+            "F({m}x{m},3x3), {threads} thread(s): relative error {error:e} for\n{source}"
         );
     }
 }
@@ -143,20 +146,27 @@ fn winograd_error_on_the_examples() {
         let net = example_logits(name);
         let (weights, input) = (weights(&net, 3), input(&net, 1, 4));
         let expected = reference_output(&net, &weights, &input);
-        let (actual, used) = winograd_output(&net, &weights, &input, 2);
+        let (actual, used) = winograd_output(&net, &weights, &input, 2, 2);
+        let (actual4, _) = winograd_output(&net, &weights, &input, 2, 4);
         assert!(used > 0, "{name} has Winograd convs");
         let direct = jit::Program::with_options(&net, &weights, policy(2, WinogradPolicy::Off))
             .expect("the JIT compiles")
             .run(vec![input.clone()])
             .expect("the JIT runs");
-        let (winograd_error, direct_error) = (
+        let (winograd_error, winograd4_error, direct_error) = (
             relative_error(&actual, &expected),
+            relative_error(&actual4, &expected),
             relative_error(&direct, &expected),
         );
         eprintln!(
-            "{name}: {used} Winograd convs, relative error {winograd_error:e} (direct {direct_error:e})"
+            "{name}: {used} Winograd convs, relative error F(2x2) {winograd_error:e}, \
+             F(4x4) {winograd4_error:e} (direct {direct_error:e})"
         );
         assert!(winograd_error <= TOLERANCE, "{name}: {winograd_error:e}");
+        assert!(
+            winograd4_error <= TOLERANCE,
+            "{name}: F(4x4) {winograd4_error:e}"
+        );
     }
 }
 

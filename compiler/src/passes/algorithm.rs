@@ -13,43 +13,45 @@ pub enum WinogradPolicy {
     Auto,
     /// Nowhere: every conv is direct.
     Off,
-    /// Every eligible conv (3x3, stride 1, dilation 1, one group), faster or not: for
-    /// tests of small shapes and for measuring.
-    Everywhere,
+    /// Every eligible conv (3x3, stride 1, dilation 1, one group) through F(m x m,
+    /// 3x3), faster or not: for tests of small shapes and for measuring.
+    Everywhere { m: u64 },
 }
 
 /// The environment variable that overrides [`WinogradPolicy::Auto`].
 pub const WINOGRAD_ENV: &str = "CNNC_WINOGRAD";
 
 impl WinogradPolicy {
-    /// `CNNC_WINOGRAD=0` turns Winograd off, `CNNC_WINOGRAD=1` uses it on every
-    /// eligible conv; unset (or any other value) leaves the choice to the shapes.
+    /// `CNNC_WINOGRAD=0` turns Winograd off, `CNNC_WINOGRAD=1` (or `2`) uses F(2x2,3x3)
+    /// on every eligible conv and `CNNC_WINOGRAD=4` F(4x4,3x3); unset (or any other
+    /// value) leaves the choice to the shapes.
     pub fn from_env() -> WinogradPolicy {
         match std::env::var(WINOGRAD_ENV).as_deref() {
             Ok("0") => WinogradPolicy::Off,
-            Ok("1") => WinogradPolicy::Everywhere,
+            Ok("1" | "2") => WinogradPolicy::Everywhere { m: 2 },
+            Ok("4") => WinogradPolicy::Everywhere { m: 4 },
             _ => WinogradPolicy::Auto,
         }
     }
 }
 
-/// The output tile of the Winograd variant used: F(2x2,3x3).
-pub const WINOGRAD_TILE: u64 = 2;
+/// The output tiles of the Winograd variants code is generated for: F(2x2,3x3) and
+/// F(4x4,3x3).
+pub const WINOGRAD_TILES: [u64; 2] = [2, 4];
 
 /// Sets every kernel's algorithm under `policy` (every kernel: running it twice with
 /// another policy replaces the first choice).
 pub fn choose_algorithms(fused: &mut FusedGraph, policy: WinogradPolicy) {
     for index in 0..fused.kernels.len() {
         let shapes = winograd_shapes(fused, &fused.kernels[index]);
-        let winograd = match (policy, shapes) {
-            (WinogradPolicy::Off, _) | (_, None) => false,
-            (WinogradPolicy::Everywhere, Some(_)) => true,
-            (WinogradPolicy::Auto, Some(shapes)) => winograd_pays(shapes),
+        let tile = match (policy, shapes) {
+            (WinogradPolicy::Off, _) | (_, None) => None,
+            (WinogradPolicy::Everywhere { m }, Some(_)) => WINOGRAD_TILES.contains(&m).then_some(m),
+            (WinogradPolicy::Auto, Some(shapes)) => winograd_tile(shapes),
         };
-        fused.kernels[index].algorithm = if winograd {
-            Algorithm::Winograd { m: WINOGRAD_TILE }
-        } else {
-            Algorithm::Direct
+        fused.kernels[index].algorithm = match tile {
+            Some(m) => Algorithm::Winograd { m },
+            None => Algorithm::Direct,
         };
     }
 }
@@ -91,15 +93,26 @@ fn winograd_shapes(fused: &FusedGraph, kernel: &Kernel) -> Option<Shapes> {
     })
 }
 
-/// Where F(2x2,3x3) was measured faster than direct (`cnnc bench --profile --threads 1`
-/// on VGG-16 and ResNet-50 with and without `CNNC_WINOGRAD=0`): enough channels that
-/// the 16 products, not the transforms, take the time, and an output large enough
-/// that the tiles fill the microkernel's columns.
-fn winograd_pays(shapes: Shapes) -> bool {
-    shapes.channels >= 32
+/// Where Winograd was measured faster than direct (`cnnc bench --profile --threads 1`
+/// on VGG-16 and ResNet-50 with and without `CNNC_WINOGRAD=0`, and single layers under
+/// `CNNC_WINOGRAD=2` and `=4`): enough channels that the products, not the transforms,
+/// take the time, and an output large enough that the tiles fill the microkernel's
+/// columns. F(4x4,3x3) multiplies 1.8x less than F(2x2,3x3) but needs 36 matrices of
+/// transformed weights and products where F(2x2) needs 16: with more than 256
+/// channels on either side they are too large to stream (512 channels at 28x28: 17 ms
+/// against F(2x2)'s 15), and below a 28x28 output too few tiles fill the tile's
+/// columns; between, it is 1.05-1.45x faster (128 channels at 112x112: 12.8 against
+/// 8.8 ms; 256 at 56x56: 11.3 against 8.9).
+fn winograd_tile(shapes: Shapes) -> Option<u64> {
+    let pays = shapes.channels >= 32
         && shapes.out_channels >= 32
         && shapes.out_height >= 14
-        && shapes.out_width >= 14
+        && shapes.out_width >= 14;
+    let four = shapes.channels <= 256
+        && shapes.out_channels <= 256
+        && shapes.out_height >= 28
+        && shapes.out_width >= 28;
+    pays.then_some(if four { 4 } else { 2 })
 }
 
 #[cfg(test)]
@@ -114,7 +127,7 @@ mod tests {
         fused.kernels.iter().map(|k| k.algorithm).collect()
     }
 
-    const WINOGRAD: Algorithm = Algorithm::Winograd { m: WINOGRAD_TILE };
+    const WINOGRAD: Algorithm = Algorithm::Winograd { m: 2 };
 
     #[test]
     fn only_3x3_stride_1_ungrouped_convs_are_eligible() {
@@ -128,7 +141,7 @@ mod tests {
             maxpool(2x2)
         }";
         assert_eq!(
-            algorithms(source, WinogradPolicy::Everywhere),
+            algorithms(source, WinogradPolicy::Everywhere { m: 2 }),
             [
                 WINOGRAD,
                 Algorithm::Direct,
@@ -146,17 +159,27 @@ mod tests {
         let source = "network N(input: 3x56x56) {
             conv(64, 3x3, pad=1)
             conv(64, 3x3, pad=1)
-            maxpool(8x8)
+            maxpool(2x2)
+            conv(512, 3x3, pad=1)
+            maxpool(2x2)
+            conv(64, 3x3, pad=1)
+            maxpool(2x2)
             conv(64, 3x3, pad=1)
         }";
-        // Three input channels, then a big layer, then a 7x7 output.
+        // Three input channels; 64 channels at 56x56 (F(4x4)); 512 output channels
+        // at 28x28 and a 14x14 output (F(2x2)); a 7x7 output.
+        let direct = Algorithm::Direct;
         assert_eq!(
             algorithms(source, WinogradPolicy::Auto),
             [
-                Algorithm::Direct,
+                direct,
+                Algorithm::Winograd { m: 4 },
+                direct,
                 WINOGRAD,
-                Algorithm::Direct,
-                Algorithm::Direct
+                direct,
+                WINOGRAD,
+                direct,
+                direct
             ]
         );
         assert!(
@@ -171,7 +194,7 @@ mod tests {
         let mut compilation =
             crate::compile("network N(input: 64x16x16) { conv c(64, 3x3, pad=1) }");
         let net = compilation.networks.remove(0);
-        let fused = fuse_with(&net, WinogradPolicy::Everywhere);
+        let fused = fuse_with(&net, WinogradPolicy::Everywhere { m: 2 });
         let listing = crate::passes::listing(&fused, &crate::passes::plan(&fused));
         assert!(
             listing.contains("conv 64 3x3 p1 [winograd F(2x2,3x3)] (%0)"),

@@ -29,20 +29,32 @@ pub struct Program<'a> {
 impl<'a> Program<'a> {
     /// Runs the passes and folds the weights. `weights` were validated against `net`.
     pub fn new(net: &'a CheckedGraph, weights: &'a Weights) -> Result<Self> {
+        let mut program = Self::unprepared(net, weights);
+        for index in 0..program.fused.kernels.len() {
+            program.prepare_kernel(index)?;
+        }
+        Ok(program)
+    }
+
+    /// The passes alone: no kernel's weights folded yet (the JIT packs its own, and
+    /// prepares only kernels it leaves to the reference kernels).
+    pub(crate) fn unprepared(net: &'a CheckedGraph, weights: &'a Weights) -> Self {
         let fused = passes::fuse(net);
         let plan = passes::plan(&fused);
-        let prepared = fused
-            .kernels
-            .iter()
-            .map(|k| prepare(k, weights))
-            .collect::<Result<_>>()?;
-        Ok(Program {
+        let prepared = fused.kernels.iter().map(|_| None).collect();
+        Program {
             net,
             fused,
             plan,
             weights,
             prepared,
-        })
+        }
+    }
+
+    /// Folds kernel `index`'s weights for `run_kernel`.
+    pub(crate) fn prepare_kernel(&mut self, index: usize) -> Result<()> {
+        self.prepared[index] = prepare(&self.fused.kernels[index], self.weights)?;
+        Ok(())
     }
 
     /// Runs the network on `inputs` (one per network input, batch-first) and returns

@@ -7,6 +7,8 @@
 //! in Rust as the harness the microkernels are tested and measured with.
 
 use super::microkernel::Microkernel;
+use crate::error::{Result, RuntimeError};
+use rayon::prelude::*;
 
 /// K per block: a 12x32 tile's B micro-panel of 256 steps is 32 KiB, within L1.
 pub const KC: usize = 256;
@@ -24,17 +26,12 @@ impl PackedA {
     pub fn new(kernel: &Microkernel, a: &[f32], m: usize, k: usize) -> PackedA {
         assert_eq!(a.len(), m * k, "A is M x K");
         let mr = kernel.mr;
-        let panels = m.div_ceil(mr);
-        let mut data = vec![0.0; panels * k * mr];
-        for panel in 0..panels {
-            let out = &mut data[panel * k * mr..(panel + 1) * k * mr];
-            for r in 0..mr.min(m - panel * mr) {
-                let row = &a[(panel * mr + r) * k..(panel * mr + r + 1) * k];
-                for (p, &value) in row.iter().enumerate() {
-                    out[p * mr + r] = value;
-                }
-            }
-        }
+        let mut data = vec![0.0; m.div_ceil(mr) * k * mr];
+        let copy_rows = |first: usize, rows: &mut [f32]| {
+            rows.copy_from_slice(&a[first * k..][..rows.len()]);
+            Ok(())
+        };
+        pack_panels(mr, m, k, &mut data, copy_rows).expect("copying rows cannot fail");
         PackedA { m, k, mr, data }
     }
 
@@ -46,6 +43,50 @@ impl PackedA {
     /// Panel `i`'s steps from `p` on.
     fn panel(&self, i: usize, p: usize) -> &[f32] {
         &self.data[i * self.k * self.mr + p * self.mr..]
+    }
+}
+
+/// Packs M rows of K values into `out` as MR-row panels (`K * MR` floats each, one
+/// after another; rows past M are left as they are, zeros in a fresh buffer).
+/// `fill(first, rows)` copies rows `first..` into `rows`, whole rows: from wherever the
+/// matrix lies, folded as it goes. Panels are packed in parallel, each from a block of
+/// its rows that stays in cache, and written in order.
+pub fn pack_panels(
+    mr: usize,
+    m: usize,
+    k: usize,
+    out: &mut [f32],
+    fill: impl Fn(usize, &mut [f32]) -> Result<()> + Sync,
+) -> Result<()> {
+    let panel_len = k * mr;
+    if out.len() != m.div_ceil(mr) * panel_len {
+        return Err(RuntimeError::Invalid(format!(
+            "{} floats cannot hold {m} x {k} in panels of {mr} rows",
+            out.len()
+        )));
+    }
+    if out.is_empty() {
+        return Ok(());
+    }
+    out.par_chunks_mut(panel_len)
+        .enumerate()
+        .try_for_each_init(Vec::new, |rows, (panel, out)| {
+            let first = panel * mr;
+            let count = mr.min(m - first);
+            rows.resize(count * k, 0.0);
+            fill(first, rows)?;
+            transpose_into_panel(rows, count, k, out);
+            Ok(())
+        })
+}
+
+/// `rows` (`count` rows of K) into one panel: step p holds every row's value p.
+fn transpose_into_panel(rows: &[f32], count: usize, k: usize, panel: &mut [f32]) {
+    let mr = panel.len() / k;
+    for (p, step) in panel.chunks_exact_mut(mr).enumerate() {
+        for (r, value) in step[..count].iter_mut().enumerate() {
+            *value = rows[r * k + p];
+        }
     }
 }
 
@@ -77,7 +118,6 @@ pub fn gemm(kernel: &Microkernel, a: &PackedA, b: &[f32], n: usize, c: &mut [f32
         return;
     }
     let mut packed_b = Vec::new();
-    let mut edge = vec![0.0f32; mr * nr];
     for p0 in (0..k).step_by(KC) {
         let kc = KC.min(k - p0);
         pack_b(kernel, b, n, p0, kc, &mut packed_b);
@@ -89,38 +129,20 @@ pub fn gemm(kernel: &Microkernel, a: &PackedA, b: &[f32], n: usize, c: &mut [f32
                 let rows = mr.min(m - i * mr);
                 let a_panel = a.panel(i, p0);
                 let corner = i * mr * n + j * nr;
-                if rows == mr && columns == nr {
-                    // SAFETY: the panels hold kc steps, and C has mr rows of nr from
-                    // `corner` at stride n.
-                    unsafe {
-                        (kernel.tile)(
-                            kc,
-                            a_panel.as_ptr(),
-                            b_panel.as_ptr(),
-                            c[corner..].as_mut_ptr(),
-                            n,
-                            accumulate,
-                        )
-                    };
-                } else {
-                    // A partial tile goes through a full-size scratch tile.
-                    unsafe {
-                        (kernel.tile)(
-                            kc,
-                            a_panel.as_ptr(),
-                            b_panel.as_ptr(),
-                            edge.as_mut_ptr(),
-                            nr,
-                            0,
-                        )
-                    };
-                    for r in 0..rows {
-                        let dst = &mut c[corner + r * n..][..columns];
-                        for (d, s) in dst.iter_mut().zip(&edge[r * nr..r * nr + columns]) {
-                            *d = if accumulate != 0 { *d + s } else { *s };
-                        }
-                    }
-                }
+                // SAFETY: the panels hold kc steps, and C has `rows` rows of `columns`
+                // from `corner` at stride n.
+                unsafe {
+                    (kernel.tile)(
+                        kc,
+                        a_panel.as_ptr(),
+                        b_panel.as_ptr(),
+                        c[corner..].as_mut_ptr(),
+                        n,
+                        accumulate,
+                        rows as u32,
+                        columns as u32,
+                    )
+                };
             }
         }
     }
@@ -138,6 +160,34 @@ mod tests {
             }
         }
         c
+    }
+
+    /// The panel layout, element by element: what the generated code reads.
+    fn packed_one_by_one(a: &[f32], m: usize, k: usize, mr: usize) -> Vec<f32> {
+        let mut data = vec![0.0; m.div_ceil(mr) * k * mr];
+        for row in 0..m {
+            for p in 0..k {
+                data[(row / mr) * k * mr + p * mr + row % mr] = a[row * k + p];
+            }
+        }
+        data
+    }
+
+    #[test]
+    fn panels_packed_in_parallel_hold_each_value_where_the_layout_says() {
+        for (m, k) in [(1, 1), (13, 5), (64, 27), (25, KC + 3), (12, 0), (0, 7)] {
+            let a: Vec<f32> = (0..m * k).map(|i| i as f32).collect();
+            for kernel in Microkernel::available() {
+                let packed = PackedA::new(&kernel, &a, m, k);
+                assert_eq!(
+                    packed.data(),
+                    packed_one_by_one(&a, m, k, kernel.mr),
+                    "{m}x{k}"
+                );
+            }
+        }
+        let mut short = vec![0.0; 5];
+        assert!(pack_panels(4, 3, 2, &mut short, |_, _| Ok(())).is_err());
     }
 
     #[test]

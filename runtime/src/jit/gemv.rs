@@ -1,12 +1,7 @@
 //! y = W·x for a dense layer's row-major weights: the matrix-vector product generated
-//! dense kernels call. Memory-bound (each weight is read once per sample), so it streams
-//! the rows, sixteen lanes of independent sums per row, and splits the rows across
-//! threads when the matrix is large.
-
-use rayon::prelude::*;
-
-/// Rows per parallel task: big enough that a task streams a good part of a megabyte.
-const ROWS_PER_TASK: usize = 64;
+//! dense kernels call, each chunk of the kernel on its own rows (the threads split a
+//! large layer by chunks). Memory-bound (each weight is read once per sample), so it
+//! streams the rows, sixteen lanes of independent sums per row.
 
 /// The C entry point generated code calls.
 ///
@@ -21,13 +16,7 @@ pub unsafe extern "C" fn gemv(m: usize, k: usize, weights: *const f32, x: *const
             std::slice::from_raw_parts_mut(y, m),
         )
     };
-    if m * k < 1 << 16 {
-        rows(weights, x, y, k);
-    } else {
-        y.par_chunks_mut(ROWS_PER_TASK)
-            .zip(weights.par_chunks(ROWS_PER_TASK * k.max(1)))
-            .for_each(|(y, weights)| rows(weights, x, y, k));
-    }
+    rows(weights, x, y, k);
 }
 
 fn rows(weights: &[f32], x: &[f32], y: &mut [f32], k: usize) {

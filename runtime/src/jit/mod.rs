@@ -7,6 +7,7 @@ pub mod gemv;
 pub mod guarded;
 pub mod microkernel;
 mod program;
+mod team;
 mod winograd;
 
 pub use program::{MAX_KERNELS, Options, Phases, Program, TileChoice, host_target};

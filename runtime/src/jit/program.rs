@@ -7,24 +7,31 @@
 //! scratch and every kernel's argument slots are kept from one run to the next of the
 //! same batch size.
 
-use super::gemm::{KC, PackedA};
+use super::gemm::{KC, pack_panels};
 use super::guarded::{Floats, Guard};
 use super::microkernel::Microkernel;
+use super::team::Team;
 use crate::Tensor;
 use crate::error::{Result, RuntimeError};
+use crate::fused::prepare::Rows;
 use crate::fused::{self, Storage};
 use crate::weights::Weights;
 use cnnc_compiler::check::CheckedGraph;
 use cnnc_compiler::codegen::cpu::tile;
 use cnnc_compiler::codegen::cpu::{self, Arg, CpuTarget, Geometry, KernelCode};
-use cnnc_compiler::passes::{self, WinogradPolicy};
+use cnnc_compiler::passes::{self, Kernel, WinogradPolicy};
+use cranelift_codegen::Context;
+use cranelift_codegen::control::ControlPlane;
+use cranelift_codegen::ir::Function;
+use cranelift_codegen::isa::TargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
+use cranelift_module::{FuncId, Linkage, Module, ModuleReloc, default_libcall_names};
 use rayon::prelude::*;
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The most kernels one program compiles. The largest example (Inception-ResNet-v2)
@@ -69,6 +76,9 @@ pub struct Program<'a> {
     microkernel: Microkernel,
     scratch_floats: usize,
     threads: usize,
+    /// The threads that share each kernel's chunks; a run that finds it taken (another
+    /// run of the same program at the same time) runs on its own thread.
+    team: Mutex<Team>,
     distinct_functions: usize,
     /// What the last run used, for the next run of the same batch size.
     cache: Mutex<Option<Cache>>,
@@ -85,12 +95,12 @@ pub struct Program<'a> {
 /// compilation and weight preparation separately.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Phases {
-    /// `fused::Program::new`: the passes, the memory plan, and folding the weights
-    /// (batch norms into convs), which it does together.
-    pub fuse_and_fold: Duration,
+    /// The passes and the memory plan.
+    pub passes: Duration,
     /// Generating the kernels and compiling them with Cranelift.
     pub codegen: Duration,
-    /// Packing the weights into the tile's panels.
+    /// Folding the weights (batch norms into convs) as they are packed into the
+    /// tile's panels.
     pub pack: Duration,
 }
 
@@ -126,15 +136,15 @@ struct Cache {
     buffers: Vec<Floats>,
     /// One scratch area a thread.
     scratch: Vec<Floats>,
-    /// By kernel index: one call per thread's share of the chunks (none for a kernel
-    /// on the reference path).
-    calls: Vec<Vec<Call>>,
+    /// By kernel index: the argument slots of each thread that takes part (none for a
+    /// kernel on the reference path).
+    calls: Vec<Calls>,
 }
 
-/// One thread's call of a kernel: its chunks and its argument slots.
-struct Call {
-    chunks: (usize, usize),
-    slots: Vec<*mut f32>,
+/// The threads a kernel runs on: each one's argument slots (its own scratch).
+#[derive(Default)]
+struct Calls {
+    slots: Vec<Vec<*mut f32>>,
 }
 
 // SAFETY: the slots point into the buffers and scratch of the `Cache` that holds them
@@ -143,12 +153,14 @@ struct Call {
 unsafe impl Send for Cache {}
 // SAFETY: generated code only reads the slot arrays; threads running one kernel write
 // disjoint chunks of its output and their own scratch.
-unsafe impl Sync for Call {}
+unsafe impl Sync for Calls {}
 
 /// A generated kernel and the data its argument slots point at.
 struct Compiled {
     function: KernelFn,
     chunks: usize,
+    /// How the code computes where the fused graph does not say (`pixel-major`).
+    layout: Option<&'static str>,
     /// Per sample, what decides how many threads the kernel is worth
     /// (`cpu::kernel_work`).
     work: u64,
@@ -202,8 +214,8 @@ impl<'a> Program<'a> {
             guard,
         } = options;
         let started = Instant::now();
-        let threads = threads.max(1);
-        let mut fused = fused::Program::new(net, weights)?;
+        let threads = threads.clamp(1, Team::MAX_THREADS);
+        let mut fused = fused::Program::unprepared(net, weights);
         let kernels = fused.fused.kernels.len();
         if kernels > MAX_KERNELS {
             return Err(RuntimeError::Invalid(format!(
@@ -216,23 +228,14 @@ impl<'a> Program<'a> {
         passes::choose_algorithms(&mut fused.fused, winograd);
         let (target, isa) = target_for(threads, tile)?;
         let fma = has_fma(&*isa);
-        let codes = cpu::compile(
-            &fused.fused,
-            &target,
-            &cpu::kernel_threads(net, &fused.fused, threads),
-        );
+        let kernel_threads = cpu::kernel_threads(net, &fused.fused, threads);
+        let codes: Vec<Option<KernelCode>> = (0..kernels)
+            .into_par_iter()
+            .map(|index| cpu::compile_one(&fused.fused, index, &target, &kernel_threads))
+            .collect();
         let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
-        // Kernels of the same shapes (a network's repeated blocks) have the same code:
-        // each distinct function is compiled once.
-        let mut defined: HashMap<String, FuncId> = HashMap::new();
-        let mut ids = Vec::new();
-        for code in codes.iter().flatten() {
-            let id = match defined.entry(body_text(&code.function)) {
-                Entry::Occupied(known) => *known.get(),
-                Entry::Vacant(new) => *new.insert(define(&mut module, code)?),
-            };
-            ids.push((code.kernel, id));
-        }
+        let generated: Vec<&KernelCode> = codes.iter().flatten().collect();
+        let (ids, distinct_functions) = define_all(&mut module, &generated)?;
         let generated_tile = match tile.precompiled() {
             Some(_) => None,
             None => Some(define_tile(&mut module, &target, fma)?),
@@ -250,44 +253,54 @@ impl<'a> Program<'a> {
                 ));
             }
         };
+        let data = generated
+            .iter()
+            .map(|code| kernel_data(&fused, code, &microkernel, &target, guard))
+            .collect::<Result<Vec<_>>>()?;
         let mut kernels: Vec<Option<Compiled>> = (0..codes.len()).map(|_| None).collect();
         let mut scratch_floats = 0;
-        for (code, (index, id)) in codes.into_iter().flatten().zip(ids) {
+        for ((code, id), data) in codes.into_iter().flatten().zip(ids).zip(data) {
             let pointer = module.get_finalized_function(id);
             // SAFETY: the function was generated with exactly this signature.
             let function = unsafe { std::mem::transmute::<*const u8, KernelFn>(pointer) };
             scratch_floats = scratch_floats.max(code.scratch_floats as usize);
-            kernels[index] = Some(compiled(
-                &fused,
-                index,
-                code,
+            let work = cpu::kernel_work(net, &fused.fused, code.kernel);
+            kernels[code.kernel] = Some(Compiled {
                 function,
-                &microkernel,
-                &target,
-                guard,
-            )?);
-            if kernels[index]
-                .as_ref()
-                .is_some_and(|c| !c.packed_weights.is_empty())
-            {
-                // Packed now: the fused executor's copy would only double the memory.
-                fused.prepared[index] = None;
-            }
+                chunks: code.chunks as usize,
+                layout: code.layout,
+                work,
+                args: code.args,
+                packed_weights: data.packed_weights,
+                bias: data.bias,
+                scale_shift: data.scale_shift,
+            });
         }
+        // Only the kernels left to the reference kernels use the fused executor's
+        // folded weights.
+        let unpacked = kernels.iter().enumerate().filter(|(_, k)| k.is_none());
+        for (index, _) in unpacked {
+            fused.prepare_kernel(index)?;
+        }
+        // Started last: its workers would spin beside the compilation's threads.
+        let team = Team::new(threads).map_err(|e| {
+            RuntimeError::Invalid(format!("cannot start {threads} JIT threads: {e}"))
+        })?;
         let compile_time = started.elapsed();
         Ok(Program {
-            distinct_functions: defined.len(),
+            distinct_functions,
             fused,
             kernels,
             microkernel,
             scratch_floats,
             threads,
+            team: Mutex::new(team),
             cache: Mutex::new(None),
             guard,
             _module: module,
             compile_time,
             phases: Phases {
-                fuse_and_fold: fused_at,
+                passes: fused_at,
                 codegen: compiled_at - fused_at,
                 pack: compile_time - compiled_at,
             },
@@ -314,6 +327,16 @@ impl<'a> Program<'a> {
             .filter(|(compiled, _)| compiled.is_none())
             .map(|(_, kernel)| format!("{} ({})", kernel.name, kernel.op.kind()))
             .collect()
+    }
+
+    /// Kernel `index`'s op as the profile shows it: the fused graph's, with how the
+    /// generated code computes where that is not the usual product (`[pixel-major]`).
+    pub fn op_text(&self, index: usize) -> String {
+        let op = self.fused.fused.kernels[index].op_text();
+        match self.kernels[index].as_ref().and_then(|k| k.layout) {
+            Some(layout) => format!("{op} [{layout}]"),
+            None => op,
+        }
     }
 
     pub fn microkernel(&self) -> Microkernel {
@@ -369,10 +392,11 @@ impl<'a> Program<'a> {
             Some(calls) => calls,
             None => self.calls(&mut storage, &mut scratch)?,
         };
+        let team = self.team.try_lock().ok();
         for (index, kernel) in self.kernels.iter().enumerate() {
             let started = Instant::now();
             match kernel {
-                Some(compiled) => call(compiled.function, &calls[index], batch),
+                Some(compiled) => call(compiled, &calls[index], batch, team.as_deref()),
                 None => self.fused.run_kernel(index, &mut storage)?,
             }
             timed(index, started.elapsed());
@@ -389,31 +413,33 @@ impl<'a> Program<'a> {
         Ok(output)
     }
 
-    /// Every generated kernel's calls for `storage`'s batch: its chunks split over the
-    /// threads, each part with its argument slots (buffer pointers with channel
-    /// offsets of concat slices applied, and its thread's share of `scratch`).
-    fn calls(&self, storage: &mut Storage, scratch: &mut [Floats]) -> Result<Vec<Vec<Call>>> {
+    /// Every generated kernel's calls for `storage`'s batch: the threads its work is
+    /// worth (no more than it has chunks), each with its argument slots (buffer
+    /// pointers with channel offsets of concat slices applied, and its thread's
+    /// `scratch`).
+    fn calls(&self, storage: &mut Storage, scratch: &mut [Floats]) -> Result<Vec<Calls>> {
         let mut all = Vec::with_capacity(self.kernels.len());
         for (index, kernel) in self.kernels.iter().enumerate() {
             let Some(compiled) = kernel else {
-                all.push(Vec::new());
+                all.push(Calls::default());
                 continue;
             };
             let slots = self.slots(index, compiled, storage)?;
             let scratch_slot = compiled.args.iter().position(|a| *a == Arg::Scratch);
             let work = compiled.work.saturating_mul(storage.batch() as u64);
-            let parts = split(compiled.chunks, cpu::threads_for(work, self.threads))
-                .into_iter()
-                .zip(scratch.iter_mut())
-                .map(|(chunks, scratch)| {
+            let threads = cpu::threads_for(work, self.threads).min(compiled.chunks.max(1));
+            let slots = scratch
+                .iter_mut()
+                .take(threads)
+                .map(|scratch| {
                     let mut slots = slots.clone();
                     if let Some(slot) = scratch_slot {
                         slots[slot] = scratch.as_mut_ptr();
                     }
-                    Call { chunks, slots }
+                    slots
                 })
                 .collect();
-            all.push(parts);
+            all.push(Calls { slots });
         }
         Ok(all)
     }
@@ -455,26 +481,33 @@ impl<'a> Program<'a> {
     }
 }
 
-/// Runs one kernel: its calls over the pool's threads (one call on this thread).
-/// Allocates nothing.
-fn call(function: KernelFn, calls: &[Call], batch: usize) {
-    let run = |call: &Call| {
+/// Runs one kernel: its chunks over the team's threads, each thread taking the next
+/// chunk as it finishes one (so a thread the machine slows down leaves more of the
+/// work to the others). Allocates nothing.
+fn call(compiled: &Compiled, calls: &Calls, batch: usize, team: Option<&Team>) {
+    let chunks = compiled.chunks;
+    let run = |slots: &[*mut f32], (begin, end): (usize, usize)| {
         // SAFETY: every pointer is what the generated code expects in its slot: the
         // plan's buffers for `batch` samples (sizes checked when the storage was
         // made), the packed weights, and this thread's own scratch, sized by the
         // compiler's geometry. Threads write disjoint chunks of the output.
-        unsafe {
-            function(
-                call.slots.as_ptr(),
-                batch as i64,
-                call.chunks.0 as i64,
-                call.chunks.1 as i64,
-            )
-        }
+        unsafe { (compiled.function)(slots.as_ptr(), batch as i64, begin as i64, end as i64) }
     };
-    match calls {
-        [one] => run(one),
-        _ => calls.par_iter().for_each(run),
+    match (team, calls.slots.as_slice()) {
+        (Some(team), [_, _, ..]) => {
+            let next = AtomicUsize::new(0);
+            team.run(calls.slots.len(), &|thread| {
+                loop {
+                    let chunk = next.fetch_add(1, Ordering::Relaxed);
+                    if chunk >= chunks {
+                        break;
+                    }
+                    run(&calls.slots[thread], (chunk, chunk + 1));
+                }
+            });
+        }
+        (_, [first, ..]) => run(first, (0, chunks)),
+        (_, []) => {}
     }
 }
 
@@ -539,14 +572,6 @@ fn generated_microkernel(module: &JITModule, id: FuncId, fma: bool) -> Microkern
     }
 }
 
-/// `[0, chunks)` in `threads` contiguous ranges, as even as they go; no empty ones.
-fn split(chunks: usize, threads: usize) -> Vec<(usize, usize)> {
-    let parts = threads.clamp(1, chunks.max(1));
-    (0..parts)
-        .map(|p| (chunks * p / parts, chunks * (p + 1) / parts))
-        .collect()
-}
-
 fn native_isa() -> Result<cranelift_codegen::isa::OwnedTargetIsa> {
     let mut flags = settings::builder();
     let set = |flags: &mut settings::Builder, name: &str, value: &str| {
@@ -556,6 +581,9 @@ fn native_isa() -> Result<cranelift_codegen::isa::OwnedTargetIsa> {
     };
     set(&mut flags, "opt_level", "speed")?;
     set(&mut flags, "is_pic", "false")?;
+    // A quarter of the compile time. The generators' output is verified in the tests
+    // (`runtime/tests/generated_code.rs`), for every example.
+    set(&mut flags, "enable_verifier", "false")?;
     let mut builder = cranelift_native::builder().map_err(|e| codegen_error(e.to_string()))?;
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("fma") {
@@ -568,25 +596,92 @@ fn native_isa() -> Result<cranelift_codegen::isa::OwnedTargetIsa> {
         .map_err(|e| codegen_error(e.to_string()))
 }
 
-fn define(module: &mut JITModule, code: &KernelCode) -> Result<cranelift_module::FuncId> {
-    let name = format!("kernel{}", code.kernel);
-    let id = module
-        .declare_function(&name, Linkage::Local, &code.function.signature)
-        .map_err(|e| codegen_error(format!("{name}: {e}")))?;
-    let mut context = module.make_context();
-    context.func = code.function.clone();
-    module
-        .define_function(id, &mut context)
-        .map_err(|e| codegen_error(format!("{name}: {e:?}")))?;
-    Ok(id)
+/// Defines every distinct function of `codes` in `module`, compiled on the pool's
+/// threads: the function id of each code, in order, and how many were compiled.
+/// Kernels of the same shapes (a network's repeated blocks) have the same code: each
+/// distinct function is compiled once.
+fn define_all(module: &mut JITModule, codes: &[&KernelCode]) -> Result<(Vec<FuncId>, usize)> {
+    let keys: Vec<u64> = codes.par_iter().map(|c| body_hash(&c.function)).collect();
+    // The first code with each body, and each code's index among those.
+    let mut firsts: Vec<usize> = Vec::new();
+    let mut by_key: HashMap<u64, Vec<usize>> = HashMap::new();
+    let mut distinct_of = Vec::with_capacity(codes.len());
+    for (i, (code, key)) in codes.iter().zip(keys).enumerate() {
+        let same_key = by_key.entry(key).or_default();
+        let known = same_key
+            .iter()
+            .copied()
+            .find(|&d| same_body(&codes[firsts[d]].function, &code.function));
+        distinct_of.push(known.unwrap_or_else(|| {
+            firsts.push(i);
+            same_key.push(firsts.len() - 1);
+            firsts.len() - 1
+        }));
+    }
+    let ids = firsts
+        .iter()
+        .map(|&i| declare(module, codes[i]))
+        .collect::<Result<Vec<_>>>()?;
+    let isa = module.isa();
+    let machine_codes = firsts
+        .par_iter()
+        .zip(&ids)
+        .map(|(&i, &id)| machine_code(isa, &codes[i].function, id))
+        .collect::<Result<Vec<_>>>()?;
+    for (code, &id) in machine_codes.iter().zip(&ids) {
+        module
+            .define_function_bytes(id, code.alignment, &code.bytes, &code.relocs)
+            .map_err(|e| codegen_error(format!("{e:?}")))?;
+    }
+    let ids_by_code = distinct_of.iter().map(|&d| ids[d]).collect();
+    Ok((ids_by_code, firsts.len()))
 }
 
-/// A function's instructions without its name: equal for kernels that compute the same
-/// thing on different buffers and weights (those come through the argument slots).
-fn body_text(function: &cranelift_codegen::ir::Function) -> String {
-    let mut unnamed = function.clone();
-    unnamed.name = cranelift_codegen::ir::UserFuncName::default();
-    unnamed.display().to_string()
+fn declare(module: &mut JITModule, code: &KernelCode) -> Result<FuncId> {
+    let name = format!("kernel{}", code.kernel);
+    module
+        .declare_function(&name, Linkage::Local, &code.function.signature)
+        .map_err(|e| codegen_error(format!("{name}: {e}")))
+}
+
+/// A function compiled for `isa`, ready to be defined as function `id`.
+struct MachineCode {
+    bytes: Vec<u8>,
+    alignment: u64,
+    relocs: Vec<ModuleReloc>,
+}
+
+fn machine_code(isa: &dyn TargetIsa, function: &Function, id: FuncId) -> Result<MachineCode> {
+    let mut context = Context::for_function(function.clone());
+    context
+        .compile(isa, &mut ControlPlane::default())
+        .map_err(|e| codegen_error(format!("{}: {:?}", function.name, e.inner)))?;
+    let compiled = context
+        .compiled_code()
+        .ok_or_else(|| codegen_error(format!("{}: no code", function.name)))?;
+    Ok(MachineCode {
+        bytes: compiled.code_buffer().to_vec(),
+        alignment: u64::from(compiled.buffer.alignment),
+        relocs: compiled
+            .buffer
+            .relocs()
+            .iter()
+            .map(|reloc| ModuleReloc::from_mach_reloc(reloc, &context.func, id))
+            .collect(),
+    })
+}
+
+/// Kernels that compute the same thing on different buffers and weights (those come
+/// through the argument slots) have equal function bodies: everything but the name.
+fn same_body(a: &Function, b: &Function) -> bool {
+    a.stencil == b.stencil && a.params == b.params
+}
+
+/// A hash of what `same_body` compares (the parameters hold only names).
+fn body_hash(function: &Function) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    function.stencil.hash(&mut hasher);
+    hasher.finish()
 }
 
 fn codegen_error(message: String) -> RuntimeError {
@@ -596,15 +691,20 @@ fn codegen_error(message: String) -> RuntimeError {
 /// The data a generated kernel reads: weights packed per group for the tile and the
 /// bias (conv and dense), and each batch norm's scale and shift (epilogues, lone
 /// batch norms).
-fn compiled(
+struct KernelData {
+    packed_weights: Floats,
+    bias: Floats,
+    /// Scale and shift vectors, in the order of the `Scale`/`Shift` slots.
+    scale_shift: Vec<Floats>,
+}
+
+fn kernel_data(
     program: &fused::Program,
-    index: usize,
-    code: KernelCode,
-    function: KernelFn,
+    code: &KernelCode,
     microkernel: &Microkernel,
     target: &CpuTarget,
     guard: Option<Guard>,
-) -> Result<Compiled> {
+) -> Result<KernelData> {
     let mut scale_shift = Vec::new();
     for arg in &code.args {
         if let Arg::Scale { layer, eps } = arg {
@@ -614,82 +714,97 @@ fn compiled(
         }
     }
     let (packed_weights, bias) = match &code.geometry {
-        Some(geometry) => packed_weights_and_bias(program, index, geometry, microkernel, target)?,
+        Some(geometry) => {
+            let kernel = &program.fused.kernels[code.kernel];
+            packed_weights_and_bias(kernel, program.weights, geometry, microkernel, target)?
+        }
         // A kernel without weights of its own.
         None => (Vec::new(), Vec::new()),
     };
-    Ok(Compiled {
-        function,
-        chunks: code.chunks as usize,
-        work: cpu::kernel_work(program.net, &program.fused, index),
-        args: code.args,
+    Ok(KernelData {
         packed_weights: Floats::from_vec(packed_weights, guard)?,
         bias: Floats::from_vec(bias, guard)?,
         scale_shift,
     })
 }
 
-/// A conv or dense kernel's weights packed for the tile, and its bias (zeros where
-/// the layer has none).
+/// A conv or dense kernel's weights packed for the tile, folded as they are read from
+/// where they lie, and its bias (zeros where the layer has none).
 fn packed_weights_and_bias(
-    program: &fused::Program,
-    index: usize,
+    kernel: &Kernel,
+    weights: &Weights,
     geometry: &Geometry,
     microkernel: &Microkernel,
     target: &CpuTarget,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
-    let prepared = program.prepared[index]
-        .as_ref()
-        .ok_or_else(|| codegen_error(format!("kernel {index} has no weights")))?;
-    let packed_weights = pack_weights(&prepared.weight, geometry, microkernel)?;
+    let rows = Rows::of(kernel, weights)?
+        .ok_or_else(|| codegen_error(format!("{} has no weights", kernel.name)))?;
+    let packed_weights = pack_weights(&rows, geometry, microkernel, target)?;
     if packed_weights.len() as u64 != geometry.packed_weights(target) {
         return Err(codegen_error(
             "packed weights do not match the geometry".into(),
         ));
     }
-    let bias = match &prepared.bias {
-        Some(bias) => bias.iter().copied().collect(),
+    let bias = match rows.bias()? {
+        Some(bias) => bias,
         None => vec![0.0; geometry.out_channels as usize],
     };
     Ok((packed_weights, bias))
 }
 
+/// Rows of dense weights copied at a time: enough to spread a large layer over the
+/// threads, few enough that each copy is long.
+const DENSE_ROWS_PER_COPY: usize = 64;
+
 fn pack_weights(
-    weight: &Tensor,
+    rows: &Rows,
     geometry: &Geometry,
     microkernel: &Microkernel,
+    target: &CpuTarget,
 ) -> Result<Vec<f32>> {
-    let weight = weight.as_standard_layout();
-    let values = weight
-        .as_slice()
-        .ok_or_else(|| codegen_error("weights are not contiguous".into()))?;
     let (m, k) = (geometry.m() as usize, geometry.k() as usize);
+    let values = rows.count() * rows.row_len();
     if geometry.dense {
         // The matrix-vector helper reads the weights as they are: row-major [out, in].
-        return Ok(values.to_vec());
+        let mut dense = vec![0.0; values];
+        let block = (DENSE_ROWS_PER_COPY * rows.row_len()).max(1);
+        dense
+            .par_chunks_mut(block)
+            .enumerate()
+            .try_for_each(|(i, part)| rows.copy(i * DENSE_ROWS_PER_COPY, part))?;
+        return Ok(dense);
     }
     // Out x in/groups x kernel area, whatever K the products take.
     let [kh, kw] = geometry.kernel;
     let expected = geometry.out_channels * geometry.channels / geometry.groups * kh * kw;
-    if values.len() as u64 != expected {
+    if values as u64 != expected {
         return Err(codegen_error(format!(
-            "weights hold {} values, the geometry {expected}",
-            values.len(),
+            "weights hold {values} values, the geometry {expected}",
         )));
     }
+    let mr = microkernel.mr;
     if let Some(transforms) = geometry.winograd.and_then(cpu::transforms) {
         let channels = geometry.channels as usize;
-        return Ok(super::winograd::pack(
-            transforms,
-            values,
-            m,
-            channels,
-            microkernel,
-        ));
+        return super::winograd::pack(transforms, m, channels, mr, |first, out| {
+            rows.copy(first, out)
+        });
     }
-    let mut packed = Vec::new();
-    for group in values.chunks_exact((m * k).max(1)) {
-        packed.extend_from_slice(PackedA::new(microkernel, group, m, k).data());
+    if geometry.pixel_major(target) {
+        // The product turned over: the weights are the tile's columns, NR-channel
+        // panels of the one group.
+        let nr = target.nr as usize;
+        let mut packed = vec![0.0; m.div_ceil(nr) * k * nr];
+        pack_panels(nr, m, k, &mut packed, |first, block| {
+            rows.copy(first, block)
+        })?;
+        return Ok(packed);
+    }
+    let group_len = m.div_ceil(mr) * k * mr;
+    let mut packed = vec![0.0; geometry.groups as usize * group_len];
+    for (group, out) in packed.chunks_exact_mut(group_len.max(1)).enumerate() {
+        pack_panels(mr, m, k, out, |first, block| {
+            rows.copy(group * m + first, block)
+        })?;
     }
     Ok(packed)
 }

@@ -3,36 +3,56 @@
 //! once, then laid out as α² matrices (output channels x input channels), matrix ξ
 //! holding point ξ of every U, each packed into the tile's MR-row panels.
 
-use super::gemm::PackedA;
-use super::microkernel::Microkernel;
+use crate::error::Result;
 use cnnc_compiler::codegen::cpu::Transforms;
+use rayon::prelude::*;
 
-/// The packed matrices, one after another (what generated code reads), for `weights`
-/// as `[out_channels, in_channels, 3, 3]` row-major.
+/// The packed matrices, one after another (what generated code reads), for weights
+/// `[out_channels, in_channels, 3, 3]` whose rows (output channels) `fill(first, rows)`
+/// copies out from `first` on, packed for a tile of `mr` rows. Each panel of `mr`
+/// output channels is transformed from one block of its rows, in parallel.
 pub fn pack(
     transforms: &Transforms,
-    weights: &[f32],
     out_channels: usize,
     in_channels: usize,
-    microkernel: &Microkernel,
-) -> Vec<f32> {
+    mr: usize,
+    fill: impl Fn(usize, &mut [f32]) -> Result<()> + Sync,
+) -> Result<Vec<f32>> {
     let points = transforms.alpha() * transforms.alpha();
-    let mut matrices = vec![vec![0.0f32; out_channels * in_channels]; points];
-    let mut u = vec![0.0f32; points];
-    for (pair, g) in weights.chunks_exact(9).enumerate() {
-        transform(transforms, g, &mut u);
-        for (matrix, &value) in matrices.iter_mut().zip(&u) {
-            matrix[pair] = value;
+    let panel_len = in_channels * mr;
+    let matrix_len = out_channels.div_ceil(mr) * panel_len;
+    let mut packed = vec![0.0f32; points * matrix_len];
+    if packed.is_empty() {
+        return Ok(packed);
+    }
+    // Panel j of every matrix, for the thread that transforms panel j's channels.
+    let mut by_panel: Vec<Vec<&mut [f32]>> = (0..out_channels.div_ceil(mr))
+        .map(|_| Vec::with_capacity(points))
+        .collect();
+    for matrix in packed.chunks_exact_mut(matrix_len) {
+        for (panel, part) in matrix.chunks_exact_mut(panel_len).enumerate() {
+            by_panel[panel].push(part);
         }
     }
-    let mut packed = Vec::with_capacity(
-        points * out_channels.div_ceil(microkernel.mr) * microkernel.mr * in_channels,
-    );
-    for matrix in &matrices {
-        packed
-            .extend_from_slice(PackedA::new(microkernel, matrix, out_channels, in_channels).data());
-    }
-    packed
+    by_panel.into_par_iter().enumerate().try_for_each_init(
+        || (Vec::new(), vec![0.0f32; points]),
+        |(rows, u), (panel, mut matrices)| {
+            let first = panel * mr;
+            let count = mr.min(out_channels - first);
+            rows.resize(count * in_channels * 9, 0.0);
+            fill(first, rows)?;
+            for (r, row) in rows.chunks_exact(in_channels * 9).enumerate() {
+                for (c, g) in row.chunks_exact(9).enumerate() {
+                    transform(transforms, g, u);
+                    for (matrix, &value) in matrices.iter_mut().zip(u.iter()) {
+                        matrix[c * mr + r] = value;
+                    }
+                }
+            }
+            Ok(())
+        },
+    )?;
+    Ok(packed)
 }
 
 /// The largest α of a variant: F(4x4,3x3)'s 6.
@@ -113,23 +133,35 @@ mod tests {
 
     #[test]
     fn matrices_are_packed_per_point() {
-        let microkernel = Microkernel::best();
-        let (out_channels, in_channels) = (3, 2);
+        let (out_channels, in_channels, mr) = (13, 2, 12);
         let weights: Vec<f32> = (0..out_channels * in_channels * 9)
             .map(|i| i as f32)
             .collect();
-        let packed = pack(&F2X2_3X3, &weights, out_channels, in_channels, &microkernel);
-        let matrix = out_channels.div_ceil(microkernel.mr) * microkernel.mr * in_channels;
+        let rows = |first: usize, out: &mut [f32]| {
+            out.copy_from_slice(&weights[first * in_channels * 9..][..out.len()]);
+            Ok(())
+        };
+        let packed = pack(&F2X2_3X3, out_channels, in_channels, mr, rows).expect("packs");
+        let matrix = out_channels.div_ceil(mr) * mr * in_channels;
         assert_eq!(packed.len(), 16 * matrix);
-        // Point ξ of (output 2, input 1): panel 0, step 1, row 2.
         let mut u = [0.0f32; 16];
-        transform(
-            &F2X2_3X3,
-            &weights[(2 * in_channels + 1) * 9..][..9],
-            &mut u,
-        );
-        for (point, value) in u.iter().enumerate() {
-            assert_eq!(packed[point * matrix + microkernel.mr + 2], *value);
+        for (o, c) in [(2, 1), (0, 0), (12, 1)] {
+            // Point ξ of (output o, input c): panel o / mr, step c, row o % mr.
+            transform(
+                &F2X2_3X3,
+                &weights[(o * in_channels + c) * 9..][..9],
+                &mut u,
+            );
+            for (point, value) in u.iter().enumerate() {
+                let at = point * matrix + (o / mr) * mr * in_channels + c * mr + o % mr;
+                assert_eq!(packed[at], *value, "({o}, {c}) at {point}");
+            }
         }
+        // The second panel's rows past the 13th channel stay zero.
+        assert!(
+            packed[mr * in_channels + 1..][..mr - 1]
+                .iter()
+                .all(|&v| v == 0.0)
+        );
     }
 }

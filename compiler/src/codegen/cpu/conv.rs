@@ -3,7 +3,7 @@
 
 use super::epilogue;
 use super::loops::{counted, fixed, if_else};
-use super::pack::Packing;
+use super::pack::{Packing, Pixels};
 use super::winograd;
 use super::{Arg, CpuTarget, KernelCode, kernel_function, sample_stride};
 use crate::ops::Op;
@@ -154,7 +154,6 @@ impl Geometry {
         if let Some(m) = self.winograd {
             return winograd::chunk_rows(self, m, target);
         }
-        const CHUNK_FLOATS: u64 = 96 * 1024;
         let (height, width) = (self.out_height.max(1), self.out_width.max(1));
         let columns = CHUNK_FLOATS / self.k_block(target);
         let mut rows = (columns / width).clamp(1, height);
@@ -208,24 +207,42 @@ impl Geometry {
         tiles.div_ceil(tiles.div_ceil(wanted))
     }
 
-    /// Units of work threads share: every row chunk times every part of its channels.
+    /// Units of work threads share: every row chunk times every part of its channels
+    /// (a matrix-vector product's chunks of rows).
     pub fn chunk_count(&self, target: &CpuTarget) -> u64 {
+        if self.dense {
+            return self.m().div_ceil(self.dense_rows(target)).max(1);
+        }
+        if self.pixel_major(target) {
+            return self.pixel_chunk_count(target);
+        }
         self.row_chunks(target) * self.m_parts(target)
     }
 
-    /// Floats of one K block of one chunk's packed input: the scratch before the edge
-    /// tile.
+    /// Output features per chunk of a matrix-vector product: all of them on one
+    /// thread; otherwise two chunks a thread (a busy core then leaves the other thread
+    /// a chunk to take), of at least 16 rows.
+    pub fn dense_rows(&self, target: &CpuTarget) -> u64 {
+        let m = self.m().max(1);
+        if target.threads <= 1 {
+            return m;
+        }
+        m.div_ceil(2 * target.threads).max(16).min(m)
+    }
+
+    /// Floats of one K block of one chunk's packed input.
     pub fn packed_input(&self, target: &CpuTarget) -> u64 {
         let columns = self.chunk_rows(target) * self.out_width;
         columns.div_ceil(target.nr) * target.nr * self.k_block(target)
     }
 
-    /// Floats of each thread's scratch: the packed input and an edge tile (Winograd's
-    /// transformed tiles and products instead).
+    /// Floats of each thread's scratch: the packed input (Winograd's transformed tiles
+    /// and products instead).
     pub fn scratch_floats(&self, target: &CpuTarget) -> u64 {
         match self.winograd {
             Some(m) => winograd::Scratch::of(self, m, target).floats,
-            None => self.packed_input(target) + target.mr * target.nr,
+            None if self.pixel_major(target) => self.pixel_scratch(target).floats,
+            None => self.packed_input(target),
         }
     }
 
@@ -234,6 +251,9 @@ impl Geometry {
     pub fn packed_weights(&self, target: &CpuTarget) -> u64 {
         if self.dense {
             return self.m() * self.k();
+        }
+        if self.pixel_major(target) {
+            return self.pixel_major_weights(target);
         }
         self.products() * self.groups * self.m().div_ceil(target.mr) * target.mr * self.k()
     }
@@ -304,6 +324,7 @@ pub fn generate(
         args,
         scratch_floats,
         chunks: geometry.chunk_count(target),
+        layout: geometry.pixel_major(target).then_some("pixel-major"),
         geometry: Some(geometry),
     }
 }
@@ -323,6 +344,10 @@ fn longest_share(height: u64, rows: u64, threads: u64) -> u64 {
         .max()
         .unwrap_or(0)
 }
+
+/// Floats of a chunk's packed input per K block: 384 KiB, in L2 beside the weights'
+/// block.
+pub(super) const CHUNK_FLOATS: u64 = 96 * 1024;
 
 /// The L2 cache per core the loop nest is blocked for (2 MiB on this machine's Xeon).
 const L2_BYTES: u64 = 2 * 1024 * 1024;
@@ -344,14 +369,14 @@ pub(super) fn offset_by(b: &mut FunctionBuilder, base: Value, floats: u64) -> Va
 
 /// The matrix products of one sample.
 pub(super) struct Product<'a> {
-    fused: &'a FusedGraph,
-    kernel: &'a Kernel,
+    pub fused: &'a FusedGraph,
+    pub kernel: &'a Kernel,
     pub geometry: &'a Geometry,
     pub target: &'a CpuTarget,
     pub pointers: &'a Pointers,
     /// The chunks this call computes, `[begin, end)` of the kernel's numbering (full
     /// chunks first, then the short one): threads split a kernel by chunks.
-    chunks: (Value, Value),
+    pub chunks: (Value, Value),
 }
 
 /// One K block: its size, and where it starts (a loop value or a constant).
@@ -376,6 +401,12 @@ pub(super) struct Gemm {
 }
 
 impl Product<'_> {
+    /// The kernel's epilogue over `columns` of the output at `at`.
+    pub(super) fn epilogue(&self, b: &mut FunctionBuilder, at: &At, columns: &epilogue::Columns) {
+        let (fused, kernel) = (self.fused, self.kernel);
+        epilogue::generate(b, fused, kernel, self.geometry, self.pointers, at, columns);
+    }
+
     fn sample(&self, b: &mut FunctionBuilder, n: Value) {
         let g = self.geometry;
         let input = offset(b, self.pointers.get(&Arg::Input), n, g.input_sample);
@@ -395,12 +426,16 @@ impl Product<'_> {
                     offset(b, self.pointers.get(&Arg::PackedWeights), group, per_group)
                 },
             };
-            self.chunks(b, &at);
+            if g.pixel_major(self.target) {
+                self.pixel_chunks(b, &at);
+            } else {
+                self.chunks(b, &at);
+            }
         });
     }
 
-    /// y = W·x for one sample through the runtime's matrix-vector helper, then the
-    /// epilogue over the one column. A dense layer is one chunk.
+    /// y = W·x for one sample through the runtime's matrix-vector helper, chunk by
+    /// chunk of the output features, each followed by its epilogue.
     fn dense(&self, b: &mut FunctionBuilder, n: Value, input: Value, output: Value) {
         let g = self.geometry;
         let pointer = b.func.signature.params[0].value_type;
@@ -409,27 +444,35 @@ impl Product<'_> {
             signature.params.push(AbiParam::new(ty));
         }
         let signature = b.import_signature(signature);
-        let m = b.ins().iconst(types::I64, g.m() as i64);
+        let rows = g.dense_rows(self.target);
         let k = b.ins().iconst(types::I64, g.k() as i64);
-        let weights = self.pointers.get(&Arg::PackedWeights);
-        let callee = self.pointers.get(&Arg::Gemv);
-        b.ins()
-            .call_indirect(signature, callee, &[m, k, weights, input, output]);
-        let zero = b.ins().iconst(types::I64, 0);
-        let at = At {
-            sample: n,
-            group: zero,
-            input,
-            output,
-            weights,
-        };
-        let channels = b.ins().iconst(types::I64, g.m() as i64);
-        let columns = epilogue::Columns {
-            first: zero,
-            count: 1,
-            channels: (zero, channels),
-        };
-        epilogue::generate(b, self.fused, self.kernel, g, self.pointers, &at, &columns);
+        let all = b.ins().iconst(types::I64, g.m() as i64);
+        let (begin, end) = self.chunks;
+        counted(b, begin, end, 1, |b, chunk| {
+            let first = b.ins().imul_imm_s(chunk, rows as i64);
+            let last = b.ins().iadd_imm_s(first, rows as i64);
+            let last = b.ins().smin(last, all);
+            let count = b.ins().isub(last, first);
+            let weights = offset(b, self.pointers.get(&Arg::PackedWeights), first, g.k());
+            let outputs = offset(b, output, first, 1);
+            let callee = self.pointers.get(&Arg::Gemv);
+            b.ins()
+                .call_indirect(signature, callee, &[count, k, weights, input, outputs]);
+            let zero = b.ins().iconst(types::I64, 0);
+            let at = At {
+                sample: n,
+                group: zero,
+                input,
+                output,
+                weights,
+            };
+            let columns = epilogue::Columns {
+                first: zero,
+                count: 1,
+                channels: (first, last),
+            };
+            epilogue::generate(b, self.fused, self.kernel, g, self.pointers, &at, &columns);
+        });
     }
 
     /// The chunks of `[begin, end)`: full ones in a loop, then the short one if asked.
@@ -487,27 +530,19 @@ impl Product<'_> {
         (first, end)
     }
 
-    /// The K blocks of one chunk of output rows, then its epilogue.
-    fn chunk(&self, b: &mut FunctionBuilder, chunk: &Chunk, at: &At) {
+    /// `body` for every K block: the full ones in a loop, then the short one.
+    pub(super) fn each_k_block(
+        &self,
+        b: &mut FunctionBuilder,
+        mut body: impl FnMut(&mut FunctionBuilder, &Block),
+    ) {
         let (k, kc) = (self.geometry.k(), self.geometry.k_block(self.target));
-        let first_column = b
-            .ins()
-            .imul_imm_s(chunk.first_row, self.geometry.out_width as i64);
-        let (input, weights) = (at.input, at.weights);
-        let output = offset(b, at.output, first_column, 1);
         let full_blocks = k / kc;
         fixed(b, full_blocks, |b, block| {
             let p0 = b.ins().imul_imm_s(block, kc as i64);
             let first = b.ins().icmp_imm_s(IntCC::NotEqual, block, 0);
             let accumulate = b.ins().uextend(types::I32, first);
-            self.block(
-                b,
-                &Block { kc, p0, accumulate },
-                chunk,
-                input,
-                weights,
-                output,
-            );
+            body(b, &Block { kc, p0, accumulate });
         });
         if k % kc != 0 {
             let p0 = b.ins().iconst(types::I64, (full_blocks * kc) as i64);
@@ -517,8 +552,20 @@ impl Product<'_> {
                 p0,
                 accumulate,
             };
-            self.block(b, &tail, chunk, input, weights, output);
+            body(b, &tail);
         }
+    }
+
+    /// The K blocks of one chunk of output rows, then its epilogue.
+    fn chunk(&self, b: &mut FunctionBuilder, chunk: &Chunk, at: &At) {
+        let first_column = b
+            .ins()
+            .imul_imm_s(chunk.first_row, self.geometry.out_width as i64);
+        let (input, weights) = (at.input, at.weights);
+        let output = offset(b, at.output, first_column, 1);
+        self.each_k_block(b, |b, block| {
+            self.block(b, block, chunk, input, weights, output)
+        });
         let (first_tile, end_tile) = self.part_tiles(b, chunk.part);
         let first_channel = b.ins().imul_imm_s(first_tile, self.target.mr as i64);
         let end_channel = b.ins().imul_imm_s(end_tile, self.target.mr as i64);
@@ -533,15 +580,7 @@ impl Product<'_> {
             count: chunk.columns,
             channels: (first_channel, end_channel),
         };
-        epilogue::generate(
-            b,
-            self.fused,
-            self.kernel,
-            self.geometry,
-            self.pointers,
-            at,
-            &columns,
-        );
+        self.epilogue(b, at, &columns);
     }
 
     fn block(
@@ -560,11 +599,13 @@ impl Product<'_> {
         let scratch = self.pointers.get(&Arg::Scratch);
         let packing = Packing {
             geometry: self.geometry,
-            nr: self.target.nr,
+            panel: self.target.nr,
             kc: block.kc,
             p0: block.p0,
-            first_row: chunk.first_row,
-            rows: chunk.rows,
+            pixels: Pixels::Rows {
+                first_row: chunk.first_row,
+                rows: chunk.rows,
+            },
             input,
             scratch,
         };
@@ -582,8 +623,8 @@ impl Product<'_> {
         self.tiles(b, block, chunk.part, &gemm);
     }
 
-    /// Every MR x NR tile of the block's product that `part` computes: full ones
-    /// straight into C, edge ones through the scratch tile. Column panels outside and
+    /// Every MR x NR tile of the block's product that `part` computes, edge ones
+    /// included, straight into C. Column panels outside and
     /// row tiles inside keep one B panel in L1 while the weights' block streams from
     /// L2; where that block is too big for L2 the order turns, so each weight panel is
     /// read from memory once.
@@ -672,63 +713,26 @@ impl Product<'_> {
         weight_block >= L2_BYTES / 2 || columns.div_ceil(self.target.nr) <= 2 || block.kc < 128
     }
 
-    fn tile(&self, b: &mut FunctionBuilder, block: &Block, tile: &Tile) {
-        let (mr, nr) = (self.target.mr, self.target.nr);
+    /// One tile through the microkernel, straight into C: an edge tile computes and
+    /// stores only its rows and columns.
+    pub(super) fn tile(&self, b: &mut FunctionBuilder, block: &Block, tile: &Tile) {
         let kc = b.ins().iconst(types::I64, block.kc as i64);
-        if tile.rows == mr && tile.columns == nr {
-            let ldc = b.ins().iconst(types::I64, tile.ldc as i64);
-            self.call_tile(
-                b,
-                &[
-                    kc,
-                    tile.a_panel,
-                    tile.b_panel,
-                    tile.corner,
-                    ldc,
-                    block.accumulate,
-                ],
-            );
-            return;
-        }
-        let scratch = self.pointers.get(&Arg::Scratch);
-        let edge = offset_by(b, scratch, self.geometry.packed_input(self.target));
-        let ldc = b.ins().iconst(types::I64, nr as i64);
-        let overwrite = b.ins().iconst(types::I32, 0);
-        self.call_tile(b, &[kc, tile.a_panel, tile.b_panel, edge, ldc, overwrite]);
-        // Into C: added to what earlier K blocks left, or written over it.
-        if_else(
+        let ldc = b.ins().iconst(types::I64, tile.ldc as i64);
+        let rows = b.ins().iconst(types::I32, tile.rows as i64);
+        let columns = b.ins().iconst(types::I32, tile.columns as i64);
+        self.call_tile(
             b,
-            block.accumulate,
-            |b| self.copy_edge(b, tile, edge, true),
-            |b| self.copy_edge(b, tile, edge, false),
+            &[
+                kc,
+                tile.a_panel,
+                tile.b_panel,
+                tile.corner,
+                ldc,
+                block.accumulate,
+                rows,
+                columns,
+            ],
         );
-    }
-
-    /// The scratch tile's valid rows and columns into C, vectors of four where the
-    /// columns allow, then single floats.
-    fn copy_edge(&self, b: &mut FunctionBuilder, tile: &Tile, edge: Value, add: bool) {
-        let nr = self.target.nr;
-        let flags = MemFlagsData::new().with_notrap();
-        let vectors = tile.columns / 4;
-        fixed(b, tile.rows, |b, r| {
-            let src_row = offset(b, edge, r, nr);
-            let dst_row = offset(b, tile.corner, r, tile.ldc);
-            for (ty, count, first) in [
-                (types::F32X4, vectors, 0),
-                (types::F32, tile.columns % 4, vectors * 4),
-            ] {
-                let step = if ty == types::F32X4 { 4 } else { 1 };
-                for c in 0..count {
-                    let at = ((first + c * step) * 4) as i32;
-                    let mut value = b.ins().load(ty, flags, src_row, at);
-                    if add {
-                        let old = b.ins().load(ty, flags, dst_row, at);
-                        value = b.ins().fadd(old, value);
-                    }
-                    b.ins().store(flags, value, dst_row, at);
-                }
-            }
-        });
     }
 
     fn call_tile(&self, b: &mut FunctionBuilder, args: &[Value]) {
@@ -763,14 +767,14 @@ pub(super) struct Chunk {
     pub part: Value,
 }
 
-struct Tile {
-    a_panel: Value,
-    b_panel: Value,
-    corner: Value,
+pub(super) struct Tile {
+    pub a_panel: Value,
+    pub b_panel: Value,
+    pub corner: Value,
     /// C's row stride.
-    ldc: u64,
-    rows: u64,
-    columns: u64,
+    pub ldc: u64,
+    pub rows: u64,
+    pub columns: u64,
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ mod exp;
 mod loops;
 mod lrn;
 mod pack;
+mod pixel_major;
 mod pool;
 mod softmax;
 pub mod tile;
@@ -80,9 +81,9 @@ pub enum Arg {
     AddInput(TensorId),
     /// One of a copying concat's inputs, at sample 0 (its channel offset applied).
     ConcatInput(TensorId),
-    /// `scratch_floats` floats for the packed input and an edge tile.
+    /// `scratch_floats` floats for the packed input.
     Scratch,
-    /// The microkernel: `extern "C" fn(k, a, b, c, ldc, accumulate)`.
+    /// The microkernel: `extern "C" fn(k, a, b, c, ldc, accumulate, rows, columns)`.
     Tile,
     /// `extern "C" fn(m, k, weights, x, y)`: y = W·x for row-major M x K weights.
     Gemv,
@@ -103,11 +104,11 @@ pub struct KernelCode {
     pub geometry: Option<Geometry>,
     /// How many chunks the kernel's work is cut into, for threads to share.
     pub chunks: u64,
+    /// How the code computes, where the fused graph does not say (`pixel-major`): the
+    /// profile shows it beside the op.
+    pub layout: Option<&'static str>,
 }
 
-/// Code for the kernels of `fused`, by kernel index. `None` marks a kernel no generator
-/// takes (an op the fused graph never holds, such as flatten, or a shape none expects):
-/// the runtime runs those on its reference kernels.
 /// Work a kernel needs per thread before another thread joins: waking one costs
 /// microseconds (tens on a loaded machine), and LeNet-5's layers take tens.
 const WORK_PER_THREAD: u64 = 500_000;
@@ -135,20 +136,29 @@ pub fn kernel_threads(net: &CheckedGraph, fused: &FusedGraph, threads: usize) ->
         .collect()
 }
 
-/// Every kernel's code for `target`, each cut into chunks for its `threads`.
+/// Every kernel's code for `target`, each cut into chunks for its `threads`, by kernel
+/// index. `None` marks a kernel no generator takes (an op the fused graph never holds,
+/// such as flatten, or a shape none expects): the runtime runs those on its reference
+/// kernels.
 pub fn compile(fused: &FusedGraph, target: &CpuTarget, threads: &[u64]) -> Vec<Option<KernelCode>> {
-    fused
-        .kernels
-        .iter()
-        .enumerate()
-        .map(|(index, kernel)| {
-            let target = &CpuTarget {
-                threads: threads.get(index).copied().unwrap_or(target.threads),
-                ..*target
-            };
-            compile_kernel(fused, index, kernel, target)
-        })
+    (0..fused.kernels.len())
+        .map(|index| compile_one(fused, index, target, threads))
         .collect()
+}
+
+/// Kernel `index`'s code, as `compile` makes it: kernels are independent, so a caller
+/// may generate them on threads of its own.
+pub fn compile_one(
+    fused: &FusedGraph,
+    index: usize,
+    target: &CpuTarget,
+    threads: &[u64],
+) -> Option<KernelCode> {
+    let target = &CpuTarget {
+        threads: threads.get(index).copied().unwrap_or(target.threads),
+        ..*target
+    };
+    compile_kernel(fused, index, &fused.kernels[index], target)
 }
 
 fn compile_kernel(
@@ -251,6 +261,7 @@ fn weightless_kernel(
         scratch_floats: 0,
         geometry: None,
         chunks,
+        layout: None,
     }
 }
 

@@ -1,13 +1,15 @@
-//! im2col into the tile's B panels: K rows `p0..p0 + kc` of the input, each output pixel
-//! a column, element (p, col) at `scratch[(col / NR) * kc * NR + p * NR + col % NR]`.
+//! im2col into the tile's panels: K rows `p0..p0 + kc` of the input, each output pixel
+//! of the chunk a column, element (p, col) at `scratch[(col / W) * kc * W + p * W + col
+//! % W]` for panels `W` columns wide (the tile's NR; its MR for a pixel-major product,
+//! whose pixels are the tile's rows).
 //!
 //! A pointwise convolution (1x1, stride 1, no padding; and every dense layer) reads its
 //! input as the matrix itself: whole panels are copied four floats at a time. Otherwise
 //! each row of the window's taps is split where it leaves the input: zeros for the
 //! padding, direct loads for the interior, with no per-element test.
 
-use super::conv::{Geometry, offset};
-use super::loops::{counted, fixed, if_else};
+use super::conv::{Geometry, offset, offset_by};
+use super::loops::{counted, divide, fixed, if_else};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::FunctionBuilder;
@@ -22,15 +24,31 @@ struct Row {
     x0: Value,
 }
 
+/// The output pixels a chunk packs, numbered from 0 in its panels.
+#[derive(Clone, Copy)]
+pub enum Pixels {
+    /// Whole output rows `first_row..first_row + rows`.
+    Rows { first_row: Value, rows: u64 },
+    /// `count` pixels from pixel `first`, which may start and end anywhere in a row.
+    Span { first: Value, count: u64 },
+}
+
+/// One output row a chunk touches: the row, the chunk column of its pixel 0, and the
+/// part of the row in the chunk (all of it for `Pixels::Rows`).
+struct OutputRow {
+    oy: Value,
+    first: Value,
+    window: Option<(Value, Value)>,
+}
+
 /// What a K block's packing needs.
 pub struct Packing<'g> {
     pub geometry: &'g Geometry,
-    pub nr: u64,
+    /// Columns per panel.
+    pub panel: u64,
     pub kc: u64,
     pub p0: Value,
-    /// The chunk: output rows `first_row..first_row + rows`, its columns numbered from 0.
-    pub first_row: Value,
-    pub rows: u64,
+    pub pixels: Pixels,
     pub input: Value,
     pub scratch: Value,
 }
@@ -50,54 +68,111 @@ impl Packing<'_> {
     /// panel.
     fn pointwise(&self, b: &mut FunctionBuilder) {
         let g = self.geometry;
-        let (nr, kc) = (self.nr, self.kc);
-        let n = self.rows * g.out_width;
-        let first_column = b.ins().imul_imm_s(self.first_row, g.out_width as i64);
+        let (nr, kc) = (self.panel, self.kc);
+        let (first_column, n) = match self.pixels {
+            Pixels::Rows { first_row, rows } => {
+                let first = b.ins().imul_imm_s(first_row, g.out_width as i64);
+                (first, rows * g.out_width)
+            }
+            Pixels::Span { first, count } => (first, count),
+        };
         let chunk = offset(b, self.input, first_column, 1);
+        let flags = MemFlagsData::new().with_notrap();
         fixed(b, kc, |b, p| {
             let channel = b.ins().iadd(self.p0, p);
             let source = offset(b, chunk, channel, g.n());
             let destination = offset(b, self.scratch, p, nr);
+            let copy = |b: &mut FunctionBuilder, from: Value, to: Value, columns: u64| {
+                for v in 0..columns / 4 {
+                    let lanes = b.ins().load(types::F32X4, flags, from, (v * 16) as i32);
+                    b.ins().store(flags, lanes, to, (v * 16) as i32);
+                }
+                for c in (columns / 4) * 4..columns {
+                    let value = b.ins().load(types::F32, flags, from, (c * 4) as i32);
+                    b.ins().store(flags, value, to, (c * 4) as i32);
+                }
+            };
             fixed(b, n / nr, |b, j| {
                 let from = offset(b, source, j, nr);
                 let to = offset(b, destination, j, kc * nr);
-                for v in 0..nr / 4 {
-                    let lanes = b.ins().load(
-                        types::F32X4,
-                        MemFlagsData::new().with_notrap(),
-                        from,
-                        (v * 16) as i32,
-                    );
-                    b.ins().store(
-                        MemFlagsData::new().with_notrap(),
-                        lanes,
-                        to,
-                        (v * 16) as i32,
-                    );
-                }
+                copy(b, from, to, nr);
             });
-            for c in 0..n % nr {
-                let column = (n / nr) * nr + c;
-                let value = b.ins().load(
-                    types::F32,
-                    MemFlagsData::new().with_notrap(),
-                    source,
-                    (column * 4) as i32,
-                );
-                let at = ((n / nr) * kc * nr + c) * 4;
-                b.ins().store(
-                    MemFlagsData::new().with_notrap(),
-                    value,
-                    destination,
-                    at as i32,
-                );
+            if n % nr != 0 {
+                let from = offset_by(b, source, (n / nr) * nr);
+                let to = offset_by(b, destination, (n / nr) * kc * nr);
+                copy(b, from, to, n % nr);
             }
+        });
+    }
+
+    /// Where the chunk's rows start: for a span, its first row and how many of that
+    /// row's pixels come before it. Computed once, before the taps.
+    fn span_start(&self, b: &mut FunctionBuilder) -> (Value, Option<Value>) {
+        match self.pixels {
+            Pixels::Rows { first_row, .. } => (first_row, None),
+            Pixels::Span { first, .. } => {
+                let width = self.geometry.out_width as i64;
+                let first_row = b.ins().udiv_imm_u(first, width);
+                let row_start = b.ins().imul_imm_s(first_row, width);
+                (first_row, Some(b.ins().isub(first, row_start)))
+            }
+        }
+    }
+
+    /// `body` for every output row the chunk touches (a loop), with the chunk column
+    /// of the row's pixel 0 and, for a span, the part of the row in the chunk.
+    fn each_output_row(
+        &self,
+        b: &mut FunctionBuilder,
+        (first_row, skipped): (Value, Option<Value>),
+        mut body: impl FnMut(&mut FunctionBuilder, OutputRow),
+    ) {
+        let g = self.geometry;
+        let width = g.out_width as i64;
+        let rows = match self.pixels {
+            Pixels::Rows { rows, .. } => rows,
+            Pixels::Span { count, .. } => (count.div_ceil(g.out_width) + 1).min(g.out_height),
+        };
+        fixed(b, rows, |b, r| {
+            let oy = b.ins().iadd(first_row, r);
+            let start = b.ins().imul_imm_s(r, width);
+            let (Some(skipped), Pixels::Span { count, .. }) = (skipped, self.pixels) else {
+                body(
+                    b,
+                    OutputRow {
+                        oy,
+                        first: start,
+                        window: None,
+                    },
+                );
+                return;
+            };
+            // The row's pixel 0 is at chunk column r * W - skipped; the chunk holds
+            // its pixels [lo, hi).
+            let column = b.ins().isub(start, skipped);
+            let zero = b.ins().iconst(types::I64, 0);
+            let lo = b.ins().ineg(column);
+            let lo = b.ins().smax(lo, zero);
+            let end = b.ins().iconst(types::I64, count as i64);
+            let hi = b.ins().isub(end, column);
+            let full = b.ins().iconst(types::I64, width);
+            let hi = b.ins().smin(hi, full);
+            let hi = b.ins().smax(hi, lo);
+            body(
+                b,
+                OutputRow {
+                    oy,
+                    first: column,
+                    window: Some((lo, hi)),
+                },
+            );
         });
     }
 
     fn general(&self, b: &mut FunctionBuilder) {
         let g = self.geometry;
         let area = g.kernel[0] * g.kernel[1];
+        let span = self.span_start(b);
         fixed(b, self.kc, |b, p| {
             let row = b.ins().iadd(self.p0, p);
             let channel = b.ins().udiv_imm_u(row, area as i64);
@@ -111,24 +186,39 @@ impl Packing<'_> {
             let x0 = b.ins().imul_imm_s(kx, g.dilation[1] as i64);
             let x0 = b.ins().iadd_imm_s(x0, -(g.pads[1] as i64));
             let (lo, hi) = self.interior(b, x0);
-            let destination = offset(b, self.scratch, p, self.nr);
-            fixed(b, self.rows, |b, r| {
-                let oy = b.ins().iadd(self.first_row, r);
-                let iy = b.ins().imul_imm_s(oy, g.stride[0] as i64);
+            let destination = offset(b, self.scratch, p, self.panel);
+            self.each_output_row(b, span, |b, output| {
+                let iy = b.ins().imul_imm_s(output.oy, g.stride[0] as i64);
                 let iy = b.ins().iadd(iy, y0);
                 let inside = b
                     .ins()
                     .icmp_imm_u(IntCC::UnsignedLessThan, iy, g.height as i64);
-                let first = b.ins().imul_imm_s(r, g.out_width as i64);
-                let zero = b.ins().iconst(types::I64, 0);
-                let width = b.ins().iconst(types::I64, g.out_width as i64);
+                let (start, end) = match output.window {
+                    Some(window) => window,
+                    None => (
+                        b.ins().iconst(types::I64, 0),
+                        b.ins().iconst(types::I64, g.out_width as i64),
+                    ),
+                };
+                // The interior within the window (all of it for whole rows).
+                let (lo, hi) = match output.window {
+                    Some(_) => {
+                        let lo = b.ins().smax(lo, start);
+                        let lo = b.ins().smin(lo, end);
+                        let hi = b.ins().smax(hi, start);
+                        let hi = b.ins().smin(hi, end);
+                        (lo, hi)
+                    }
+                    None => (lo, hi),
+                };
+                let first = output.first;
                 if_else(
                     b,
                     inside,
                     |b| {
                         let source_row = b.ins().imul_imm_s(iy, g.width as i64);
                         let source_row = offset(b, plane, source_row, 1);
-                        self.zeros(b, destination, first, zero, lo);
+                        self.zeros(b, destination, first, start, lo);
                         let row = Row {
                             source: source_row,
                             destination,
@@ -136,9 +226,9 @@ impl Packing<'_> {
                             x0,
                         };
                         self.interior_row(b, &row, lo, hi);
-                        self.zeros(b, destination, first, hi, width);
+                        self.zeros(b, destination, first, hi, end);
                     },
-                    |b| self.zeros(b, destination, first, zero, width),
+                    |b| self.zeros(b, destination, first, start, end),
                 );
             });
         });
@@ -224,7 +314,9 @@ impl Packing<'_> {
         });
     }
 
-    /// Stores column `first + ox` of the current row of B (four columns, for a vector).
+    /// Stores column `first + ox` of the current row of B (four columns, for a vector:
+    /// four columns from a multiple of four never cross a panel, panels being a
+    /// multiple of four wide).
     fn store(
         &self,
         b: &mut FunctionBuilder,
@@ -234,9 +326,10 @@ impl Packing<'_> {
         value: Value,
     ) {
         let column = b.ins().iadd(first, ox);
-        let panel = b.ins().ushr_imm_u(column, self.nr.trailing_zeros() as i64);
-        let lane = b.ins().band_imm_u(column, (self.nr - 1) as i64);
-        let panel_start = b.ins().imul_imm_s(panel, (self.kc * self.nr) as i64);
+        let panel = divide(b, column, self.panel);
+        let panel_first = b.ins().imul_imm_s(panel, self.panel as i64);
+        let lane = b.ins().isub(column, panel_first);
+        let panel_start = b.ins().imul_imm_s(panel, (self.kc * self.panel) as i64);
         let element = b.ins().iadd(panel_start, lane);
         let at = offset(b, destination, element, 1);
         b.ins()

@@ -1,8 +1,9 @@
 //! The register tile in Cranelift IR, for CPUs without the precompiled tiles' AVX2+FMA
 //! (and as a cross-check of them): the microkernels' exact ABI, `fn(k, a, b, c, ldc,
-//! accumulate)`, C (MR x NR) += A (MR x K) · B (K x NR) over the same packed panels
-//! (`a[p * MR + r]`, `b[p * NR + c]`), C row-major at row stride `ldc`, overwritten when
-//! `accumulate` is 0.
+//! accumulate, rows, columns)`, C (MR x NR) += A (MR x K) · B (K x NR) over the same
+//! packed panels (`a[p * MR + r]`, `b[p * NR + c]`), C row-major at row stride `ldc`,
+//! overwritten when `accumulate` is 0, only its first `rows` rows and `columns` columns
+//! stored (an edge tile goes through a stack slot).
 //!
 //! Cranelift's x64 backend has 16 xmm registers and no vector wider than f32x4, so the
 //! tile is 6x8: 12 accumulators, two vectors of B and one broadcast of A. `fma` is used
@@ -10,7 +11,10 @@
 
 use super::function;
 use super::loops::{counted, if_else};
-use cranelift_codegen::ir::{Function, InstBuilder, MemFlagsData, UserFuncName, Value, types};
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{
+    Function, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, UserFuncName, Value, types,
+};
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, Variable};
 
@@ -20,9 +24,9 @@ pub const NR: u64 = 8;
 
 const LANES: u64 = 4;
 
-/// The types of every tile's parameters `(k, a, b, c, ldc, accumulate)`: the
-/// precompiled microkernels' and the generated one's, and what the loop nests call.
-pub fn parameters(pointer: types::Type) -> [types::Type; 6] {
+/// The types of every tile's parameters `(k, a, b, c, ldc, accumulate, rows, columns)`:
+/// the precompiled microkernels' and the generated one's, and what the loop nests call.
+pub fn parameters(pointer: types::Type) -> [types::Type; 8] {
     [
         types::I64,
         pointer,
@@ -30,27 +34,115 @@ pub fn parameters(pointer: types::Type) -> [types::Type; 6] {
         pointer,
         types::I64,
         types::I32,
+        types::I32,
+        types::I32,
     ]
 }
 
-/// The tile function, `extern "C" fn(k, a, b, c, ldc, accumulate)`, for `frontend`;
-/// `fma` when the ISA it is compiled for has fused multiply-adds.
+/// The tile function, `extern "C" fn(k, a, b, c, ldc, accumulate, rows, columns)`, for
+/// `frontend`; `fma` when the ISA it is compiled for has fused multiply-adds.
 pub fn generate(frontend: TargetFrontendConfig, fma: bool) -> Function {
     let params = parameters(frontend.pointer_type());
     function(UserFuncName::user(1, 0), &params, frontend, |b, params| {
-        let &[k, a, bp, c, ldc, accumulate] = params else {
-            unreachable!("six parameters declared")
+        let &[k, a, bp, c, ldc, accumulate, rows, columns] = params else {
+            unreachable!("eight parameters declared")
         };
-        body(b, fma, (k, a, bp, c, ldc, accumulate));
+        let sums = products(b, fma, k, a, bp);
+        let whole = Store { c, ldc, accumulate };
+        let full_rows = b.ins().icmp_imm_s(IntCC::Equal, rows, MR as i64);
+        let full_columns = b.ins().icmp_imm_s(IntCC::Equal, columns, NR as i64);
+        let full = b.ins().band(full_rows, full_columns);
+        if_else(
+            b,
+            full,
+            |b| whole.registers(b, &sums),
+            |b| whole.edge(b, &sums, rows, columns),
+        );
     })
 }
 
-/// C (+)= A·B over `k` steps of the panels, in registers, then stored.
-fn body(
+/// Where a tile's sums go: C at row stride `ldc`, added to it when `accumulate`.
+struct Store {
+    c: Value,
+    ldc: Value,
+    accumulate: Value,
+}
+
+impl Store {
+    /// Every row and column of the tile, straight from the registers.
+    fn registers(&self, b: &mut FunctionBuilder, sums: &[Vec<Variable>]) {
+        let flags = MemFlagsData::new().with_notrap();
+        let row_bytes = b.ins().imul_imm_s(self.ldc, 4);
+        let store = |b: &mut FunctionBuilder, add: bool| {
+            let mut row_at = self.c;
+            for row in sums {
+                for (v, &var) in row.iter().enumerate() {
+                    let offset = (v as u64 * LANES * 4) as i32;
+                    let mut value = b.use_var(var);
+                    if add {
+                        let old = b.ins().load(types::F32X4, flags, row_at, offset);
+                        value = b.ins().fadd(value, old);
+                    }
+                    b.ins().store(flags, value, row_at, offset);
+                }
+                row_at = b.ins().iadd(row_at, row_bytes);
+            }
+        };
+        if_else(b, self.accumulate, |b| store(b, true), |b| store(b, false));
+    }
+
+    /// The first `rows` rows and `columns` columns, through a stack slot, one float at
+    /// a time.
+    fn edge(&self, b: &mut FunctionBuilder, sums: &[Vec<Variable>], rows: Value, columns: Value) {
+        let flags = MemFlagsData::new().with_notrap();
+        let pointer = b.func.signature.params[1].value_type;
+        let slot = b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            (MR * NR * 4) as u32,
+            4,
+        ));
+        for (r, row) in sums.iter().enumerate() {
+            for (v, &var) in row.iter().enumerate() {
+                let value = b.use_var(var);
+                let at = ((r as u64 * NR + v as u64 * LANES) * 4) as i32;
+                b.ins().stack_store(pointer, value, slot, at);
+            }
+        }
+        let tile = b.ins().stack_addr(pointer, slot, 0);
+        let (rows, columns) = (
+            b.ins().uextend(types::I64, rows),
+            b.ins().uextend(types::I64, columns),
+        );
+        let start = b.ins().iconst(types::I64, 0);
+        counted(b, start, rows, 1, |b, r| {
+            let from_row = b.ins().imul_imm_s(r, (NR * 4) as i64);
+            let from_row = b.ins().iadd(tile, from_row);
+            let to_row = b.ins().imul(r, self.ldc);
+            let to_row = b.ins().imul_imm_s(to_row, 4);
+            let to_row = b.ins().iadd(self.c, to_row);
+            let start = b.ins().iconst(types::I64, 0);
+            counted(b, start, columns, 1, |b, j| {
+                let bytes = b.ins().imul_imm_s(j, 4);
+                let from = b.ins().iadd(from_row, bytes);
+                let to = b.ins().iadd(to_row, bytes);
+                let mut value = b.ins().load(types::F32, flags, from, 0);
+                let old = b.ins().load(types::F32, flags, to, 0);
+                let added = b.ins().fadd(value, old);
+                value = b.ins().select(self.accumulate, added, value);
+                b.ins().store(flags, value, to, 0);
+            });
+        });
+    }
+}
+
+/// A·B over `k` steps of the panels, in registers: MR rows of NR / 4 vectors.
+fn products(
     b: &mut FunctionBuilder,
     fma: bool,
-    (k, a, bp, c, ldc, accumulate): (Value, Value, Value, Value, Value, Value),
-) {
+    k: Value,
+    a: Value,
+    bp: Value,
+) -> Vec<Vec<Variable>> {
     let pointer = b.func.signature.params[1].value_type;
     let vectors = NR / LANES;
     let zero = b.ins().f32const(0.0);
@@ -98,21 +190,5 @@ fn body(
         b.def_var(a_at, next_a);
         b.def_var(b_at, next_b);
     });
-    let row_bytes = b.ins().imul_imm_s(ldc, 4);
-    let store = |b: &mut FunctionBuilder, add: bool| {
-        let mut row_at = c;
-        for row in &sums {
-            for (v, &var) in row.iter().enumerate() {
-                let offset = (v as u64 * LANES * 4) as i32;
-                let mut value = b.use_var(var);
-                if add {
-                    let old = b.ins().load(types::F32X4, flags, row_at, offset);
-                    value = b.ins().fadd(value, old);
-                }
-                b.ins().store(flags, value, row_at, offset);
-            }
-            row_at = b.ins().iadd(row_at, row_bytes);
-        }
-    };
-    if_else(b, accumulate, |b| store(b, true), |b| store(b, false));
+    sums
 }

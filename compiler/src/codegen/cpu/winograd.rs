@@ -63,9 +63,38 @@ pub const F2X2_3X3: Transforms = Transforms {
     output: &[&[1.0, 1.0, 1.0, 0.0], &[0.0, 1.0, -1.0, -1.0]],
 };
 
+/// F(4x4, 3x3): points 0, ±1, ±2 and ∞ (Lavin and Gray's choice), 36 values per 16
+/// outputs; the transforms multiply by 2, 4, 5 and 8, so they round more than
+/// F(2x2,3x3)'s, still within the JIT's tolerance (`runtime/tests/winograd.rs`).
+pub const F4X4_3X3: Transforms = Transforms {
+    m: 4,
+    input: &[
+        &[4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
+        &[0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
+        &[0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
+        &[0.0, -2.0, -1.0, 2.0, 1.0, 0.0],
+        &[0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
+        &[0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
+    ],
+    weights: &[
+        [1.0 / 4.0, 0.0, 0.0],
+        [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+        [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+        [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+        [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+        [0.0, 0.0, 1.0],
+    ],
+    output: &[
+        &[1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+        &[0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
+        &[0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
+        &[0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
+    ],
+};
+
 /// The transforms of F(m x m, 3 x 3), for the variants code is generated for.
 pub fn transforms(m: u64) -> Option<&'static Transforms> {
-    (m == F2X2_3X3.m).then_some(&F2X2_3X3)
+    [&F2X2_3X3, &F4X4_3X3].into_iter().find(|t| t.m == m)
 }
 
 /// Products per sample: one per point of the transformed tile, α².
@@ -77,8 +106,13 @@ pub fn points(m: u64) -> u64 {
 const LANES: u64 = 4;
 
 /// Floats a chunk's transformed input (one K block) and products may take together:
-/// 1.5 MiB, within the 2 MiB L2 beside the weights' panels streaming through.
-const CHUNK_FLOATS: u64 = 384 * 1024;
+/// at least 1.5 MiB (the L2 beside the weights' panels streaming through), and as much
+/// as the transformed weights up to 16 MiB (within L3): every chunk streams all the
+/// weights, so where they are large (16 MiB for 512 channels) fewer, wider chunks pay
+/// even from L3 (512 channels at 28x28: 25 ms -> 15 ms), while small ones stay in L2.
+fn chunk_floats(g: &Geometry, m: u64) -> u64 {
+    (points(m) * g.m() * g.k()).clamp(384 * 1024, 4 * 1024 * 1024)
+}
 
 /// Floats from one of the α² matrices to the next: past a multiple of 4 KiB by one
 /// cache line, so that the 16 streams of a transform do not fall in one L1 set.
@@ -102,14 +136,14 @@ fn padded_columns(g: &Geometry, m: u64, rows: u64, nr: u64) -> u64 {
 }
 
 /// Output rows per chunk (whole tile rows): as many tile rows as keep the chunk's
-/// transformed input and products within `CHUNK_FLOATS` (at least one), with threads
+/// transformed input and products within `chunk_floats` (at least one), with threads
 /// two chunks each where there are enough, and among those the count whose chunks
 /// leave the fewest unused columns in their last panels.
 pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
     let (tall, wide) = (g.out_height.div_ceil(m).max(1), tiles_wide(g, m).max(1));
     let kc = g.k_block(target);
     let per_column = points(m) * (kc + padded_channels(g, target));
-    let mut most = (CHUNK_FLOATS / (per_column * wide)).clamp(1, tall);
+    let mut most = (chunk_floats(g, m) / (per_column * wide)).clamp(1, tall);
     if target.threads > 1 {
         most = most.min(tall.div_ceil(2 * target.threads)).max(1);
     }
@@ -402,8 +436,25 @@ impl InputTransform<'_> {
 }
 
 /// Column k of four consecutive tiles, lane l holding input column `m * l + k` from
-/// `source`: two loads of four and one `shufps` picking every m-th value (m = 2).
+/// `source`. For m = 2, two loads of four and one `shufps` picking every second value;
+/// for m = 4, the four tiles' first four columns are the transpose of four loads, and
+/// their last two the transpose of the four loads one vector further.
 fn gather_columns(b: &mut FunctionBuilder, source: Value, alpha: usize, m: u64) -> Vec<Value> {
+    let load = |b: &mut FunctionBuilder, first: usize| {
+        b.ins()
+            .load(types::F32X4, flags(), source, (first * 4) as i32)
+    };
+    if m == 4 {
+        // The tiles read columns 0..18: the last load takes 14..18 (not 16..20, past
+        // the last tile's columns, perhaps past the buffer) and moves 16 and 17 down.
+        let [v0, v1, v2, v3] = [0, 4, 8, 12].map(|first| load(b, first));
+        let last = load(b, 14);
+        let last = shuffle(b, last, last, [2, 3, 2, 3]);
+        let mut columns = transpose(b, [v0, v1, v2, v3]).to_vec();
+        columns.extend(transpose(b, [v1, v2, v3, last]));
+        columns.truncate(alpha);
+        return columns;
+    }
     debug_assert_eq!(m, 2, "the gather picks every second column");
     let mut columns = Vec::with_capacity(alpha);
     for pair in (0..alpha).step_by(2) {
@@ -433,6 +484,20 @@ fn shuffle(b: &mut FunctionBuilder, x: Value, y: Value, lanes: [u8; 4]) -> Value
     let y = b.ins().bitcast(types::I8X16, little, y);
     let picked = b.ins().shuffle(x, y, mask);
     b.ins().bitcast(types::F32X4, little, picked)
+}
+
+/// The 4x4 transpose of `rows`: lane i of result j is lane j of row i.
+fn transpose(b: &mut FunctionBuilder, [r0, r1, r2, r3]: [Value; 4]) -> [Value; 4] {
+    let low01 = shuffle(b, r0, r1, [0, 4, 1, 5]);
+    let high01 = shuffle(b, r0, r1, [2, 6, 3, 7]);
+    let low23 = shuffle(b, r2, r3, [0, 4, 1, 5]);
+    let high23 = shuffle(b, r2, r3, [2, 6, 3, 7]);
+    [
+        shuffle(b, low01, low23, [0, 1, 4, 5]),
+        shuffle(b, low01, low23, [2, 3, 6, 7]),
+        shuffle(b, high01, high23, [0, 1, 4, 5]),
+        shuffle(b, high01, high23, [2, 3, 6, 7]),
+    ]
 }
 
 /// `L d Lᵀ` for a square or wide matrix `L` (rows x α) and α x α values `d` (f32 or
@@ -532,6 +597,19 @@ pub(super) fn output_transform(
     });
 }
 
+/// One output row of four tiles, `row[x]` holding column x of each tile (lane l for
+/// tile l), as 4m contiguous columns: interleaved for m = 2, transposed for m = 4.
+fn interleave(b: &mut FunctionBuilder, row: &[Value]) -> Vec<Value> {
+    match *row {
+        [y0, y1] => vec![
+            shuffle(b, y0, y1, [0, 4, 1, 5]),
+            shuffle(b, y0, y1, [2, 6, 3, 7]),
+        ],
+        [y0, y1, y2, y3] => transpose(b, [y0, y1, y2, y3]).to_vec(),
+        _ => unreachable!("F(2x2) and F(4x4) tiles"),
+    }
+}
+
 struct OutputTransform<'a> {
     g: &'a Geometry,
     t: &'static Transforms,
@@ -564,12 +642,10 @@ impl OutputTransform<'_> {
             let out = offset(b, out, tx, m);
             for row in 0..valid {
                 let at = (row * g.out_width * 4) as i32;
-                // Lane l of y[row][x] is output column m * l + x: interleave.
-                let (y0, y1) = (y[(row * m) as usize], y[(row * m + 1) as usize]);
-                let low = shuffle(b, y0, y1, [0, 4, 1, 5]);
-                let high = shuffle(b, y0, y1, [2, 6, 3, 7]);
-                b.ins().store(flags(), low, out, at);
-                b.ins().store(flags(), high, out, at + 16);
+                let row = &y[(row * m) as usize..((row + 1) * m) as usize];
+                for (v, &columns) in interleave(b, row).iter().enumerate() {
+                    b.ins().store(flags(), columns, out, at + (v * 16) as i32);
+                }
             }
         });
         for tx in vector_end..g.out_width.div_ceil(m) {

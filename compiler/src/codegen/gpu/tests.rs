@@ -114,7 +114,7 @@ fn the_gpu_graph_computes_every_conv_directly() {
     let mut compilation = crate::compile(source);
     assert!(!compilation.has_errors(), "{:?}", compilation.diagnostics);
     let net = compilation.networks.remove(0);
-    let on_cpu = crate::passes::fuse_with(&net, crate::passes::WinogradPolicy::Everywhere);
+    let on_cpu = crate::passes::fuse_with(&net, crate::passes::WinogradPolicy::Everywhere { m: 2 });
     assert!(
         on_cpu
             .kernels

@@ -1,0 +1,263 @@
+//! A pixel-major product, for outputs whose pixels leave the tile's columns half
+//! empty (a 7x7 output is 49 pixels: one full and one half-used 32-column panel;
+//! 14x14 is 196 of 224): the product turned over, Cᵀ (pixels x channels) = Bᵀ · Aᵀ.
+//! The packed input's pixels are the tile's rows, in panels of MR pixels (`pack.rs`
+//! with panels MR wide, a chunk's pixels starting anywhere in a row), the weights are
+//! the tile's columns, in NR-channel panels (packed once by the runtime), so it is the
+//! output channels, usually a multiple of NR, that fill the vectors, and a chunk's last
+//! few pixels cost what they are worth (the tile keeps only their rows).
+//!
+//! A chunk of pixels accumulates Cᵀ in the scratch over the K blocks (weights panels
+//! outside, pixel tiles inside: a panel of weights stays in L1 while the chunk's pixels
+//! stream from L2), then writes it transposed into the NCHW output, where the usual
+//! epilogue runs over the chunk's columns. Threads split the pixels, each chunk
+//! packing only its own: the output-channel parts a direct product of a small output
+//! needs (each packing the whole input again) are not needed.
+
+use super::conv::{At, Block, CHUNK_FLOATS, Geometry, Product, Tile, offset, offset_by};
+use super::epilogue;
+use super::loops::{DIVIDEND_LIMIT, counted, fixed};
+use super::pack::{Packing, Pixels};
+use super::{Arg, CpuTarget};
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
+use cranelift_frontend::FunctionBuilder;
+
+/// How much fuller the channel panels must be than the pixel panels to turn a product
+/// over: the transposing pass costs a little.
+const FILL_MARGIN: f64 = 0.05;
+
+impl Geometry {
+    /// Whether the product is pixel-major for `target`: a plain convolution (one
+    /// group, no Winograd) whose output channels fill the tile's NR-wide vectors
+    /// better than its pixels do, for a tile whose MR-pixel panels keep vectors of four
+    /// inside a panel.
+    pub fn pixel_major(&self, target: &CpuTarget) -> bool {
+        if self.dense || self.winograd.is_some() || self.groups != 1 || !target.mr.is_multiple_of(4)
+        {
+            return false;
+        }
+        let filled =
+            |used: u64| used as f64 / used.div_ceil(target.nr).max(1) as f64 / target.nr as f64;
+        filled(self.m()) >= filled(self.n()) + FILL_MARGIN
+    }
+
+    /// Pixels per chunk: every thread one chunk (each chunk reads all the weights), as
+    /// even as they go, and no more than keep a K block of the packed pixels in L2.
+    pub(super) fn chunk_pixels(&self, target: &CpuTarget) -> u64 {
+        let most = (CHUNK_FLOATS / self.k_block(target))
+            .max(target.mr)
+            .min(DIVIDEND_LIMIT / 2);
+        let chunks = target.threads.max(1).max(self.n().div_ceil(most));
+        self.n().div_ceil(chunks).max(1)
+    }
+
+    pub(super) fn pixel_chunk_count(&self, target: &CpuTarget) -> u64 {
+        self.n().div_ceil(self.chunk_pixels(target))
+    }
+
+    /// The output channels rounded up to whole weight panels: Cᵀ's row length.
+    fn padded_channels(&self, target: &CpuTarget) -> u64 {
+        self.m().div_ceil(target.nr) * target.nr
+    }
+
+    /// The scratch of a pixel-major chunk: a K block of its packed pixels, then Cᵀ.
+    pub(super) fn pixel_scratch(&self, target: &CpuTarget) -> PixelScratch {
+        let rows = self.chunk_pixels(target).div_ceil(target.mr) * target.mr;
+        let packed = rows * self.k_block(target);
+        PixelScratch {
+            packed,
+            floats: packed + rows * self.padded_channels(target),
+        }
+    }
+
+    /// Floats of the weights packed for a pixel-major product: NR-channel panels over
+    /// all of K.
+    pub(super) fn pixel_major_weights(&self, target: &CpuTarget) -> u64 {
+        self.padded_channels(target) * self.k()
+    }
+}
+
+/// Where Cᵀ starts in a thread's scratch, and the scratch's size.
+pub(super) struct PixelScratch {
+    packed: u64,
+    pub floats: u64,
+}
+
+impl Product<'_> {
+    /// The pixel chunks `[begin, end)` of one sample: full ones in a loop, then the
+    /// short one if asked.
+    pub(super) fn pixel_chunks(&self, b: &mut FunctionBuilder, at: &At) {
+        let (g, target) = (self.geometry, self.target);
+        let (per_chunk, n) = (g.chunk_pixels(target), g.n());
+        let full = n / per_chunk;
+        let (begin, end) = self.chunks;
+        let full_end = b.ins().iconst(types::I64, full as i64);
+        let full_end = b.ins().smin(end, full_end);
+        counted(b, begin, full_end, 1, |b, chunk| {
+            let first = b.ins().imul_imm_s(chunk, per_chunk as i64);
+            self.pixel_chunk(b, first, per_chunk, at);
+        });
+        if n % per_chunk != 0 {
+            let short_begin = b.ins().iconst(types::I64, full as i64);
+            let short_begin = b.ins().smax(begin, short_begin);
+            let short_end = b.ins().iconst(types::I64, full as i64 + 1);
+            let short_end = b.ins().smin(end, short_end);
+            counted(b, short_begin, short_end, 1, |b, _| {
+                let first = b.ins().iconst(types::I64, (full * per_chunk) as i64);
+                self.pixel_chunk(b, first, n % per_chunk, at);
+            });
+        }
+    }
+
+    /// `count` pixels from `first`: their products over the K blocks into Cᵀ, Cᵀ into
+    /// the output, then the epilogue over those columns.
+    fn pixel_chunk(&self, b: &mut FunctionBuilder, first: Value, count: u64, at: &At) {
+        self.each_k_block(b, |b, block| self.pixel_block(b, block, first, count, at));
+        self.transpose_out(b, first, count, at);
+        let zero = b.ins().iconst(types::I64, 0);
+        let channels = b.ins().iconst(types::I64, self.geometry.m() as i64);
+        let columns = epilogue::Columns {
+            first,
+            count,
+            channels: (zero, channels),
+        };
+        self.epilogue(b, at, &columns);
+    }
+
+    /// One K block: the chunk's pixels packed, then every (weights panel, pixel tile)
+    /// pair through the tile into Cᵀ.
+    fn pixel_block(
+        &self,
+        b: &mut FunctionBuilder,
+        block: &Block,
+        first: Value,
+        count: u64,
+        at: &At,
+    ) {
+        let (g, target) = (self.geometry, self.target);
+        let (mr, nr) = (target.mr, target.nr);
+        let scratch = self.pointers.get(&Arg::Scratch);
+        Packing {
+            geometry: g,
+            panel: mr,
+            kc: block.kc,
+            p0: block.p0,
+            pixels: Pixels::Span { first, count },
+            input: at.input,
+            scratch,
+        }
+        .generate(b);
+        let transposed = offset_by(b, scratch, g.pixel_scratch(target).packed);
+        let ldc = g.padded_channels(target);
+        let k_offset = b.ins().imul_imm_s(block.p0, (nr * 4) as i64);
+        let weights = b.ins().iadd(at.weights, k_offset);
+        fixed(b, ldc / nr, |b, j| {
+            let b_panel = offset(b, weights, j, g.k() * nr);
+            let column = b.ins().imul_imm_s(j, nr as i64);
+            let corner = offset(b, transposed, column, 1);
+            let tile_at = |b: &mut FunctionBuilder, i: Value, rows: u64| {
+                let a_panel = offset(b, scratch, i, block.kc * mr);
+                let corner = offset(b, corner, i, mr * ldc);
+                let tile = Tile {
+                    a_panel,
+                    b_panel,
+                    corner,
+                    ldc,
+                    rows,
+                    columns: nr,
+                };
+                self.tile(b, block, &tile);
+            };
+            fixed(b, count / mr, |b, i| tile_at(b, i, mr));
+            if !count.is_multiple_of(mr) {
+                let i = b.ins().iconst(types::I64, (count / mr) as i64);
+                tile_at(b, i, count % mr);
+            }
+        });
+    }
+
+    /// Cᵀ's `count` rows into the output's columns `first..`: each pixel's channels
+    /// four at a time, one lane to each channel's row.
+    fn transpose_out(&self, b: &mut FunctionBuilder, first: Value, count: u64, at: &At) {
+        let (g, target) = (self.geometry, self.target);
+        let flags = MemFlagsData::new().with_notrap();
+        let scratch = self.pointers.get(&Arg::Scratch);
+        let transposed = offset_by(b, scratch, g.pixel_scratch(target).packed);
+        let ldc = g.padded_channels(target);
+        let (m, n) = (g.m(), g.n());
+        let output = offset(b, at.output, first, 1);
+        fixed(b, count, |b, pixel| {
+            let from = offset(b, transposed, pixel, ldc);
+            let to = offset(b, output, pixel, 1);
+            fixed(b, m / 4, |b, quad| {
+                let source = offset(b, from, quad, 4);
+                let lanes = b.ins().load(types::F32X4, flags, source, 0);
+                let destination = offset(b, to, quad, 4 * n);
+                for lane in 0..4u8 {
+                    let value = b.ins().extractlane(lanes, lane);
+                    b.ins()
+                        .store(flags, value, destination, (u64::from(lane) * n * 4) as i32);
+                }
+            });
+            for channel in (m / 4) * 4..m {
+                let value = b.ins().load(types::F32, flags, from, (channel * 4) as i32);
+                let destination = offset_by(b, to, channel * n);
+                b.ins().store(flags, value, destination, 0);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::CpuTarget;
+    use super::super::conv::Geometry;
+
+    fn geometry(input: &str, layer: &str) -> Geometry {
+        let mut compilation = crate::compile(&format!("network N(input: {input}) {{ {layer} }}"));
+        assert!(!compilation.has_errors(), "{:?}", compilation.diagnostics);
+        let fused = crate::passes::fuse(&compilation.networks.remove(0));
+        Geometry::of(&fused, &fused.kernels[0]).expect("a conv")
+    }
+
+    fn target(mr: u64, nr: u64, threads: u64) -> CpuTarget {
+        CpuTarget {
+            mr,
+            nr,
+            kc: 256,
+            threads,
+            // The geometry's choices depend on the tile, not on the ISA's details.
+            frontend: cranelift_codegen::isa::lookup_by_name("x86_64")
+                .expect("the x64 backend")
+                .finish(cranelift_codegen::settings::Flags::new(
+                    cranelift_codegen::settings::builder(),
+                ))
+                .expect("an ISA")
+                .frontend_config(),
+        }
+    }
+
+    #[test]
+    fn small_outputs_of_many_channels_are_pixel_major() {
+        let avx512 = target(12, 32, 1);
+        // 49 pixels fill 49 of 64 lanes; 512 channels fill every one.
+        assert!(geometry("512x7x7", "conv(512, 3x3, pad=1)").pixel_major(&avx512));
+        assert!(geometry("256x14x14", "conv(256, 1x1)").pixel_major(&avx512));
+        // 784 pixels fill 98% of their panels: the direct product stays.
+        assert!(!geometry("64x28x28", "conv(64, 3x3, pad=1)").pixel_major(&avx512));
+        // 16 channels would fill half a panel.
+        assert!(!geometry("6x14x14", "conv(16, 5x5)").pixel_major(&avx512));
+        // Grouped convolutions and tiles whose rows are not a multiple of four stay direct.
+        assert!(!geometry("64x7x7", "conv(64, 3x3, pad=1, groups=2)").pixel_major(&avx512));
+        assert!(!geometry("512x7x7", "conv(512, 3x3, pad=1)").pixel_major(&target(6, 16, 1)));
+    }
+
+    #[test]
+    fn threads_get_even_spans_of_pixels() {
+        let g = geometry("512x7x7", "conv(512, 3x3, pad=1)");
+        assert_eq!(g.chunk_pixels(&target(12, 32, 1)), 49);
+        assert_eq!(g.chunk_pixels(&target(12, 32, 2)), 25);
+        assert_eq!(g.pixel_chunk_count(&target(12, 32, 2)), 2);
+        assert_eq!(g.pixel_chunk_count(&target(12, 32, 3)), 3);
+    }
+}
