@@ -258,6 +258,28 @@ fn examples_agree_with_the_reference() {
 }
 
 #[test]
+fn pools_over_wide_rows_equal_the_reference_exactly() {
+    // Rows wide enough for the four-lane interior, at strides 1 and 2 (whose loads pair
+    // up), with padded borders written one by one, ceil mode's partial windows, a
+    // dilated max, and a border too wide to unroll (a 19x19 window with padding 9):
+    // the same taps in the same order, so the same bits.
+    let sources = [
+        "network P(input: 3x9x37) { maxpool(3x3, stride=1, pad=1) avgpool(3x3, stride=1, pad=1) }",
+        "network P(input: 3x10x41) { maxpool(3x3, stride=2, ceil=true) maxpool(2x2, stride=2) }",
+        "network P(input: 2x11x42) { avgpool(3x3, stride=2, pad=1, ceil=true, count_include_pad=false) }",
+        "network P(input: 2x11x42) { avgpool(3x2, stride=2, pad=1, ceil=true) }",
+        "network P(input: 2x12x40) { maxpool(3x3, stride=1, pad=[2, 1, 0, 2], dilation=2) }",
+        "network P(input: 2x21x40) { maxpool(19x19, stride=1, pad=9) }",
+        "network P(input: 2x8x45) { maxpool(2x4, stride=3, pad=[1, 2, 1, 2]) }",
+    ];
+    for source in sources {
+        let net = network(source);
+        let error = compare(&net, &weights(&net, 1), input(&net, 2, 5));
+        assert_eq!(error, 0.0, "{source}");
+    }
+}
+
+#[test]
 fn lrn_windows_and_powers_agree_with_the_reference() {
     // Odd and even windows, the paper's unscaled alpha, and a beta that needs the
     // general power (0.6) beside the square-root ones (0.75, 0.5, 1).

@@ -113,12 +113,26 @@ pub struct KernelCode {
 /// microseconds (tens on a loaded machine), and LeNet-5's layers take tens.
 const WORK_PER_THREAD: u64 = 500_000;
 
-/// A kernel's work per sample: its multiply-adds, and four per output value (a pool's
-/// window, an epilogue).
+/// A kernel's work per sample: its multiply-adds, and per output value the inputs it
+/// reads that no multiply-add counts (a pool's window, an LRN's channels and its
+/// square roots), at least four (an epilogue, a copy).
 pub fn kernel_work(net: &CheckedGraph, fused: &FusedGraph, index: usize) -> u64 {
     let kernel = &fused.kernels[index];
     let outputs: u64 = fused.tensor(kernel.output).shape.0.iter().product();
-    kernel.macs(net).saturating_add(outputs.saturating_mul(4))
+    let input_plane = || {
+        let input = kernel.inputs.first().map(|&id| &fused.tensor(id).shape.0);
+        input.map_or(1, |shape| shape.iter().skip(1).product())
+    };
+    let per_output = match &kernel.op {
+        Op::Pool(pool) => pool.window.kernel[0] * pool.window.kernel[1],
+        Op::GlobalPool(_) => input_plane(),
+        Op::Lrn(lrn) => lrn.size + 16,
+        _ => 4,
+    };
+    let per_output = per_output.max(4);
+    kernel
+        .macs(net)
+        .saturating_add(outputs.saturating_mul(per_output))
 }
 
 /// The threads `work` is worth, at most `threads`, at least one.

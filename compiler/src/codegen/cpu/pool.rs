@@ -3,13 +3,14 @@
 //! interpreter computes them, with every size a constant. Threads split the channels.
 
 use super::conv::offset;
-use super::epilogue::larger;
+use super::epilogue::{constant, larger};
 use super::loops::{counted, fixed};
+use super::winograd::shuffle;
 use super::{Arg, CpuTarget, KernelCode, kernel_function, sample_stride};
 use crate::ops::{Op, PoolKind};
 use crate::passes::{FusedGraph, Kernel};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
 /// A window's sizes, all constants; a global pool is one window over the whole plane.
@@ -114,35 +115,273 @@ pub(super) fn load(b: &mut FunctionBuilder, base: Value, index: Value) -> Value 
         .load(types::F32, MemFlagsData::new().with_notrap(), at, 0)
 }
 
-/// Every output of one channel.
+/// Every output of one channel. Where the borders are narrow (padding of a few
+/// pixels, ceil mode's last window), each border output is written by itself with the
+/// taps it covers known at compile time, and the interior four outputs at a time;
+/// otherwise every window outside the interior tests its taps.
 fn windows(b: &mut FunctionBuilder, w: &Window, source: Value, destination: Value) {
-    let rows = interior(
-        w.out_height,
-        w.height,
-        w.kernel[0],
-        w.stride[0],
-        w.dilation[0],
-        w.pads[0],
-    );
-    let columns = interior(
-        w.out_width,
-        w.width,
-        w.kernel[1],
-        w.stride[1],
-        w.dilation[1],
-        w.pads[1],
-    );
-    for (row_range, rows_inside) in split(w.out_height, rows) {
+    let rows = Axis::rows(w);
+    let columns = Axis::columns(w);
+    if rows.borders() > UNROLLED_BORDERS || columns.borders() > UNROLLED_BORDERS {
+        return tested_windows(b, w, source, destination, &rows, &columns);
+    }
+    let (top, bottom) = rows.interior();
+    for oy in (0..top).chain(bottom..w.out_height) {
+        let row = b.ins().iconst(types::I64, oy as i64);
+        window_row(b, w, source, destination, row, &rows.span(oy));
+    }
+    range(b, (top, bottom), |b, oy| {
+        window_row(b, w, source, destination, oy, &rows.span(None))
+    });
+}
+
+/// Border outputs per axis beyond which the border is a loop of tested windows.
+const UNROLLED_BORDERS: u64 = 8;
+
+/// The lanes of a vector of outputs.
+const LANES: u64 = 4;
+
+/// One axis of the windows, as constants.
+struct Axis {
+    out: u64,
+    size: u64,
+    kernel: u64,
+    stride: u64,
+    dilation: u64,
+    pad: u64,
+    pad_after: u64,
+}
+
+/// The taps of one output along an axis that fall inside the input, and the extent of
+/// its window over the input and its padding (the divisor when padding counts).
+struct Span {
+    taps: Vec<u64>,
+    padded_extent: u64,
+}
+
+impl Axis {
+    fn rows(w: &Window) -> Axis {
+        Axis {
+            out: w.out_height,
+            size: w.height,
+            kernel: w.kernel[0],
+            stride: w.stride[0],
+            dilation: w.dilation[0],
+            pad: w.pads[0],
+            pad_after: w.pads[2],
+        }
+    }
+
+    fn columns(w: &Window) -> Axis {
+        Axis {
+            out: w.out_width,
+            size: w.width,
+            kernel: w.kernel[1],
+            stride: w.stride[1],
+            dilation: w.dilation[1],
+            pad: w.pads[1],
+            pad_after: w.pads[3],
+        }
+    }
+
+    fn interior(&self) -> (u64, u64) {
+        interior(
+            self.out,
+            self.size,
+            self.kernel,
+            self.stride,
+            self.dilation,
+            self.pad,
+        )
+    }
+
+    fn borders(&self) -> u64 {
+        let (lo, hi) = self.interior();
+        lo + (self.out - hi)
+    }
+
+    /// Output `o`'s span; `None` for an interior output, whose every tap is inside.
+    fn span(&self, o: impl Into<Option<u64>>) -> Span {
+        let Some(o) = o.into() else {
+            return Span {
+                taps: (0..self.kernel).collect(),
+                padded_extent: self.kernel,
+            };
+        };
+        let start = (o * self.stride) as i64 - self.pad as i64;
+        let inside =
+            |k: &u64| (0..self.size as i64).contains(&(start + (k * self.dilation) as i64));
+        let end = (start + self.kernel as i64).min((self.size + self.pad_after) as i64);
+        Span {
+            taps: (0..self.kernel).filter(inside).collect(),
+            padded_extent: (end - start).max(0) as u64,
+        }
+    }
+}
+
+/// One output row: its border columns one by one, its interior four at a time where
+/// the loads allow, then one at a time.
+fn window_row(
+    b: &mut FunctionBuilder,
+    w: &Window,
+    source: Value,
+    destination: Value,
+    oy: Value,
+    row_span: &Span,
+) {
+    let columns = Axis::columns(w);
+    let (left, right) = columns.interior();
+    let y0 = b.ins().imul_imm_s(oy, w.stride[0] as i64);
+    let y0 = b.ins().iadd_imm_s(y0, -(w.pads[0] as i64));
+    let row = b.ins().imul_imm_s(oy, w.out_width as i64);
+    let row_source = offset(b, source, y0, w.width);
+    let row_destination = offset(b, destination, row, 1);
+    let window = |b: &mut FunctionBuilder, ox: Value, column_span: &Span, ty| {
+        let x0 = b.ins().imul_imm_s(ox, w.stride[1] as i64);
+        let x0 = b.ins().iadd_imm_s(x0, -(w.pads[1] as i64));
+        let corner = offset(b, row_source, x0, 1);
+        let value = window_value(b, w, ty, corner, row_span, column_span);
+        let at = offset(b, row_destination, ox, 1);
+        b.ins()
+            .store(MemFlagsData::new().with_notrap(), value, at, 0);
+    };
+    let inside = columns.span(None);
+    for ox in 0..left {
+        let at = b.ins().iconst(types::I64, ox as i64);
+        window(b, at, &columns.span(ox), types::F32);
+    }
+    let vector_end = left + vector_columns(w, (left, right)) * LANES;
+    if vector_end > left {
+        let (start, end) = (
+            b.ins().iconst(types::I64, left as i64),
+            b.ins().iconst(types::I64, vector_end as i64),
+        );
+        counted(b, start, end, LANES as i64, |b, ox| {
+            window(b, ox, &inside, types::F32X4)
+        });
+    }
+    range(b, (vector_end, right), |b, ox| {
+        window(b, ox, &inside, types::F32)
+    });
+    for ox in right..w.out_width {
+        let at = b.ins().iconst(types::I64, ox as i64);
+        window(b, at, &columns.span(ox), types::F32);
+    }
+}
+
+/// How many groups of four interior columns, from the first, are computed as vectors:
+/// stride 1 loads each tap's four inputs at once, stride 2 two vectors of which it
+/// keeps every other lane, the second reaching one float past the tap; every load
+/// must stay inside the row.
+fn vector_columns(w: &Window, (left, right): (u64, u64)) -> u64 {
+    let reach = (w.kernel[1] - 1) * w.dilation[1];
+    let last_read = match w.stride[1] {
+        1 => reach + LANES - 1,
+        2 => (reach & !1) + 2 * LANES - 1,
+        _ => return 0,
+    };
+    let fits = |group: u64| {
+        let first = left + group * LANES;
+        let x0 = (first * w.stride[1]) as i64 - w.pads[1] as i64;
+        first + LANES <= right && x0 + (last_read as i64) < w.width as i64
+    };
+    (0..).take_while(|&group| fits(group)).count() as u64
+}
+
+/// A window's value from its taps inside the input (`corner` is its top-left, in the
+/// padding or not), for one output (`ty` f32) or four neighbours (`ty` f32x4). The
+/// maximum is taken as a tree, so the comparisons do not wait on each other (the
+/// order does not change a maximum); the sum keeps the reference's order, row by row.
+fn window_value(
+    b: &mut FunctionBuilder,
+    w: &Window,
+    ty: Type,
+    corner: Value,
+    rows: &Span,
+    columns: &Span,
+) -> Value {
+    let flags = MemFlagsData::new().with_notrap();
+    let mut taps = Vec::new();
+    for &ky in &rows.taps {
+        let row = (ky * w.dilation[0] * w.width) as i64;
+        let bytes = |floats: u64| ((row + floats as i64) * 4) as i32;
+        let mut pairs: Vec<(u64, (Value, Value))> = Vec::new();
+        for &kx in &columns.taps {
+            let column = kx * w.dilation[1];
+            let tap = if ty == types::F32 || w.stride[1] == 1 {
+                b.ins().load(ty, flags, corner, bytes(column))
+            } else {
+                let even = column & !1;
+                let (low, high) = match pairs.iter().find(|(at, _)| *at == even) {
+                    Some((_, loaded)) => *loaded,
+                    None => {
+                        let low = b.ins().load(ty, flags, corner, bytes(even));
+                        let high = b.ins().load(ty, flags, corner, bytes(even + LANES));
+                        pairs.push((even, (low, high)));
+                        (low, high)
+                    }
+                };
+                let odd = (column & 1) as u8;
+                shuffle(b, low, high, [odd, 2 + odd, 4 + odd, 6 + odd])
+            };
+            taps.push(tap);
+        }
+    }
+    match w.kind {
+        PoolKind::Max if taps.is_empty() => constant(b, ty, f32::NEG_INFINITY),
+        PoolKind::Max => {
+            while taps.len() > 1 {
+                taps = taps
+                    .chunks(2)
+                    .map(|pair| match pair {
+                        [x, y] => larger(b, ty, *x, *y),
+                        [x] => *x,
+                        _ => unreachable!("chunks of two"),
+                    })
+                    .collect();
+            }
+            taps[0]
+        }
+        PoolKind::Avg => {
+            let mut sum = constant(b, ty, 0.0);
+            for tap in taps {
+                sum = b.ins().fadd(sum, tap);
+            }
+            let area = if w.count_include_pad {
+                rows.padded_extent * columns.padded_extent
+            } else {
+                (rows.taps.len() * columns.taps.len()) as u64
+            };
+            let area = constant(b, ty, area.max(1) as f32);
+            b.ins().fdiv(sum, area)
+        }
+    }
+}
+
+/// Every output of one channel, the windows outside the interior testing each tap.
+fn tested_windows(
+    b: &mut FunctionBuilder,
+    w: &Window,
+    source: Value,
+    destination: Value,
+    rows: &Axis,
+    columns: &Axis,
+) {
+    let inside = (rows.span(None), columns.span(None));
+    for (row_range, rows_inside) in split(w.out_height, rows.interior()) {
         range(b, row_range, |b, oy| {
             let y0 = b.ins().imul_imm_s(oy, w.stride[0] as i64);
             let y0 = b.ins().iadd_imm_s(y0, -(w.pads[0] as i64));
             let row = b.ins().imul_imm_s(oy, w.out_width as i64);
-            for (column_range, columns_inside) in split(w.out_width, columns) {
+            for (column_range, columns_inside) in split(w.out_width, columns.interior()) {
                 range(b, column_range, |b, ox| {
                     let x0 = b.ins().imul_imm_s(ox, w.stride[1] as i64);
                     let x0 = b.ins().iadd_imm_s(x0, -(w.pads[1] as i64));
                     let value = if rows_inside && columns_inside {
-                        inside_window(b, w, source, y0, x0)
+                        let corner = b.ins().imul_imm_s(y0, w.width as i64);
+                        let corner = b.ins().iadd(corner, x0);
+                        let corner = offset(b, source, corner, 1);
+                        window_value(b, w, types::F32, corner, &inside.0, &inside.1)
                     } else {
                         match w.kind {
                             PoolKind::Max => max_window(b, w, source, y0, x0),
@@ -188,53 +427,6 @@ fn range(
     let start = b.ins().iconst(types::I64, from as i64);
     let end = b.ins().iconst(types::I64, to as i64);
     counted(b, start, end, 1, body);
-}
-
-/// A window wholly inside the input: every tap loaded unconditionally. The maximum is
-/// taken as a tree, so the comparisons do not wait on each other (the order does not
-/// change a maximum); the sum keeps the reference's order, row by row.
-fn inside_window(
-    b: &mut FunctionBuilder,
-    w: &Window,
-    source: Value,
-    y0: Value,
-    x0: Value,
-) -> Value {
-    let corner = b.ins().imul_imm_s(y0, w.width as i64);
-    let corner = b.ins().iadd(corner, x0);
-    let corner = offset(b, source, corner, 1);
-    let flags = MemFlagsData::new().with_notrap();
-    let mut taps = Vec::new();
-    for ky in 0..w.kernel[0] {
-        for kx in 0..w.kernel[1] {
-            let tap = (ky * w.dilation[0] * w.width + kx * w.dilation[1]) * 4;
-            taps.push(b.ins().load(types::F32, flags, corner, tap as i32));
-        }
-    }
-    match w.kind {
-        PoolKind::Max => {
-            while taps.len() > 1 {
-                let pairs: Vec<Value> = taps
-                    .chunks(2)
-                    .map(|pair| match pair {
-                        [a, c] => combine(b, PoolKind::Max, *a, *c),
-                        [a] => *a,
-                        _ => unreachable!("chunks of two"),
-                    })
-                    .collect();
-                taps = pairs;
-            }
-            taps[0]
-        }
-        PoolKind::Avg => {
-            let mut sum = b.ins().f32const(0.0);
-            for tap in taps {
-                sum = b.ins().fadd(sum, tap);
-            }
-            let area = b.ins().f32const((w.kernel[0] * w.kernel[1]) as f32);
-            b.ins().fdiv(sum, area)
-        }
-    }
 }
 
 /// The largest input the window covers (taps in the padding do not count).

@@ -473,7 +473,7 @@ fn gather_columns(b: &mut FunctionBuilder, source: Value, alpha: usize, m: u64) 
 
 /// Lanes of `x` (0-3) and `y` (4-7) picked by `lanes`, through the byte shuffle
 /// Cranelift offers (lowered to one `shufps`/`punpck*` for these patterns).
-fn shuffle(b: &mut FunctionBuilder, x: Value, y: Value, lanes: [u8; 4]) -> Value {
+pub(super) fn shuffle(b: &mut FunctionBuilder, x: Value, y: Value, lanes: [u8; 4]) -> Value {
     let little = MemFlagsData::new().with_endianness(Endianness::Little);
     let bytes: Vec<u8> = lanes
         .iter()
