@@ -161,26 +161,22 @@ struct Span {
 
 impl Axis {
     fn rows(w: &Window) -> Axis {
-        Axis {
-            out: w.out_height,
-            size: w.height,
-            kernel: w.kernel[0],
-            stride: w.stride[0],
-            dilation: w.dilation[0],
-            pad: w.pads[0],
-            pad_after: w.pads[2],
-        }
+        Axis::along(w, 0, (w.out_height, w.height))
     }
 
     fn columns(w: &Window) -> Axis {
+        Axis::along(w, 1, (w.out_width, w.width))
+    }
+
+    fn along(w: &Window, axis: usize, (out, size): (u64, u64)) -> Axis {
         Axis {
-            out: w.out_width,
-            size: w.width,
-            kernel: w.kernel[1],
-            stride: w.stride[1],
-            dilation: w.dilation[1],
-            pad: w.pads[1],
-            pad_after: w.pads[3],
+            out,
+            size,
+            kernel: w.kernel[axis],
+            stride: w.stride[axis],
+            dilation: w.dilation[axis],
+            pad: w.pads[axis],
+            pad_after: w.pads[axis + 2],
         }
     }
 
