@@ -24,7 +24,8 @@ use super::conv::{Block, Chunk, Gemm, Geometry, Product, offset, offset_by};
 use super::loops::{counted, fixed, if_else};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
-    ConstantData, Endianness, Immediate, InstBuilder, MemFlagsData, Type, Value, types,
+    ConstantData, Endianness, Immediate, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind,
+    Type, Value, types,
 };
 use cranelift_frontend::FunctionBuilder;
 
@@ -360,15 +361,15 @@ impl InputTransform<'_> {
             }
             return;
         }
-        fixed(b, count / LANES, |b, group| {
+        // One copy of the code (a tile's is long, F(4x4)'s most): the last group's
+        // start clamped back.
+        fixed(b, count.div_ceil(LANES), |b, group| {
             let tx = b.ins().imul_imm_s(group, LANES as i64);
             let tx = b.ins().iadd_imm_s(tx, lo as i64);
+            let last = b.ins().iconst(types::I64, (hi - LANES) as i64);
+            let tx = b.ins().smin(tx, last);
             self.interior_tile(b, row, tx, types::F32X4);
         });
-        if !count.is_multiple_of(LANES) {
-            let tx = b.ins().iconst(types::I64, (hi - LANES) as i64);
-            self.interior_tile(b, row, tx, types::F32X4);
-        }
     }
 
     /// Tile `tx` (f32), or tiles `tx..tx + 4` (f32x4, one per lane), inside the input.
@@ -408,15 +409,43 @@ impl InputTransform<'_> {
             b,
             within,
             |b| self.store(b, row, column, &values),
-            |b| {
-                for l in 0..LANES as u8 {
-                    let lanes: Vec<Value> =
-                        values.iter().map(|&v| b.ins().extractlane(v, l)).collect();
-                    let column = b.ins().iadd_imm_s(column, i64::from(l));
-                    self.store(b, row, column, &lanes);
-                }
-            },
+            |b| self.store_across_panels(b, row, column, &values),
         );
+    }
+
+    /// Four tiles' values whose columns cross into the next panel: through a stack
+    /// slot, a loop storing one tile at a time (one copy of the stores, where lanes
+    /// extracted one by one wrote four).
+    fn store_across_panels(
+        &self,
+        b: &mut FunctionBuilder,
+        row: &TileRow,
+        column: Value,
+        values: &[Value],
+    ) {
+        let pointer = b.func.signature.params[0].value_type;
+        let vector_bytes = (LANES * 4) as u32;
+        let slot = b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            values.len() as u32 * vector_bytes,
+            4,
+        ));
+        for (point, &value) in values.iter().enumerate() {
+            let at = (point as u32 * vector_bytes) as i32;
+            b.ins().stack_store(pointer, value, slot, at);
+        }
+        let spilled = b.ins().stack_addr(pointer, slot, 0);
+        fixed(b, LANES, |b, lane| {
+            let lane_values = offset(b, spilled, lane, 1);
+            let lanes: Vec<Value> = (0..values.len())
+                .map(|point| {
+                    let at = (point as u32 * vector_bytes) as i32;
+                    b.ins().load(types::F32, flags(), lane_values, at)
+                })
+                .collect();
+            let column = b.ins().iadd(column, lane);
+            self.store(b, row, column, &lanes);
+        });
     }
 
     /// The α² transformed values of the tile (or four tiles, in one panel) at chunk
@@ -503,6 +532,10 @@ fn transpose(b: &mut FunctionBuilder, [r0, r1, r2, r3]: [Value; 4]) -> [Value; 4
 /// `L d Lᵀ` for a square or wide matrix `L` (rows x α) and α x α values `d` (f32 or
 /// f32x4): rows x rows values, row-major.
 fn transform(b: &mut FunctionBuilder, l: &[&[f32]], d: &[Vec<Value>]) -> Vec<Value> {
+    let mut constants = Constants::default();
+    let mut combine = |b: &mut FunctionBuilder, c: &[f32], values: &[Value]| {
+        combine(b, &mut constants, c, values)
+    };
     // Each row of d through L, then each column of the result.
     let across: Vec<Vec<Value>> = d
         .iter()
@@ -518,26 +551,52 @@ fn transform(b: &mut FunctionBuilder, l: &[&[f32]], d: &[Vec<Value>]) -> Vec<Val
     out.concat()
 }
 
+/// The coefficients a transform has put in registers (splat for vectors), by their
+/// bits and type: F(4x4)'s transforms multiply by a few values 288 times, and one
+/// constant each time was a fifth of its kernels' instructions for Cranelift to
+/// compile. A transform's code is one straight run, so each use follows the first.
+#[derive(Default)]
+struct Constants(Vec<((u32, Type), Value)>);
+
+impl Constants {
+    fn get(&mut self, b: &mut FunctionBuilder, ty: Type, value: f32) -> Value {
+        let key = (value.to_bits(), ty);
+        if let Some(&(_, known)) = self.0.iter().find(|(k, _)| *k == key) {
+            return known;
+        }
+        let scalar = b.ins().f32const(value);
+        let constant = if ty.is_vector() {
+            b.ins().splat(ty, scalar)
+        } else {
+            scalar
+        };
+        self.0.push((key, constant));
+        constant
+    }
+}
+
 /// `Σ c_k · v_k`, with the zero coefficients skipped and ±1 as additions.
-fn combine(b: &mut FunctionBuilder, coefficients: &[f32], values: &[Value]) -> Value {
+fn combine(
+    b: &mut FunctionBuilder,
+    constants: &mut Constants,
+    coefficients: &[f32],
+    values: &[Value],
+) -> Value {
+    let ty = values
+        .first()
+        .map_or(types::F32, |&v| b.func.dfg.value_type(v));
     let mut sum: Option<Value> = None;
     for (&c, &v) in coefficients.iter().zip(values) {
         if c == 0.0 {
             continue;
         }
-        let ty = b.func.dfg.value_type(v);
         sum = Some(match (sum, c) {
             (None, 1.0) => v,
             (None, -1.0) => b.ins().fneg(v),
             (Some(s), 1.0) => b.ins().fadd(s, v),
             (Some(s), -1.0) => b.ins().fsub(s, v),
             (sum, c) => {
-                let c = b.ins().f32const(c);
-                let c = if ty.is_vector() {
-                    b.ins().splat(ty, c)
-                } else {
-                    c
-                };
+                let c = constants.get(b, ty, c);
                 let scaled = b.ins().fmul(v, c);
                 match sum {
                     Some(s) => b.ins().fadd(s, scaled),
@@ -546,17 +605,7 @@ fn combine(b: &mut FunctionBuilder, coefficients: &[f32], values: &[Value]) -> V
             }
         });
     }
-    sum.unwrap_or_else(|| {
-        let ty = values
-            .first()
-            .map_or(types::F32, |&v| b.func.dfg.value_type(v));
-        let zero = b.ins().f32const(0.0);
-        if ty.is_vector() {
-            b.ins().splat(ty, zero)
-        } else {
-            zero
-        }
-    })
+    sum.unwrap_or_else(|| constants.get(b, ty, 0.0))
 }
 
 /// The output transform of a chunk for output channels `[first, end)` of the group:
