@@ -124,9 +124,9 @@ pub fn kernel_work(net: &CheckedGraph, fused: &FusedGraph, index: usize) -> u64 
         input.map_or(1, |shape| shape.iter().skip(1).product())
     };
     let per_output = match &kernel.op {
-        Op::Pool(pool) => pool.window.kernel[0] * pool.window.kernel[1],
+        Op::Pool(pool) => pool.window.kernel[0].saturating_mul(pool.window.kernel[1]),
         Op::GlobalPool(_) => input_plane(),
-        Op::Lrn(lrn) => lrn.size + 16,
+        Op::Lrn(lrn) => lrn.size.saturating_add(16),
         _ => 4,
     };
     let per_output = per_output.max(4);
