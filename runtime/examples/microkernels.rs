@@ -4,7 +4,7 @@
 //! of 7 runs. `cargo run --release -p cnnc-runtime --example microkernels`
 
 use cnnc_runtime::jit::gemm::{PackedA, gemm};
-use cnnc_runtime::jit::microkernel::Microkernel;
+use cnnc_runtime::jit::microkernel::{Microkernel, TileEpilogue};
 use ndarray::Array2;
 use std::time::Instant;
 
@@ -32,17 +32,17 @@ fn tile_peak(kernel: &Microkernel) -> f64 {
     let calls = 20_000;
     let seconds = median_seconds(|| {
         for _ in 0..calls {
-            let (rows, columns) = (kernel.mr as u32, kernel.nr as u32);
+            let (rows, columns) = (kernel.mr, kernel.nr);
             unsafe {
-                (kernel.tile)(
+                kernel.call(
                     k,
                     a.as_ptr(),
                     b.as_ptr(),
                     c.as_mut_ptr(),
                     kernel.nr,
-                    1,
                     rows,
                     columns,
+                    TileEpilogue::plain(true),
                 )
             };
         }

@@ -293,6 +293,43 @@ fn lrn_windows_and_powers_agree_with_the_reference() {
 }
 
 #[test]
+fn epilogues_finished_in_the_tiles_equal_the_pass_exactly() {
+    // The tiles of a direct conv's last K block add the bias and the residual and apply
+    // the ReLU before their one store; the pass over the output after the product adds
+    // in the same order, so both give the same bits: for ResNet-18 (bias, residual and
+    // ReLU; a bias alone on the projections; Winograd layers, which keep the pass) and
+    // for a net of several K blocks, short row tiles and edge columns, on the
+    // precompiled tile and the generated one.
+    let edges = "network E(input: 300x9x11) {
+        conv(13, 1x1) relu
+        residual { conv(13, 3x3, pad=1) } shortcut { }
+        relu
+        conv(7, 3x3, stride=2, pad=1)
+    }";
+    for (name, net, threads) in [
+        ("resnet18", example("resnet18"), 2),
+        ("edges", network(edges), 3),
+    ] {
+        let (weights, input) = (weights(&net, 7), input(&net, 2, 8));
+        for tile in [TileChoice::Auto, TileChoice::Cranelift] {
+            let outputs: Vec<Tensor> = [false, true]
+                .into_iter()
+                .map(|tile_epilogue| {
+                    let options = jit::Options {
+                        tile_epilogue,
+                        ..tile_options(threads, tile)
+                    };
+                    let program =
+                        jit::Program::with_options(&net, &weights, options).expect("compiles");
+                    program.run(vec![input.clone()]).expect("runs")
+                })
+                .collect();
+            assert_eq!(outputs[0], outputs[1], "{name} on {tile:?}");
+        }
+    }
+}
+
+#[test]
 fn any_number_of_threads_computes_the_same() {
     // Threads split each kernel's chunks (conv rows, pooling channels): the output must
     // not depend on how.

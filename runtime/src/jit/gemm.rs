@@ -6,7 +6,7 @@
 //! blocks that keep a B micro-panel in L1, every A panel of the block against it), kept
 //! in Rust as the harness the microkernels are tested and measured with.
 
-use super::microkernel::Microkernel;
+use super::microkernel::{Microkernel, TileEpilogue};
 use crate::error::{Result, RuntimeError};
 use rayon::prelude::*;
 
@@ -121,7 +121,7 @@ pub fn gemm(kernel: &Microkernel, a: &PackedA, b: &[f32], n: usize, c: &mut [f32
     for p0 in (0..k).step_by(KC) {
         let kc = KC.min(k - p0);
         pack_b(kernel, b, n, p0, kc, &mut packed_b);
-        let accumulate = u32::from(p0 > 0);
+        let accumulate = p0 > 0;
         for j in 0..n.div_ceil(nr) {
             let b_panel = &packed_b[j * kc * nr..];
             let columns = nr.min(n - j * nr);
@@ -132,15 +132,15 @@ pub fn gemm(kernel: &Microkernel, a: &PackedA, b: &[f32], n: usize, c: &mut [f32
                 // SAFETY: the panels hold kc steps, and C has `rows` rows of `columns`
                 // from `corner` at stride n.
                 unsafe {
-                    (kernel.tile)(
+                    kernel.call(
                         kc,
                         a_panel.as_ptr(),
                         b_panel.as_ptr(),
                         c[corner..].as_mut_ptr(),
                         n,
-                        accumulate,
-                        rows as u32,
-                        columns as u32,
+                        rows,
+                        columns,
+                        TileEpilogue::plain(accumulate),
                     )
                 };
             }

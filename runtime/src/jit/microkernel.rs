@@ -9,15 +9,90 @@
 //! the JIT generates. One macro writes both, so they differ only in their parameters.
 //!
 //! Packed layouts: A panel `a[p * MR + r]`, B panel `b[p * NR + c]`; C is row-major
-//! with row stride `ldc`. With `accumulate == 0` the tile overwrites C. A tile at the
-//! edge of a product computes only its first `rows` rows and stores only its first
-//! `columns` columns (masked stores where the ISA has them), so edges cost what their
-//! rows are worth and go straight into C.
+//! with row stride `ldc`. Without `ACCUMULATE` in its flags the tile overwrites C. A
+//! tile at the edge of a product computes only its first `rows` rows and stores only
+//! its first `columns` columns (masked stores where the ISA has them), so edges cost
+//! what their rows are worth and go straight into C.
+//!
+//! A conv's last K block finishes its epilogue here, on the sums still in registers:
+//! a non-null `bias` adds `bias[r]` to row r, a non-null `residual` adds the tile at
+//! the same place of a tensor with C's row stride, and `RELU` keeps `max(value, 0)`, in
+//! that order (the codegen's `tile` module defines the ABI).
 
-/// A tile: `fn(k, a, b, c, ldc, accumulate, rows, columns)`, the C ABI so generated
-/// code can call it; `1 <= rows <= MR`, `1 <= columns <= NR`.
-pub type TileFn =
-    unsafe extern "C" fn(usize, *const f32, *const f32, *mut f32, usize, u32, u32, u32);
+/// A tile: `fn(k, a, b, c, ldc, flags, rows, columns, bias, residual)`, the C ABI so
+/// generated code can call it; `1 <= rows <= MR`, `1 <= columns <= NR`; `bias` and
+/// `residual` may be null.
+pub type TileFn = unsafe extern "C" fn(
+    usize,
+    *const f32,
+    *const f32,
+    *mut f32,
+    usize,
+    u32,
+    u32,
+    u32,
+    *const f32,
+    *const f32,
+);
+
+/// What a tile does after its product: the `flags`, `bias` and `residual` arguments.
+#[derive(Clone, Copy)]
+pub struct TileEpilogue {
+    pub flags: u32,
+    pub bias: *const f32,
+    pub residual: *const f32,
+}
+
+impl TileEpilogue {
+    /// C overwritten (or added to, with `accumulate`), nothing else.
+    pub fn plain(accumulate: bool) -> TileEpilogue {
+        TileEpilogue {
+            flags: if accumulate {
+                cnnc_compiler::codegen::cpu::tile::ACCUMULATE
+            } else {
+                0
+            },
+            bias: std::ptr::null(),
+            residual: std::ptr::null(),
+        }
+    }
+}
+
+impl Microkernel {
+    /// Calls the tile.
+    ///
+    /// # Safety
+    /// `a` holds `k * mr` floats, `b` `k * nr`; `c` (and `residual`, if not null) has
+    /// `rows` rows of `columns` floats at stride `ldc`; `bias`, if not null, `rows`.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn call(
+        &self,
+        k: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        columns: usize,
+        then: TileEpilogue,
+    ) {
+        // SAFETY: as the caller promised.
+        unsafe {
+            (self.tile)(
+                k,
+                a,
+                b,
+                c,
+                ldc,
+                then.flags,
+                rows as u32,
+                columns as u32,
+                then.bias,
+                then.residual,
+            )
+        }
+    }
+}
 
 /// A tile function and its shape.
 #[derive(Clone, Copy)]
@@ -80,15 +155,15 @@ impl Microkernel {
         throughput(budget, flops_per_call, || {
             // SAFETY: the panels hold k steps and C one tile.
             unsafe {
-                (self.tile)(
+                self.call(
                     k,
                     a.as_ptr(),
                     b.as_ptr(),
                     c.as_mut_ptr(),
                     self.nr,
-                    1,
-                    self.mr as u32,
-                    self.nr as u32,
+                    self.mr,
+                    self.nr,
+                    TileEpilogue::plain(true),
                 )
             };
         })
@@ -196,38 +271,53 @@ macro_rules! fma_chains {
 }
 
 /// Writes one tile function: `$rows` rows of `$vectors` vectors of `$lanes` floats,
-/// accumulated in registers over all of K, then stored (or added) to C once. The
-/// entry point dispatches on the rows asked for to a body compiled for that many rows
-/// (an edge tile of 4 rows keeps 4 rows of accumulators, not 12), whose stores keep to
-/// the columns asked for through `$mask` (which lanes of vector `v` are stored).
+/// accumulated in registers over all of K, then stored (or added) to C once, with the
+/// epilogue the flags and pointers ask for. The entry point dispatches on the rows
+/// asked for to a body compiled for that many rows (an edge tile of 4 rows keeps 4 rows
+/// of accumulators, not 12), whose stores keep to the columns asked for through `$mask`
+/// (which lanes of vector `v` are stored).
 macro_rules! tile {
     (
         $(#[$attr:meta])* $name:ident, $vector:ty, $lanes:literal, $rows:literal, $vectors:literal,
         zero: $zero:expr, load: $load:expr, store: $store:expr,
-        splat: $splat:expr, fma: $fma:expr, add: $add:expr,
+        splat: $splat:expr, fma: $fma:expr, add: $add:expr, max: $max:expr,
         mask: $mask_type:ty = $mask:expr, masked_load: $masked_load:expr,
         masked_store: $masked_store:expr, rows: [$($r:literal)*]
     ) => {
         /// # Safety
-        /// `a` holds `k * ROWS` floats, `b` `k * COLS`, `c` `rows` rows of `columns` at
-        /// `ldc`; the CPU has the features the function is compiled for.
+        /// `a` holds `k * ROWS` floats, `b` `k * COLS`, `c` (and `residual` if not null)
+        /// `rows` rows of `columns` at `ldc`, `bias` (if not null) `rows`; the CPU has
+        /// the features the function is compiled for.
+        #[allow(clippy::too_many_arguments)]
         pub unsafe extern "C" fn $name(
             k: usize,
             a: *const f32,
             b: *const f32,
             c: *mut f32,
             ldc: usize,
-            accumulate: u32,
+            flags: u32,
             rows: u32,
             columns: u32,
+            bias: *const f32,
+            residual: *const f32,
         ) {
+            let out = Out { c, ldc, flags, bias, residual };
             // SAFETY: as the caller promised, for the rows asked for.
             unsafe {
                 match rows {
-                    $($r => body::<$r>(k, a, b, c, ldc, accumulate, columns),)*
+                    $($r => body::<$r>(k, a, b, &out, columns),)*
                     _ => {}
                 }
             }
+        }
+
+        /// Where the sums go, and what is done to them on the way.
+        struct Out {
+            c: *mut f32,
+            ldc: usize,
+            flags: u32,
+            bias: *const f32,
+            residual: *const f32,
         }
 
         $(#[$attr])*
@@ -236,9 +326,7 @@ macro_rules! tile {
             k: usize,
             a: *const f32,
             b: *const f32,
-            c: *mut f32,
-            ldc: usize,
-            accumulate: u32,
+            out: &Out,
             columns: u32,
         ) {
             const COLS: usize = $lanes * $vectors;
@@ -256,12 +344,31 @@ macro_rules! tile {
                         }
                     }
                 }
+                let accumulate = out.flags & cnnc_compiler::codegen::cpu::tile::ACCUMULATE != 0;
+                let relu = out.flags & cnnc_compiler::codegen::cpu::tile::RELU != 0;
+                // The epilogue in the order of the fused graph's steps: the sum so far
+                // (`old`: C's vector), the bias, the residual (`other`), the ReLU.
+                let finish = |r: usize, sum: $vector, old: Option<$vector>, other: Option<$vector>| {
+                    let mut value = match old {
+                        Some(old) => $add(sum, old),
+                        None => sum,
+                    };
+                    if !out.bias.is_null() {
+                        value = $add(value, $splat(*out.bias.add(r)));
+                    }
+                    if let Some(other) = other {
+                        value = $add(value, other);
+                    }
+                    if relu { $max(value, $zero) } else { value }
+                };
+                let has_residual = !out.residual.is_null();
                 if columns as usize >= COLS {
                     for (r, row) in acc.iter().enumerate() {
-                        for (v, sum) in row.iter().enumerate() {
-                            let out = c.add(r * ldc + v * $lanes);
-                            let value = if accumulate != 0 { $add(*sum, $load(out)) } else { *sum };
-                            $store(out, value);
+                        for (v, &sum) in row.iter().enumerate() {
+                            let at = r * out.ldc + v * $lanes;
+                            let old = accumulate.then(|| $load(out.c.add(at)));
+                            let other = has_residual.then(|| $load(out.residual.add(at)));
+                            $store(out.c.add(at), finish(r, sum, old, other));
                         }
                     }
                     return;
@@ -269,14 +376,12 @@ macro_rules! tile {
                 let masks: [$mask_type; $vectors] =
                     std::array::from_fn(|v| $mask(columns as usize, v * $lanes));
                 for (r, row) in acc.iter().enumerate() {
-                    for (v, sum) in row.iter().enumerate() {
-                        let out = c.add(r * ldc + v * $lanes);
-                        let value = if accumulate != 0 {
-                            $add(*sum, $masked_load(out, masks[v]))
-                        } else {
-                            *sum
-                        };
-                        $masked_store(out, masks[v], value);
+                    for (v, &sum) in row.iter().enumerate() {
+                        let at = r * out.ldc + v * $lanes;
+                        let old = accumulate.then(|| $masked_load(out.c.add(at), masks[v]));
+                        let other =
+                            has_residual.then(|| $masked_load(out.residual.add(at), masks[v]));
+                        $masked_store(out.c.add(at), masks[v], finish(r, sum, old, other));
                     }
                 }
             }
@@ -300,6 +405,7 @@ mod x86 {
         tile!(#[target_feature(enable = "avx512f")] tile, __m512, 16, 12, 2,
             zero: _mm512_setzero_ps(), load: _mm512_loadu_ps, store: _mm512_storeu_ps,
             splat: _mm512_set1_ps, fma: _mm512_fmadd_ps, add: _mm512_add_ps,
+            max: _mm512_max_ps,
             mask: __mmask16 = |columns, first| lanes_below(columns, first, 16) as __mmask16,
             masked_load: |p, m| _mm512_maskz_loadu_ps(m, p),
             masked_store: |p, m, v| _mm512_mask_storeu_ps(p, m, v),
@@ -327,6 +433,7 @@ mod x86 {
         tile!(#[target_feature(enable = "avx2,fma")] tile, __m256, 8, 6, 2,
             zero: _mm256_setzero_ps(), load: _mm256_loadu_ps, store: _mm256_storeu_ps,
             splat: _mm256_set1_ps, fma: _mm256_fmadd_ps, add: _mm256_add_ps,
+            max: _mm256_max_ps,
             mask: __m256i = |columns, first| mask(columns, first),
             masked_load: |p, m| _mm256_maskload_ps(p, m),
             masked_store: |p, m, v| _mm256_maskstore_ps(p, m, v),
@@ -373,6 +480,8 @@ mod portable {
     tile!(tile, f32, 1, 4, 8,
         zero: 0.0f32, load: load, store: store,
         splat: |x: f32| x, fma: |a: f32, b: f32, c: f32| a * b + c, add: |a: f32, b: f32| a + b,
+        // As the JIT's ReLU (`maxps` semantics): a NaN gives the second operand.
+        max: |x: f32, y: f32| if y < x { x } else { y },
         mask: bool = |columns: usize, first: usize| first < columns,
         masked_load: |p: *const f32, m: bool| if m { *p } else { 0.0 },
         masked_store: |p: *mut f32, m: bool, v: f32| if m { *p = v },
@@ -388,11 +497,17 @@ pub const PORTABLE: Microkernel = Microkernel {
 
 impl Microkernel {
     /// Checks the tile against the naive product over its packed panels, for K of 0,
-    /// 1, odd and long, whole and edge tiles, C overwritten then added to, with a row
-    /// stride wider than the tile: every value it should write within 1e-4, every other
-    /// one left alone. The first difference found is the error.
+    /// 1, odd and long, whole and edge tiles, C overwritten and added to, with each
+    /// epilogue (bias, residual, ReLU, all three) and without, with a row stride wider
+    /// than the tile: every value it should write within 1e-4, every other one left
+    /// alone. The first difference found is the error.
     pub fn check(&self) -> Result<(), String> {
+        use cnnc_compiler::codegen::cpu::tile::{ACCUMULATE, RELU};
         let (mr, nr) = (self.mr, self.nr);
+        let ldc = nr + 3;
+        let old = |r: usize, j: usize| 1.5 - ((r + 2 * j) % 5) as f32;
+        let bias: Vec<f32> = (0..mr).map(|r| r as f32 / 2.0 - 1.0).collect();
+        let residual: Vec<f32> = (0..mr * ldc).map(|i| (i % 7) as f32 / 4.0 - 0.75).collect();
         for k in [0, 1, 7, 300] {
             let a: Vec<f32> = (0..k * mr)
                 .map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0)
@@ -400,7 +515,7 @@ impl Microkernel {
             let b: Vec<f32> = (0..k * nr)
                 .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
                 .collect();
-            let expected =
+            let product =
                 |r: usize, j: usize| -> f32 { (0..k).map(|p| a[p * mr + r] * b[p * nr + j]).sum() };
             let shapes = [
                 (mr, nr),
@@ -410,33 +525,69 @@ impl Microkernel {
                 (2, nr / 2 + 1),
             ];
             for (rows, columns) in shapes {
-                let what = format!("{self:?}, k = {k}, {rows} x {columns}");
-                let ldc = nr + 3;
-                let mut c = vec![1.0f32; mr * ldc];
-                for (accumulate, factor) in [(0, 1.0), (1, 2.0)] {
-                    // SAFETY: the panels hold k steps, C has mr rows of ldc.
-                    unsafe {
-                        (self.tile)(
-                            k,
-                            a.as_ptr(),
-                            b.as_ptr(),
-                            c.as_mut_ptr(),
-                            ldc,
-                            accumulate,
-                            rows as u32,
-                            columns as u32,
-                        )
-                    };
-                    for r in 0..mr {
-                        for j in 0..ldc {
-                            let got = c[r * ldc + j];
-                            let want = if r < rows && j < columns {
-                                factor * expected(r, j)
+                for flags in 0..4 {
+                    for (with_bias, with_residual) in
+                        [(false, false), (true, false), (false, true), (true, true)]
+                    {
+                        let what = format!(
+                            "{self:?}, k = {k}, {rows} x {columns}, flags {flags}, \
+                             bias {with_bias}, residual {with_residual}"
+                        );
+                        let mut c: Vec<f32> =
+                            (0..mr * ldc).map(|i| old(i / ldc, i % ldc)).collect();
+                        let then = TileEpilogue {
+                            flags,
+                            bias: if with_bias {
+                                bias.as_ptr()
                             } else {
-                                1.0
-                            };
-                            if (got - want).abs() > 1e-4 * (1.0 + want.abs()) {
-                                return Err(format!("{what}: ({r}, {j}) is {got}, not {want}"));
+                                std::ptr::null()
+                            },
+                            residual: if with_residual {
+                                residual.as_ptr()
+                            } else {
+                                std::ptr::null()
+                            },
+                        };
+                        // SAFETY: the panels hold k steps, C and the residual have mr
+                        // rows of ldc, the bias mr values.
+                        unsafe {
+                            self.call(
+                                k,
+                                a.as_ptr(),
+                                b.as_ptr(),
+                                c.as_mut_ptr(),
+                                ldc,
+                                rows,
+                                columns,
+                                then,
+                            )
+                        };
+                        let want = |r: usize, j: usize| {
+                            if r >= rows || j >= columns {
+                                return old(r, j);
+                            }
+                            let mut value = product(r, j);
+                            if flags & ACCUMULATE != 0 {
+                                value += old(r, j);
+                            }
+                            if with_bias {
+                                value += bias[r];
+                            }
+                            if with_residual {
+                                value += residual[r * ldc + j];
+                            }
+                            if flags & RELU != 0 {
+                                value.max(0.0)
+                            } else {
+                                value
+                            }
+                        };
+                        for r in 0..mr {
+                            for j in 0..ldc {
+                                let (got, want) = (c[r * ldc + j], want(r, j));
+                                if (got - want).abs() > 1e-4 * (1.0 + want.abs()) {
+                                    return Err(format!("{what}: ({r}, {j}) is {got}, not {want}"));
+                                }
                             }
                         }
                     }

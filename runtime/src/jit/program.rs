@@ -111,6 +111,8 @@ pub struct Options {
     pub threads: usize,
     pub tile: TileChoice,
     pub winograd: WinogradPolicy,
+    /// Whether the tiles finish the epilogues they can (`CpuTarget::tile_epilogue`).
+    pub tile_epilogue: bool,
     /// Bounds-checked mode: every buffer the generated code touches is mapped against
     /// this guard page, so code that strays past one faults instead of corrupting
     /// another.
@@ -118,13 +120,15 @@ pub struct Options {
 }
 
 impl Options {
-    /// `threads`, with the tile and the Winograd policy the environment asks for
-    /// (`CNNC_TILE`, `CNNC_WINOGRAD`), the best ones by default.
+    /// `threads`, with the tile, the Winograd policy and the tiles' epilogues as the
+    /// environment asks (`CNNC_TILE`, `CNNC_WINOGRAD`, `CNNC_TILE_EPILOGUE`), the best
+    /// ones by default.
     pub fn from_env(threads: usize) -> Options {
         Options {
             threads,
             tile: TileChoice::from_env(),
             winograd: WinogradPolicy::from_env(),
+            tile_epilogue: cpu::tile_epilogue_from_env(),
             guard: None,
         }
     }
@@ -211,6 +215,7 @@ impl<'a> Program<'a> {
             threads,
             tile,
             winograd,
+            tile_epilogue,
             guard,
         } = options;
         let started = Instant::now();
@@ -226,7 +231,7 @@ impl<'a> Program<'a> {
         }
         let fused_at = started.elapsed();
         passes::choose_algorithms(&mut fused.fused, winograd);
-        let (target, isa) = target_for(threads, tile)?;
+        let (target, isa) = target_for(threads, tile, tile_epilogue)?;
         let fma = has_fma(&*isa);
         let kernel_threads = cpu::kernel_threads(net, &fused.fused, threads);
         let codes: Vec<Option<KernelCode>> = (0..kernels)
@@ -514,12 +519,14 @@ fn call(compiled: &Compiled, calls: &Calls, batch: usize, team: Option<&Team>) {
 /// What code is generated for on this machine: the tile `CNNC_TILE` asks for (the
 /// best precompiled one by default), and the host ISA that compiles it.
 pub fn host_target(threads: usize) -> Result<(CpuTarget, cranelift_codegen::isa::OwnedTargetIsa)> {
-    target_for(threads, TileChoice::from_env())
+    let tile_epilogue = cpu::tile_epilogue_from_env();
+    target_for(threads, TileChoice::from_env(), tile_epilogue)
 }
 
 fn target_for(
     threads: usize,
     tile: TileChoice,
+    tile_epilogue: bool,
 ) -> Result<(CpuTarget, cranelift_codegen::isa::OwnedTargetIsa)> {
     let (mr, nr) = match tile.precompiled() {
         Some(microkernel) => (microkernel.mr as u64, microkernel.nr as u64),
@@ -531,6 +538,7 @@ fn target_for(
         nr,
         kc: KC as u64,
         threads: threads.max(1) as u64,
+        tile_epilogue,
         frontend: isa.frontend_config(),
     };
     Ok((target, isa))

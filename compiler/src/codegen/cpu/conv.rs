@@ -385,6 +385,8 @@ pub(super) struct Block {
     pub p0: Value,
     /// Nonzero when earlier blocks have written C: the tile then adds to it.
     pub accumulate: Value,
+    /// Nonzero for the last block of K: a tile that finishes the epilogue does it then.
+    pub last: Value,
 }
 
 /// One matrix product of a K block through the tile nest: C (`m` x `n`, rows `ldc`
@@ -398,6 +400,17 @@ pub(super) struct Gemm {
     pub weights: Value,
     pub packed: Value,
     pub output: Value,
+    /// The epilogue the tiles finish, at C's first row and column.
+    pub finish: Option<TileFinish>,
+}
+
+/// Where a tile finds the epilogue it finishes (`tile.rs`'s ABI): the bias of its first
+/// row and the residual at its corner, if the epilogue has them.
+#[derive(Clone, Copy)]
+pub(super) struct TileFinish {
+    pub bias: Option<Value>,
+    pub residual: Option<Value>,
+    pub relu: bool,
 }
 
 impl Product<'_> {
@@ -538,33 +551,76 @@ impl Product<'_> {
     ) {
         let (k, kc) = (self.geometry.k(), self.geometry.k_block(self.target));
         let full_blocks = k / kc;
+        let tail = k % kc != 0;
         fixed(b, full_blocks, |b, block| {
             let p0 = b.ins().imul_imm_s(block, kc as i64);
             let first = b.ins().icmp_imm_s(IntCC::NotEqual, block, 0);
             let accumulate = b.ins().uextend(types::I32, first);
-            body(b, &Block { kc, p0, accumulate });
+            let last = if tail {
+                b.ins().iconst(types::I32, 0)
+            } else {
+                let last = b
+                    .ins()
+                    .icmp_imm_s(IntCC::Equal, block, full_blocks as i64 - 1);
+                b.ins().uextend(types::I32, last)
+            };
+            body(
+                b,
+                &Block {
+                    kc,
+                    p0,
+                    accumulate,
+                    last,
+                },
+            );
         });
-        if k % kc != 0 {
+        if tail {
             let p0 = b.ins().iconst(types::I64, (full_blocks * kc) as i64);
             let accumulate = b.ins().iconst(types::I32, i64::from(full_blocks > 0));
+            let last = b.ins().iconst(types::I32, 1);
             let tail = Block {
                 kc: k % kc,
                 p0,
                 accumulate,
+                last,
             };
             body(b, &tail);
         }
     }
 
-    /// The K blocks of one chunk of output rows, then its epilogue.
+    /// The epilogue the tiles finish on their sums while they are in registers: for a
+    /// direct product into the output, where the epilogue has the tile's form.
+    fn tile_epilogue(&self) -> Option<epilogue::TileEpilogue> {
+        let g = self.geometry;
+        if !self.target.tile_epilogue
+            || g.winograd.is_some()
+            || g.dense
+            || g.pixel_major(self.target)
+        {
+            return None;
+        }
+        epilogue::TileEpilogue::of(&self.kernel.epilogue)
+    }
+
+    /// The K blocks of one chunk of output rows, then its epilogue (unless the tiles
+    /// finished it).
     fn chunk(&self, b: &mut FunctionBuilder, chunk: &Chunk, at: &At) {
-        let first_column = b
-            .ins()
-            .imul_imm_s(chunk.first_row, self.geometry.out_width as i64);
+        let g = self.geometry;
+        let first_column = b.ins().imul_imm_s(chunk.first_row, g.out_width as i64);
         let (input, weights) = (at.input, at.weights);
         let output = offset(b, at.output, first_column, 1);
+        let tile_epilogue = self.tile_epilogue();
+        let finish = tile_epilogue.map(|e| TileFinish {
+            bias: e
+                .bias
+                .then(|| offset(b, self.pointers.get(&Arg::Bias), at.group, g.m())),
+            residual: e.residual.map(|input| {
+                epilogue::residual_at(b, self.fused, g, self.pointers, input, at, first_column)
+            }),
+            relu: e.relu,
+        });
         self.each_k_block(b, |b, block| {
-            self.block(b, block, chunk, input, weights, output)
+            self.block(b, block, chunk, input, weights, output, finish)
         });
         let (first_tile, end_tile) = self.part_tiles(b, chunk.part);
         let first_channel = b.ins().imul_imm_s(first_tile, self.target.mr as i64);
@@ -575,14 +631,17 @@ impl Product<'_> {
             let channels = (first_channel, end_channel);
             winograd::output_transform(b, self, m, chunk, at.output, channels);
         }
-        let columns = epilogue::Columns {
-            first: first_column,
-            count: chunk.columns,
-            channels: (first_channel, end_channel),
-        };
-        self.epilogue(b, at, &columns);
+        if tile_epilogue.is_none() {
+            let columns = epilogue::Columns {
+                first: first_column,
+                count: chunk.columns,
+                channels: (first_channel, end_channel),
+            };
+            self.epilogue(b, at, &columns);
+        }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn block(
         &self,
         b: &mut FunctionBuilder,
@@ -591,6 +650,7 @@ impl Product<'_> {
         input: Value,
         weights: Value,
         output: Value,
+        finish: Option<TileFinish>,
     ) {
         if let Some(m) = self.geometry.winograd {
             self.winograd_block(b, m, block, chunk, input, weights);
@@ -619,6 +679,7 @@ impl Product<'_> {
             weights,
             packed: scratch,
             output,
+            finish,
         };
         self.tiles(b, block, chunk.part, &gemm);
     }
@@ -674,8 +735,13 @@ impl Product<'_> {
             let a_panel = b.ins().iadd(a_panel, p0_offset);
             let row = b.ins().imul_imm_s(i, (mr * ldc) as i64);
             let column = b.ins().imul_imm_s(j, nr as i64);
-            let corner = b.ins().iadd(row, column);
-            let corner = offset(b, output, corner, 1);
+            let at = b.ins().iadd(row, column);
+            let corner = offset(b, output, at, 1);
+            let finish = gemm.finish.map(|f| TileFinish {
+                bias: f.bias.map(|bias| offset(b, bias, i, mr)),
+                residual: f.residual.map(|residual| offset(b, residual, at, 1)),
+                relu: f.relu,
+            });
             let tile = Tile {
                 a_panel,
                 b_panel,
@@ -683,6 +749,7 @@ impl Product<'_> {
                 ldc,
                 rows,
                 columns,
+                finish,
             };
             self.tile(b, block, &tile);
         };
@@ -714,12 +781,30 @@ impl Product<'_> {
     }
 
     /// One tile through the microkernel, straight into C: an edge tile computes and
-    /// stores only its rows and columns.
+    /// stores only its rows and columns; in the last K block, it finishes the epilogue
+    /// it was given.
     pub(super) fn tile(&self, b: &mut FunctionBuilder, block: &Block, tile: &Tile) {
         let kc = b.ins().iconst(types::I64, block.kc as i64);
         let ldc = b.ins().iconst(types::I64, tile.ldc as i64);
         let rows = b.ins().iconst(types::I32, tile.rows as i64);
         let columns = b.ins().iconst(types::I32, tile.columns as i64);
+        let pointer = b.func.signature.params[0].value_type;
+        let null = b.ins().iconst(pointer, 0);
+        let (mut flags, mut bias, mut residual) = (block.accumulate, null, null);
+        if let Some(finish) = tile.finish {
+            if finish.relu {
+                let relu = b.ins().iconst(types::I32, i64::from(super::tile::RELU));
+                let zero = b.ins().iconst(types::I32, 0);
+                let relu = b.ins().select(block.last, relu, zero);
+                flags = b.ins().bor(flags, relu);
+            }
+            let when_last = |b: &mut FunctionBuilder, p: Option<Value>| match p {
+                Some(p) => b.ins().select(block.last, p, null),
+                None => null,
+            };
+            bias = when_last(b, finish.bias);
+            residual = when_last(b, finish.residual);
+        }
         self.call_tile(
             b,
             &[
@@ -728,9 +813,11 @@ impl Product<'_> {
                 tile.b_panel,
                 tile.corner,
                 ldc,
-                block.accumulate,
+                flags,
                 rows,
                 columns,
+                bias,
+                residual,
             ],
         );
     }
@@ -775,6 +862,7 @@ pub(super) struct Tile {
     pub ldc: u64,
     pub rows: u64,
     pub columns: u64,
+    pub finish: Option<TileFinish>,
 }
 
 #[cfg(test)]

@@ -82,16 +82,10 @@ pub fn generate(
         return;
     }
     let n = geometry.n();
-    let group_channels = geometry.m();
-    let first_channel = b.ins().imul_imm_s(at.group, group_channels as i64);
+    let first_channel = b.ins().imul_imm_s(at.group, geometry.m() as i64);
     // Residual inputs at this sample, group and chunk: row `m` is `m * n` further.
     let add_bases: Vec<Value> = add_inputs(&kernel.epilogue)
-        .map(|input| {
-            let base = pointers.get(&Arg::AddInput(input));
-            let sample = offset(b, base, at.sample, sample_stride(fused, input));
-            let group = offset(b, sample, first_channel, n);
-            offset(b, group, columns.first, 1)
-        })
+        .map(|input| residual_at(b, fused, geometry, pointers, input, at, columns.first))
         .collect();
     let output = offset(b, at.output, columns.first, 1);
     // Channels [first, end) of the group: this unit's part.
@@ -111,6 +105,76 @@ pub fn generate(
         };
         steps_over_row(b, &kernel.epilogue, pointers, &row);
     });
+}
+
+/// Where residual `input` holds the value of the group's first channel at output
+/// column `first` of the sample and group `at`: its rows are `n` apart, as the output's.
+pub(super) fn residual_at(
+    b: &mut FunctionBuilder,
+    fused: &FusedGraph,
+    geometry: &Geometry,
+    pointers: &Pointers,
+    input: TensorId,
+    at: &At,
+    first: Value,
+) -> Value {
+    let n = geometry.n();
+    let base = pointers.get(&Arg::AddInput(input));
+    let sample = offset(b, base, at.sample, sample_stride(fused, input));
+    let first_channel = b.ins().imul_imm_s(at.group, geometry.m() as i64);
+    let group = offset(b, sample, first_channel, n);
+    offset(b, group, first, 1)
+}
+
+/// Set to `0`, every epilogue runs as a pass over the output after the product: the
+/// switch for measuring what finishing it in the tile saves.
+pub const TILE_EPILOGUE_ENV: &str = "CNNC_TILE_EPILOGUE";
+
+/// Whether the environment lets the tiles finish epilogues (`CpuTarget::tile_epilogue`):
+/// unless `CNNC_TILE_EPILOGUE=0`.
+pub fn tile_epilogue_from_env() -> bool {
+    std::env::var(TILE_EPILOGUE_ENV).map_or(true, |v| v != "0")
+}
+
+/// An epilogue the register tile can finish on its sums (`tile.rs`'s ABI): the fused
+/// graph's steps are, in this order and each optional, the bias, one plain residual
+/// add, a ReLU. That covers a ResNet's every conv and most others; anything else
+/// (tanh, a scaled add, a batch norm after an activation) runs as a pass over the
+/// output after the product.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TileEpilogue {
+    pub bias: bool,
+    pub residual: Option<TensorId>,
+    pub relu: bool,
+}
+
+impl TileEpilogue {
+    /// The tile's form of `steps`, if they have one and do anything.
+    pub fn of(steps: &[Step]) -> Option<TileEpilogue> {
+        let mut steps = steps
+            .iter()
+            .filter(|s| **s != Step::Activation(Activation::Identity))
+            .peekable();
+        let bias = steps.next_if(|s| **s == Step::Bias).is_some();
+        let residual = steps
+            .next_if(|s| {
+                matches!(s, Step::Add { self_scale, input_scale, .. }
+                    if *self_scale == 1.0 && *input_scale == 1.0)
+            })
+            .and_then(|s| match s {
+                Step::Add { input, .. } => Some(*input),
+                _ => None,
+            });
+        let relu = steps
+            .next_if(|s| **s == Step::Activation(Activation::Relu))
+            .is_some();
+        let any = bias || residual.is_some() || relu;
+        (steps.next().is_none() && any).then_some(TileEpilogue {
+            bias,
+            residual,
+            relu,
+        })
+    }
 }
 
 /// One row of a channel for `steps_over_row`: read from `source`, written to
@@ -322,5 +386,64 @@ pub(super) fn choose(
         b.ins().bitselect(mask, x, y)
     } else {
         b.ins().select(condition, x, y)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TileEpilogue;
+    use crate::ops::Activation;
+    use crate::passes::{Step, TensorId};
+
+    fn add(self_scale: f64, input_scale: f64) -> Step {
+        Step::Add {
+            layer: "add".into(),
+            input: TensorId(3),
+            self_scale,
+            input_scale,
+        }
+    }
+
+    #[test]
+    fn the_tile_finishes_a_bias_a_plain_add_and_a_relu_in_that_order() {
+        let relu = Step::Activation(Activation::Relu);
+        let identity = Step::Activation(Activation::Identity);
+        let resnet = [Step::Bias, add(1.0, 1.0), relu.clone()];
+        assert_eq!(
+            TileEpilogue::of(&resnet),
+            Some(TileEpilogue {
+                bias: true,
+                residual: Some(TensorId(3)),
+                relu: true,
+            })
+        );
+        let bias_only = TileEpilogue::of(&[Step::Bias, identity.clone()]);
+        assert_eq!(
+            bias_only,
+            Some(TileEpilogue {
+                bias: true,
+                residual: None,
+                relu: false,
+            })
+        );
+        for steps in [
+            // Nothing to do, or something the tile cannot do.
+            vec![],
+            vec![identity],
+            vec![Step::Bias, Step::Activation(Activation::Tanh)],
+            vec![Step::Bias, add(0.5, 1.0)],
+            // The order matters: a ReLU before the add is not the tile's.
+            vec![Step::Bias, relu.clone(), add(1.0, 1.0)],
+            vec![Step::Bias, add(1.0, 1.0), add(1.0, 1.0)],
+            vec![
+                relu,
+                Step::ScaleShift {
+                    layer: "bn".into(),
+                    eps: 1e-5,
+                },
+            ],
+        ] {
+            assert_eq!(TileEpilogue::of(&steps), None, "{steps:?}");
+        }
     }
 }

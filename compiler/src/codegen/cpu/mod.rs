@@ -34,6 +34,7 @@ pub mod tile;
 mod winograd;
 
 pub use conv::Geometry;
+pub use epilogue::{TILE_EPILOGUE_ENV, tile_epilogue_from_env};
 pub use winograd::{F2X2_3X3, Transforms, points, transforms};
 
 use crate::check::CheckedGraph;
@@ -54,6 +55,9 @@ pub struct CpuTarget {
     pub kc: u64,
     /// Threads that will share each kernel's chunks.
     pub threads: u64,
+    /// Whether the tiles finish the epilogues they can (`epilogue::TileEpilogue`);
+    /// otherwise every epilogue is a pass over the output after the product.
+    pub tile_epilogue: bool,
     pub frontend: TargetFrontendConfig,
 }
 
@@ -83,7 +87,8 @@ pub enum Arg {
     ConcatInput(TensorId),
     /// `scratch_floats` floats for the packed input.
     Scratch,
-    /// The microkernel: `extern "C" fn(k, a, b, c, ldc, accumulate, rows, columns)`.
+    /// The microkernel: `extern "C" fn(k, a, b, c, ldc, flags, rows, columns, bias,
+    /// residual)` (`tile.rs`).
     Tile,
     /// `extern "C" fn(m, k, weights, x, y)`: y = W·x for row-major M x K weights.
     Gemv,

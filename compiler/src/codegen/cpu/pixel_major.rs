@@ -165,6 +165,7 @@ impl Product<'_> {
                     ldc,
                     rows,
                     columns: nr,
+                    finish: None,
                 };
                 self.tile(b, block, &tile);
             };
@@ -222,6 +223,7 @@ mod tests {
 
     fn target(mr: u64, nr: u64, threads: u64) -> CpuTarget {
         CpuTarget {
+            tile_epilogue: true,
             mr,
             nr,
             kc: 256,

@@ -1,9 +1,15 @@
 //! The register tile in Cranelift IR, for CPUs without the precompiled tiles' AVX2+FMA
 //! (and as a cross-check of them): the microkernels' exact ABI, `fn(k, a, b, c, ldc,
-//! accumulate, rows, columns)`, C (MR x NR) += A (MR x K) · B (K x NR) over the same
-//! packed panels (`a[p * MR + r]`, `b[p * NR + c]`), C row-major at row stride `ldc`,
-//! overwritten when `accumulate` is 0, only its first `rows` rows and `columns` columns
-//! stored (an edge tile goes through a stack slot).
+//! flags, rows, columns, bias, residual)`, C (MR x NR) += A (MR x K) · B (K x NR) over
+//! the same packed panels (`a[p * MR + r]`, `b[p * NR + c]`), C row-major at row stride
+//! `ldc`, overwritten unless `flags` has `ACCUMULATE`, only its first `rows` rows and
+//! `columns` columns stored (an edge tile goes through a stack slot).
+//!
+//! The last K block of a conv can finish its epilogue in the tile while the sums are in
+//! registers, instead of a pass over C after the product: `bias` (non-null: row r adds
+//! `bias[r]`), then `residual` (non-null: the tile at the same place of a tensor with
+//! the same row stride is added), then `RELU` in `flags`. This order is the fused
+//! graph's `Bias, Add, Relu` (`epilogue::TileEpilogue`).
 //!
 //! Cranelift's x64 backend has 16 xmm registers and no vector wider than f32x4, so the
 //! tile is 6x8: 12 accumulators, two vectors of B and one broadcast of A. `fma` is used
@@ -24,9 +30,15 @@ pub const NR: u64 = 8;
 
 const LANES: u64 = 4;
 
-/// The types of every tile's parameters `(k, a, b, c, ldc, accumulate, rows, columns)`:
-/// the precompiled microkernels' and the generated one's, and what the loop nests call.
-pub fn parameters(pointer: types::Type) -> [types::Type; 8] {
+/// `flags`: C is added to rather than overwritten.
+pub const ACCUMULATE: u32 = 1;
+/// `flags`: the stored values are `max(value, 0)`, after the bias and the residual.
+pub const RELU: u32 = 2;
+
+/// The types of every tile's parameters `(k, a, b, c, ldc, flags, rows, columns, bias,
+/// residual)`: the precompiled microkernels' and the generated one's, and what the loop
+/// nests call.
+pub fn parameters(pointer: types::Type) -> [types::Type; 10] {
     [
         types::I64,
         pointer,
@@ -36,36 +48,59 @@ pub fn parameters(pointer: types::Type) -> [types::Type; 8] {
         types::I32,
         types::I32,
         types::I32,
+        pointer,
+        pointer,
     ]
 }
 
-/// The tile function, `extern "C" fn(k, a, b, c, ldc, accumulate, rows, columns)`, for
-/// `frontend`; `fma` when the ISA it is compiled for has fused multiply-adds.
+/// The tile function, `extern "C" fn(k, a, b, c, ldc, flags, rows, columns, bias,
+/// residual)`, for `frontend`; `fma` when the ISA it is compiled for has fused
+/// multiply-adds.
 pub fn generate(frontend: TargetFrontendConfig, fma: bool) -> Function {
     let params = parameters(frontend.pointer_type());
     function(UserFuncName::user(1, 0), &params, frontend, |b, params| {
-        let &[k, a, bp, c, ldc, accumulate, rows, columns] = params else {
-            unreachable!("eight parameters declared")
+        let &[k, a, bp, c, ldc, flags, rows, columns, bias, residual] = params else {
+            unreachable!("ten parameters declared")
         };
         let sums = products(b, fma, k, a, bp);
-        let whole = Store { c, ldc, accumulate };
+        let accumulate = b.ins().band_imm_u(flags, i64::from(ACCUMULATE));
+        let relu = b.ins().band_imm_u(flags, i64::from(RELU));
+        let whole = Store {
+            c,
+            ldc,
+            accumulate,
+            relu,
+            bias,
+            residual,
+        };
         let full_rows = b.ins().icmp_imm_s(IntCC::Equal, rows, MR as i64);
         let full_columns = b.ins().icmp_imm_s(IntCC::Equal, columns, NR as i64);
         let full = b.ins().band(full_rows, full_columns);
+        // The epilogue takes the one-float-at-a-time way: this tile is the fallback and
+        // the cross-check, and the register way stays as simple as the plain product.
+        let no_relu = b.ins().icmp_imm_s(IntCC::Equal, relu, 0);
+        let pointers = b.ins().bor(bias, residual);
+        let no_pointers = b.ins().icmp_imm_s(IntCC::Equal, pointers, 0);
+        let plain = b.ins().band(no_relu, no_pointers);
+        let fast = b.ins().band(full, plain);
         if_else(
             b,
-            full,
+            fast,
             |b| whole.registers(b, &sums),
             |b| whole.edge(b, &sums, rows, columns),
         );
     })
 }
 
-/// Where a tile's sums go: C at row stride `ldc`, added to it when `accumulate`.
+/// Where a tile's sums go: C at row stride `ldc`, added to it when `accumulate`, then
+/// the epilogue the other parameters ask for.
 struct Store {
     c: Value,
     ldc: Value,
     accumulate: Value,
+    relu: Value,
+    bias: Value,
+    residual: Value,
 }
 
 impl Store {
@@ -92,7 +127,7 @@ impl Store {
     }
 
     /// The first `rows` rows and `columns` columns, through a stack slot, one float at
-    /// a time.
+    /// a time, with the epilogue.
     fn edge(&self, b: &mut FunctionBuilder, sums: &[Vec<Variable>], rows: Value, columns: Value) {
         let flags = MemFlagsData::new().with_notrap();
         let pointer = b.func.signature.params[1].value_type;
@@ -117,9 +152,10 @@ impl Store {
         counted(b, start, rows, 1, |b, r| {
             let from_row = b.ins().imul_imm_s(r, (NR * 4) as i64);
             let from_row = b.ins().iadd(tile, from_row);
-            let to_row = b.ins().imul(r, self.ldc);
-            let to_row = b.ins().imul_imm_s(to_row, 4);
-            let to_row = b.ins().iadd(self.c, to_row);
+            let row_bytes = b.ins().imul(r, self.ldc);
+            let row_bytes = b.ins().imul_imm_s(row_bytes, 4);
+            let to_row = b.ins().iadd(self.c, row_bytes);
+            let bias = self.bias_of_row(b, r);
             let start = b.ins().iconst(types::I64, 0);
             counted(b, start, columns, 1, |b, j| {
                 let bytes = b.ins().imul_imm_s(j, 4);
@@ -129,9 +165,58 @@ impl Store {
                 let old = b.ins().load(types::F32, flags, to, 0);
                 let added = b.ins().fadd(value, old);
                 value = b.ins().select(self.accumulate, added, value);
+                value = b.ins().fadd(value, bias);
+                let element = b.ins().iadd(row_bytes, bytes);
+                value = self.plus_residual(b, value, element);
+                let zero = b.ins().f32const(0.0);
+                let rectified = super::epilogue::larger(b, types::F32, value, zero);
+                value = b.ins().select(self.relu, rectified, value);
                 b.ins().store(flags, value, to, 0);
             });
         });
+    }
+
+    /// Row `r`'s bias, 0 without one.
+    fn bias_of_row(&self, b: &mut FunctionBuilder, r: Value) -> Value {
+        let bias = b.declare_var(types::F32);
+        let zero = b.ins().f32const(0.0);
+        b.def_var(bias, zero);
+        let present = b.ins().icmp_imm_s(IntCC::NotEqual, self.bias, 0);
+        if_else(
+            b,
+            present,
+            |b| {
+                let bytes = b.ins().imul_imm_s(r, 4);
+                let at = b.ins().iadd(self.bias, bytes);
+                let value = b
+                    .ins()
+                    .load(types::F32, MemFlagsData::new().with_notrap(), at, 0);
+                b.def_var(bias, value);
+            },
+            |_| {},
+        );
+        b.use_var(bias)
+    }
+
+    /// `value` plus the residual's element `bytes` from its corner, if there is one.
+    fn plus_residual(&self, b: &mut FunctionBuilder, value: Value, bytes: Value) -> Value {
+        let sum = b.declare_var(types::F32);
+        b.def_var(sum, value);
+        let present = b.ins().icmp_imm_s(IntCC::NotEqual, self.residual, 0);
+        if_else(
+            b,
+            present,
+            |b| {
+                let at = b.ins().iadd(self.residual, bytes);
+                let other = b
+                    .ins()
+                    .load(types::F32, MemFlagsData::new().with_notrap(), at, 0);
+                let added = b.ins().fadd(value, other);
+                b.def_var(sum, added);
+            },
+            |_| {},
+        );
+        b.use_var(sum)
     }
 }
 

@@ -228,6 +228,7 @@ impl Product<'_> {
                 weights: offset(b, weights, point, channels * g.k()),
                 packed: offset(b, scratch, point, skewed(block.kc * columns)),
                 output: offset(b, products, point, skewed(channels * columns)),
+                finish: None,
             };
             self.tiles(b, block, chunk.part, &gemm);
         });
