@@ -4,7 +4,7 @@
 //! of 7 runs. `cargo run --release -p cnnc-runtime --example microkernels`
 
 use cnnc_runtime::jit::gemm::{PackedA, gemm};
-use cnnc_runtime::jit::microkernel::{Microkernel, TileEpilogue};
+use cnnc_runtime::jit::microkernel::{Microkernel, TileFinish};
 use ndarray::Array2;
 use std::time::Instant;
 
@@ -42,7 +42,7 @@ fn tile_peak(kernel: &Microkernel) -> f64 {
                     kernel.nr,
                     rows,
                     columns,
-                    TileEpilogue::plain(true),
+                    TileFinish::plain(true),
                 )
             };
         }

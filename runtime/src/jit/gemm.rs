@@ -6,7 +6,7 @@
 //! blocks that keep a B micro-panel in L1, every A panel of the block against it), kept
 //! in Rust as the harness the microkernels are tested and measured with.
 
-use super::microkernel::{Microkernel, TileEpilogue};
+use super::microkernel::{Microkernel, TileFinish};
 use crate::error::{Result, RuntimeError};
 use rayon::prelude::*;
 
@@ -140,7 +140,7 @@ pub fn gemm(kernel: &Microkernel, a: &PackedA, b: &[f32], n: usize, c: &mut [f32
                         n,
                         rows,
                         columns,
-                        TileEpilogue::plain(accumulate),
+                        TileFinish::plain(accumulate),
                     )
                 };
             }

@@ -19,6 +19,8 @@
 //! the same place of a tensor with C's row stride, and `RELU` keeps `max(value, 0)`, in
 //! that order (the codegen's `tile` module defines the ABI).
 
+use cnnc_compiler::codegen::cpu::tile::{ACCUMULATE, RELU};
+
 /// A tile: `fn(k, a, b, c, ldc, flags, rows, columns, bias, residual)`, the C ABI so
 /// generated code can call it; `1 <= rows <= MR`, `1 <= columns <= NR`; `bias` and
 /// `residual` may be null.
@@ -37,21 +39,17 @@ pub type TileFn = unsafe extern "C" fn(
 
 /// What a tile does after its product: the `flags`, `bias` and `residual` arguments.
 #[derive(Clone, Copy)]
-pub struct TileEpilogue {
+pub struct TileFinish {
     pub flags: u32,
     pub bias: *const f32,
     pub residual: *const f32,
 }
 
-impl TileEpilogue {
+impl TileFinish {
     /// C overwritten (or added to, with `accumulate`), nothing else.
-    pub fn plain(accumulate: bool) -> TileEpilogue {
-        TileEpilogue {
-            flags: if accumulate {
-                cnnc_compiler::codegen::cpu::tile::ACCUMULATE
-            } else {
-                0
-            },
+    pub fn plain(accumulate: bool) -> TileFinish {
+        TileFinish {
+            flags: if accumulate { ACCUMULATE } else { 0 },
             bias: std::ptr::null(),
             residual: std::ptr::null(),
         }
@@ -74,7 +72,7 @@ impl Microkernel {
         ldc: usize,
         rows: usize,
         columns: usize,
-        then: TileEpilogue,
+        then: TileFinish,
     ) {
         // SAFETY: as the caller promised.
         unsafe {
@@ -163,7 +161,7 @@ impl Microkernel {
                     self.nr,
                     self.mr,
                     self.nr,
-                    TileEpilogue::plain(true),
+                    TileFinish::plain(true),
                 )
             };
         })
@@ -344,8 +342,8 @@ macro_rules! tile {
                         }
                     }
                 }
-                let accumulate = out.flags & cnnc_compiler::codegen::cpu::tile::ACCUMULATE != 0;
-                let relu = out.flags & cnnc_compiler::codegen::cpu::tile::RELU != 0;
+                let accumulate = out.flags & $crate::jit::microkernel::ACCUMULATE != 0;
+                let relu = out.flags & $crate::jit::microkernel::RELU != 0;
                 // The epilogue in the order of the fused graph's steps: the sum so far
                 // (`old`: C's vector), the bias, the residual (`other`), the ReLU.
                 let finish = |r: usize, sum: $vector, old: Option<$vector>, other: Option<$vector>| {
@@ -502,7 +500,6 @@ impl Microkernel {
     /// than the tile: every value it should write within 1e-4, every other one left
     /// alone. The first difference found is the error.
     pub fn check(&self) -> Result<(), String> {
-        use cnnc_compiler::codegen::cpu::tile::{ACCUMULATE, RELU};
         let (mr, nr) = (self.mr, self.nr);
         let ldc = nr + 3;
         let old = |r: usize, j: usize| 1.5 - ((r + 2 * j) % 5) as f32;
@@ -535,7 +532,7 @@ impl Microkernel {
                         );
                         let mut c: Vec<f32> =
                             (0..mr * ldc).map(|i| old(i / ldc, i % ldc)).collect();
-                        let then = TileEpilogue {
+                        let then = TileFinish {
                             flags,
                             bias: if with_bias {
                                 bias.as_ptr()

@@ -176,11 +176,12 @@ impl Store {
         });
     }
 
-    /// Row `r`'s bias, 0 without one.
+    /// Row `r`'s bias; without one -0.0, which adds nothing (not even a sign: +0.0
+    /// would turn a -0.0 sum into +0.0).
     fn bias_of_row(&self, b: &mut FunctionBuilder, r: Value) -> Value {
         let bias = b.declare_var(types::F32);
-        let zero = b.ins().f32const(0.0);
-        b.def_var(bias, zero);
+        let nothing = b.ins().f32const(-0.0);
+        b.def_var(bias, nothing);
         let present = b.ins().icmp_imm_s(IntCC::NotEqual, self.bias, 0);
         if_else(
             b,
