@@ -242,7 +242,11 @@ impl Geometry {
         match self.winograd {
             Some(m) => winograd::Scratch::of(self, m, target).floats,
             None if self.pixel_major(target) => self.pixel_scratch(target).floats,
-            None => self.packed_input(target),
+            None => {
+                let rows = self.chunk_rows(target);
+                let staged = self.staged_floats(rows, target.nr, self.k_block(target));
+                self.packed_input(target) + staged
+            }
         }
     }
 
@@ -668,6 +672,11 @@ impl Product<'_> {
             },
             input,
             scratch,
+            staging: Some(offset_by(
+                b,
+                scratch,
+                self.geometry.packed_input(self.target),
+            )),
         };
         packing.generate(b);
         let g = self.geometry;

@@ -1,7 +1,7 @@
 //! A pixel-major product, for outputs whose pixels leave the tile's columns half
 //! empty (a 7x7 output is 49 pixels: one full and one half-used 32-column panel;
 //! 14x14 is 196 of 224): the product turned over, Cᵀ (pixels x channels) = Bᵀ · Aᵀ.
-//! The packed input's pixels are the tile's rows, in panels of MR pixels (`pack.rs`
+//! The packed input's pixels are the tile's rows, in panels of MR pixels (`pack/mod.rs`
 //! with panels MR wide, a chunk's pixels starting anywhere in a row), the weights are
 //! the tile's columns, in NR-channel panels (packed once by the runtime), so it is the
 //! output channels, usually a multiple of NR, that fill the vectors, and a chunk's last
@@ -145,6 +145,7 @@ impl Product<'_> {
             pixels: Pixels::Span { first, count },
             input: at.input,
             scratch,
+            staging: None,
         }
         .generate(b);
         let transposed = offset_by(b, scratch, g.pixel_scratch(target).packed);

@@ -5,8 +5,12 @@
 //!
 //! A pointwise convolution (1x1, stride 1, no padding; and every dense layer) reads its
 //! input as the matrix itself: whole panels are copied four floats at a time. Otherwise
-//! each row of the window's taps is split where it leaves the input: zeros for the
-//! padding, direct loads for the interior, with no per-element test.
+//! a chunk of whole output rows is packed by straight-line code (`straight.rs`); other
+//! chunks (a pixel-major product's spans, or patterns too long to write out) split each
+//! row of the window's taps where it leaves the input: zeros for the padding, direct
+//! loads for the interior, with no per-element test.
+
+mod straight;
 
 use super::conv::{Geometry, offset, offset_by};
 use super::loops::{counted, divide, fixed, if_else};
@@ -51,6 +55,9 @@ pub struct Packing<'g> {
     pub pixels: Pixels,
     pub input: Value,
     pub scratch: Value,
+    /// Room for the staged plane of a padded convolution (`Geometry::staged_floats`),
+    /// where the straight-line packing may use it.
+    pub staging: Option<Value>,
 }
 
 impl Packing<'_> {
@@ -58,10 +65,15 @@ impl Packing<'_> {
         let g = self.geometry;
         let pointwise = g.kernel == [1, 1] && g.stride == [1, 1] && g.pads == [0; 4];
         if pointwise {
-            self.pointwise(b);
-        } else {
-            self.general(b);
+            return self.pointwise(b);
         }
+        if let Pixels::Rows { first_row, rows } = self.pixels
+            && let Some(plan) = g.straight_packing(self.panel, rows)
+            && (plan.band.is_none() || self.staging.is_some())
+        {
+            return self.straight(b, plan, first_row, rows);
+        }
+        self.general(b);
     }
 
     /// Row p of B is input channel p0 + p, at the chunk's columns: copy it panel by
