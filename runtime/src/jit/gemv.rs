@@ -29,16 +29,61 @@ fn rows(weights: &[f32], x: &[f32], y: &mut [f32], k: usize) {
     rows_portable(weights, x, y, k);
 }
 
+/// Four rows at a time, each with its own sums, and each row's stream prefetched a
+/// kilobyte ahead: one row at a time kept too few lines in flight to reach the core's
+/// memory bandwidth (9.1 against 11.3 GB/s for OpenBLAS's on AlexNet's dense1). The
+/// rows left over take the same arithmetic one at a time, so a row's value does not
+/// depend on how the threads cut the rows.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn rows_avx512(weights: &[f32], x: &[f32], y: &mut [f32], k: usize) {
-    rows_portable(weights, x, y, k);
+    let groups = y.len() / 4;
+    for group in 0..groups {
+        rows_avx512_at::<4>(weights, x, y, k, group * 4);
+    }
+    for row in groups * 4..y.len() {
+        rows_avx512_at::<1>(weights, x, y, k, row);
+    }
+}
+
+/// Rows `first..first + R`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn rows_avx512_at<const R: usize>(
+    weights: &[f32],
+    x: &[f32],
+    y: &mut [f32],
+    k: usize,
+    first: usize,
+) {
+    use std::arch::x86_64::*;
+    const AHEAD: usize = 256;
+    let body = k - k % 16;
+    let rows: [&[f32]; R] = std::array::from_fn(|r| &weights[(first + r) * k..][..k]);
+    let mut sums = [_mm512_setzero_ps(); R];
+    for p in (0..body).step_by(16) {
+        // SAFETY: p + 16 <= body <= k, the length of x and of each row; a prefetch past
+        // the end never faults.
+        unsafe {
+            let xv = _mm512_loadu_ps(x.as_ptr().add(p));
+            for (sum, row) in sums.iter_mut().zip(rows) {
+                let ahead = row.as_ptr().wrapping_add(p + AHEAD) as *const i8;
+                _mm_prefetch::<_MM_HINT_T0>(ahead);
+                *sum = _mm512_fmadd_ps(_mm512_loadu_ps(row.as_ptr().add(p)), xv, *sum);
+            }
+        }
+    }
+    for (r, (sum, row)) in sums.iter().zip(rows).enumerate() {
+        let tail: f32 = row[body..].iter().zip(&x[body..]).map(|(w, v)| w * v).sum();
+        y[first + r] = _mm512_reduce_add_ps(*sum) + tail;
+    }
 }
 
 /// Sixteen partial sums per row, which the compiler keeps in one vector register.
 #[inline(always)]
 fn rows_portable(weights: &[f32], x: &[f32], y: &mut [f32], k: usize) {
-    for (out, row) in y.iter_mut().zip(weights.chunks_exact(k.max(1))) {
+    for (i, out) in y.iter_mut().enumerate() {
+        let row = &weights[i * k..][..k];
         let mut lanes = [0.0f32; 16];
         let (body, tail) = row.split_at(k - k % 16);
         let (x_body, x_tail) = x.split_at(k - k % 16);
@@ -61,7 +106,7 @@ mod tests {
 
     #[test]
     fn matches_the_naive_product() {
-        for (m, k) in [(1, 1), (3, 17), (70, 33), (300, 300)] {
+        for (m, k) in [(1, 1), (3, 17), (70, 33), (300, 300), (9, 16), (5, 0)] {
             let w: Vec<f32> = (0..m * k)
                 .map(|i| ((i * 7 % 11) as f32 - 5.0) / 8.0)
                 .collect();
@@ -75,6 +120,23 @@ mod tests {
                     "{m}x{k} row {i}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_rows_value_does_not_depend_on_the_rows_beside_it() {
+        // Threads cut a layer's rows into chunks; each row must come out the same bits.
+        let (m, k) = (11, 70);
+        let w: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 13 % 17) as f32 - 8.0) / 9.0)
+            .collect();
+        let x: Vec<f32> = (0..k).map(|i| ((i * 5 % 9) as f32 - 4.0) / 3.0).collect();
+        let mut together = vec![0.0; m];
+        unsafe { gemv(m, k, w.as_ptr(), x.as_ptr(), together.as_mut_ptr()) };
+        for row in 0..m {
+            let mut alone = 0.0;
+            unsafe { gemv(1, k, w[row * k..].as_ptr(), x.as_ptr(), &mut alone) };
+            assert_eq!(alone.to_bits(), together[row].to_bits(), "row {row}");
         }
     }
 }
