@@ -329,3 +329,36 @@ mod tests {
         assert_eq!(threads_for(0, 0), 1);
     }
 }
+
+/// What the code generator's unit tests share: a fused conv's geometry, and a target
+/// for a tile's shape and a thread count.
+#[cfg(test)]
+mod test_support {
+    use super::CpuTarget;
+    use super::conv::Geometry;
+
+    pub fn geometry(input: &str, layer: &str) -> Geometry {
+        let mut compilation = crate::compile(&format!("network N(input: {input}) {{ {layer} }}"));
+        assert!(!compilation.has_errors(), "{:?}", compilation.diagnostics);
+        let fused = crate::passes::fuse(&compilation.networks.remove(0));
+        Geometry::of(&fused, &fused.kernels[0]).expect("a conv")
+    }
+
+    pub fn target(mr: u64, nr: u64, threads: u64) -> CpuTarget {
+        CpuTarget {
+            tile_epilogue: true,
+            mr,
+            nr,
+            kc: 256,
+            threads,
+            // The geometry's choices depend on the tile, not on the ISA's details.
+            frontend: cranelift_codegen::isa::lookup_by_name("x86_64")
+                .expect("the x64 backend")
+                .finish(cranelift_codegen::settings::Flags::new(
+                    cranelift_codegen::settings::builder(),
+                ))
+                .expect("an ISA")
+                .frontend_config(),
+        }
+    }
+}

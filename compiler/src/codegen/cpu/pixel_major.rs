@@ -212,33 +212,7 @@ impl Product<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::CpuTarget;
-    use super::super::conv::Geometry;
-
-    fn geometry(input: &str, layer: &str) -> Geometry {
-        let mut compilation = crate::compile(&format!("network N(input: {input}) {{ {layer} }}"));
-        assert!(!compilation.has_errors(), "{:?}", compilation.diagnostics);
-        let fused = crate::passes::fuse(&compilation.networks.remove(0));
-        Geometry::of(&fused, &fused.kernels[0]).expect("a conv")
-    }
-
-    fn target(mr: u64, nr: u64, threads: u64) -> CpuTarget {
-        CpuTarget {
-            tile_epilogue: true,
-            mr,
-            nr,
-            kc: 256,
-            threads,
-            // The geometry's choices depend on the tile, not on the ISA's details.
-            frontend: cranelift_codegen::isa::lookup_by_name("x86_64")
-                .expect("the x64 backend")
-                .finish(cranelift_codegen::settings::Flags::new(
-                    cranelift_codegen::settings::builder(),
-                ))
-                .expect("an ISA")
-                .frontend_config(),
-        }
-    }
+    use super::super::test_support::{geometry, target};
 
     #[test]
     fn small_outputs_of_many_channels_are_pixel_major() {

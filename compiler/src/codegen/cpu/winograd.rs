@@ -144,16 +144,28 @@ pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
     let (tall, wide) = (g.out_height.div_ceil(m).max(1), tiles_wide(g, m).max(1));
     let kc = g.k_block(target);
     let per_column = points(m) * (kc + padded_channels(g, target));
-    let mut most = (chunk_floats(g, m) / (per_column * wide)).clamp(1, tall);
-    if target.threads > 1 {
-        most = most.min(tall.div_ceil(2 * target.threads)).max(1);
-    }
+    let most = (chunk_floats(g, m) / (per_column * wide)).clamp(1, tall);
     let panels = |rows: u64| (rows * wide).div_ceil(target.nr);
     let padded = |rows: u64| (tall / rows) * panels(rows) + panels(tall % rows);
-    let best = (1..=most)
-        .min_by_key(|&rows| (padded(rows), std::cmp::Reverse(rows)))
-        .unwrap_or(1);
-    best * m
+    let best = |most: u64| {
+        (1..=most)
+            .min_by_key(|&rows| (padded(rows), std::cmp::Reverse(rows)))
+            .unwrap_or(1)
+    };
+    let alone = best(most);
+    if target.threads <= 1 {
+        return alone * m;
+    }
+    // Two chunks a thread, unless cutting the rows that fine fills the tile's panels
+    // worse: a 14x14 output is 49 F(2x2) tiles, two panels of 32 in one chunk but four
+    // in chunks of two tile rows, twice the products. Then the threads split the
+    // output channels instead (`Geometry::m_parts`), each transforming the input.
+    let shared = best(most.min(tall.div_ceil(2 * target.threads)).max(1));
+    if padded(shared) > padded(alone) {
+        alone * m
+    } else {
+        shared * m
+    }
 }
 
 /// Where a thread's scratch holds what: the transformed input of a K block at 0, the
@@ -754,5 +766,28 @@ impl OutputTransform<'_> {
             })
             .collect();
         transform(b, self.t.output, &products)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{geometry, target};
+    use super::chunk_rows;
+
+    #[test]
+    fn threads_split_the_channels_where_splitting_the_rows_would_add_panels() {
+        // 14x14 in F(2x2) is 7x7 tiles: one chunk fills two panels of 32; chunks of
+        // two tile rows for two threads would fill four.
+        let small = geometry("256x14x14", "conv(256, 3x3, pad=1)");
+        assert_eq!(small.winograd, Some(2));
+        assert_eq!(chunk_rows(&small, 2, &target(12, 32, 1)), 14);
+        assert_eq!(chunk_rows(&small, 2, &target(12, 32, 2)), 14);
+        assert!(small.m_parts(&target(12, 32, 2)) >= 2);
+        // 56x56 in F(4x4) has rows enough for both threads at no cost in panels.
+        let large = geometry("64x56x56", "conv(64, 3x3, pad=1)");
+        assert_eq!(large.winograd, Some(4));
+        let rows = chunk_rows(&large, 4, &target(12, 32, 2));
+        assert!(large.out_height.div_ceil(rows) >= 4, "{rows}");
+        assert_eq!(large.m_parts(&target(12, 32, 2)), 1);
     }
 }

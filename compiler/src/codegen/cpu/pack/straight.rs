@@ -292,14 +292,7 @@ fn zero_floats(b: &mut FunctionBuilder, to: Value, count: u64) {
 #[cfg(test)]
 mod tests {
     use super::{Straight, gcd};
-    use crate::codegen::cpu::conv::Geometry;
-
-    fn geometry(input: &str, layer: &str) -> Geometry {
-        let mut compilation = crate::compile(&format!("network N(input: {input}) {{ {layer} }}"));
-        assert!(!compilation.has_errors(), "{:?}", compilation.diagnostics);
-        let fused = crate::passes::fuse(&compilation.networks.remove(0));
-        Geometry::of(&fused, &fused.kernels[0]).expect("a conv")
-    }
+    use crate::codegen::cpu::test_support::geometry;
 
     #[test]
     fn panel_splits_repeat_after_a_whole_number_of_panels() {
