@@ -202,7 +202,12 @@ impl Geometry {
             return 1;
         }
         let tiles = self.m().div_ceil(target.mr);
-        let wanted = (2 * target.threads).div_ceil(chunks).clamp(1, tiles);
+        // Each part transforms (packs) the chunk's input again: Winograd's transform is
+        // dearer than packing, so one part a thread.
+        let per_thread = if self.winograd.is_some() { 1 } else { 2 };
+        let wanted = (per_thread * target.threads)
+            .div_ceil(chunks)
+            .clamp(1, tiles);
         // As many parts as the tiles fill: no part is left empty.
         tiles.div_ceil(tiles.div_ceil(wanted))
     }
