@@ -14,11 +14,12 @@
 //! packing only its own: the output-channel parts a direct product of a small output
 //! needs (each packing the whole input again) are not needed.
 
-use super::conv::{At, Block, CHUNK_FLOATS, Geometry, Product, Tile, offset, offset_by};
+use super::conv::{At, Block, CHUNK_FLOATS, Geometry, L2_BYTES, Product, Tile, offset, offset_by};
 use super::epilogue;
-use super::loops::{DIVIDEND_LIMIT, counted, fixed};
+use super::loops::{DIVIDEND_LIMIT, counted, fixed, if_else};
 use super::pack::{Packing, Pixels};
 use super::{Arg, CpuTarget};
+use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
@@ -42,17 +43,42 @@ impl Geometry {
     }
 
     /// Pixels per chunk: every thread one chunk (each chunk reads all the weights), as
-    /// even as they go, and no more than keep a K block of the packed pixels in L2.
+    /// even as they go, and no more than keep a K block of the packed pixels in L2;
+    /// where the threads split the channels instead, as for one thread.
     pub(super) fn chunk_pixels(&self, target: &CpuTarget) -> u64 {
         let most = (CHUNK_FLOATS / self.k_block(target))
             .max(target.mr)
             .min(DIVIDEND_LIMIT / 2);
-        let chunks = target.threads.max(1).max(self.n().div_ceil(most));
+        let threads = match self.channel_parts(target) {
+            1 => target.threads.max(1),
+            _ => 1,
+        };
+        let chunks = threads.max(self.n().div_ceil(most));
         self.n().div_ceil(chunks).max(1)
     }
 
+    /// Parts the output channels are cut into, whole weight panels each: one per
+    /// thread where the weights are too big for L2 (ResNet-50's last stage: 4-9 MiB
+    /// a layer for 49 pixels). Every thread splitting the pixels would read all of
+    /// them from memory, so two threads took as long as one; each part reads its own,
+    /// and packs the few pixels again.
+    pub(super) fn channel_parts(&self, target: &CpuTarget) -> u64 {
+        let panels = self.m().div_ceil(target.nr);
+        if target.threads <= 1 || self.m() * self.k() * 4 < L2_BYTES {
+            return 1;
+        }
+        let wanted = target.threads.min(panels).max(1);
+        panels.div_ceil(panels.div_ceil(wanted))
+    }
+
+    /// Weight panels per channel part (the last part may have fewer).
+    fn panels_per_part(&self, target: &CpuTarget) -> u64 {
+        let panels = self.m().div_ceil(target.nr);
+        panels.div_ceil(self.channel_parts(target))
+    }
+
     pub(super) fn pixel_chunk_count(&self, target: &CpuTarget) -> u64 {
-        self.n().div_ceil(self.chunk_pixels(target))
+        self.n().div_ceil(self.chunk_pixels(target)) * self.channel_parts(target)
     }
 
     /// The output channels rounded up to whole weight panels: Cᵀ's row length.
@@ -64,9 +90,16 @@ impl Geometry {
     pub(super) fn pixel_scratch(&self, target: &CpuTarget) -> PixelScratch {
         let rows = self.chunk_pixels(target).div_ceil(target.mr) * target.mr;
         let packed = rows * self.k_block(target);
+        let transposed = rows * self.padded_channels(target);
+        // A chunk of every pixel is whole rows, packed by straight-line code.
+        let staged = match self.chunk_pixels(target) == self.n() {
+            true => self.staged_floats(self.out_height, target.mr, self.k_block(target)),
+            false => 0,
+        };
         PixelScratch {
             packed,
-            floats: packed + rows * self.padded_channels(target),
+            staged: packed + transposed,
+            floats: packed + transposed + staged,
         }
     }
 
@@ -80,46 +113,68 @@ impl Geometry {
 /// Where Cᵀ starts in a thread's scratch, and the scratch's size.
 pub(super) struct PixelScratch {
     packed: u64,
+    /// Where a padded conv's staged plane goes (`pack/straight.rs`).
+    staged: u64,
     pub floats: u64,
 }
 
 impl Product<'_> {
-    /// The pixel chunks `[begin, end)` of one sample: full ones in a loop, then the
-    /// short one if asked.
+    /// The pixel chunks `[begin, end)` of one sample, each unit a span of pixels and a
+    /// part of the channels: full spans in a loop, then the short one if asked.
     pub(super) fn pixel_chunks(&self, b: &mut FunctionBuilder, at: &At) {
         let (g, target) = (self.geometry, self.target);
         let (per_chunk, n) = (g.chunk_pixels(target), g.n());
+        let parts = g.channel_parts(target);
         let full = n / per_chunk;
         let (begin, end) = self.chunks;
-        let full_end = b.ins().iconst(types::I64, full as i64);
+        let full_end = b.ins().iconst(types::I64, (full * parts) as i64);
         let full_end = b.ins().smin(end, full_end);
-        counted(b, begin, full_end, 1, |b, chunk| {
+        counted(b, begin, full_end, 1, |b, unit| {
+            let chunk = b.ins().udiv_imm_u(unit, parts as i64);
+            let part = b.ins().urem_imm_u(unit, parts as i64);
             let first = b.ins().imul_imm_s(chunk, per_chunk as i64);
-            self.pixel_chunk(b, first, per_chunk, at);
+            self.pixel_chunk(b, first, per_chunk, part, at);
         });
         if n % per_chunk != 0 {
-            let short_begin = b.ins().iconst(types::I64, full as i64);
+            let short_begin = b.ins().iconst(types::I64, (full * parts) as i64);
             let short_begin = b.ins().smax(begin, short_begin);
-            let short_end = b.ins().iconst(types::I64, full as i64 + 1);
+            let short_end = b.ins().iconst(types::I64, ((full + 1) * parts) as i64);
             let short_end = b.ins().smin(end, short_end);
-            counted(b, short_begin, short_end, 1, |b, _| {
+            counted(b, short_begin, short_end, 1, |b, unit| {
+                let part = b.ins().iadd_imm_s(unit, -((full * parts) as i64));
                 let first = b.ins().iconst(types::I64, (full * per_chunk) as i64);
-                self.pixel_chunk(b, first, n % per_chunk, at);
+                self.pixel_chunk(b, first, n % per_chunk, part, at);
             });
         }
     }
 
-    /// `count` pixels from `first`: their products over the K blocks into Cᵀ, Cᵀ into
-    /// the output, then the epilogue over those columns.
-    fn pixel_chunk(&self, b: &mut FunctionBuilder, first: Value, count: u64, at: &At) {
-        self.each_k_block(b, |b, block| self.pixel_block(b, block, first, count, at));
-        self.transpose_out(b, first, count, at);
-        let zero = b.ins().iconst(types::I64, 0);
-        let channels = b.ins().iconst(types::I64, self.geometry.m() as i64);
+    /// The weight panels `[first, end)` of a channel part.
+    fn part_panels(&self, b: &mut FunctionBuilder, part: Value) -> (Value, Value) {
+        let (g, target) = (self.geometry, self.target);
+        let per_part = g.panels_per_part(target);
+        let first = b.ins().imul_imm_s(part, per_part as i64);
+        let end = b.ins().iadd_imm_s(first, per_part as i64);
+        let panels = b.ins().iconst(types::I64, g.m().div_ceil(target.nr) as i64);
+        (first, b.ins().smin(end, panels))
+    }
+
+    /// `count` pixels from `first`, the channels of `part`: their products over the K
+    /// blocks into Cᵀ, Cᵀ into the output, then the epilogue over those columns.
+    fn pixel_chunk(&self, b: &mut FunctionBuilder, first: Value, count: u64, part: Value, at: &At) {
+        let panels = self.part_panels(b, part);
+        self.each_k_block(b, |b, block| {
+            self.pixel_block(b, block, first, count, panels, at)
+        });
+        let nr = self.target.nr as i64;
+        let first_channel = b.ins().imul_imm_s(panels.0, nr);
+        let end_channel = b.ins().imul_imm_s(panels.1, nr);
+        let all = b.ins().iconst(types::I64, self.geometry.m() as i64);
+        let end_channel = b.ins().smin(end_channel, all);
+        self.transpose_out(b, first, count, (first_channel, end_channel), at);
         let columns = epilogue::Columns {
             first,
             count,
-            channels: (zero, channels),
+            channels: (first_channel, end_channel),
         };
         self.epilogue(b, at, &columns);
     }
@@ -132,11 +187,13 @@ impl Product<'_> {
         block: &Block,
         first: Value,
         count: u64,
+        (first_panel, end_panel): (Value, Value),
         at: &At,
     ) {
         let (g, target) = (self.geometry, self.target);
         let (mr, nr) = (target.mr, target.nr);
         let scratch = self.pointers.get(&Arg::Scratch);
+        let staging = offset_by(b, scratch, g.pixel_scratch(target).staged);
         Packing {
             geometry: g,
             panel: mr,
@@ -145,14 +202,14 @@ impl Product<'_> {
             pixels: Pixels::Span { first, count },
             input: at.input,
             scratch,
-            staging: None,
+            staging: Some(staging),
         }
         .generate(b);
         let transposed = offset_by(b, scratch, g.pixel_scratch(target).packed);
         let ldc = g.padded_channels(target);
         let k_offset = b.ins().imul_imm_s(block.p0, (nr * 4) as i64);
         let weights = b.ins().iadd(at.weights, k_offset);
-        fixed(b, ldc / nr, |b, j| {
+        counted(b, first_panel, end_panel, 1, |b, j| {
             let b_panel = offset(b, weights, j, g.k() * nr);
             let column = b.ins().imul_imm_s(j, nr as i64);
             let corner = offset(b, transposed, column, 1);
@@ -178,9 +235,17 @@ impl Product<'_> {
         });
     }
 
-    /// Cᵀ's `count` rows into the output's columns `first..`: each pixel's channels
-    /// four at a time, one lane to each channel's row.
-    fn transpose_out(&self, b: &mut FunctionBuilder, first: Value, count: u64, at: &At) {
+    /// Cᵀ's `count` rows into the output's columns `first..`, channels `[from, to)` (a
+    /// part's: `from` a multiple of four): each pixel's channels four at a time, one
+    /// lane to each channel's row.
+    fn transpose_out(
+        &self,
+        b: &mut FunctionBuilder,
+        first: Value,
+        count: u64,
+        (first_channel, end_channel): (Value, Value),
+        at: &At,
+    ) {
         let (g, target) = (self.geometry, self.target);
         let flags = MemFlagsData::new().with_notrap();
         let scratch = self.pointers.get(&Arg::Scratch);
@@ -188,10 +253,14 @@ impl Product<'_> {
         let ldc = g.padded_channels(target);
         let (m, n) = (g.m(), g.n());
         let output = offset(b, at.output, first, 1);
+        let first_quad = b.ins().ushr_imm_u(first_channel, 2);
+        let end_quad = b.ins().ushr_imm_u(end_channel, 2);
+        // The channels after the last whole quad, written by the part that ends at m.
+        let has_tail = b.ins().icmp_imm_s(IntCC::Equal, end_channel, m as i64);
         fixed(b, count, |b, pixel| {
             let from = offset(b, transposed, pixel, ldc);
             let to = offset(b, output, pixel, 1);
-            fixed(b, m / 4, |b, quad| {
+            counted(b, first_quad, end_quad, 1, |b, quad| {
                 let source = offset(b, from, quad, 4);
                 let lanes = b.ins().load(types::F32X4, flags, source, 0);
                 let destination = offset(b, to, quad, 4 * n);
@@ -201,10 +270,19 @@ impl Product<'_> {
                         .store(flags, value, destination, (u64::from(lane) * n * 4) as i32);
                 }
             });
-            for channel in (m / 4) * 4..m {
-                let value = b.ins().load(types::F32, flags, from, (channel * 4) as i32);
-                let destination = offset_by(b, to, channel * n);
-                b.ins().store(flags, value, destination, 0);
+            if !m.is_multiple_of(4) {
+                if_else(
+                    b,
+                    has_tail,
+                    |b| {
+                        for channel in (m / 4) * 4..m {
+                            let value = b.ins().load(types::F32, flags, from, (channel * 4) as i32);
+                            let destination = offset_by(b, to, channel * n);
+                            b.ins().store(flags, value, destination, 0);
+                        }
+                    },
+                    |_| {},
+                );
             }
         });
     }
@@ -231,10 +309,28 @@ mod tests {
 
     #[test]
     fn threads_get_even_spans_of_pixels() {
-        let g = geometry("512x7x7", "conv(512, 3x3, pad=1)");
+        // Weights that stay in L2 (256 KiB).
+        let g = geometry("256x7x7", "conv(256, 1x1)");
+        assert!(g.pixel_major(&target(12, 32, 2)));
         assert_eq!(g.chunk_pixels(&target(12, 32, 1)), 49);
         assert_eq!(g.chunk_pixels(&target(12, 32, 2)), 25);
         assert_eq!(g.pixel_chunk_count(&target(12, 32, 2)), 2);
         assert_eq!(g.pixel_chunk_count(&target(12, 32, 3)), 3);
+    }
+
+    #[test]
+    fn threads_split_the_channels_of_weights_too_big_for_l2() {
+        // 512 x 4608 weights (9 MiB) for 49 pixels: each thread its half of the
+        // channels, every pixel in one span, packed as whole rows.
+        let big = geometry("512x7x7", "conv(512, 3x3, pad=1)");
+        assert_eq!(big.channel_parts(&target(12, 32, 1)), 1);
+        assert_eq!(big.channel_parts(&target(12, 32, 2)), 2);
+        assert_eq!(big.chunk_pixels(&target(12, 32, 2)), 49);
+        assert_eq!(big.pixel_chunk_count(&target(12, 32, 2)), 2);
+        assert!(big.pixel_scratch(&target(12, 32, 2)).staged > 0);
+        // 256 x 256 weights stay in L2: the threads split the pixels.
+        let small = geometry("256x14x14", "conv(256, 1x1)");
+        assert_eq!(small.channel_parts(&target(12, 32, 2)), 1);
+        assert_eq!(small.chunk_pixels(&target(12, 32, 2)), 98);
     }
 }

@@ -67,7 +67,15 @@ impl Packing<'_> {
         if pointwise {
             return self.pointwise(b);
         }
-        if let Pixels::Rows { first_row, rows } = self.pixels
+        let rows = match self.pixels {
+            Pixels::Rows { first_row, rows } => Some((first_row, rows)),
+            // Every pixel (a pixel-major product in one span): whole rows from row 0.
+            Pixels::Span { count, .. } if count == g.n() => {
+                Some((b.ins().iconst(types::I64, 0), g.out_height))
+            }
+            Pixels::Span { .. } => None,
+        };
+        if let Some((first_row, rows)) = rows
             && let Some(plan) = g.straight_packing(self.panel, rows)
             && (plan.band.is_none() || self.staging.is_some())
         {
