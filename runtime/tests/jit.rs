@@ -353,7 +353,8 @@ fn any_number_of_threads_computes_the_same() {
 #[test]
 fn pixel_major_products_agree_with_the_reference() {
     // Small outputs whose channels fill the tile better than their pixels turn the
-    // product over; threads split their pixels in spans that start mid-row. Strides,
+    // product over; threads split their pixels in spans that start mid-row (or, for
+    // weights too big for L2, their channels). Strides,
     // padding on one side, 1xN kernels, pointwise convs, a residual add and channel
     // counts that leave the last weights panel short.
     let layers = [
@@ -362,6 +363,9 @@ fn pixel_major_products_agree_with_the_reference() {
         ("40x7x7", "conv(64, 1x1) relu"),
         ("8x9x9", "conv(96, 1x5, pad=[0, 2]) tanh"),
         ("16x7x7", "conv(88, 3x3, pad=1)"),
+        // 2.2 MiB of weights: the threads split the channels (three panels, the last
+        // of 26 channels, not a multiple of four) instead of the pixels.
+        ("704x7x7", "conv(90, 3x3, pad=1) relu"),
         (
             "32x7x7",
             "residual { conv(32, 3x3, pad=1) bn relu\n conv(32, 3x3, pad=1) bn } relu",

@@ -268,16 +268,16 @@ macro_rules! fma_chains {
     };
 }
 
+/// How many steps of K ahead the tiles prefetch B's panel: about 2-3 KiB for the
+/// AVX-512 tile, a few hundred cycles of its work, which covers memory's latency.
+pub const PREFETCH_STEPS: usize = 24;
+
 /// Writes one tile function: `$rows` rows of `$vectors` vectors of `$lanes` floats,
 /// accumulated in registers over all of K, then stored (or added) to C once, with the
 /// epilogue the flags and pointers ask for. The entry point dispatches on the rows
 /// asked for to a body compiled for that many rows (an edge tile of 4 rows keeps 4 rows
 /// of accumulators, not 12), whose stores keep to the columns asked for through `$mask`
 /// (which lanes of vector `v` are stored).
-/// How many steps of K ahead the tiles prefetch B's panel: about 2-3 KiB for the
-/// AVX-512 tile, a few hundred cycles of its work, which covers memory's latency.
-pub const PREFETCH_STEPS: usize = 24;
-
 macro_rules! tile {
     (
         $(#[$attr:meta])* $name:ident, $vector:ty, $lanes:literal, $rows:literal, $vectors:literal,

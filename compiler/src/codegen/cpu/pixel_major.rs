@@ -12,7 +12,9 @@
 //! stream from L2), then writes it transposed into the NCHW output, where the usual
 //! epilogue runs over the chunk's columns. Threads split the pixels, each chunk
 //! packing only its own: the output-channel parts a direct product of a small output
-//! needs (each packing the whole input again) are not needed.
+//! needs (each packing the whole input again) are not needed — except where the
+//! weights are too big for L2 (`Geometry::channel_parts`): the threads then split the
+//! channels in whole weight panels, so that each streams only its part of them.
 
 use super::conv::{At, Block, CHUNK_FLOATS, Geometry, L2_BYTES, Product, Tile, offset, offset_by};
 use super::epilogue;

@@ -138,8 +138,9 @@ fn padded_columns(g: &Geometry, m: u64, rows: u64, nr: u64) -> u64 {
 
 /// Output rows per chunk (whole tile rows): as many tile rows as keep the chunk's
 /// transformed input and products within `chunk_floats` (at least one), with threads
-/// two chunks each where there are enough, and among those the count whose chunks
-/// leave the fewest unused columns in their last panels.
+/// two chunks each where there are enough (an F(2x2) output whose rows would fill more
+/// panels so stays whole, its channels split instead), and among those the count whose
+/// chunks leave the fewest unused columns in their last panels.
 pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
     let (tall, wide) = (g.out_height.div_ceil(m).max(1), tiles_wide(g, m).max(1));
     let kc = g.k_block(target);

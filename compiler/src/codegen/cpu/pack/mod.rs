@@ -5,8 +5,9 @@
 //!
 //! A pointwise convolution (1x1, stride 1, no padding; and every dense layer) reads its
 //! input as the matrix itself: whole panels are copied four floats at a time. Otherwise
-//! a chunk of whole output rows is packed by straight-line code (`straight.rs`); other
-//! chunks (a pixel-major product's spans, or patterns too long to write out) split each
+//! a chunk of whole output rows (or a pixel-major span of every pixel) is packed by
+//! straight-line code (`straight.rs`); other chunks (pixel-major spans that start
+//! mid-row, or patterns too long to write out) split each
 //! row of the window's taps where it leaves the input: zeros for the padding, direct
 //! loads for the interior, with no per-element test.
 

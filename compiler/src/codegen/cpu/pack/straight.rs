@@ -103,12 +103,14 @@ impl Packing<'_> {
         let (nr, kc) = (self.panel, self.kc);
         let area = g.kernel[0] * g.kernel[1];
         // Where channel `first_channel`'s plane starts, and planes' size.
-        let (planes, first_channel, plane_floats) = match (plan.band, self.staging) {
-            (Some(band), Some(staged)) => {
+        let (planes, first_channel, plane_floats) = match plan.band {
+            Some(band) => {
+                // `Packing::generate` takes this path for a padded conv only with room.
+                let staged = self.staging.expect("room for the staged plane");
                 let first_channel = self.stage(b, staged, band, plan.pitch, first_row);
                 (staged, first_channel, band * plan.pitch)
             }
-            _ => {
+            None => {
                 let top = b
                     .ins()
                     .imul_imm_s(first_row, (g.stride[0] * g.width) as i64);
