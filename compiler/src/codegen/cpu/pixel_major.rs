@@ -56,7 +56,20 @@ impl Geometry {
             _ => 1,
         };
         let chunks = threads.max(self.n().div_ceil(most));
-        self.n().div_ceil(chunks).max(1)
+        let even = self.n().div_ceil(chunks).max(1);
+        // Whole output rows where they fit as well (17 rows for two threads: 9 and 8),
+        // so every chunk is packed by the straight-line code.
+        let whole_rows = self.out_height.div_ceil(chunks) * self.out_width;
+        if whole_rows <= most && self.n().div_ceil(whole_rows) == self.n().div_ceil(even) {
+            whole_rows
+        } else {
+            even
+        }
+    }
+
+    /// Whether every chunk of pixels is whole output rows.
+    fn rows_chunks(&self, target: &CpuTarget) -> bool {
+        self.out_width > 0 && self.chunk_pixels(target).is_multiple_of(self.out_width)
     }
 
     /// Parts the output channels are cut into, whole weight panels each: one per
@@ -93,9 +106,12 @@ impl Geometry {
         let rows = self.chunk_pixels(target).div_ceil(target.mr) * target.mr;
         let packed = rows * self.k_block(target);
         let transposed = rows * self.padded_channels(target);
-        // A chunk of every pixel is whole rows, packed by straight-line code.
-        let staged = match self.chunk_pixels(target) == self.n() {
-            true => self.staged_floats(self.out_height, target.mr, self.k_block(target)),
+        // Chunks of whole rows are packed by straight-line code.
+        let staged = match self.rows_chunks(target) {
+            true => {
+                let rows = self.chunk_pixels(target) / self.out_width;
+                self.staged_floats(rows, target.mr, self.k_block(target))
+            }
             false => 0,
         };
         PixelScratch {
@@ -201,7 +217,13 @@ impl Product<'_> {
             panel: mr,
             kc: block.kc,
             p0: block.p0,
-            pixels: Pixels::Span { first, count },
+            pixels: match g.rows_chunks(target) {
+                true => Pixels::Rows {
+                    first_row: b.ins().udiv_imm_u(first, g.out_width as i64),
+                    rows: count / g.out_width,
+                },
+                false => Pixels::Span { first, count },
+            },
             input: at.input,
             scratch,
             staging: Some(staging),
@@ -310,12 +332,14 @@ mod tests {
     }
 
     #[test]
-    fn threads_get_even_spans_of_pixels() {
+    fn threads_get_spans_of_whole_rows_of_pixels() {
         // Weights that stay in L2 (256 KiB).
         let g = geometry("256x7x7", "conv(256, 1x1)");
         assert!(g.pixel_major(&target(12, 32, 2)));
+        // Whole rows where they make as many chunks: 4 and 3 rows of 7 for two threads.
         assert_eq!(g.chunk_pixels(&target(12, 32, 1)), 49);
-        assert_eq!(g.chunk_pixels(&target(12, 32, 2)), 25);
+        assert_eq!(g.chunk_pixels(&target(12, 32, 2)), 28);
+        assert_eq!(g.chunk_pixels(&target(12, 32, 3)), 21);
         assert_eq!(g.pixel_chunk_count(&target(12, 32, 2)), 2);
         assert_eq!(g.pixel_chunk_count(&target(12, 32, 3)), 3);
     }
