@@ -677,11 +677,7 @@ impl Product<'_> {
             },
             input,
             scratch,
-            staging: Some(offset_by(
-                b,
-                scratch,
-                self.geometry.packed_input(self.target),
-            )),
+            staging: offset_by(b, scratch, self.geometry.packed_input(self.target)),
         };
         packing.generate(b);
         let g = self.geometry;

@@ -226,7 +226,7 @@ impl Product<'_> {
             },
             input: at.input,
             scratch,
-            staging: Some(staging),
+            staging,
         }
         .generate(b);
         let transposed = offset_by(b, scratch, g.pixel_scratch(target).packed);

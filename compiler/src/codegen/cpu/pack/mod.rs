@@ -5,9 +5,9 @@
 //!
 //! A pointwise convolution (1x1, stride 1, no padding; and every dense layer) reads its
 //! input as the matrix itself: whole panels are copied four floats at a time. Otherwise
-//! a chunk of whole output rows (or a pixel-major span of every pixel) is packed by
-//! straight-line code (`straight.rs`); other chunks (pixel-major spans that start
-//! mid-row, or patterns too long to write out) split each
+//! a chunk of whole output rows is packed by straight-line code (`straight.rs`); other
+//! chunks (pixel-major spans that start mid-row, or patterns too long to write out)
+//! split each
 //! row of the window's taps where it leaves the input: zeros for the padding, direct
 //! loads for the interior, with no per-element test.
 
@@ -57,8 +57,8 @@ pub struct Packing<'g> {
     pub input: Value,
     pub scratch: Value,
     /// Room for the staged plane of a padded convolution (`Geometry::staged_floats`),
-    /// where the straight-line packing may use it.
-    pub staging: Option<Value>,
+    /// which the straight-line packing uses.
+    pub staging: Value,
 }
 
 impl Packing<'_> {
@@ -68,17 +68,8 @@ impl Packing<'_> {
         if pointwise {
             return self.pointwise(b);
         }
-        let rows = match self.pixels {
-            Pixels::Rows { first_row, rows } => Some((first_row, rows)),
-            // Every pixel (a pixel-major product in one span): whole rows from row 0.
-            Pixels::Span { count, .. } if count == g.n() => {
-                Some((b.ins().iconst(types::I64, 0), g.out_height))
-            }
-            Pixels::Span { .. } => None,
-        };
-        if let Some((first_row, rows)) = rows
+        if let Pixels::Rows { first_row, rows } = self.pixels
             && let Some(plan) = g.straight_packing(self.panel, rows)
-            && (plan.band.is_none() || self.staging.is_some())
         {
             return self.straight(b, plan, first_row, rows);
         }
@@ -98,21 +89,11 @@ impl Packing<'_> {
             Pixels::Span { first, count } => (first, count),
         };
         let chunk = offset(b, self.input, first_column, 1);
-        let flags = MemFlagsData::new().with_notrap();
         fixed(b, kc, |b, p| {
             let channel = b.ins().iadd(self.p0, p);
             let source = offset(b, chunk, channel, g.n());
             let destination = offset(b, self.scratch, p, nr);
-            let copy = |b: &mut FunctionBuilder, from: Value, to: Value, columns: u64| {
-                for v in 0..columns / 4 {
-                    let lanes = b.ins().load(types::F32X4, flags, from, (v * 16) as i32);
-                    b.ins().store(flags, lanes, to, (v * 16) as i32);
-                }
-                for c in (columns / 4) * 4..columns {
-                    let value = b.ins().load(types::F32, flags, from, (c * 4) as i32);
-                    b.ins().store(flags, value, to, (c * 4) as i32);
-                }
-            };
+            let copy = straight::copy_floats;
             fixed(b, n / nr, |b, j| {
                 let from = offset(b, source, j, nr);
                 let to = offset(b, destination, j, kc * nr);

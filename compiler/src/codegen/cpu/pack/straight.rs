@@ -105,8 +105,7 @@ impl Packing<'_> {
         // Where channel `first_channel`'s plane starts, and planes' size.
         let (planes, first_channel, plane_floats) = match plan.band {
             Some(band) => {
-                // `Packing::generate` takes this path for a padded conv only with room.
-                let staged = self.staging.expect("room for the staged plane");
+                let staged = self.staging;
                 let first_channel = self.stage(b, staged, band, plan.pitch, first_row);
                 (staged, first_channel, band * plan.pitch)
             }
@@ -268,7 +267,8 @@ fn sweep(
     }
 }
 
-fn copy_floats(b: &mut FunctionBuilder, from: Value, to: Value, count: u64) {
+/// `count` floats from `from` to `to`: straight-line vectors of four up to 64 floats.
+pub(super) fn copy_floats(b: &mut FunctionBuilder, from: Value, to: Value, count: u64) {
     let flags = MemFlagsData::new().with_notrap();
     sweep(b, count, |b, index, at, ty| {
         let (from, to) = (offset(b, from, index, 1), offset(b, to, index, 1));
