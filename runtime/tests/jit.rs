@@ -147,10 +147,18 @@ fn generated_tanh_and_sigmoid_are_within_a_few_ulp_everywhere() {
     ]);
     let len = values.len();
     let input = Tensor::from_shape_vec(vec![1, len], values.clone()).expect("shape");
-    for activation in ["tanh", "sigmoid"] {
+    // The runtime's row helpers with the precompiled tile, the inline f32x4 code with
+    // the generated one.
+    for (activation, tile) in [
+        ("tanh", TileChoice::Auto),
+        ("sigmoid", TileChoice::Auto),
+        ("tanh", TileChoice::Cranelift),
+        ("sigmoid", TileChoice::Cranelift),
+    ] {
         let net = network(&format!("network A(input: {len}) {{ {activation} }}"));
         let weights = weights(&net, 1);
-        let program = jit::Program::new(&net, &weights).expect("compiles");
+        let program =
+            jit::Program::with_options(&net, &weights, tile_options(1, tile)).expect("compiles");
         let actual = program.run(vec![input.clone()]).expect("runs");
         let expected = reference::run(&net, &weights, vec![input.clone()], &RunOptions::default())
             .expect("reference runs")
@@ -165,7 +173,7 @@ fn generated_tanh_and_sigmoid_are_within_a_few_ulp_everywhere() {
             let allowed = (4.0 * f32::EPSILON * e.abs()).max(1e-30);
             assert!(
                 (a - e).abs() <= allowed,
-                "{activation}({x}) = {a}, the reference {e}"
+                "{activation}({x}) = {a}, the reference {e} ({tile:?} tile)"
             );
         }
     }
@@ -346,6 +354,42 @@ fn any_number_of_threads_computes_the_same() {
             .collect();
         for output in &outputs[1..] {
             assert_eq!(output, &outputs[0], "{name}");
+        }
+    }
+}
+
+#[test]
+fn epilogues_around_activation_helpers_agree_with_the_reference() {
+    // Tanh and sigmoid are calls over the rows where the tile is precompiled, with the
+    // epilogue's other steps as passes before and after them: a batch norm after the
+    // activation, a residual add between two. Outputs large enough for the threads to
+    // cut rows (so a chunk's rows are not all of a channel's), and a dense layer's
+    // vector; inline code with the generated tile.
+    let layers = [
+        ("8x40x40", "conv(16, 3x3, pad=1) sigmoid bn"),
+        ("8x40x40", "residual { conv(8, 3x3, pad=1) tanh } sigmoid"),
+        ("8x41x39", "conv(9, 3x3, stride=2) tanh"),
+        ("5x6x7", "flatten dense(37) tanh bn dense(19) sigmoid"),
+    ];
+    for (input_shape, layer) in layers {
+        let source = format!("network A(input: {input_shape}) {{ {layer} }}");
+        let net = network(&source);
+        let (weights, input) = (weights(&net, 5), input(&net, 2, 6));
+        let expected = reference::run(&net, &weights, vec![input.clone()], &RunOptions::default())
+            .expect("reference runs")
+            .output;
+        for tile in [TileChoice::Auto, TileChoice::Cranelift] {
+            for threads in [1, 2, 3] {
+                let program =
+                    jit::Program::with_options(&net, &weights, tile_options(threads, tile))
+                        .expect("compiles");
+                let actual = program.run(vec![input.clone()]).expect("runs");
+                let error = relative_error(&actual, &expected);
+                assert!(
+                    error <= TOLERANCE,
+                    "{tile:?} tile, {threads} threads: relative error {error:e} for\n{source}"
+                );
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 //! module and run over the memory plan, the precompiled register tiles they call, and
 //! the packing they read.
 
+pub mod activation;
 pub mod gemm;
 pub mod gemv;
 pub mod guarded;

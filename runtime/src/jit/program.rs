@@ -479,6 +479,8 @@ impl<'a> Program<'a> {
                 Arg::Tile => self.microkernel.tile as *mut f32,
                 Arg::Gemv => super::gemv::gemv as *mut f32,
                 Arg::Pow => pow as *mut f32,
+                Arg::Tanh => super::activation::tanh as *mut f32,
+                Arg::Sigmoid => super::activation::sigmoid as *mut f32,
             };
             slots.push(pointer);
         }
@@ -539,6 +541,8 @@ fn target_for(
         kc: KC as u64,
         threads: threads.max(1) as u64,
         tile_epilogue,
+        // With the tile generated, the whole of the code is Cranelift's: the cross-check.
+        activation_helpers: tile.precompiled().is_some(),
         frontend: isa.frontend_config(),
     };
     Ok((target, isa))

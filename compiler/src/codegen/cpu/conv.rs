@@ -276,12 +276,13 @@ pub(super) struct Pointers {
 
 impl Pointers {
     pub fn get(&self, arg: &Arg) -> Value {
-        let slot = self
-            .args
-            .iter()
-            .position(|a| a == arg)
-            .expect("slot declared");
-        self.slots[slot]
+        self.find(arg).expect("slot declared")
+    }
+
+    /// The slot of `arg`, if the kernel declared one.
+    pub fn find(&self, arg: &Arg) -> Option<Value> {
+        let slot = self.args.iter().position(|a| a == arg)?;
+        Some(self.slots[slot])
     }
 }
 
@@ -301,7 +302,7 @@ pub fn generate(
         Arg::Tile,
         Arg::Gemv,
     ];
-    args.extend(epilogue::args(kernel));
+    args.extend(epilogue::args(kernel, target));
     let pointer = target.frontend.pointer_type();
     let slots_declared = args.clone();
     let function = kernel_function(index, target, |b, params| {

@@ -40,7 +40,7 @@ pub fn generate(fused: &FusedGraph, index: usize, target: &CpuTarget) -> Option<
     };
     let mut args = vec![Arg::Output];
     args.extend(sources.iter().map(|s| s.arg.clone()));
-    args.extend(epilogue::step_args(&steps));
+    args.extend(epilogue::step_args(&steps, target));
     let output_sample = sample_stride(fused, kernel.output);
     let code = weightless_kernel(index, target, args, rows, |b, params, pointers, n| {
         let output = at_sample(b, pointers, &Arg::Output, n, output_sample);

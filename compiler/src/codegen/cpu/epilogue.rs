@@ -1,25 +1,30 @@
 //! A kernel's epilogue over one sample's output, channel by channel: the element-wise
 //! steps in source order, four lanes at a time (f32x4) with a scalar tail, in one pass
-//! over the row (tanh and sigmoid too: `exp.rs` generates them inline).
+//! over the row. Tanh and sigmoid are the exception where the runtime has row helpers
+//! for them (`CpuTarget::activation_helpers`): the steps before one run as a pass, the
+//! helper is called over the rows, and the steps after run as another pass; otherwise
+//! `exp.rs` generates them inline.
 
 use super::conv::{At, Geometry, Pointers, offset};
 use super::loops::{counted, fixed};
-use super::{Arg, sample_stride};
+use super::{Arg, CpuTarget, sample_stride};
 use crate::ops::Activation;
 use crate::passes::{FusedGraph, Kernel, Step, TensorId};
 use cranelift_codegen::ir::condcodes::FloatCC;
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
+use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Signature, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
 const LANES: u64 = 4;
 
 /// The argument slots the epilogue reads, after the product's.
-pub fn args(kernel: &Kernel) -> Vec<Arg> {
-    step_args(&kernel.epilogue)
+pub fn args(kernel: &Kernel, target: &CpuTarget) -> Vec<Arg> {
+    step_args(&kernel.epilogue, target)
 }
 
-/// The argument slots `steps` read.
-pub fn step_args(steps: &[Step]) -> Vec<Arg> {
+/// The argument slots `steps` read: their per-channel values, residual inputs and,
+/// where `target` calls them, the activation helpers (whose slots tell the generator
+/// to call them).
+pub fn step_args(steps: &[Step], target: &CpuTarget) -> Vec<Arg> {
     let mut args = Vec::new();
     for step in steps {
         match step {
@@ -34,10 +39,80 @@ pub fn step_args(steps: &[Step]) -> Vec<Arg> {
                 });
             }
             Step::Add { input, .. } => args.push(Arg::AddInput(*input)),
+            Step::Activation(activation) if target.activation_helpers => {
+                if let Some(helper) = helper(activation)
+                    && !args.contains(&helper)
+                {
+                    args.push(helper);
+                }
+            }
             Step::Bias | Step::Activation(_) => {}
         }
     }
     args
+}
+
+/// The runtime's row helper for `activation`, if it has one: tanh and sigmoid, whose
+/// exponent arithmetic is what f32x4 code does worst.
+fn helper(activation: &Activation) -> Option<Arg> {
+    match activation {
+        Activation::Tanh => Some(Arg::Tanh),
+        Activation::Sigmoid => Some(Arg::Sigmoid),
+        _ => None,
+    }
+}
+
+/// A run of an epilogue's steps: inline code over each row, or one helper call.
+enum Stretch<'a> {
+    Inline(&'a [Step]),
+    /// The helper's function pointer.
+    Call(Value),
+}
+
+/// `steps` cut into stretches: each activation whose helper the kernel declared is a
+/// call of its own, the steps between them inline.
+fn stretches<'a>(steps: &'a [Step], pointers: &Pointers) -> Vec<Stretch<'a>> {
+    let mut stretches = Vec::new();
+    let mut inline_from = 0;
+    for (i, step) in steps.iter().enumerate() {
+        let Step::Activation(activation) = step else {
+            continue;
+        };
+        let Some(callee) = helper(activation).and_then(|arg| pointers.find(&arg)) else {
+            continue;
+        };
+        if inline_from < i {
+            stretches.push(Stretch::Inline(&steps[inline_from..i]));
+        }
+        stretches.push(Stretch::Call(callee));
+        inline_from = i + 1;
+    }
+    if inline_from < steps.len() {
+        stretches.push(Stretch::Inline(&steps[inline_from..]));
+    }
+    stretches
+}
+
+/// How many residual inputs `steps` read.
+fn add_count(steps: &[Step]) -> usize {
+    add_inputs(steps).count()
+}
+
+/// Calls an activation helper over `count` floats from `source` into `destination`.
+fn call_helper(
+    b: &mut FunctionBuilder,
+    callee: Value,
+    (source, destination): (Value, Value),
+    count: Value,
+) {
+    let pointer = b.func.signature.params[0].value_type;
+    let mut signature = Signature::new(b.func.signature.call_conv);
+    for ty in [pointer, pointer, types::I64] {
+        signature.params.push(AbiParam::new(ty));
+    }
+    let signature = b.import_signature(signature);
+    b.ins()
+        .call_indirect(signature, callee, &[source, destination, count]);
 }
 
 /// The tensors `steps` add, in order.
@@ -88,23 +163,42 @@ pub fn generate(
         .map(|input| residual_at(b, fused, geometry, pointers, input, at, columns.first))
         .collect();
     let output = offset(b, at.output, columns.first, 1);
-    // Channels [first, end) of the group: this unit's part.
-    counted(b, first, end, 1, |b, m| {
-        let row = offset(b, output, m, n);
-        let channel = b.ins().iadd(first_channel, m);
-        let add_rows = add_bases
-            .iter()
-            .map(|&base| offset(b, base, m, n))
-            .collect();
-        let row = Row {
-            source: row,
-            destination: row,
-            channel,
-            add_rows,
-            len: columns.count,
-        };
-        steps_over_row(b, &kernel.epilogue, pointers, &row);
-    });
+    let mut adds = add_bases.into_iter();
+    // Channels [first, end) of the group (this unit's part), stretch by stretch.
+    for stretch in stretches(&kernel.epilogue, pointers) {
+        match stretch {
+            Stretch::Inline(steps) => {
+                let bases: Vec<Value> = adds.by_ref().take(add_count(steps)).collect();
+                counted(b, first, end, 1, |b, m| {
+                    let row = offset(b, output, m, n);
+                    let channel = b.ins().iadd(first_channel, m);
+                    let add_rows = bases.iter().map(|&base| offset(b, base, m, n)).collect();
+                    let row = Row {
+                        source: row,
+                        destination: row,
+                        channel,
+                        add_rows,
+                        len: columns.count,
+                    };
+                    inline_over_row(b, steps, pointers, &row);
+                });
+            }
+            // Whole rows are one run of the channels: one call over all of them.
+            Stretch::Call(callee) if columns.count == n => {
+                let rows = offset(b, output, first, n);
+                let channels = b.ins().isub(end, first);
+                let count = b.ins().imul_imm_s(channels, n as i64);
+                call_helper(b, callee, (rows, rows), count);
+            }
+            Stretch::Call(callee) => {
+                let count = b.ins().iconst(types::I64, columns.count as i64);
+                counted(b, first, end, 1, |b, m| {
+                    let row = offset(b, output, m, n);
+                    call_helper(b, callee, (row, row), count);
+                });
+            }
+        }
+    }
 }
 
 /// Where residual `input` holds the value of the group's first channel at output
@@ -189,9 +283,40 @@ pub struct Row {
     pub len: u64,
 }
 
-/// `steps` over one row, four lanes at a time: the epilogue of a conv's output row,
-/// and the whole of a lone activation, batch norm, add or copy.
+/// `steps` over one row: the epilogue of a conv's output row, and the whole of a lone
+/// activation, batch norm, add or copy.
 pub fn steps_over_row(b: &mut FunctionBuilder, steps: &[Step], pointers: &Pointers, row: &Row) {
+    let mut adds = row.add_rows.iter().copied();
+    let mut source = row.source;
+    let stretches = stretches(steps, pointers);
+    if stretches.is_empty() {
+        // No step: a copy.
+        return inline_over_row(b, steps, pointers, row);
+    }
+    for stretch in stretches {
+        match stretch {
+            Stretch::Inline(steps) => {
+                let part = Row {
+                    source,
+                    destination: row.destination,
+                    channel: row.channel,
+                    add_rows: adds.by_ref().take(add_count(steps)).collect(),
+                    len: row.len,
+                };
+                inline_over_row(b, steps, pointers, &part);
+            }
+            Stretch::Call(callee) => {
+                let count = b.ins().iconst(types::I64, row.len as i64);
+                call_helper(b, callee, (source, row.destination), count);
+            }
+        }
+        // Later stretches work on what the first wrote.
+        source = row.destination;
+    }
+}
+
+/// `steps`, none a helper's, over one row, four lanes at a time.
+fn inline_over_row(b: &mut FunctionBuilder, steps: &[Step], pointers: &Pointers, row: &Row) {
     let channel = channel(b, steps, pointers, row.channel, row.add_rows.clone());
     let steps: Vec<&Step> = steps.iter().collect();
     lanes(b, &steps, &channel, (row.source, row.destination), row.len);

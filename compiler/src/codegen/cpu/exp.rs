@@ -11,9 +11,14 @@ use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
 /// 1.5 · 2^23: adding it rounds a float below 2^22 to an integer, in the low bits.
-const ROUNDER: f32 = 12_582_912.0;
+pub const ROUNDER: f32 = 12_582_912.0;
+/// The range `exp`'s input is clamped to: `e^x` is a normal f32 on it.
+pub const EXP_RANGE: (f32, f32) = (-87.336_54, 88.0);
+/// ln 2 in two parts, the first exact in f32 (so `x − n·LN2_HIGH` is exact).
+pub const LN2_HIGH: f32 = 0.693_359_4;
+pub const LN2_LOW: f32 = -2.121_944_4e-4;
 /// Cephes' polynomial for `e^r − 1 − r` over `r²`, highest power first.
-const POLYNOMIAL: [f32; 6] = [
+pub const POLYNOMIAL: [f32; 6] = [
     1.987_569_1e-4,
     1.398_2e-3,
     8.333_452e-3,
@@ -24,9 +29,9 @@ const POLYNOMIAL: [f32; 6] = [
 
 /// Below this magnitude tanh is Cephes' odd polynomial (`1 − 2/(e^2x + 1)` loses
 /// digits to cancellation near 0); above it, the exp form.
-const TANH_POLYNOMIAL_BELOW: f32 = 0.625;
+pub const TANH_POLYNOMIAL_BELOW: f32 = 0.625;
 /// Cephes' `tanhf` polynomial in x² for `(tanh x − x) / x³`, highest power first.
-const TANH_POLYNOMIAL: [f32; 5] = [
+pub const TANH_POLYNOMIAL: [f32; 5] = [
     -5.704_988_7e-3,
     2.063_909e-2,
     -5.373_971_6e-2,
@@ -47,7 +52,7 @@ fn bits_type(ty: Type) -> Type {
 pub fn exp(b: &mut FunctionBuilder, ty: Type, x: Value) -> Value {
     let int = bits_type(ty);
     let c = |b: &mut FunctionBuilder, value: f32| constant(b, ty, value);
-    let (low, high) = (c(b, -87.336_54), c(b, 88.0));
+    let (low, high) = (c(b, EXP_RANGE.0), c(b, EXP_RANGE.1));
     let x = larger(b, ty, x, low);
     let x = smaller(b, ty, x, high);
     // n = round(x·log2 e), as a float and in the low bits of `shifted`.
@@ -55,8 +60,8 @@ pub fn exp(b: &mut FunctionBuilder, ty: Type, x: Value) -> Value {
     let scaled = b.ins().fmul(x, log2e);
     let shifted = b.ins().fadd(scaled, rounder);
     let n = b.ins().fsub(shifted, rounder);
-    // r = x − n·ln 2, ln 2 = 0.693359375 − 2.12194440e-4 (the first part exact in f32).
-    let (ln2_high, ln2_low) = (c(b, 0.693_359_4), c(b, -2.121_944_4e-4));
+    // r = x − n·ln 2, ln 2 in two parts.
+    let (ln2_high, ln2_low) = (c(b, LN2_HIGH), c(b, LN2_LOW));
     let part = b.ins().fmul(n, ln2_high);
     let r = b.ins().fsub(x, part);
     let part = b.ins().fmul(n, ln2_low);

@@ -23,7 +23,7 @@ mod adaptive;
 mod conv;
 mod elementwise;
 mod epilogue;
-mod exp;
+pub mod exp;
 mod loops;
 mod lrn;
 mod pack;
@@ -58,6 +58,9 @@ pub struct CpuTarget {
     /// Whether the tiles finish the epilogues they can (`epilogue::TileEpilogue`);
     /// otherwise every epilogue is a pass over the output after the product.
     pub tile_epilogue: bool,
+    /// Whether tanh and sigmoid call the runtime's precompiled row helpers (`Arg::Tanh`,
+    /// `Arg::Sigmoid`: sixteen lanes with FMA) rather than run as inline f32x4 code.
+    pub activation_helpers: bool,
     pub frontend: TargetFrontendConfig,
 }
 
@@ -94,6 +97,11 @@ pub enum Arg {
     Gemv,
     /// `extern "C" fn(base: f64, exponent: f64) -> f64`, for an LRN's general beta.
     Pow,
+    /// `extern "C" fn(source, destination, count)`: tanh of `count` floats, in place
+    /// where the two are the same.
+    Tanh,
+    /// As `Tanh`, for the sigmoid.
+    Sigmoid,
 }
 
 /// One generated kernel: `fn(args: *const *mut f32, batch: i64, chunk_begin: i64,
@@ -347,6 +355,7 @@ mod test_support {
     pub fn target(mr: u64, nr: u64, threads: u64) -> CpuTarget {
         CpuTarget {
             tile_epilogue: true,
+            activation_helpers: true,
             mr,
             nr,
             kc: 256,
