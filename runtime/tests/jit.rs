@@ -307,15 +307,20 @@ fn epilogues_finished_in_the_tiles_equal_the_pass_exactly() {
     // in the same order, so both give the same bits: for ResNet-18 (bias, residual and
     // ReLU; a bias alone on the projections; Winograd layers, which keep the pass) and
     // for a net of several K blocks, short row tiles and edge columns, on the
-    // precompiled tile and the generated one.
+    // precompiled tile and the generated one. Where the tile does the start of an
+    // epilogue (a bias before a tanh or a scaled add, a ReLU before a batch norm), the
+    // pass does the rest: LeNet-5's convs, and the net's last layers.
     let edges = "network E(input: 300x9x11) {
         conv(13, 1x1) relu
         residual { conv(13, 3x3, pad=1) } shortcut { }
         relu
         conv(7, 3x3, stride=2, pad=1)
+        residual(scale=0.5) { conv(7, 3x3, pad=1) relu bn }
+        conv(9, 3x3, pad=1) tanh
     }";
     for (name, net, threads) in [
         ("resnet18", example("resnet18"), 2),
+        ("lenet5", example("lenet5"), 1),
         ("edges", network(edges), 3),
     ] {
         let (weights, input) = (weights(&net, 7), input(&net, 2, 8));

@@ -7,7 +7,7 @@ use super::pack::{Packing, Pixels};
 use super::winograd;
 use super::{Arg, CpuTarget, KernelCode, kernel_function, sample_stride};
 use crate::ops::Op;
-use crate::passes::{Algorithm, FusedGraph, Kernel};
+use crate::passes::{Algorithm, FusedGraph, Kernel, Step};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Signature, Value, types};
 use cranelift_frontend::FunctionBuilder;
@@ -424,10 +424,23 @@ pub(super) struct TileFinish {
 }
 
 impl Product<'_> {
-    /// The kernel's epilogue over `columns` of the output at `at`.
-    pub(super) fn epilogue(&self, b: &mut FunctionBuilder, at: &At, columns: &epilogue::Columns) {
-        let (fused, kernel) = (self.fused, self.kernel);
-        epilogue::generate(b, fused, kernel, self.geometry, self.pointers, at, columns);
+    /// `steps` of the kernel's epilogue over `columns` of the output at `at`.
+    pub(super) fn epilogue(
+        &self,
+        b: &mut FunctionBuilder,
+        steps: &[Step],
+        at: &At,
+        columns: &epilogue::Columns,
+    ) {
+        epilogue::generate(
+            b,
+            self.fused,
+            steps,
+            self.geometry,
+            self.pointers,
+            at,
+            columns,
+        );
     }
 
     fn sample(&self, b: &mut FunctionBuilder, n: Value) {
@@ -494,7 +507,7 @@ impl Product<'_> {
                 count: 1,
                 channels: (first, last),
             };
-            epilogue::generate(b, self.fused, self.kernel, g, self.pointers, &at, &columns);
+            self.epilogue(b, &self.kernel.epilogue, &at, &columns);
         });
     }
 
@@ -641,14 +654,14 @@ impl Product<'_> {
             let channels = (first_channel, end_channel);
             winograd::output_transform(b, self, m, chunk, at.output, channels);
         }
-        if tile_epilogue.is_none() {
-            let columns = epilogue::Columns {
-                first: first_column,
-                count: chunk.columns,
-                channels: (first_channel, end_channel),
-            };
-            self.epilogue(b, at, &columns);
-        }
+        // What the tiles left of the epilogue.
+        let rest = &self.kernel.epilogue[tile_epilogue.map_or(0, |e| e.steps)..];
+        let columns = epilogue::Columns {
+            first: first_column,
+            count: chunk.columns,
+            channels: (first_channel, end_channel),
+        };
+        self.epilogue(b, rest, at, &columns);
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -138,19 +138,19 @@ pub struct Columns {
     pub channels: (Value, Value),
 }
 
-/// The epilogue of one chunk of one sample and group, channel by channel.
+/// `steps` (the kernel's epilogue, or what the tiles left of it) over one chunk of one
+/// sample and group, channel by channel.
 pub fn generate(
     b: &mut FunctionBuilder,
     fused: &FusedGraph,
-    kernel: &Kernel,
+    steps: &[Step],
     geometry: &Geometry,
     pointers: &Pointers,
     at: &At,
     columns: &Columns,
 ) {
     let (first, end) = columns.channels;
-    if kernel
-        .epilogue
+    if steps
         .iter()
         .all(|s| matches!(s, Step::Activation(Activation::Identity)))
     {
@@ -159,13 +159,13 @@ pub fn generate(
     let n = geometry.n();
     let first_channel = b.ins().imul_imm_s(at.group, geometry.m() as i64);
     // Residual inputs at this sample, group and chunk: row `m` is `m * n` further.
-    let add_bases: Vec<Value> = add_inputs(&kernel.epilogue)
+    let add_bases: Vec<Value> = add_inputs(steps)
         .map(|input| residual_at(b, fused, geometry, pointers, input, at, columns.first))
         .collect();
     let output = offset(b, at.output, columns.first, 1);
     let mut adds = add_bases.into_iter();
     // Channels [first, end) of the group (this unit's part), stretch by stretch.
-    for stretch in stretches(&kernel.epilogue, pointers) {
+    for stretch in stretches(steps, pointers) {
         match stretch {
             Stretch::Inline(steps) => {
                 let bases: Vec<Value> = adds.by_ref().take(add_count(steps)).collect();
@@ -230,43 +230,50 @@ pub fn tile_epilogue_from_env() -> bool {
     std::env::var(TILE_EPILOGUE_ENV).map_or(true, |v| v != "0")
 }
 
-/// An epilogue the register tile can finish on its sums (`tile.rs`'s ABI): the fused
-/// graph's steps are, in this order and each optional, the bias, one plain residual
-/// add, a ReLU. That covers a ResNet's every conv and most others; anything else
-/// (tanh, a scaled add, a batch norm after an activation) runs as a pass over the
-/// output after the product.
+/// The part of an epilogue the register tile can finish on its sums (`tile.rs`'s ABI):
+/// the longest start of the fused graph's steps that is, in this order and each
+/// optional, the bias, one plain residual add, a ReLU. That covers a ResNet's every
+/// conv and most others whole; what follows (LeNet's tanh after its bias, a scaled add,
+/// a batch norm after an activation) runs as a pass over the output after the product.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TileEpilogue {
     pub bias: bool,
     pub residual: Option<TensorId>,
     pub relu: bool,
+    /// How many of the steps the tile does (identities included): the pass does the
+    /// rest.
+    pub steps: usize,
 }
 
 impl TileEpilogue {
-    /// The tile's form of `steps`, if they have one and do anything.
+    /// The tile's part of `steps`, if it does anything.
     pub fn of(steps: &[Step]) -> Option<TileEpilogue> {
-        let mut steps = steps
-            .iter()
-            .filter(|s| **s != Step::Activation(Activation::Identity))
-            .peekable();
-        let bias = steps.next_if(|s| **s == Step::Bias).is_some();
-        let residual = steps
-            .next_if(|s| {
-                matches!(s, Step::Add { self_scale, input_scale, .. }
-                    if *self_scale == 1.0 && *input_scale == 1.0)
-            })
-            .and_then(|s| match s {
-                Step::Add { input, .. } => Some(*input),
-                _ => None,
-            });
-        let relu = steps
-            .next_if(|s| **s == Step::Activation(Activation::Relu))
-            .is_some();
-        let any = bias || residual.is_some() || relu;
-        (steps.next().is_none() && any).then_some(TileEpilogue {
+        let identity = |s: &Step| *s == Step::Activation(Activation::Identity);
+        let mut at = 0;
+        // The next step that is not an identity, if `wanted`: taken, with the
+        // identities before it.
+        let mut take = |wanted: &dyn Fn(&Step) -> bool| {
+            let next = at + steps[at..].iter().take_while(|s| identity(s)).count();
+            let step = steps.get(next).filter(|s| wanted(s))?;
+            at = next + 1;
+            Some(step)
+        };
+        let bias = take(&|s| *s == Step::Bias).is_some();
+        let residual = take(&|s| {
+            matches!(s, Step::Add { self_scale, input_scale, .. }
+                if *self_scale == 1.0 && *input_scale == 1.0)
+        })
+        .and_then(|s| match s {
+            Step::Add { input, .. } => Some(*input),
+            _ => None,
+        });
+        let relu = take(&|s| *s == Step::Activation(Activation::Relu)).is_some();
+        let steps = at + steps[at..].iter().take_while(|s| identity(s)).count();
+        (bias || residual.is_some() || relu).then_some(TileEpilogue {
             bias,
             residual,
             relu,
+            steps,
         })
     }
 }
@@ -533,42 +540,51 @@ mod tests {
     fn the_tile_finishes_a_bias_a_plain_add_and_a_relu_in_that_order() {
         let relu = Step::Activation(Activation::Relu);
         let identity = Step::Activation(Activation::Identity);
-        let resnet = [Step::Bias, add(1.0, 1.0), relu.clone()];
-        assert_eq!(
-            TileEpilogue::of(&resnet),
+        let tanh = Step::Activation(Activation::Tanh);
+        let bn = Step::ScaleShift {
+            layer: "bn".into(),
+            eps: 1e-5,
+        };
+        let tile = |bias, residual, relu, steps| {
             Some(TileEpilogue {
-                bias: true,
-                residual: Some(TensorId(3)),
-                relu: true,
-            })
-        );
-        let bias_only = TileEpilogue::of(&[Step::Bias, identity.clone()]);
-        assert_eq!(
-            bias_only,
-            Some(TileEpilogue {
-                bias: true,
-                residual: None,
-                relu: false,
-            })
-        );
-        for steps in [
-            // Nothing to do, or something the tile cannot do.
-            vec![],
-            vec![identity],
-            vec![Step::Bias, Step::Activation(Activation::Tanh)],
-            vec![Step::Bias, add(0.5, 1.0)],
-            // The order matters: a ReLU before the add is not the tile's.
-            vec![Step::Bias, relu.clone(), add(1.0, 1.0)],
-            vec![Step::Bias, add(1.0, 1.0), add(1.0, 1.0)],
-            vec![
+                bias,
+                residual,
                 relu,
-                Step::ScaleShift {
-                    layer: "bn".into(),
-                    eps: 1e-5,
-                },
-            ],
-        ] {
-            assert_eq!(TileEpilogue::of(&steps), None, "{steps:?}");
+                steps,
+            })
+        };
+        let cases = [
+            // All of a ResNet's.
+            (
+                vec![Step::Bias, add(1.0, 1.0), relu.clone()],
+                tile(true, Some(TensorId(3)), true, 3),
+            ),
+            // Identities are taken along.
+            (
+                vec![Step::Bias, identity.clone()],
+                tile(true, None, false, 2),
+            ),
+            // The start the tile can do; the pass does the rest.
+            (vec![Step::Bias, tanh.clone()], tile(true, None, false, 1)),
+            (vec![Step::Bias, add(0.5, 1.0)], tile(true, None, false, 1)),
+            // The order matters: a ReLU before the add is not the tile's.
+            (
+                vec![Step::Bias, relu.clone(), add(1.0, 1.0)],
+                tile(true, None, true, 2),
+            ),
+            (
+                vec![Step::Bias, add(1.0, 1.0), add(1.0, 1.0)],
+                tile(true, Some(TensorId(3)), false, 2),
+            ),
+            (vec![relu.clone(), bn.clone()], tile(false, None, true, 1)),
+            // Nothing the tile can do first.
+            (vec![], None),
+            (vec![identity.clone()], None),
+            (vec![tanh, Step::Bias], None),
+            (vec![bn, relu], None),
+        ];
+        for (steps, expected) in cases {
+            assert_eq!(TileEpilogue::of(&steps), expected, "{steps:?}");
         }
     }
 }

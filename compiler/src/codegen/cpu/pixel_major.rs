@@ -194,7 +194,7 @@ impl Product<'_> {
             count,
             channels: (first_channel, end_channel),
         };
-        self.epilogue(b, at, &columns);
+        self.epilogue(b, &self.kernel.epilogue, at, &columns);
     }
 
     /// One K block: the chunk's pixels packed, then every (weights panel, pixel tile)
