@@ -137,10 +137,9 @@ fn padded_columns(g: &Geometry, m: u64, rows: u64, nr: u64) -> u64 {
 }
 
 /// Output rows per chunk (whole tile rows): as many tile rows as keep the chunk's
-/// transformed input and products within `chunk_floats` (at least one), with threads
-/// two chunks each where there are enough (an F(2x2) output whose rows would fill more
-/// panels so stays whole, its channels split instead), and among those the count whose
-/// chunks leave the fewest unused columns in their last panels.
+/// transformed input and products within `chunk_floats` (at least one), and among
+/// those the count whose chunks leave the fewest unused columns in their last panels;
+/// with several threads, the count that finishes first on them (`threads_finish`).
 pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
     let (tall, wide) = (g.out_height.div_ceil(m).max(1), tiles_wide(g, m).max(1));
     let kc = g.k_block(target);
@@ -157,18 +156,61 @@ pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
     if target.threads <= 1 {
         return alone * m;
     }
-    // Two chunks a thread, unless cutting the rows that fine fills the tile's panels
-    // worse: a 14x14 output is 49 F(2x2) tiles, two panels of 32 in one chunk but four
-    // in chunks of two tile rows, twice the products. Then the threads split the
-    // output channels instead (`Geometry::m_parts`), each transforming the whole
-    // input: cheap for F(2x2), but F(4x4)'s transform costs about half its products
-    // (ResNet-50's 28x28 layers were 1.4x slower split so), so F(4x4) cuts the rows.
-    let shared = best(most.min(tall.div_ceil(2 * target.threads)).max(1));
-    if m == 2 && padded(shared) > padded(alone) {
-        alone * m
-    } else {
-        shared * m
+    if m == 2 {
+        // Two chunks a thread, unless cutting the rows that fine fills the tile's
+        // panels worse: a 14x14 output is 49 F(2x2) tiles, two panels of 32 in one
+        // chunk but four in chunks of two tile rows, twice the products. Then the
+        // threads split the output channels instead (`Geometry::m_parts`), each
+        // transforming the whole input, which for F(2x2) is cheap.
+        let shared = best(most.min(tall.div_ceil(2 * target.threads)).max(1));
+        return if padded(shared) > padded(alone) {
+            alone
+        } else {
+            shared
+        } * m;
     }
+    // F(4x4)'s transform costs too much to be done twice, so the threads split the rows
+    // (ResNet-50's 28x28 layers were 1.4x slower with the channels split). Chunks of
+    // two tile rows each for two threads filled a panel apiece with 14 of its 32
+    // columns there, twice the products of chunks of four: 1.06x on two threads.
+    let finish = |rows: u64| threads_finish(g, m, target, rows);
+    (1..=most)
+        .min_by(|&a, &b| {
+            finish(a)
+                .total_cmp(&finish(b))
+                .then(padded(a).cmp(&padded(b)))
+                .then(b.cmp(&a))
+        })
+        .unwrap_or(1)
+        * m
+}
+
+/// A tile's input and output transforms, in columns of products (a panel's products
+/// cost NR): `TRANSFORM_WORK / M + TRANSFORM_WORK / K` for F(4x4), from a 128-channel
+/// 28x28 layer at one thread, where the transforms took 0.27 ms beside the products'
+/// 0.65 ms for 49 tiles in two panels (`perf`).
+const TRANSFORM_WORK: f64 = 35.0;
+
+/// When the threads finish a sample's chunks of `rows` tile rows, in columns of
+/// products: each chunk costs its panels' products and its tiles' transforms, and goes
+/// to the thread free first, as the runtime's threads take the next chunk.
+fn threads_finish(g: &Geometry, m: u64, target: &CpuTarget, rows: u64) -> f64 {
+    let (tall, wide) = (g.out_height.div_ceil(m).max(1), tiles_wide(g, m).max(1));
+    let transform = TRANSFORM_WORK / g.m().max(1) as f64 + TRANSFORM_WORK / g.k().max(1) as f64;
+    let cost = |rows: u64| {
+        let tiles = rows * wide;
+        (tiles.div_ceil(target.nr) * target.nr) as f64 + tiles as f64 * transform
+    };
+    let mut busy = vec![0.0f64; target.threads.max(1) as usize];
+    let chunks = (0..tall).step_by(rows.max(1) as usize);
+    for first in chunks {
+        let free = busy
+            .iter_mut()
+            .min_by(|a, b| a.total_cmp(b))
+            .expect("at least one thread");
+        *free += cost(rows.min(tall - first));
+    }
+    busy.into_iter().fold(0.0, f64::max)
 }
 
 /// Where a thread's scratch holds what: the transformed input of a K block at 0, the
@@ -786,10 +828,18 @@ mod tests {
         assert_eq!(chunk_rows(&small, 2, &target(12, 32, 1)), 14);
         assert_eq!(chunk_rows(&small, 2, &target(12, 32, 2)), 14);
         assert_eq!(small.m_parts(&target(12, 32, 2)), 2);
-        // The same 7x7 tiles in F(4x4) (28x28): rows cut, F(4x4)'s transform being dear.
+        // The same 7x7 tiles in F(4x4) (28x28): rows cut, F(4x4)'s transform being
+        // dear, in two chunks of one panel each (four and three tile rows), where
+        // chunks of two tile rows gave the threads two half-empty panels each.
         let dear = geometry("128x28x28", "conv(128, 3x3, pad=1)");
         assert_eq!(dear.winograd, Some(4));
-        assert_eq!(chunk_rows(&dear, 4, &target(12, 32, 2)), 8);
+        assert_eq!(chunk_rows(&dear, 4, &target(12, 32, 2)), 16);
+        assert_eq!(dear.m_parts(&target(12, 32, 2)), 1);
+        // 35x35 is 9x9 tiles: chunks of five and four tile rows (two panels each, 45
+        // and 36 tiles) finish before three chunks of three (one panel each, one
+        // thread taking two).
+        let odd = geometry("96x35x35", "conv(96, 3x3, pad=1)");
+        assert_eq!(chunk_rows(&odd, 4, &target(12, 32, 2)), 20);
         // 56x56 in F(4x4) has rows enough for both threads at no cost in panels.
         let large = geometry("64x56x56", "conv(64, 3x3, pad=1)");
         assert_eq!(large.winograd, Some(4));
