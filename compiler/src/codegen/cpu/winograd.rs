@@ -14,14 +14,16 @@
 //!
 //! Four tiles of a tile row go through the transforms at once, one per f32x4 lane:
 //! stride-2 input columns are gathered with shuffles, outputs interleaved back.
-//! Padding is resolved once per tile row: a row above or below the input reads a row
-//! of zeros in the scratch, tiles at the left and right edges (known at compile time)
-//! load only their columns inside the input.
+//! Padding is paid once per channel: the rows the chunk's tiles read are first copied
+//! into a plane in the scratch whose border is zeros (the staged plane), so every
+//! tile, at the edges too, reads inside it and takes the same four-tile code (edge
+//! tiles written out one by one were a third of an F(4x4) kernel's code).
 
 use super::Arg;
 use super::CpuTarget;
 use super::conv::{Block, Chunk, Gemm, Geometry, Product, offset, offset_by};
 use super::loops::{counted, fixed, if_else};
+use super::pack::{copy_floats, zero_floats};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
     ConstantData, Endianness, Immediate, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind,
@@ -214,24 +216,49 @@ fn threads_finish(g: &Geometry, m: u64, target: &CpuTarget, rows: u64) -> f64 {
 }
 
 /// Where a thread's scratch holds what: the transformed input of a K block at 0, the
-/// products from `products`, a row of zeros (what rows of padding read) from `zeros`.
+/// products from `products`, the staged plane of one channel from `staged`.
 pub struct Scratch {
     pub products: u64,
-    pub zeros: u64,
+    pub staged: u64,
     pub floats: u64,
 }
 
 impl Scratch {
     pub fn of(g: &Geometry, m: u64, target: &CpuTarget) -> Scratch {
-        let columns = padded_columns(g, m, chunk_rows(g, m, target), target.nr);
+        let rows = chunk_rows(g, m, target);
+        let columns = padded_columns(g, m, rows, target.nr);
         let kc = g.k_block(target);
         let products = points(m) * skewed(kc * columns);
-        let zeros = products + points(m) * skewed(padded_channels(g, target) * columns);
+        let staged = products + points(m) * skewed(padded_channels(g, target) * columns);
         Scratch {
             products,
-            zeros,
-            floats: zeros + g.width.next_multiple_of(LANES),
+            staged,
+            floats: staged + Staged::of(g, m, rows).floats(),
         }
+    }
+}
+
+/// The staged plane of a chunk: `band` rows of `pitch` floats, the chunk's tiles'
+/// rows of one channel with the padding (and whatever the last tiles read past the
+/// output) as zeros. Tile `(r, tx)` reads rows `r·m..r·m + α` and columns
+/// `tx·m..tx·m + α`; a vector of four tiles ending at the last tile of a row, at most
+/// `wide·m + 2`.
+#[derive(Clone, Copy)]
+struct Staged {
+    band: u64,
+    pitch: u64,
+}
+
+impl Staged {
+    fn of(g: &Geometry, m: u64, chunk_rows: u64) -> Staged {
+        Staged {
+            band: chunk_rows.div_ceil(m) * m + 2,
+            pitch: (tiles_wide(g, m) * m + 2).next_multiple_of(LANES),
+        }
+    }
+
+    fn floats(self) -> u64 {
+        self.band * self.pitch
     }
 }
 
@@ -258,20 +285,19 @@ impl Product<'_> {
         let layout = Scratch::of(g, m, target);
         let scratch = self.pointers.get(&Arg::Scratch);
         let columns = padded_columns(g, m, chunk.rows, target.nr);
-        let zeros = offset_by(b, scratch, layout.zeros);
-        let first_tile_row = b.ins().udiv_imm_u(chunk.first_row, m as i64);
         InputTransform {
             g,
             t: transforms,
             nr: target.nr,
             kc: block.kc,
             p0: block.p0,
-            first_tile_row,
+            first_row: chunk.first_row,
             tile_rows: chunk.rows.div_ceil(m),
             input,
             transformed: scratch,
             columns,
-            zeros,
+            staged: offset_by(b, scratch, layout.staged),
+            shape: Staged::of(g, m, chunk.rows),
         }
         .generate(b);
         let products = offset_by(b, scratch, layout.products);
@@ -300,17 +326,19 @@ struct InputTransform<'a> {
     nr: u64,
     kc: u64,
     p0: Value,
-    first_tile_row: Value,
+    /// The chunk's first output row (a multiple of m).
+    first_row: Value,
     tile_rows: u64,
     input: Value,
     transformed: Value,
     /// Columns of each transformed matrix: the chunk's tiles, padded to whole panels.
     columns: u64,
-    zeros: Value,
+    staged: Value,
+    shape: Staged,
 }
 
-/// A tile row of one channel: the input rows its tiles read (the zeros for padding),
-/// and where its transformed values go.
+/// A tile row of one channel: the staged rows its tiles read, and where its
+/// transformed values go.
 struct TileRow {
     rows: Vec<Value>,
     /// Row p of every transformed matrix's first panel.
@@ -322,120 +350,74 @@ struct TileRow {
 impl InputTransform<'_> {
     fn generate(&self, b: &mut FunctionBuilder) {
         let g = self.g;
-        let zero = b.ins().f32const(0.0);
-        let zero = b.ins().splat(types::F32X4, zero);
-        fixed(b, g.width.div_ceil(LANES), |b, v| {
-            let at = offset(b, self.zeros, v, LANES);
-            b.ins().store(flags(), zero, at, 0);
-        });
+        let Staged { band, pitch } = self.shape;
+        // The staged rows that lie inside the input, `[inside_from, inside_to)`: the
+        // same for every channel, so the rest of the plane stays zero after this.
+        zero_floats(b, self.staged, self.shape.floats());
+        let top = b.ins().iadd_imm_s(self.first_row, -(g.pads[0] as i64));
+        let zero = b.ins().iconst(types::I64, 0);
+        let above = b.ins().isub(zero, top);
+        let inside_from = b.ins().smax(above, zero);
+        let below = b.ins().iconst(types::I64, g.height as i64);
+        let below = b.ins().isub(below, top);
+        let inside_to = b.ins().iconst(types::I64, band as i64);
+        let inside_to = b.ins().smin(below, inside_to);
         fixed(b, self.kc, |b, p| {
             let channel = b.ins().iadd(self.p0, p);
             let plane = offset(b, self.input, channel, g.height * g.width);
-            let destination = offset(b, self.transformed, p, self.nr);
-            fixed(b, self.tile_rows, |b, r| {
-                self.tile_row(b, plane, destination, r)
+            counted(b, inside_from, inside_to, 1, |b, t| {
+                let row = b.ins().iadd(top, t);
+                let from = offset(b, plane, row, g.width);
+                let to = offset(b, self.staged, t, pitch);
+                let to = offset_by(b, to, g.pads[1]);
+                copy_floats(b, from, to, g.width);
             });
+            let destination = offset(b, self.transformed, p, self.nr);
+            fixed(b, self.tile_rows, |b, r| self.tile_row(b, destination, r));
         });
     }
 
-    fn tile_row(&self, b: &mut FunctionBuilder, plane: Value, destination: Value, r: Value) {
-        let g = self.g;
-        let m = self.t.m;
-        let ty = b.ins().iadd(self.first_tile_row, r);
-        let top = b.ins().imul_imm_s(ty, m as i64);
-        let top = b.ins().iadd_imm_s(top, -(g.pads[0] as i64));
-        let rows = (0..self.t.alpha() as i64)
-            .map(|i| {
-                let iy = b.ins().iadd_imm_s(top, i);
-                let inside = b
-                    .ins()
-                    .icmp_imm_u(IntCC::UnsignedLessThan, iy, g.height as i64);
-                let row = offset(b, plane, iy, g.width);
-                b.ins().select(inside, row, self.zeros)
-            })
+    /// Tile row `r` of the chunk, of one channel.
+    fn tile_row(&self, b: &mut FunctionBuilder, destination: Value, r: Value) {
+        let (m, pitch) = (self.t.m, self.shape.pitch);
+        let top = offset(b, self.staged, r, m * pitch);
+        let rows = (0..self.t.alpha() as u64)
+            .map(|i| offset_by(b, top, i * pitch))
             .collect();
-        let wide = tiles_wide(g, m);
+        let wide = tiles_wide(self.g, m);
         let row = TileRow {
             rows,
             destination,
             first: b.ins().imul_imm_s(r, wide as i64),
         };
-        let (lo, hi) = self.interior();
-        for tx in (0..lo).chain(hi..wide) {
-            self.edge_tile(b, &row, tx);
-        }
-        self.interior_tiles(b, &row, lo, hi);
+        self.tiles(b, &row, wide);
     }
 
-    /// The tiles `[lo, hi)` whose input columns all lie inside the input.
-    fn interior(&self) -> (u64, u64) {
-        let (g, m) = (self.g, self.t.m);
-        let alpha = self.t.alpha() as u64;
-        let wide = tiles_wide(g, m);
-        let left = g.pads[1];
-        let lo = left.div_ceil(m).min(wide);
-        // Tile tx reads columns m * tx - left .. m * tx - left + α - 1.
-        let hi = (g.width + left)
-            .checked_sub(alpha)
-            .map_or(0, |room| room / m + 1)
-            .clamp(lo, wide);
-        (lo, hi)
-    }
-
-    /// A tile at the left or right edge: columns outside the input are zeros.
-    fn edge_tile(&self, b: &mut FunctionBuilder, row: &TileRow, tx: u64) {
-        let g = self.g;
-        let alpha = self.t.alpha() as i64;
-        let first = (tx * self.t.m) as i64 - g.pads[1] as i64;
-        let d: Vec<Vec<Value>> = row
-            .rows
-            .iter()
-            .map(|&source| {
-                (first..first + alpha)
-                    .map(|ix| {
-                        if (0..g.width as i64).contains(&ix) {
-                            b.ins().load(types::F32, flags(), source, (ix * 4) as i32)
-                        } else {
-                            b.ins().f32const(0.0)
-                        }
-                    })
-                    .collect()
-            })
-            .collect();
-        let column = b.ins().iadd_imm_s(row.first, tx as i64);
-        let values = transform(b, self.t.input, &d);
-        self.store(b, row, column, &values);
-    }
-
-    /// Interior tiles four at a time, the last four ending at `hi` (recomputing up to
-    /// three tiles rather than taking them one at a time); fewer than four one at a
-    /// time.
-    fn interior_tiles(&self, b: &mut FunctionBuilder, row: &TileRow, lo: u64, hi: u64) {
-        let count = hi.saturating_sub(lo);
-        if count < LANES {
-            for tx in lo..hi {
+    /// The row's `wide` tiles four at a time, the last four ending at the last tile
+    /// (recomputing up to three tiles rather than taking them one at a time); fewer
+    /// than four one at a time.
+    fn tiles(&self, b: &mut FunctionBuilder, row: &TileRow, wide: u64) {
+        if wide < LANES {
+            for tx in 0..wide {
                 let tx = b.ins().iconst(types::I64, tx as i64);
-                self.interior_tile(b, row, tx, types::F32);
+                self.tile(b, row, tx, types::F32);
             }
             return;
         }
         // One copy of the code (a tile's is long, F(4x4)'s most): the last group's
         // start clamped back.
-        fixed(b, count.div_ceil(LANES), |b, group| {
+        fixed(b, wide.div_ceil(LANES), |b, group| {
             let tx = b.ins().imul_imm_s(group, LANES as i64);
-            let tx = b.ins().iadd_imm_s(tx, lo as i64);
-            let last = b.ins().iconst(types::I64, (hi - LANES) as i64);
+            let last = b.ins().iconst(types::I64, (wide - LANES) as i64);
             let tx = b.ins().smin(tx, last);
-            self.interior_tile(b, row, tx, types::F32X4);
+            self.tile(b, row, tx, types::F32X4);
         });
     }
 
-    /// Tile `tx` (f32), or tiles `tx..tx + 4` (f32x4, one per lane), inside the input.
-    fn interior_tile(&self, b: &mut FunctionBuilder, row: &TileRow, tx: Value, ty: Type) {
-        let g = self.g;
+    /// Tile `tx` (f32), or tiles `tx..tx + 4` (f32x4, one per lane).
+    fn tile(&self, b: &mut FunctionBuilder, row: &TileRow, tx: Value, ty: Type) {
         let alpha = self.t.alpha();
         let first = b.ins().imul_imm_s(tx, self.t.m as i64);
-        let first = b.ins().iadd_imm_s(first, -(g.pads[1] as i64));
         let d: Vec<Vec<Value>> = row
             .rows
             .iter()

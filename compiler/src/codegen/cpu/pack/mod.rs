@@ -13,6 +13,8 @@
 
 mod straight;
 
+pub(super) use straight::{copy_floats, zero_floats};
+
 use super::conv::{Geometry, offset, offset_by};
 use super::loops::{counted, divide, fixed, if_else};
 use cranelift_codegen::ir::condcodes::IntCC;

@@ -268,7 +268,12 @@ fn sweep(
 }
 
 /// `count` floats from `from` to `to`: straight-line vectors of four up to 64 floats.
-pub(super) fn copy_floats(b: &mut FunctionBuilder, from: Value, to: Value, count: u64) {
+pub(in crate::codegen::cpu) fn copy_floats(
+    b: &mut FunctionBuilder,
+    from: Value,
+    to: Value,
+    count: u64,
+) {
     let flags = MemFlagsData::new().with_notrap();
     sweep(b, count, |b, index, at, ty| {
         let (from, to) = (offset(b, from, index, 1), offset(b, to, index, 1));
@@ -277,7 +282,8 @@ pub(super) fn copy_floats(b: &mut FunctionBuilder, from: Value, to: Value, count
     });
 }
 
-fn zero_floats(b: &mut FunctionBuilder, to: Value, count: u64) {
+/// `count` zeros at `to`, as `copy_floats` writes.
+pub(in crate::codegen::cpu) fn zero_floats(b: &mut FunctionBuilder, to: Value, count: u64) {
     let flags = MemFlagsData::new().with_notrap();
     sweep(b, count, |b, index, at, ty| {
         let to = offset(b, to, index, 1);
