@@ -142,6 +142,8 @@ fn padded_columns(g: &Geometry, m: u64, rows: u64, nr: u64) -> u64 {
 /// transformed input and products within `chunk_floats` (at least one), and among
 /// those the count whose chunks leave the fewest unused columns in their last panels;
 /// with several threads, the count that finishes first on them (`threads_finish`).
+/// Where two counts do equally well, the one without a short last chunk: one body of
+/// code instead of two.
 pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
     let (tall, wide) = (g.out_height.div_ceil(m).max(1), tiles_wide(g, m).max(1));
     let kc = g.k_block(target);
@@ -149,9 +151,11 @@ pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
     let most = (chunk_floats(g, m) / (per_column * wide)).clamp(1, tall);
     let panels = |rows: u64| (rows * wide).div_ceil(target.nr);
     let padded = |rows: u64| (tall / rows) * panels(rows) + panels(tall % rows);
+    // Whether chunks of `rows` tile rows leave a short one, which is code of its own.
+    let short = |rows: u64| rows < tall && !g.out_height.is_multiple_of(rows * m);
     let best = |most: u64| {
         (1..=most)
-            .min_by_key(|&rows| (padded(rows), std::cmp::Reverse(rows)))
+            .min_by_key(|&rows| (padded(rows), short(rows), std::cmp::Reverse(rows)))
             .unwrap_or(1)
     };
     let alone = best(most);
@@ -181,6 +185,7 @@ pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
             finish(a)
                 .total_cmp(&finish(b))
                 .then(padded(a).cmp(&padded(b)))
+                .then(short(a).cmp(&short(b)))
                 .then(b.cmp(&a))
         })
         .unwrap_or(1)
@@ -828,5 +833,9 @@ mod tests {
         let rows = chunk_rows(&large, 4, &target(12, 32, 2));
         assert!(large.out_height.div_ceil(rows) >= 4, "{rows}");
         assert_eq!(large.m_parts(&target(12, 32, 2)), 1);
+        // 14 tile rows in chunks of two or of four both fill seven panels; chunks of
+        // two leave no short chunk to write code for.
+        assert_eq!(chunk_rows(&large, 4, &target(12, 32, 1)), 8);
+        assert_eq!(rows, 8);
     }
 }
