@@ -167,16 +167,21 @@ impl Geometry {
         }
         let candidates = rows.div_ceil(2)..=rows;
         let whole_panels = |r: u64| (r * width).is_multiple_of(target.nr);
+        // A short last chunk is a second copy of the chunk's code.
+        let short = |r: u64| !height.is_multiple_of(r);
         if target.threads <= 1 {
-            return candidates.rev().find(|&r| whole_panels(r)).unwrap_or(rows);
+            return candidates
+                .rev()
+                .min_by_key(|&r| (!whole_panels(r), short(r)))
+                .unwrap_or(rows);
         }
         // The thread with the most rows decides the time (56 rows in chunks of 8 give
         // 2 threads 32 and 24; in chunks of 7, 28 each): the shortest longest share,
-        // then whole panels, then the bigger chunk.
+        // then whole panels, then no short chunk, then the bigger chunk.
         candidates
             .min_by_key(|&r| {
                 let longest = longest_share(height, r, target.threads);
-                (longest, !whole_panels(r), std::cmp::Reverse(r))
+                (longest, !whole_panels(r), short(r), std::cmp::Reverse(r))
             })
             .unwrap_or(rows)
     }
@@ -923,5 +928,19 @@ mod tests {
         assert_eq!(longest_share(56, 9, 1), 56);
         // More threads than chunks: one chunk each.
         assert_eq!(longest_share(7, 4, 8), 4);
+    }
+
+    #[test]
+    fn chunks_leave_no_short_one_where_no_whole_panels_are_lost() {
+        use crate::codegen::cpu::test_support::{geometry, target};
+        // AlexNet's conv1: 55 rows of 55 never fill whole panels of 32, so of the
+        // chunk sizes the L2 allows (5 to 9 rows), 5 rows, where 9 left a chunk of one
+        // row: a second copy of the chunk's code.
+        let conv1 = geometry("3x224x224", "conv(64, 11x11, stride=4, pad=2)");
+        assert_eq!(conv1.chunk_rows(&target(12, 32, 1)), 5);
+        // Whole panels still come first: 28 rows of 28 in a chunk of 24 (21 panels)
+        // and a short one of 4, not one chunk of 28 (24.5 panels).
+        let whole = geometry("64x28x28", "conv(64, 1x1)");
+        assert_eq!(whole.chunk_rows(&target(12, 32, 1)), 24);
     }
 }
