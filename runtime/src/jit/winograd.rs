@@ -21,7 +21,7 @@ pub fn pack(
     let points = transforms.alpha() * transforms.alpha();
     let panel_len = in_channels * mr;
     let matrix_len = out_channels.div_ceil(mr) * panel_len;
-    let mut packed = vec![0.0f32; points * matrix_len];
+    let mut packed = super::guarded::heap_zeroed(points * matrix_len);
     if packed.is_empty() {
         return Ok(packed);
     }
@@ -41,8 +41,12 @@ pub fn pack(
             let count = mr.min(out_channels - first);
             rows.resize(count * in_channels * 9, 0.0);
             fill(first, rows)?;
-            for (r, row) in rows.chunks_exact(in_channels * 9).enumerate() {
-                for (c, g) in row.chunks_exact(9).enumerate() {
+            // Input channel outside, output channel inside: each matrix's step c (mr
+            // consecutive floats) is written whole before the next, where the other
+            // order came back to every line of the α² matrices mr times.
+            for c in 0..in_channels {
+                for r in 0..count {
+                    let g = &rows[(r * in_channels + c) * 9..][..9];
                     transform(transforms, g, u);
                     for (matrix, &value) in matrices.iter_mut().zip(u.iter()) {
                         matrix[c * mr + r] = value;
