@@ -175,6 +175,14 @@ fn generated_tanh_and_sigmoid_are_within_a_few_ulp_everywhere() {
                 (a - e).abs() <= allowed,
                 "{activation}({x}) = {a}, the reference {e} ({tile:?} tile)"
             );
+            // At ±0 the very bits: tanh(−0) is −0.
+            if *x == 0.0 {
+                assert_eq!(
+                    a.to_bits(),
+                    e.to_bits(),
+                    "{activation}({x}) = {a:?}, the reference {e:?} ({tile:?} tile)"
+                );
+            }
         }
     }
 }

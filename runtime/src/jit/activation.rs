@@ -163,25 +163,25 @@ fn exp_of<const FMA: bool>(x: f32) -> f32 {
     er * f32::from_bits(biased << 23)
 }
 
-/// Cephes' `tanhf`, as the codegen's `exp::tanh`: both forms, one chosen.
+/// Cephes' `tanhf`, as the codegen's `exp::tanh`: both forms of `tanh |x|`, one
+/// chosen, then x's sign (so that tanh(−0) is −0, which `x + x³·P(x²)` made +0).
 #[inline(always)]
 fn tanh_of<const FMA: bool>(x: f32) -> f32 {
     let magnitude = f32::from_bits(x.to_bits() & 0x7fff_ffff);
     let sign = x.to_bits() & 0x8000_0000;
     let large = 1.0 - 2.0 / (exp_of::<FMA>(magnitude + magnitude) + 1.0);
-    let large = f32::from_bits(large.to_bits() | sign);
     let square = x * x;
     let mut p = TANH_POLYNOMIAL[0];
     for coefficient in &TANH_POLYNOMIAL[1..] {
         p = multiply_add::<FMA>(p, square, *coefficient);
     }
-    let small = multiply_add::<FMA>(p * square, x, x);
+    let small = multiply_add::<FMA>(p * square, magnitude, magnitude);
     let result = if magnitude < TANH_POLYNOMIAL_BELOW {
         small
     } else {
         large
     };
-    nan_through(x, result)
+    nan_through(x, f32::from_bits(result.to_bits() | sign))
 }
 
 /// `1 / (1 + e^−x)`, the reference's formula.
@@ -260,7 +260,8 @@ mod tests {
         let t = apply(tanh, &xs);
         assert_eq!(&t[..4], &[1.0, -1.0, 1.0, -1.0]);
         assert!(t[4].is_nan());
-        assert_eq!(t[5], 0.0);
+        assert_eq!(t[5].to_bits(), 0.0f32.to_bits());
+        assert_eq!(t[6].to_bits(), (-0.0f32).to_bits(), "tanh(-0) is -0");
         let s = apply(sigmoid, &xs);
         assert_eq!(s[0], 1.0);
         assert!(s[1] >= 0.0 && s[1] < 1e-37);

@@ -102,8 +102,9 @@ pub fn sigmoid(b: &mut FunctionBuilder, ty: Type, x: Value) -> Value {
     nan_through(b, ty, x, result)
 }
 
-/// `tanh x`: Cephes' `tanhf`, within a few ulp of `f32::tanh`. Both forms are computed
-/// and one chosen per lane.
+/// `tanh x`: Cephes' `tanhf`, within a few ulp of `f32::tanh`. Both forms of
+/// `tanh |x|` are computed and one chosen per lane, then x's sign put back (so that
+/// tanh(−0) is −0, which `x + x³·P(x²)` made +0).
 pub fn tanh(b: &mut FunctionBuilder, ty: Type, x: Value) -> Value {
     let int = bits_type(ty);
     let flags = MemFlagsData::new();
@@ -116,17 +117,14 @@ pub fn tanh(b: &mut FunctionBuilder, ty: Type, x: Value) -> Value {
     let magnitude = b.ins().band(bits, magnitude_mask);
     let magnitude = b.ins().bitcast(ty, flags, magnitude);
     let sign = b.ins().band(bits, sign_mask);
-    // |x| large: 1 − 2/(e^2|x| + 1), the sign put back.
+    // |x| large: 1 − 2/(e^2|x| + 1).
     let twice = b.ins().fadd(magnitude, magnitude);
     let e = exp(b, ty, twice);
     let (one, two) = (constant(b, ty, 1.0), constant(b, ty, 2.0));
     let denominator = b.ins().fadd(e, one);
     let fraction = b.ins().fdiv(two, denominator);
     let large = b.ins().fsub(one, fraction);
-    let large = b.ins().bitcast(int, flags, large);
-    let large = b.ins().bor(large, sign);
-    let large = b.ins().bitcast(ty, flags, large);
-    // |x| small: x + x³·P(x²).
+    // |x| small: |x| + |x|³·P(x²).
     let square = b.ins().fmul(x, x);
     let mut p = constant(b, ty, TANH_POLYNOMIAL[0]);
     for coefficient in &TANH_POLYNOMIAL[1..] {
@@ -135,11 +133,14 @@ pub fn tanh(b: &mut FunctionBuilder, ty: Type, x: Value) -> Value {
         p = b.ins().fadd(product, coefficient);
     }
     let p = b.ins().fmul(p, square);
-    let p = b.ins().fmul(p, x);
-    let small = b.ins().fadd(p, x);
+    let p = b.ins().fmul(p, magnitude);
+    let small = b.ins().fadd(p, magnitude);
     let threshold = constant(b, ty, TANH_POLYNOMIAL_BELOW);
     let is_small = b.ins().fcmp(FloatCC::LessThan, magnitude, threshold);
     let result = choose(b, ty, is_small, small, large);
+    let result = b.ins().bitcast(int, flags, result);
+    let result = b.ins().bor(result, sign);
+    let result = b.ins().bitcast(ty, flags, result);
     nan_through(b, ty, x, result)
 }
 
