@@ -276,8 +276,9 @@ pub const PREFETCH_STEPS: usize = 24;
 /// accumulated in registers over all of K, then stored (or added) to C once, with the
 /// epilogue the flags and pointers ask for. The entry point dispatches on the rows
 /// asked for to a body compiled for that many rows (an edge tile of 4 rows keeps 4 rows
-/// of accumulators, not 12), whose stores keep to the columns asked for through `$mask`
-/// (which lanes of vector `v` are stored).
+/// of accumulators, not 12) and, where the columns asked for fit in one vector, for that
+/// one vector; its stores keep to the columns asked for through `$mask` (which lanes of
+/// vector `v` are stored).
 macro_rules! tile {
     (
         $(#[$attr:meta])* $name:ident, $vector:ty, $lanes:literal, $rows:literal, $vectors:literal,
@@ -307,8 +308,13 @@ macro_rules! tile {
             let out = Out { c, ldc, flags, bias, residual };
             // SAFETY: as the caller promised, for the rows asked for.
             unsafe {
+                // A panel's last columns may fit in its first vector (a 100-column
+                // output is three panels of 32 and one of 4): then only that vector
+                // is multiplied.
+                let narrow = columns as usize <= $lanes;
                 match rows {
-                    $($r => body::<$r>(k, a, b, &out, columns),)*
+                    $($r if narrow => body::<$r, 1>(k, a, b, &out, columns),)*
+                    $($r => body::<$r, $vectors>(k, a, b, &out, columns),)*
                     _ => {}
                 }
             }
@@ -325,25 +331,27 @@ macro_rules! tile {
 
         $(#[$attr])*
         #[inline]
-        unsafe fn body<const R: usize>(
+        unsafe fn body<const R: usize, const V: usize>(
             k: usize,
             a: *const f32,
             b: *const f32,
             out: &Out,
             columns: u32,
         ) {
+            // B's panels are COLS wide; the first V vectors of each step are used.
             const COLS: usize = $lanes * $vectors;
+            let width = $lanes * V;
             unsafe {
-                let mut acc: [[$vector; $vectors]; R] = [[$zero; $vectors]; R];
+                let mut acc: [[$vector; V]; R] = [[$zero; V]; R];
                 for p in 0..k {
                     // B's panel `PREFETCH_STEPS` steps ahead, a line at a time: the
                     // first tile over a block of weights reads them from memory, and
                     // the hardware's stream prefetch stops at every 4 KiB page.
                     let ahead = b.wrapping_add((p + $crate::jit::microkernel::PREFETCH_STEPS) * COLS) as *const i8;
-                    for line in (0..COLS * 4).step_by(64) {
+                    for line in (0..width * 4).step_by(64) {
                         $prefetch(ahead.wrapping_add(line));
                     }
-                    let mut bv: [$vector; $vectors] = [$zero; $vectors];
+                    let mut bv: [$vector; V] = [$zero; V];
                     for (v, slot) in bv.iter_mut().enumerate() {
                         *slot = $load(b.add(p * COLS + v * $lanes));
                     }
@@ -372,7 +380,7 @@ macro_rules! tile {
                     if relu { $max(value, $zero) } else { value }
                 };
                 let has_residual = !out.residual.is_null();
-                if columns as usize >= COLS {
+                if columns as usize >= width {
                     for (r, row) in acc.iter().enumerate() {
                         for (v, &sum) in row.iter().enumerate() {
                             let at = r * out.ldc + v * $lanes;
@@ -383,7 +391,7 @@ macro_rules! tile {
                     }
                     return;
                 }
-                let masks: [$mask_type; $vectors] =
+                let masks: [$mask_type; V] =
                     std::array::from_fn(|v| $mask(columns as usize, v * $lanes));
                 for (r, row) in acc.iter().enumerate() {
                     for (v, &sum) in row.iter().enumerate() {
@@ -533,6 +541,9 @@ impl Microkernel {
                 (mr, 1),
                 (mr - 1, nr - 3),
                 (2, nr / 2 + 1),
+                // Within the first vector (every tile has two): its narrow body.
+                (mr, nr / 2),
+                (3, nr / 2 - 1),
             ];
             for (rows, columns) in shapes {
                 for flags in 0..4 {
