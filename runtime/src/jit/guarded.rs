@@ -27,7 +27,7 @@ impl Floats {
     /// `len` zeros; between guard pages when `guard` says which one to touch.
     pub fn zeroed(len: usize, guard: Option<Guard>) -> Result<Floats> {
         match guard {
-            None => Ok(Floats::Heap(heap_zeroed(len))),
+            None => Ok(Floats::Heap(vec![0.0; len])),
             Some(guard) => Mapping::new(len, guard).map(Floats::Guarded),
         }
     }
@@ -43,39 +43,6 @@ impl Floats {
             }
         }
     }
-}
-
-/// The size of the pages a large buffer asks for.
-const HUGE_PAGE: usize = 2 << 20;
-
-/// `len` zeros on the heap. A buffer of several MiB asks Linux for transparent huge
-/// pages (which this kind of machine grants to `madvise` only): its first writes then
-/// fault once per 2 MiB instead of per 4 KiB (a fifth of ResNet-50's weight packing
-/// was page faults), and kernels streaming it miss the TLB far less.
-pub fn heap_zeroed(len: usize) -> Vec<f32> {
-    let values = vec![0.0f32; len];
-    #[cfg(target_os = "linux")]
-    {
-        let start = values.as_ptr() as usize;
-        let end = start + std::mem::size_of_val(values.as_slice());
-        let (first, last) = (
-            start.next_multiple_of(HUGE_PAGE),
-            end / HUGE_PAGE * HUGE_PAGE,
-        );
-        if first < last {
-            // SAFETY: advice on whole pages inside the vector's own allocation; it
-            // changes how they are backed, never what they hold. A refusal (huge pages
-            // off) leaves ordinary pages, so its result is of no use here.
-            unsafe {
-                libc::madvise(
-                    first as *mut libc::c_void,
-                    last - first,
-                    libc::MADV_HUGEPAGE,
-                );
-            }
-        }
-    }
-    values
 }
 
 impl Deref for Floats {
@@ -214,18 +181,6 @@ fn os_error(call: &str) -> RuntimeError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn heap_buffers_hold_zeros_whatever_their_pages() {
-        // Below one huge page, and several of them (advised), both written end to end.
-        for len in [0, 1, 1000, 3 * HUGE_PAGE / 4 + 5] {
-            let mut values = heap_zeroed(len);
-            assert_eq!(values.len(), len);
-            assert!(values.iter().all(|&v| v == 0.0), "{len}");
-            values.iter_mut().for_each(|v| *v = 1.5);
-            assert!(values.iter().all(|&v| v == 1.5), "{len}");
-        }
-    }
 
     #[test]
     fn guarded_buffers_hold_zeros_touching_their_guard() {

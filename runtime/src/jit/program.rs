@@ -8,7 +8,7 @@
 //! same batch size.
 
 use super::gemm::{KC, pack_panels};
-use super::guarded::{Floats, Guard, heap_zeroed};
+use super::guarded::{Floats, Guard};
 use super::microkernel::Microkernel;
 use super::team::Team;
 use crate::Tensor;
@@ -780,7 +780,7 @@ fn pack_weights(
     let values = rows.count() * rows.row_len();
     if geometry.dense {
         // The matrix-vector helper reads the weights as they are: row-major [out, in].
-        let mut dense = heap_zeroed(values);
+        let mut dense = vec![0.0; values];
         let block = (DENSE_ROWS_PER_COPY * rows.row_len()).max(1);
         dense
             .par_chunks_mut(block)
@@ -807,14 +807,14 @@ fn pack_weights(
         // The product turned over: the weights are the tile's columns, NR-channel
         // panels of the one group.
         let nr = target.nr as usize;
-        let mut packed = heap_zeroed(m.div_ceil(nr) * k * nr);
+        let mut packed = vec![0.0; m.div_ceil(nr) * k * nr];
         pack_panels(nr, m, k, &mut packed, |first, block| {
             rows.copy(first, block)
         })?;
         return Ok(packed);
     }
     let group_len = m.div_ceil(mr) * k * mr;
-    let mut packed = heap_zeroed(geometry.groups as usize * group_len);
+    let mut packed = vec![0.0; geometry.groups as usize * group_len];
     for (group, out) in packed.chunks_exact_mut(group_len.max(1)).enumerate() {
         pack_panels(mr, m, k, out, |first, block| {
             rows.copy(group * m + first, block)

@@ -21,7 +21,7 @@ pub fn pack(
     let points = transforms.alpha() * transforms.alpha();
     let panel_len = in_channels * mr;
     let matrix_len = out_channels.div_ceil(mr) * panel_len;
-    let mut packed = super::guarded::heap_zeroed(points * matrix_len);
+    let mut packed = vec![0.0f32; points * matrix_len];
     if packed.is_empty() {
         return Ok(packed);
     }
