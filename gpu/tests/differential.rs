@@ -205,6 +205,25 @@ fn every_example_is_checked() {
 }
 
 #[test]
+fn tanh_keeps_the_sign_of_zero() {
+    let Some((gpu, _turn)) = gpu("tanh_keeps_the_sign_of_zero") else {
+        return;
+    };
+    let net = network("network T(input: 4) { tanh }");
+    let x = Tensor::from_shape_vec(vec![1, 4], vec![-0.0, 0.0, -1.0, 30.0]).expect("shape");
+    let mut program = GpuProgram::new(gpu, &net, &weights(&net, 0)).expect("builds");
+    let y: Vec<f32> = program
+        .run(vec![x])
+        .expect("runs")
+        .iter()
+        .copied()
+        .collect();
+    assert_eq!(y[0].to_bits(), (-0.0f32).to_bits(), "tanh(-0) is -0: {y:?}");
+    assert_eq!(y[1].to_bits(), 0.0f32.to_bits(), "tanh(+0) is +0: {y:?}");
+    assert!((y[2] + 0.761_594_2).abs() < 1e-6 && y[3] == 1.0, "{y:?}");
+}
+
+#[test]
 fn batches_of_any_size_reuse_the_program() {
     let Some((gpu, _turn)) = gpu("batches") else {
         return;

@@ -204,6 +204,8 @@ pub fn activation(activation: &Activation, value: &str) -> String {
 pub const HELPERS: &str = "
 fn tanh_stable(v: f32) -> f32 {
     let e = exp(-2.0 * abs(v));
-    return sign(v) * (1.0 - e) / (1.0 + e);
+    let magnitude = (1.0 - e) / (1.0 + e);
+    // v's sign bit, not sign(v), which is 0 at -0: tanh(-0) is -0.
+    return bitcast<f32>(bitcast<u32>(magnitude) | (bitcast<u32>(v) & 0x80000000u));
 }
 ";
