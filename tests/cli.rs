@@ -64,8 +64,7 @@ fn missing_and_non_utf8_files_are_errors_not_panics() {
     let output = cnnc(&["check", "no/such/file.cnn"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("cannot read no/such/file.cnn"));
-    let dir = std::env::temp_dir().join(format!("cnnc-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = common::scratch("cli-binary");
     let binary = dir.join("binary.cnn");
     std::fs::write(&binary, [0x6e, 0xff, 0xfe, 0x00]).expect("write");
     let output = cnnc(&["summary", binary.to_str().expect("utf-8 path")]);
@@ -132,8 +131,7 @@ fn build_emits_the_fused_graph_and_its_memory_plan() {
 
 #[test]
 fn several_networks_need_a_choice() {
-    let dir = std::env::temp_dir().join(format!("cnnc-two-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = common::scratch("cli-two");
     let file = dir.join("two.cnn");
     std::fs::write(
         &file,

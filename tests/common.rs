@@ -66,3 +66,28 @@ pub fn assert_golden(name: &str, actual: &str) {
         path.display()
     );
 }
+
+/// A test's own empty directory under the system's temporary one (`cnnc-NAME-…`),
+/// removed when the test ends (some hold half a gigabyte of weights).
+pub struct Scratch(tempfile::TempDir);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+pub fn scratch(name: &str) -> Scratch {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("cnnc-{name}-"))
+        .tempdir()
+        .expect("scratch dir");
+    Scratch(dir)
+}

@@ -166,8 +166,7 @@ fn layouts_keep_boxes_apart_and_edges_downward() {
 
 #[test]
 fn graph_writes_a_file_and_reports_errors_without_panicking() {
-    let dir = std::env::temp_dir().join(format!("cnnc-graph-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = common::scratch("graph-test");
     let out = dir.join("lenet5.dot");
     let output = cnnc(&[
         "graph",
@@ -213,7 +212,6 @@ fn graph_writes_a_file_and_reports_errors_without_panicking() {
         );
         assert!(!stderr(&output).contains("panicked"));
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// docs/diagrams/NAME.svg is `cnnc graph examples/NAME.cnn`, and NAME-depthN.svg the
@@ -274,8 +272,7 @@ fn cluster_boxes_hold_no_strangers() {
 
 #[test]
 fn bench_draws_its_profile_as_a_bar_chart() {
-    let dir = std::env::temp_dir().join(format!("cnnc-chart-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let dir = common::scratch("chart");
     let path = dir.join("profile.svg");
     let out = cnnc(&[
         "bench",
@@ -307,5 +304,4 @@ fn bench_draws_its_profile_as_a_bar_chart() {
     let (width, height, inked) = rasterize(&svg, 1.0);
     assert!(width > 600 && height > 8 * 16, "{width}x{height}");
     assert!(inked > 2000, "bars drawn: {inked} pixels");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{assert_golden, cnnc, root, stderr, stdout};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The formatter's corpus: badly formatted files with comments in awkward places.
 fn corpus_files() -> Vec<String> {
@@ -27,11 +27,8 @@ fn name(path: &Path) -> String {
 }
 
 /// An empty folder of this test's own.
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cnnc-fmt-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+fn scratch(test: &str) -> common::Scratch {
+    common::scratch(&format!("fmt-{test}"))
 }
 
 fn path_arg(path: &Path) -> &str {

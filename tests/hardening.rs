@@ -6,13 +6,10 @@
 mod common;
 
 use common::{cnnc, root, stderr, stdout};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cnnc-hardening-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
+fn scratch(name: &str) -> common::Scratch {
+    common::scratch(&format!("hardening-{name}"))
 }
 
 fn text(path: &Path) -> &str {
@@ -44,7 +41,8 @@ fn save_lenet(out: &Path, extra: &[&str]) -> std::process::Output {
 
 #[test]
 fn saved_outputs_are_never_overwritten_unless_asked() {
-    let out = scratch("overwrite").join("out");
+    let dir = scratch("overwrite");
+    let out = dir.join("out");
     let first = save_lenet(&out, &[]);
     assert!(first.status.success(), "{}", stderr(&first));
     assert_eq!(

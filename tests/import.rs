@@ -9,11 +9,8 @@ use ndarray::ArrayD;
 use ndarray_npy::read_npy;
 use std::path::{Path, PathBuf};
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cnnc-import-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
+fn scratch(name: &str) -> common::Scratch {
+    common::scratch(&format!("import-{name}"))
 }
 
 fn text(path: &Path) -> &str {

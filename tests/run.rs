@@ -6,28 +6,8 @@ mod common;
 use common::{cnnc, root, stderr, stdout};
 use std::path::PathBuf;
 
-/// A test's own directory under the system's temporary one, removed when the test ends
-/// (some hold half a gigabyte of weights).
-struct Scratch(PathBuf);
-
-impl std::ops::Deref for Scratch {
-    type Target = std::path::Path;
-    fn deref(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scratch(name: &str) -> Scratch {
-    let dir = std::env::temp_dir().join(format!("cnnc-run-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    Scratch(dir)
+fn scratch(name: &str) -> common::Scratch {
+    common::scratch(&format!("run-{name}"))
 }
 
 fn json(args: &[&str]) -> serde_json::Value {

@@ -407,10 +407,12 @@ pub fn shape_text(dims: &[usize]) -> String {
 mod tests {
     use super::*;
 
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("cnnc-input-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        dir
+    /// A directory of the test's own, removed when the returned value is dropped.
+    fn scratch(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("cnnc-input-{name}-"))
+            .tempdir()
+            .expect("scratch dir")
     }
 
     #[test]
@@ -423,7 +425,8 @@ mod tests {
                 image::Rgb([255, 255, 255])
             }
         });
-        let dir = scratch("crop");
+        let scratch = scratch("crop");
+        let dir = scratch.path();
         for (file, format) in [
             ("wide.png", image::ImageFormat::Png),
             ("wide.jpg", image::ImageFormat::Jpeg),
@@ -521,7 +524,8 @@ mod tests {
 
     #[test]
     fn npy_inputs_take_a_sample_or_a_batch() {
-        let dir = scratch("npy");
+        let scratch = scratch("npy");
+        let dir = scratch.path();
         let sample = Tensor::from_shape_fn(IxDyn(&[2, 3]), |i| (i[0] * 3 + i[1]) as f32);
         let path = dir.join("sample.npy");
         ndarray_npy::write_npy(&path, &sample).expect("write");

@@ -144,11 +144,12 @@ pub fn save_npy(tensor: &Tensor, path: &Path, existing: Existing) -> Result<()> 
 mod tests {
     use super::*;
 
-    fn scratch(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("cnnc-output-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        dir
+    /// A directory of the test's own, removed when the returned value is dropped.
+    fn scratch(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("cnnc-output-{name}-"))
+            .tempdir()
+            .expect("scratch dir")
     }
 
     /// How many entries `dir` holds, hidden temporary files included.
@@ -158,7 +159,8 @@ mod tests {
 
     #[test]
     fn existing_files_are_replaced_or_refused_as_asked() {
-        let dir = scratch("existing");
+        let scratch = scratch("existing");
+        let dir = scratch.path();
         let path = dir.join("a.npy");
         write_file(&path, b"first", Existing::Refuse).expect("new file");
         let refused = write_file(&path, b"second", Existing::Refuse).expect_err("exists");
@@ -166,18 +168,19 @@ mod tests {
         assert_eq!(std::fs::read(&path).expect("kept"), b"first");
         write_file(&path, b"third", Existing::Replace).expect("replaced");
         assert_eq!(std::fs::read(&path).expect("replaced"), b"third");
-        assert_eq!(entries(&dir), 1, "no temporary file left");
+        assert_eq!(entries(dir), 1, "no temporary file left");
     }
 
     #[test]
     fn a_failed_write_leaves_nothing() {
-        let dir = scratch("failed");
+        let scratch = scratch("failed");
+        let dir = scratch.path();
         let missing = dir.join("no such dir").join("a.npy");
         let error = write_file(&missing, b"x", Existing::Replace).expect_err("no directory");
         assert!(error.to_string().contains("cannot write"), "{error}");
         // The destination is a directory: the rename fails, the temporary file goes.
         std::fs::create_dir(dir.join("b.npy")).expect("dir");
         write_file(&dir.join("b.npy"), b"x", Existing::Replace).expect_err("a directory");
-        assert_eq!(entries(&dir), 1, "no temporary file left");
+        assert_eq!(entries(dir), 1, "no temporary file left");
     }
 }

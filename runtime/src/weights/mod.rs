@@ -346,8 +346,11 @@ mod tests {
     fn a_loaded_file_is_read_in_place_and_copied_out_alike() {
         let net = network("network N(input: 3x8x8) { conv c(4, 3x3) bn b() flatten dense d(5) }");
         let seeded = Weights::seeded(&net, 7);
-        let dir = std::env::temp_dir().join(format!("cnnc-weights-map-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
+        let scratch = tempfile::Builder::new()
+            .prefix("cnnc-weights-map-")
+            .tempdir()
+            .expect("dir");
+        let dir = scratch.path();
         let path = dir.join("good.safetensors");
         save(&seeded, &net, &path).expect("saves");
         let loaded = Weights::load(&path, &net).expect("loads");
@@ -365,7 +368,6 @@ mod tests {
             assert_eq!(&*loaded.values(&e.name).expect("values"), &*in_place);
         }
         assert!(loaded.values("c.nothing").is_none() && loaded.get("c.nothing").is_none());
-        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
@@ -385,8 +387,11 @@ mod tests {
         wrong.insert("c.weight".into(), Tensor::zeros(vec![16, 4, 5, 5]));
         wrong.tensors.remove("d.bias");
         wrong.insert("d.bais".into(), Tensor::zeros(vec![10]));
-        let dir = std::env::temp_dir().join(format!("cnnc-weights-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
+        let scratch = tempfile::Builder::new()
+            .prefix("cnnc-weights-")
+            .tempdir()
+            .expect("dir");
+        let dir = scratch.path();
         let path = dir.join("wrong.safetensors");
         // `save` writes only the network's names, so write the odd one out by hand.
         let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = wrong
