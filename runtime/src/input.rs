@@ -407,14 +407,6 @@ pub fn shape_text(dims: &[usize]) -> String {
 mod tests {
     use super::*;
 
-    /// A directory of the test's own, removed when the returned value is dropped.
-    fn scratch(name: &str) -> tempfile::TempDir {
-        tempfile::Builder::new()
-            .prefix(&format!("cnnc-input-{name}-"))
-            .tempdir()
-            .expect("scratch dir")
-    }
-
     #[test]
     fn images_are_cropped_to_cover_converted_and_normalised() {
         // 16 wide, 8 high: left half black, right half white, in RGB.
@@ -425,7 +417,7 @@ mod tests {
                 image::Rgb([255, 255, 255])
             }
         });
-        let scratch = scratch("crop");
+        let scratch = tempfile::tempdir().expect("scratch dir");
         let dir = scratch.path();
         for (file, format) in [
             ("wide.png", image::ImageFormat::Png),
@@ -524,7 +516,7 @@ mod tests {
 
     #[test]
     fn npy_inputs_take_a_sample_or_a_batch() {
-        let scratch = scratch("npy");
+        let scratch = tempfile::tempdir().expect("scratch dir");
         let dir = scratch.path();
         let sample = Tensor::from_shape_fn(IxDyn(&[2, 3]), |i| (i[0] * 3 + i[1]) as f32);
         let path = dir.join("sample.npy");

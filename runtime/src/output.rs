@@ -144,14 +144,6 @@ pub fn save_npy(tensor: &Tensor, path: &Path, existing: Existing) -> Result<()> 
 mod tests {
     use super::*;
 
-    /// A directory of the test's own, removed when the returned value is dropped.
-    fn scratch(name: &str) -> tempfile::TempDir {
-        tempfile::Builder::new()
-            .prefix(&format!("cnnc-output-{name}-"))
-            .tempdir()
-            .expect("scratch dir")
-    }
-
     /// How many entries `dir` holds, hidden temporary files included.
     fn entries(dir: &Path) -> usize {
         std::fs::read_dir(dir).expect("dir").count()
@@ -159,7 +151,7 @@ mod tests {
 
     #[test]
     fn existing_files_are_replaced_or_refused_as_asked() {
-        let scratch = scratch("existing");
+        let scratch = tempfile::tempdir().expect("scratch dir");
         let dir = scratch.path();
         let path = dir.join("a.npy");
         write_file(&path, b"first", Existing::Refuse).expect("new file");
@@ -173,7 +165,7 @@ mod tests {
 
     #[test]
     fn a_failed_write_leaves_nothing() {
-        let scratch = scratch("failed");
+        let scratch = tempfile::tempdir().expect("scratch dir");
         let dir = scratch.path();
         let missing = dir.join("no such dir").join("a.npy");
         let error = write_file(&missing, b"x", Existing::Replace).expect_err("no directory");

@@ -346,10 +346,7 @@ mod tests {
     fn a_loaded_file_is_read_in_place_and_copied_out_alike() {
         let net = network("network N(input: 3x8x8) { conv c(4, 3x3) bn b() flatten dense d(5) }");
         let seeded = Weights::seeded(&net, 7);
-        let scratch = tempfile::Builder::new()
-            .prefix("cnnc-weights-map-")
-            .tempdir()
-            .expect("dir");
+        let scratch = tempfile::tempdir().expect("dir");
         let dir = scratch.path();
         let path = dir.join("good.safetensors");
         save(&seeded, &net, &path).expect("saves");
@@ -387,10 +384,7 @@ mod tests {
         wrong.insert("c.weight".into(), Tensor::zeros(vec![16, 4, 5, 5]));
         wrong.tensors.remove("d.bias");
         wrong.insert("d.bais".into(), Tensor::zeros(vec![10]));
-        let scratch = tempfile::Builder::new()
-            .prefix("cnnc-weights-")
-            .tempdir()
-            .expect("dir");
+        let scratch = tempfile::tempdir().expect("dir");
         let dir = scratch.path();
         let path = dir.join("wrong.safetensors");
         // `save` writes only the network's names, so write the odd one out by hand.

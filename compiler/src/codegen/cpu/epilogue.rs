@@ -248,12 +248,16 @@ pub struct TileEpilogue {
 impl TileEpilogue {
     /// The tile's part of `steps`, if it does anything.
     pub fn of(steps: &[Step]) -> Option<TileEpilogue> {
-        let identity = |s: &Step| *s == Step::Activation(Activation::Identity);
+        // The first step from `at` on that is not an identity.
+        let past_identities = |at: usize| {
+            let identity = |s: &&Step| **s == Step::Activation(Activation::Identity);
+            at + steps[at..].iter().take_while(identity).count()
+        };
         let mut at = 0;
         // The next step that is not an identity, if `wanted`: taken, with the
         // identities before it.
         let mut take = |wanted: &dyn Fn(&Step) -> bool| {
-            let next = at + steps[at..].iter().take_while(|s| identity(s)).count();
+            let next = past_identities(at);
             let step = steps.get(next).filter(|s| wanted(s))?;
             at = next + 1;
             Some(step)
@@ -268,7 +272,7 @@ impl TileEpilogue {
             _ => None,
         });
         let relu = take(&|s| *s == Step::Activation(Activation::Relu)).is_some();
-        let steps = at + steps[at..].iter().take_while(|s| identity(s)).count();
+        let steps = past_identities(at);
         (bias || residual.is_some() || relu).then_some(TileEpilogue {
             bias,
             residual,

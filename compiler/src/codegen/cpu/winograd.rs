@@ -179,16 +179,16 @@ pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
     // (ResNet-50's 28x28 layers were 1.4x slower with the channels split). Chunks of
     // two tile rows each for two threads filled a panel apiece with 14 of its 32
     // columns there, twice the products of chunks of four: 1.06x on two threads.
-    let finish = |rows: u64| threads_finish(g, m, target, rows);
     (1..=most)
-        .min_by(|&a, &b| {
-            finish(a)
-                .total_cmp(&finish(b))
+        .map(|rows| (rows, threads_finish(g, target, tall, wide, rows)))
+        .min_by(|&(a, finish_a), &(b, finish_b)| {
+            finish_a
+                .total_cmp(&finish_b)
                 .then(padded(a).cmp(&padded(b)))
                 .then(short(a).cmp(&short(b)))
                 .then(b.cmp(&a))
         })
-        .unwrap_or(1)
+        .map_or(1, |(rows, _)| rows)
         * m
 }
 
@@ -198,11 +198,11 @@ pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
 /// 0.65 ms for 49 tiles in two panels (`perf`).
 const TRANSFORM_WORK: f64 = 35.0;
 
-/// When the threads finish a sample's chunks of `rows` tile rows, in columns of
-/// products: each chunk costs its panels' products and its tiles' transforms, and goes
-/// to the thread free first, as the runtime's threads take the next chunk.
-fn threads_finish(g: &Geometry, m: u64, target: &CpuTarget, rows: u64) -> f64 {
-    let (tall, wide) = (g.out_height.div_ceil(m).max(1), tiles_wide(g, m).max(1));
+/// When the threads finish a sample's `tall` x `wide` tiles in chunks of `rows` tile
+/// rows, in columns of products: each chunk costs its panels' products and its tiles'
+/// transforms, and goes to the thread free first, as the runtime's threads take the
+/// next chunk.
+fn threads_finish(g: &Geometry, target: &CpuTarget, tall: u64, wide: u64, rows: u64) -> f64 {
     let transform = TRANSFORM_WORK / g.m().max(1) as f64 + TRANSFORM_WORK / g.k().max(1) as f64;
     let cost = |rows: u64| {
         let tiles = rows * wide;
