@@ -418,6 +418,9 @@ fn pixel_major_products_agree_with_the_reference() {
         ("64x7x7", "conv(64, 3x3, pad=1) relu"),
         ("5x15x13", "conv(96, 3x3, stride=2, pad=[0, 1, 2, 1]) relu"),
         ("40x7x7", "conv(64, 1x1) relu"),
+        // 30 pixels, 15 a thread at two: pixels left over after the groups of four
+        // that are transposed in registers.
+        ("24x6x5", "conv(64, 1x1) relu"),
         ("8x9x9", "conv(96, 1x5, pad=[0, 2]) tanh"),
         ("16x7x7", "conv(88, 3x3, pad=1)"),
         // 2.2 MiB of weights: the threads split the channels (three panels, the last

@@ -561,7 +561,7 @@ pub(super) fn shuffle(b: &mut FunctionBuilder, x: Value, y: Value, lanes: [u8; 4
 }
 
 /// The 4x4 transpose of `rows`: lane i of result j is lane j of row i.
-fn transpose(b: &mut FunctionBuilder, [r0, r1, r2, r3]: [Value; 4]) -> [Value; 4] {
+pub(super) fn transpose(b: &mut FunctionBuilder, [r0, r1, r2, r3]: [Value; 4]) -> [Value; 4] {
     let low01 = shuffle(b, r0, r1, [0, 4, 1, 5]);
     let high01 = shuffle(b, r0, r1, [2, 6, 3, 7]);
     let low23 = shuffle(b, r2, r3, [0, 4, 1, 5]);
