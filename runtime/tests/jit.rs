@@ -88,6 +88,11 @@ fn softmax_adaptive_pooling_and_lone_element_wise_kernels_agree_with_the_referen
         "network S(input: 3x5x5) { flatten dense(13) -> d sigmoid softmax }",
         "network A(input: 5x11x7) { adaptiveavgpool(size=3) adaptivemaxpool(size=[2, 5]) }",
         "network A(input: 3x6x9) { adaptivemaxpool(size=[4, 7]) adaptiveavgpool(size=[5, 1]) }",
+        // Global pools over planes of 3, 15 and 81 floats: no whole vector, three
+        // vectors and three floats, five rounds of four vectors and one float.
+        "network G(input: 6x3x1) { -> x globalavgpool -> a from x globalmaxpool -> m concat(a, m) }",
+        "network G(input: 6x5x3) { -> x globalavgpool -> a from x globalmaxpool -> m concat(a, m) }",
+        "network G(input: 6x9x9) { -> x globalavgpool -> a from x globalmaxpool -> m concat(a, m) }",
         "network E(input: 6x7x5) {
             maxpool(3x3, stride=1, pad=1) relu avgpool(2x2, stride=1) tanh
             maxpool(2x2, stride=1) sigmoid maxpool(1x1) leakyrelu(0.2) maxpool(1x1) relu6

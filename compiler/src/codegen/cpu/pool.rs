@@ -505,46 +505,63 @@ fn average_window(
     b.ins().fdiv(total, divisor)
 }
 
-/// A whole plane to one value: the mean of the row means (as the reference computes
-/// it), or the maximum.
+/// A whole channel's plane into one value: four vectors of four floats at a time
+/// (independent chains: one scalar chain per row, each row's mean divided out, had the
+/// 2048 8x8 channels of Inception-v3 take 80 ns each), then their lanes, then the
+/// floats after the last vector. An average is the plane's sum over its size: the
+/// reference's mean of row means, summed in another order.
 fn global(b: &mut FunctionBuilder, w: &Window, source: Value, destination: Value) {
-    let outer = b.declare_var(types::F32);
+    const CHAINS: u64 = 4;
+    let flags = MemFlagsData::new().with_notrap();
     let start = match w.kind {
         PoolKind::Max => f32::NEG_INFINITY,
         PoolKind::Avg => 0.0,
     };
-    let initial = b.ins().f32const(start);
-    b.def_var(outer, initial);
-    fixed(b, w.height, |b, y| {
-        let inner = b.declare_var(types::F32);
-        let initial = b.ins().f32const(start);
-        b.def_var(inner, initial);
-        let row = offset(b, source, y, w.width);
-        fixed(b, w.width, |b, x| {
-            let value = load(b, row, x);
-            let so_far = b.use_var(inner);
-            let next = combine(b, w.kind, so_far, value);
-            b.def_var(inner, next);
-        });
-        let row_value = b.use_var(inner);
-        let row_value = match w.kind {
-            PoolKind::Avg => {
-                let width = b.ins().f32const(w.width as f32);
-                b.ins().fdiv(row_value, width)
-            }
-            PoolKind::Max => row_value,
-        };
-        let so_far = b.use_var(outer);
-        let next = combine(b, w.kind, so_far, row_value);
-        b.def_var(outer, next);
+    let plane = w.height * w.width;
+    let vectors = plane / 4;
+    let chains = vectors.clamp(1, CHAINS);
+    let accumulators: Vec<_> = (0..chains)
+        .map(|_| {
+            let accumulator = b.declare_var(types::F32X4);
+            let initial = constant(b, types::F32X4, start);
+            b.def_var(accumulator, initial);
+            accumulator
+        })
+        .collect();
+    let add = |b: &mut FunctionBuilder, chain: usize, at: Value, index: u64| {
+        let value = b.ins().load(types::F32X4, flags, at, (index * 16) as i32);
+        let so_far = b.use_var(accumulators[chain]);
+        let next = combine_as(b, w.kind, types::F32X4, so_far, value);
+        b.def_var(accumulators[chain], next);
+    };
+    fixed(b, vectors / chains, |b, i| {
+        let at = offset(b, source, i, 4 * chains);
+        for chain in 0..chains {
+            add(b, chain as usize, at, chain);
+        }
     });
-    let mut value = b.use_var(outer);
-    if w.kind == PoolKind::Avg {
-        let height = b.ins().f32const(w.height as f32);
-        value = b.ins().fdiv(value, height);
+    for index in vectors / chains * chains..vectors {
+        add(b, (index % chains) as usize, source, index);
     }
-    b.ins()
-        .store(MemFlagsData::new().with_notrap(), value, destination, 0);
+    let mut vector = b.use_var(accumulators[0]);
+    for &accumulator in &accumulators[1..] {
+        let next = b.use_var(accumulator);
+        vector = combine_as(b, w.kind, types::F32X4, vector, next);
+    }
+    let mut value = b.ins().extractlane(vector, 0);
+    for lane in 1..4u8 {
+        let next = b.ins().extractlane(vector, lane);
+        value = combine(b, w.kind, value, next);
+    }
+    for index in vectors * 4..plane {
+        let next = b.ins().load(types::F32, flags, source, (index * 4) as i32);
+        value = combine(b, w.kind, value, next);
+    }
+    if w.kind == PoolKind::Avg {
+        let size = b.ins().f32const(plane as f32);
+        value = b.ins().fdiv(value, size);
+    }
+    b.ins().store(flags, value, destination, 0);
 }
 
 pub(super) fn combine(
@@ -553,9 +570,20 @@ pub(super) fn combine(
     so_far: Value,
     value: Value,
 ) -> Value {
+    combine_as(b, kind, types::F32, so_far, value)
+}
+
+/// `combine` for values of type `ty` (f32 or f32x4).
+fn combine_as(
+    b: &mut FunctionBuilder,
+    kind: PoolKind,
+    ty: Type,
+    so_far: Value,
+    value: Value,
+) -> Value {
     match kind {
         PoolKind::Avg => b.ins().fadd(so_far, value),
         // A NaN input loses, as with f32::max.
-        PoolKind::Max => larger(b, types::F32, value, so_far),
+        PoolKind::Max => larger(b, ty, value, so_far),
     }
 }
