@@ -123,8 +123,17 @@ pub fn add_inputs(steps: &[Step]) -> impl Iterator<Item = TensorId> + '_ {
     })
 }
 
+/// `steps` where every one of them can run on values in registers as they are stored
+/// (none calls a helper): the whole epilogue, or `None`.
+pub(super) fn in_registers<'a>(steps: &'a [Step], pointers: &Pointers) -> Option<&'a [Step]> {
+    match stretches(steps, pointers).as_slice() {
+        [] | [Stretch::Inline(_)] => Some(steps),
+        _ => None,
+    }
+}
+
 /// What the steps of one channel read: its scalars, and the rows of residual inputs.
-struct Channel {
+pub(super) struct Channel {
     bias: Option<Value>,
     scale_shift: Vec<(Value, Value)>,
     add_rows: Vec<Value>,
@@ -333,7 +342,9 @@ fn inline_over_row(b: &mut FunctionBuilder, steps: &[Step], pointers: &Pointers,
     lanes(b, &steps, &channel, (row.source, row.destination), row.len);
 }
 
-fn channel(
+/// Channel `m`'s scalars for `steps` (loaded here), with the rows of its residual
+/// inputs, in the order of the steps' adds.
+pub(super) fn channel(
     b: &mut FunctionBuilder,
     steps: &[Step],
     pointers: &Pointers,
@@ -399,9 +410,29 @@ fn element(
     at: Value,
 ) {
     let address = offset(b, source, at, 1);
-    let mut value = b
+    let value = b
         .ins()
         .load(ty, MemFlagsData::new().with_notrap(), address, 0);
+    let value = apply(b, ty, steps, channel, value, at);
+    let address = if destination == source {
+        address
+    } else {
+        offset(b, destination, at, 1)
+    };
+    b.ins()
+        .store(MemFlagsData::new().with_notrap(), value, address, 0);
+}
+
+/// `steps`, none a helper's, on `value` (f32 or f32x4): the channel's element `at`,
+/// whose residual inputs are at element `at` of the channel's add rows.
+pub(super) fn apply(
+    b: &mut FunctionBuilder,
+    ty: Type,
+    steps: &[&Step],
+    channel: &Channel,
+    mut value: Value,
+    at: Value,
+) -> Value {
     let (mut scale_shift, mut adds) = (channel.scale_shift.iter(), channel.add_rows.iter());
     for step in steps {
         value = match step {
@@ -433,13 +464,7 @@ fn element(
             }
         };
     }
-    let address = if destination == source {
-        address
-    } else {
-        offset(b, destination, at, 1)
-    };
-    b.ins()
-        .store(MemFlagsData::new().with_notrap(), value, address, 0);
+    value
 }
 
 fn scaled(b: &mut FunctionBuilder, ty: Type, value: Value, scale: f64) -> Value {

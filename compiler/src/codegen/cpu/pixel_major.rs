@@ -17,11 +17,12 @@
 //! channels in whole weight panels, so that each streams only its part of them.
 
 use super::conv::{At, Block, CHUNK_FLOATS, Geometry, L2_BYTES, Product, Tile, offset, offset_by};
-use super::epilogue;
+use super::epilogue::{self, Channel};
 use super::loops::{DIVIDEND_LIMIT, counted, fixed, if_else};
 use super::pack::{Packing, Pixels};
 use super::winograd::transpose;
 use super::{Arg, CpuTarget};
+use crate::passes::Step;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::FunctionBuilder;
@@ -189,13 +190,21 @@ impl Product<'_> {
         let end_channel = b.ins().imul_imm_s(panels.1, nr);
         let all = b.ins().iconst(types::I64, self.geometry.m() as i64);
         let end_channel = b.ins().smin(end_channel, all);
-        self.transpose_out(b, first, count, (first_channel, end_channel), at);
-        let columns = epilogue::Columns {
-            first,
-            count,
-            channels: (first_channel, end_channel),
-        };
-        self.epilogue(b, &self.kernel.epilogue, at, &columns);
+        let channels = (first_channel, end_channel);
+        let steps = &self.kernel.epilogue;
+        match epilogue::in_registers(steps, self.pointers) {
+            // Applied as the transposed values are stored: no second pass over them.
+            Some(steps) => self.transpose_out(b, first, count, channels, steps, at),
+            None => {
+                self.transpose_out(b, first, count, channels, &[], at);
+                let columns = epilogue::Columns {
+                    first,
+                    count,
+                    channels,
+                };
+                self.epilogue(b, steps, at, &columns);
+            }
+        }
     }
 
     /// One K block: the chunk's pixels packed, then every (weights panel, pixel tile)
@@ -261,18 +270,19 @@ impl Product<'_> {
     }
 
     /// Cᵀ's `count` rows into the output's columns `first..`, channels `[from, to)` (a
-    /// part's: `from` a multiple of four): four channels by four pixels at a time,
-    /// transposed in registers, so each of the four channels' rows gets one vector
-    /// store. Channel quads outside: the chunk's Cᵀ column of a quad stays in L1 while
-    /// its four output rows are written in order (one float per store, pixel outside,
-    /// had a thousand output rows' lines in flight: a third of a 256 -> 1024 channel
-    /// 1x1 conv's time at 14x14).
+    /// part's: `from` a multiple of four), with `steps` (none a helper's) applied on the
+    /// way: four channels by four pixels at a time, transposed in registers, so each of
+    /// the four channels' rows gets one vector store. Channel quads outside: the
+    /// chunk's Cᵀ column of a quad stays in L1 while its four output rows are written in
+    /// order (one float per store, pixel outside, had a thousand output rows' lines in
+    /// flight: a third of a 256 -> 1024 channel 1x1 conv's time at 14x14).
     fn transpose_out(
         &self,
         b: &mut FunctionBuilder,
         first: Value,
         count: u64,
         (first_channel, end_channel): (Value, Value),
+        steps: &[Step],
         at: &At,
     ) {
         let (g, target) = (self.geometry, self.target);
@@ -282,11 +292,31 @@ impl Product<'_> {
         let ldc = g.padded_channels(target);
         let (m, n) = (g.m(), g.n());
         let output = offset(b, at.output, first, 1);
+        // Residual inputs at column `first` of the group's first channel.
+        let add_bases: Vec<Value> = epilogue::add_inputs(steps)
+            .map(|input| epilogue::residual_at(b, self.fused, g, self.pointers, input, at, first))
+            .collect();
+        let listed: Vec<&Step> = steps.iter().collect();
+        // Channel `m`'s scalars and residual rows.
+        let channel = |b: &mut FunctionBuilder, m: Value| {
+            let add_rows = add_bases
+                .iter()
+                .map(|&base| offset(b, base, m, n))
+                .collect();
+            epilogue::channel(b, steps, self.pointers, m, add_rows)
+        };
         let first_quad = b.ins().ushr_imm_u(first_channel, 2);
         let end_quad = b.ins().ushr_imm_u(end_channel, 2);
         counted(b, first_quad, end_quad, 1, |b, quad| {
             let from = offset(b, transposed, quad, 4);
             let to = offset(b, output, quad, 4 * n);
+            let first_of_quad = b.ins().ishl_imm_u(quad, 2);
+            let channels: Vec<Channel> = (0..4)
+                .map(|j| {
+                    let m = b.ins().iadd_imm_s(first_of_quad, j);
+                    channel(b, m)
+                })
+                .collect();
             fixed(b, count / 4, |b, four| {
                 let from = offset(b, from, four, 4 * ldc);
                 let rows = std::array::from_fn(|pixel| {
@@ -294,20 +324,24 @@ impl Product<'_> {
                         .load(types::F32X4, flags, from, (pixel as u64 * ldc * 4) as i32)
                 });
                 let columns = transpose(b, rows);
-                let to = offset(b, to, four, 4);
-                for (channel, column) in columns.into_iter().enumerate() {
-                    let row = (channel as u64 * n * 4) as i32;
-                    b.ins().store(flags, column, to, row);
+                let pixel = b.ins().ishl_imm_u(four, 2);
+                let to = offset(b, to, pixel, 1);
+                for (j, column) in columns.into_iter().enumerate() {
+                    let value =
+                        epilogue::apply(b, types::F32X4, &listed, &channels[j], column, pixel);
+                    b.ins().store(flags, value, to, (j as u64 * n * 4) as i32);
                 }
             });
             for pixel in count / 4 * 4..count {
                 let lanes = b
                     .ins()
                     .load(types::F32X4, flags, from, (pixel * ldc * 4) as i32);
-                for lane in 0..4u8 {
-                    let value = b.ins().extractlane(lanes, lane);
-                    let at = (u64::from(lane) * n + pixel) * 4;
-                    b.ins().store(flags, value, to, at as i32);
+                let at = b.ins().iconst(types::I64, pixel as i64);
+                for (j, channel) in channels.iter().enumerate() {
+                    let value = b.ins().extractlane(lanes, j as u8);
+                    let value = epilogue::apply(b, types::F32, &listed, channel, value, at);
+                    let element = (j as u64 * n + pixel) * 4;
+                    b.ins().store(flags, value, to, element as i32);
                 }
             }
         });
@@ -318,15 +352,19 @@ impl Product<'_> {
                 b,
                 has_tail,
                 |b| {
-                    fixed(b, count, |b, pixel| {
-                        let from = offset(b, transposed, pixel, ldc);
-                        let to = offset(b, output, pixel, 1);
-                        for channel in (m / 4) * 4..m {
-                            let value = b.ins().load(types::F32, flags, from, (channel * 4) as i32);
-                            let destination = offset_by(b, to, channel * n);
+                    for tail in (m / 4) * 4..m {
+                        let m = b.ins().iconst(types::I64, tail as i64);
+                        let channel = channel(b, m);
+                        let to = offset_by(b, output, tail * n);
+                        fixed(b, count, |b, pixel| {
+                            let from = offset(b, transposed, pixel, ldc);
+                            let value = b.ins().load(types::F32, flags, from, (tail * 4) as i32);
+                            let value =
+                                epilogue::apply(b, types::F32, &listed, &channel, value, pixel);
+                            let destination = offset(b, to, pixel, 1);
                             b.ins().store(flags, value, destination, 0);
-                        }
-                    });
+                        });
+                    }
                 },
                 |_| {},
             );
