@@ -311,6 +311,22 @@ fn lrn_windows_and_powers_agree_with_the_reference() {
     let net = network(source);
     let error = compare(&net, &weights(&net, 1), input(&net, 2, 9));
     assert!(error <= TOLERANCE, "relative error {error:e}");
+    // Enough channels that most windows lie inside (their taps at fixed offsets) and
+    // that threads take runs of channels starting anywhere.
+    let net = network("network L(input: 67x3x5) { lrn(size=5, beta=0.75) lrn(size=6) }");
+    let (weights, input) = (weights(&net, 1), input(&net, 2, 4));
+    let expected = reference::run(&net, &weights, vec![input.clone()], &RunOptions::default())
+        .expect("reference runs")
+        .output;
+    for threads in [1, 2, 3] {
+        let program = jit::Program::with_threads(&net, &weights, threads).expect("compiles");
+        let actual = program.run(vec![input.clone()]).expect("runs");
+        let error = relative_error(&actual, &expected);
+        assert!(
+            error <= TOLERANCE,
+            "{threads} threads: relative error {error:e}"
+        );
+    }
 }
 
 #[test]
