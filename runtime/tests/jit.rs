@@ -88,6 +88,10 @@ fn softmax_adaptive_pooling_and_lone_element_wise_kernels_agree_with_the_referen
         "network S(input: 3x5x5) { flatten dense(13) -> d sigmoid softmax }",
         "network A(input: 5x11x7) { adaptiveavgpool(size=3) adaptivemaxpool(size=[2, 5]) }",
         "network A(input: 3x6x9) { adaptivemaxpool(size=[4, 7]) adaptiveavgpool(size=[5, 1]) }",
+        // Rows whose interior columns are not whole groups of four: the last group
+        // overlaps the one before it (widths 11 and 23: 9 and 10 interior columns).
+        "network O(input: 4x6x11) { -> x maxpool(3x3, stride=1, pad=1) -> p from x avgpool(3x3, stride=1, pad=1) -> q add(p, q) }",
+        "network O(input: 4x6x23) { maxpool(3x3, stride=2, pad=1) avgpool(2x2, stride=1) }",
         // Global pools over planes of 3, 15 and 81 floats: no whole vector, three
         // vectors and three floats, five rounds of four vectors and one float.
         "network G(input: 6x3x1) { -> x globalavgpool -> a from x globalmaxpool -> m concat(a, m) }",

@@ -256,9 +256,21 @@ fn window_row(
             window(b, ox, &inside, types::F32X4)
         });
     }
-    range(b, (vector_end, right), |b, ox| {
-        window(b, ox, &inside, types::F32)
-    });
+    // The columns after the last whole group: one more group ending at the last
+    // interior column where its loads fit (it recomputes a few outputs, the same
+    // values), else one at a time.
+    let overlap = right
+        .checked_sub(LANES)
+        .filter(|&first| vector_end > left && vector_end < right && vector_fits(w, first, right));
+    match overlap {
+        Some(first) => {
+            let at = b.ins().iconst(types::I64, first as i64);
+            window(b, at, &inside, types::F32X4);
+        }
+        None => range(b, (vector_end, right), |b, ox| {
+            window(b, ox, &inside, types::F32)
+        }),
+    }
     for ox in right..w.out_width {
         let at = b.ins().iconst(types::I64, ox as i64);
         window(b, at, &columns.span(ox), types::F32);
@@ -270,18 +282,22 @@ fn window_row(
 /// keeps every other lane, the second reaching one float past the tap; every load
 /// must stay inside the row.
 fn vector_columns(w: &Window, (left, right): (u64, u64)) -> u64 {
+    (0..)
+        .take_while(|&group| vector_fits(w, left + group * LANES, right))
+        .count() as u64
+}
+
+/// Whether the four interior columns from `first` can be computed as a vector: they
+/// end by `right` and every load stays inside the row.
+fn vector_fits(w: &Window, first: u64, right: u64) -> bool {
     let reach = (w.kernel[1] - 1) * w.dilation[1];
     let last_read = match w.stride[1] {
         1 => reach + LANES - 1,
         2 => (reach & !1) + 2 * LANES - 1,
-        _ => return 0,
+        _ => return false,
     };
-    let fits = |group: u64| {
-        let first = left + group * LANES;
-        let x0 = (first * w.stride[1]) as i64 - w.pads[1] as i64;
-        first + LANES <= right && x0 + (last_read as i64) < w.width as i64
-    };
-    (0..).take_while(|&group| fits(group)).count() as u64
+    let x0 = (first * w.stride[1]) as i64 - w.pads[1] as i64;
+    first + LANES <= right && x0 + (last_read as i64) < w.width as i64
 }
 
 /// A window's value from its taps inside the input (`corner` is its top-left, in the
