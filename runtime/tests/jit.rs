@@ -315,9 +315,11 @@ fn lrn_windows_and_powers_agree_with_the_reference() {
     let net = network(source);
     let error = compare(&net, &weights(&net, 1), input(&net, 2, 9));
     assert!(error <= TOLERANCE, "relative error {error:e}");
-    // Enough channels that most windows lie inside (their taps at fixed offsets) and
-    // that threads take runs of channels starting anywhere.
-    let net = network("network L(input: 67x3x5) { lrn(size=5, beta=0.75) lrn(size=6) }");
+    // Enough channels that most windows lie inside (their taps at fixed offsets), and
+    // enough work (67 x 40 x 40 x 5 units a sample) for threads to take runs of a few
+    // channels starting anywhere; a window too wide to unroll loops over its taps.
+    let net =
+        network("network L(input: 67x40x40) { lrn(size=5, beta=0.75) lrn(size=6) lrn(size=17) }");
     let (weights, input) = (weights(&net, 1), input(&net, 2, 4));
     let expected = reference::run(&net, &weights, vec![input.clone()], &RunOptions::default())
         .expect("reference runs")
@@ -443,9 +445,10 @@ fn pixel_major_products_agree_with_the_reference() {
         ("64x7x7", "conv(64, 3x3, pad=1) relu"),
         ("5x15x13", "conv(96, 3x3, stride=2, pad=[0, 1, 2, 1]) relu"),
         ("40x7x7", "conv(64, 1x1) relu"),
-        // 30 pixels, 15 a thread at two: pixels left over after the groups of four
-        // that are transposed in registers.
-        ("24x6x5", "conv(64, 1x1) relu"),
+        // Pixels left over after the groups of four that are transposed in registers:
+        // 45 pixels (1 over) on one thread, 27 and 18 (3 and 2 over) on two, 18, 18 and
+        // 9 on three; enough work (5 M multiply-adds) for every thread to take part.
+        ("96x5x9", "conv(128, 3x3, pad=1) relu"),
         ("8x9x9", "conv(96, 1x5, pad=[0, 2]) tanh"),
         ("16x7x7", "conv(88, 3x3, pad=1)"),
         // 2.2 MiB of weights: the threads split the channels (three panels, the last

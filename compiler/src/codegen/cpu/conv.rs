@@ -9,7 +9,7 @@ use super::{Arg, CpuTarget, KernelCode, kernel_function, sample_stride};
 use crate::ops::Op;
 use crate::passes::{Algorithm, FusedGraph, Kernel, Step};
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Signature, Value, types};
+use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Signature, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
 /// Everything about a convolution's sizes, all known at compile time. A dense layer is
@@ -379,6 +379,20 @@ pub(super) fn offset_by(b: &mut FunctionBuilder, base: Value, floats: u64) -> Va
         base
     } else {
         b.ins().iadd_imm_s(base, (floats * 4) as i64)
+    }
+}
+
+/// A load of `ty` at `base + bytes`: the offset in the instruction where it fits in
+/// its 32 bits, else added to the pointer first (a legal plane or row can be longer
+/// than 2 GiB, and a wrapped offset reads somewhere else).
+pub(super) fn load_at(b: &mut FunctionBuilder, ty: Type, base: Value, bytes: i64) -> Value {
+    let flags = MemFlagsData::new().with_notrap();
+    match i32::try_from(bytes) {
+        Ok(bytes) => b.ins().load(ty, flags, base, bytes),
+        Err(_) => {
+            let at = b.ins().iadd_imm_s(base, bytes);
+            b.ins().load(ty, flags, at, 0)
+        }
     }
 }
 

@@ -10,7 +10,7 @@
 //! loop on every channel made GoogLeNet's second LRN twice as slow: 0.98 against
 //! 0.48 ms). Threads split the channels.
 
-use super::conv::offset;
+use super::conv::{load_at, offset};
 use super::epilogue::constant;
 use super::loops::counted;
 use super::{Arg, CpuTarget, KernelCode, kernel_function, sample_stride};
@@ -55,11 +55,16 @@ pub fn generate(fused: &FusedGraph, index: usize, target: &CpuTarget) -> Option<
             let input = offset(b, input, n, input_sample);
             let output = offset(b, output, n, output_sample);
             // Channels whose window lies inside [0, channels) read their taps at fixed
-            // offsets; the first and last few test the window's bounds.
-            let inner = (
-                before.min(channels as i64),
-                (channels as i64 - after).max(before),
-            );
+            // offsets (for windows of a few channels: each tap is code); the first and
+            // last few test the window's bounds.
+            let inner = if lrn.size > MOST_FIXED_TAPS {
+                (0, 0)
+            } else {
+                (
+                    before.min(channels as i64),
+                    (channels as i64 - after).max(before),
+                )
+            };
             let ranges = [
                 (None, Some(inner.0), false),
                 (Some(inner.0), Some(inner.1), true),
@@ -132,6 +137,10 @@ pub fn generate(fused: &FusedGraph, index: usize, target: &CpuTarget) -> Option<
     })
 }
 
+/// The widest window whose taps are unrolled: the classic networks' are 5; a window of
+/// thousands of channels would be thousands of loads of code.
+const MOST_FIXED_TAPS: u64 = 16;
+
 #[derive(Clone, Copy, PartialEq)]
 enum Power {
     ThreeQuarters,
@@ -203,7 +212,7 @@ impl Element {
                 let own = offset(b, self.own, e, 1);
                 for j in -before..=after {
                     let at = j * self.plane as i64 * 4;
-                    let value = b.ins().load(ty, flags, own, at as i32);
+                    let value = load_at(b, ty, own, at);
                     let value = if wide {
                         b.ins().fpromote(types::F64, value)
                     } else {

@@ -9,14 +9,17 @@
 //!
 //! A chunk of pixels accumulates Cᵀ in the scratch over the K blocks (weights panels
 //! outside, pixel tiles inside: a panel of weights stays in L1 while the chunk's pixels
-//! stream from L2), then writes it transposed into the NCHW output, where the usual
-//! epilogue runs over the chunk's columns. Threads split the pixels, each chunk
+//! stream from L2), then writes it transposed into the NCHW output, applying the
+//! epilogue to the values on their way out (or, where a step calls a runtime helper,
+//! running it as the usual pass over the chunk's columns). Threads split the pixels, each chunk
 //! packing only its own: the output-channel parts a direct product of a small output
 //! needs (each packing the whole input again) are not needed — except where the
 //! weights are too big for L2 (`Geometry::channel_parts`): the threads then split the
 //! channels in whole weight panels, so that each streams only its part of them.
 
-use super::conv::{At, Block, CHUNK_FLOATS, Geometry, L2_BYTES, Product, Tile, offset, offset_by};
+use super::conv::{
+    At, Block, CHUNK_FLOATS, Geometry, L2_BYTES, Product, Tile, load_at, offset, offset_by,
+};
 use super::epilogue::{self, Channel};
 use super::loops::{DIVIDEND_LIMIT, counted, fixed, if_else};
 use super::pack::{Packing, Pixels};
@@ -179,7 +182,8 @@ impl Product<'_> {
     }
 
     /// `count` pixels from `first`, the channels of `part`: their products over the K
-    /// blocks into Cᵀ, Cᵀ into the output, then the epilogue over those columns.
+    /// blocks into Cᵀ, Cᵀ into the output with the epilogue applied on the way (or the
+    /// epilogue after, over those columns, where a step calls a runtime helper).
     fn pixel_chunk(&self, b: &mut FunctionBuilder, first: Value, count: u64, part: Value, at: &At) {
         let panels = self.part_panels(b, part);
         self.each_k_block(b, |b, block| {
@@ -320,8 +324,7 @@ impl Product<'_> {
             fixed(b, count / 4, |b, four| {
                 let from = offset(b, from, four, 4 * ldc);
                 let rows = std::array::from_fn(|pixel| {
-                    b.ins()
-                        .load(types::F32X4, flags, from, (pixel as u64 * ldc * 4) as i32)
+                    load_at(b, types::F32X4, from, (pixel as u64 * ldc * 4) as i64)
                 });
                 let columns = transpose(b, rows);
                 let pixel = b.ins().ishl_imm_u(four, 2);
@@ -333,9 +336,7 @@ impl Product<'_> {
                 }
             });
             for pixel in count / 4 * 4..count {
-                let lanes = b
-                    .ins()
-                    .load(types::F32X4, flags, from, (pixel * ldc * 4) as i32);
+                let lanes = load_at(b, types::F32X4, from, (pixel * ldc * 4) as i64);
                 let at = b.ins().iconst(types::I64, pixel as i64);
                 for (j, channel) in channels.iter().enumerate() {
                     let value = b.ins().extractlane(lanes, j as u8);
@@ -358,7 +359,7 @@ impl Product<'_> {
                         let to = offset_by(b, output, tail * n);
                         fixed(b, count, |b, pixel| {
                             let from = offset(b, transposed, pixel, ldc);
-                            let value = b.ins().load(types::F32, flags, from, (tail * 4) as i32);
+                            let value = load_at(b, types::F32, from, (tail * 4) as i64);
                             let value =
                                 epilogue::apply(b, types::F32, &listed, &channel, value, pixel);
                             let destination = offset(b, to, pixel, 1);

@@ -2,7 +2,7 @@
 //! dilation for max, both divisors for average) and global pooling, as the reference
 //! interpreter computes them, with every size a constant. Threads split the channels.
 
-use super::conv::offset;
+use super::conv::{load_at, offset};
 use super::epilogue::{constant, larger};
 use super::loops::{counted, fixed};
 use super::winograd::shuffle;
@@ -216,7 +216,8 @@ impl Axis {
 }
 
 /// One output row: its border columns one by one, its interior four at a time where
-/// the loads allow, then one at a time.
+/// the loads allow, the rest as one more group of four overlapping the last where its
+/// loads allow too, else one at a time.
 fn window_row(
     b: &mut FunctionBuilder,
     w: &Window,
@@ -312,23 +313,22 @@ fn window_value(
     rows: &Span,
     columns: &Span,
 ) -> Value {
-    let flags = MemFlagsData::new().with_notrap();
     let mut taps = Vec::new();
     for &ky in &rows.taps {
         let row = (ky * w.dilation[0] * w.width) as i64;
-        let bytes = |floats: u64| ((row + floats as i64) * 4) as i32;
+        let bytes = |floats: u64| (row + floats as i64) * 4;
         let mut pairs: Vec<(u64, (Value, Value))> = Vec::new();
         for &kx in &columns.taps {
             let column = kx * w.dilation[1];
             let tap = if ty == types::F32 || w.stride[1] == 1 {
-                b.ins().load(ty, flags, corner, bytes(column))
+                load_at(b, ty, corner, bytes(column))
             } else {
                 let even = column & !1;
                 let (low, high) = match pairs.iter().find(|(at, _)| *at == even) {
                     Some((_, loaded)) => *loaded,
                     None => {
-                        let low = b.ins().load(ty, flags, corner, bytes(even));
-                        let high = b.ins().load(ty, flags, corner, bytes(even + LANES));
+                        let low = load_at(b, ty, corner, bytes(even));
+                        let high = load_at(b, ty, corner, bytes(even + LANES));
                         pairs.push((even, (low, high)));
                         (low, high)
                     }
@@ -545,7 +545,7 @@ fn global(b: &mut FunctionBuilder, w: &Window, source: Value, destination: Value
         })
         .collect();
     let add = |b: &mut FunctionBuilder, chain: usize, at: Value, index: u64| {
-        let value = b.ins().load(types::F32X4, flags, at, (index * 16) as i32);
+        let value = load_at(b, types::F32X4, at, (index * 16) as i64);
         let so_far = b.use_var(accumulators[chain]);
         let next = combine_as(b, w.kind, types::F32X4, so_far, value);
         b.def_var(accumulators[chain], next);
@@ -570,7 +570,7 @@ fn global(b: &mut FunctionBuilder, w: &Window, source: Value, destination: Value
         value = combine(b, w.kind, value, next);
     }
     for index in vectors * 4..plane {
-        let next = b.ins().load(types::F32, flags, source, (index * 4) as i32);
+        let next = load_at(b, types::F32, source, (index * 4) as i64);
         value = combine(b, w.kind, value, next);
     }
     if w.kind == PoolKind::Avg {
