@@ -92,6 +92,11 @@ fn softmax_adaptive_pooling_and_lone_element_wise_kernels_agree_with_the_referen
         // overlaps the one before it (widths 11 and 23: 9 and 10 interior columns).
         "network O(input: 4x6x11) { -> x maxpool(3x3, stride=1, pad=1) -> p from x avgpool(3x3, stride=1, pad=1) -> q add(p, q) }",
         "network O(input: 4x6x23) { maxpool(3x3, stride=2, pad=1) avgpool(2x2, stride=1) }",
+        // Max pools whose interior groups take the maximum down the rows first: windows
+        // 5 and 1 wide at stride 1, 2 wide at stride 2, dilated down the rows.
+        "network R(input: 3x7x37) {
+            maxpool(5x5, stride=1, pad=2) maxpool(1x1) maxpool([3, 2], stride=[1, 2], dilation=[2, 1], pad=[2, 0])
+        }",
         // Global pools over planes of 3, 15 and 81 floats: no whole vector, three
         // vectors and three floats, five rounds of four vectors and one float.
         "network G(input: 6x3x1) { -> x globalavgpool -> a from x globalmaxpool -> m concat(a, m) }",

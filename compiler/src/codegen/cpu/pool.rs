@@ -2,7 +2,7 @@
 //! dilation for max, both divisors for average) and global pooling, as the reference
 //! interpreter computes them, with every size a constant. Threads split the channels.
 
-use super::conv::{load_at, offset};
+use super::conv::{load_at, offset, offset_by};
 use super::epilogue::{constant, larger};
 use super::loops::{counted, fixed};
 use super::winograd::shuffle;
@@ -247,10 +247,22 @@ fn window_row(
         let at = b.ins().iconst(types::I64, ox as i64);
         window(b, at, &columns.span(ox), types::F32);
     }
-    let vector_end = left + vector_columns(w, (left, right)) * LANES;
-    if vector_end > left {
+    let groups = vector_columns(w, (left, right));
+    let vector_end = left + groups * LANES;
+    let rolled = Rolling::of(w).map_or(0, |r| r.groups(w, (left, right)).min(groups));
+    if let Some(rolling) = Rolling::of(w).filter(|_| rolled > 0) {
+        rolling.generate(
+            b,
+            w,
+            (row_source, row_destination),
+            row_span,
+            (left, rolled),
+        );
+    }
+    let rest = left + rolled * LANES;
+    if vector_end > rest {
         let (start, end) = (
-            b.ins().iconst(types::I64, left as i64),
+            b.ins().iconst(types::I64, rest as i64),
             b.ins().iconst(types::I64, vector_end as i64),
         );
         counted(b, start, end, LANES as i64, |b, ox| {
@@ -276,6 +288,147 @@ fn window_row(
         let at = b.ins().iconst(types::I64, ox as i64);
         window(b, at, &columns.span(ox), types::F32);
     }
+}
+
+/// Interior groups of a max pool computed column first: each vector of four input
+/// columns is the maximum down the window's rows once, and the groups' windows along
+/// the row are shuffles of those vectors, the last vectors of a group carried to the
+/// next. A 3x3 window at stride 1 is then 3 loads, 2 shuffles and 4 maxima per four
+/// outputs instead of 9 loads and 8 maxima; at stride 2, 6 loads and 3 shuffles
+/// instead of 12 and 9. A maximum does not depend on the order: the same values.
+struct Rolling {
+    stride: u64,
+    /// Vectors of four input columns a group's windows cover.
+    vectors: u64,
+}
+
+impl Rolling {
+    /// For max pools of stride 1 (windows up to 5 wide) or 2 (up to 3), undilated
+    /// along the row.
+    fn of(w: &Window) -> Option<Rolling> {
+        let (kernel, stride) = (w.kernel[1], w.stride[1]);
+        let fits = match stride {
+            1 => kernel <= 5,
+            2 => kernel <= 3,
+            _ => false,
+        };
+        (w.kind == PoolKind::Max && w.dilation[1] == 1 && fits).then(|| Rolling {
+            stride,
+            vectors: (3 * stride + kernel).div_ceil(LANES),
+        })
+    }
+
+    /// The groups from `left` whose vectors stay inside the row.
+    fn groups(&self, w: &Window, (left, right): (u64, u64)) -> u64 {
+        let fits = |first: u64| {
+            let x0 = (first * self.stride) as i64 - w.pads[1] as i64;
+            first + LANES <= right
+                && x0 >= 0
+                && x0 + (self.vectors * LANES) as i64 <= w.width as i64
+        };
+        (0..).take_while(|&g| fits(left + g * LANES)).count() as u64
+    }
+
+    /// The groups `[first, first + 4 * count)` of the output row at `row_destination`,
+    /// whose window's top row (in the padding or not) starts at `row_source`.
+    fn generate(
+        &self,
+        b: &mut FunctionBuilder,
+        w: &Window,
+        (row_source, row_destination): (Value, Value),
+        row_span: &Span,
+        (first, count): (u64, u64),
+    ) {
+        // The maximum down the window's rows of the four columns at `at`.
+        let down = |b: &mut FunctionBuilder, at: Value| {
+            let rows: Vec<Value> = row_span
+                .taps
+                .iter()
+                .map(|&ky| {
+                    let row = (ky * w.dilation[0] * w.width * 4) as i64;
+                    load_at(b, types::F32X4, at, row)
+                })
+                .collect();
+            maximum(b, types::F32X4, rows)
+        };
+        let x_of = |b: &mut FunctionBuilder, ox: Value| {
+            let x0 = b.ins().imul_imm_s(ox, self.stride as i64);
+            let x0 = b.ins().iadd_imm_s(x0, -(w.pads[1] as i64));
+            offset(b, row_source, x0, 1)
+        };
+        let carried_count = (self.vectors - self.stride) as usize;
+        let carried: Vec<_> = (0..carried_count)
+            .map(|_| b.declare_var(types::F32X4))
+            .collect();
+        let start = b.ins().iconst(types::I64, first as i64);
+        let at = x_of(b, start);
+        for (j, &var) in carried.iter().enumerate() {
+            let column = offset_by(b, at, j as u64 * LANES);
+            let value = down(b, column);
+            b.def_var(var, value);
+        }
+        let end = b.ins().iconst(types::I64, (first + count * LANES) as i64);
+        counted(b, start, end, LANES as i64, |b, ox| {
+            let at = x_of(b, ox);
+            let mut vectors: Vec<Value> = carried.iter().map(|&var| b.use_var(var)).collect();
+            for j in carried_count as u64..self.vectors {
+                let column = offset_by(b, at, j * LANES);
+                vectors.push(down(b, column));
+            }
+            let taps: Vec<Value> = (0..w.kernel[1])
+                .map(|kx| self.tap(b, &vectors, kx))
+                .collect();
+            let value = maximum(b, types::F32X4, taps);
+            let destination = offset(b, row_destination, ox, 1);
+            b.ins()
+                .store(MemFlagsData::new().with_notrap(), value, destination, 0);
+            for (j, &var) in carried.iter().enumerate() {
+                b.def_var(var, vectors[j + self.stride as usize]);
+            }
+        });
+    }
+
+    /// Lanes `stride * i + kx` (i = 0..4) of the vectors laid end to end.
+    fn tap(&self, b: &mut FunctionBuilder, vectors: &[Value], kx: u64) -> Value {
+        let kx = kx as u8;
+        match self.stride {
+            1 if kx == 0 => vectors[0],
+            1 => shuffle(b, vectors[0], vectors[1], [kx, kx + 1, kx + 2, kx + 3]),
+            _ => {
+                let pair = shuffle(
+                    b,
+                    vectors[0],
+                    vectors[1],
+                    [kx & 1, 2 + (kx & 1), 4 + (kx & 1), 6 + (kx & 1)],
+                );
+                match kx {
+                    0 | 1 => pair,
+                    // Lanes 2, 4, 6 and 8: the even pair's last three and the next
+                    // vector's first.
+                    _ => shuffle(b, pair, vectors[2], [1, 2, 3, 4]),
+                }
+            }
+        }
+    }
+}
+
+/// The maximum of `values` (of type `ty`) as a tree, so the comparisons do not wait on
+/// each other; minus infinity for none.
+fn maximum(b: &mut FunctionBuilder, ty: Type, mut values: Vec<Value>) -> Value {
+    if values.is_empty() {
+        return constant(b, ty, f32::NEG_INFINITY);
+    }
+    while values.len() > 1 {
+        values = values
+            .chunks(2)
+            .map(|pair| match pair {
+                [x, y] => larger(b, ty, *x, *y),
+                [x] => *x,
+                _ => unreachable!("chunks of two"),
+            })
+            .collect();
+    }
+    values[0]
 }
 
 /// How many groups of four interior columns, from the first, are computed as vectors:
@@ -340,20 +493,7 @@ fn window_value(
         }
     }
     match w.kind {
-        PoolKind::Max if taps.is_empty() => constant(b, ty, f32::NEG_INFINITY),
-        PoolKind::Max => {
-            while taps.len() > 1 {
-                taps = taps
-                    .chunks(2)
-                    .map(|pair| match pair {
-                        [x, y] => larger(b, ty, *x, *y),
-                        [x] => *x,
-                        _ => unreachable!("chunks of two"),
-                    })
-                    .collect();
-            }
-            taps[0]
-        }
+        PoolKind::Max => maximum(b, ty, taps),
         PoolKind::Avg => {
             let mut sum = constant(b, ty, 0.0);
             for tap in taps {
