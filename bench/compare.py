@@ -161,6 +161,31 @@ def machine():
     return f"{model}, {os.cpu_count()} logical CPUs, load average {os.getloadavg()[0]:.1f} at the start"
 
 
+def profile_arguments(doc):
+    """The command line of the per-node profile scripts (`ort_profile.py`,
+    `ov_profile.py`): a network, the cnnc binary, threads, runs, warm-up runs, and how
+    many of the slowest nodes to list."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("network", help="an example's name or a .cnn file")
+    parser.add_argument("--cnnc", default=os.path.join(REPO, "target", "release", "cnnc"))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--top", type=int, default=0, help="only the slowest N nodes")
+    return parser.parse_args()
+
+
+def export_for_profile(args, workdir):
+    """The network of `args` and its ONNX export in `workdir`, as the comparison
+    exports it (side outputs pruned)."""
+    path = resolve(args.network)
+    model = os.path.join(workdir, "model.onnx")
+    cnnc(args, "export", path, "-o", model, "--prune-side-outputs")
+    return path, model
+
+
 def resolve(network):
     """A name from the default list, or a path to a .cnn file."""
     if os.path.exists(network):

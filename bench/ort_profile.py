@@ -14,14 +14,13 @@ the name of the last op fused into it (`layer1.0.relu2_nchwc` is block layer1.0'
 second conv, with its batch norm and ReLU).
 """
 
-import argparse
 import collections
 import json
 import os
 import statistics
 import tempfile
 
-from compare import REPO, cnnc, random_input, resolve
+from compare import export_for_profile, profile_arguments, random_input
 
 
 def node_times(model, threads, warmup, runs, workdir):
@@ -53,21 +52,9 @@ def node_times(model, threads, warmup, runs, workdir):
 
 
 def main():
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("network", help="an example's name or a .cnn file")
-    parser.add_argument("--cnnc", default=os.path.join(REPO, "target", "release", "cnnc"))
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--top", type=int, default=0, help="only the slowest N nodes")
-    args = parser.parse_args()
-
-    path = resolve(args.network)
+    args = profile_arguments(__doc__)
     with tempfile.TemporaryDirectory() as workdir:
-        model = os.path.join(workdir, "model.onnx")
-        cnnc(args, "export", path, "-o", model, "--prune-side-outputs")
+        path, model = export_for_profile(args, workdir)
         times = node_times(model, args.threads, args.warmup, args.runs, workdir)
     total = sum(times.values())
     slowest = sorted(times.items(), key=lambda item: -item[1])

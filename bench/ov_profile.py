@@ -14,13 +14,12 @@ renames the convolutions it folds a batch norm into (`Multiply_10710`), so those
 matched to cnnc's layers by shape and order, by hand.
 """
 
-import argparse
 import collections
 import os
 import statistics
 import tempfile
 
-from compare import REPO, OpenVino, cnnc, random_input, resolve
+from compare import OpenVino, export_for_profile, profile_arguments, random_input
 
 
 def node_times(model, threads, warmup, runs):
@@ -50,21 +49,9 @@ def node_times(model, threads, warmup, runs):
 
 
 def main():
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("network", help="an example's name or a .cnn file")
-    parser.add_argument("--cnnc", default=os.path.join(REPO, "target", "release", "cnnc"))
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--top", type=int, default=0, help="only the slowest N nodes")
-    args = parser.parse_args()
-
-    path = resolve(args.network)
+    args = profile_arguments(__doc__)
     with tempfile.TemporaryDirectory() as workdir:
-        model = os.path.join(workdir, "model.onnx")
-        cnnc(args, "export", path, "-o", model, "--prune-side-outputs")
+        path, model = export_for_profile(args, workdir)
         times = node_times(model, args.threads, args.warmup, args.runs)
     total = sum(ms for ms, _ in times.values())
     slowest = sorted(times.items(), key=lambda item: -item[1][0])
