@@ -396,6 +396,18 @@ pub(super) fn load_at(b: &mut FunctionBuilder, ty: Type, base: Value, bytes: i64
     }
 }
 
+/// A store of `value` at `base + bytes`, as `load_at` loads.
+pub(super) fn store_at(b: &mut FunctionBuilder, value: Value, base: Value, bytes: i64) {
+    let flags = MemFlagsData::new().with_notrap();
+    match i32::try_from(bytes) {
+        Ok(bytes) => b.ins().store(flags, value, base, bytes),
+        Err(_) => {
+            let at = b.ins().iadd_imm_s(base, bytes);
+            b.ins().store(flags, value, at, 0)
+        }
+    };
+}
+
 /// The matrix products of one sample.
 pub(super) struct Product<'a> {
     pub fused: &'a FusedGraph,

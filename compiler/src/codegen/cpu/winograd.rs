@@ -21,7 +21,7 @@
 
 use super::Arg;
 use super::CpuTarget;
-use super::conv::{Block, Chunk, Gemm, Geometry, Product, offset, offset_by};
+use super::conv::{Block, Chunk, Gemm, Geometry, Product, load_at, offset, offset_by, store_at};
 use super::loops::{counted, fixed, if_else};
 use super::pack::{copy_floats, zero_floats};
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -761,10 +761,10 @@ impl OutputTransform<'_> {
             let y = self.outputs(b, source, tx, types::F32X4);
             let out = offset(b, out, tx, m);
             for row in 0..valid {
-                let at = (row * g.out_width * 4) as i32;
+                let at = (row * g.out_width * 4) as i64;
                 let row = &y[(row * m) as usize..((row + 1) * m) as usize];
                 for (v, &columns) in interleave(b, row).iter().enumerate() {
-                    b.ins().store(flags(), columns, out, at + (v * 16) as i32);
+                    store_at(b, columns, out, at + (v * 16) as i64);
                 }
             }
         });
@@ -775,8 +775,8 @@ impl OutputTransform<'_> {
             let out = offset(b, out, tx, m);
             for row in 0..valid {
                 for x in 0..columns {
-                    let at = ((row * g.out_width + x) * 4) as i32;
-                    b.ins().store(flags(), y[(row * m + x) as usize], out, at);
+                    let at = ((row * g.out_width + x) * 4) as i64;
+                    store_at(b, y[(row * m + x) as usize], out, at);
                 }
             }
         }
@@ -792,7 +792,7 @@ impl OutputTransform<'_> {
                 (0..alpha)
                     .map(|i| {
                         let point = (j * alpha + i) as u64;
-                        b.ins().load(ty, flags(), at, (point * matrix) as i32)
+                        load_at(b, ty, at, (point * matrix) as i64)
                     })
                     .collect()
             })

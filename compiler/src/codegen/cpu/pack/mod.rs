@@ -15,7 +15,7 @@ mod straight;
 
 pub(super) use straight::{copy_floats, zero_floats};
 
-use super::conv::{Geometry, offset, offset_by};
+use super::conv::{Geometry, load_at, offset, offset_by};
 use super::loops::{counted, divide, fixed, if_else};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
@@ -350,9 +350,7 @@ fn gather(b: &mut FunctionBuilder, at: Value, stride: u64) -> Value {
     let first = b.ins().load(types::F32, flags, at, 0);
     let mut lanes = b.ins().splat(types::F32X4, first);
     for lane in 1..4u8 {
-        let value = b
-            .ins()
-            .load(types::F32, flags, at, (u64::from(lane) * stride * 4) as i32);
+        let value = load_at(b, types::F32, at, (u64::from(lane) * stride * 4) as i64);
         lanes = b.ins().insertlane(lanes, value, lane);
     }
     lanes
