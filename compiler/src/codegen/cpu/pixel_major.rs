@@ -11,11 +11,12 @@
 //! outside, pixel tiles inside: a panel of weights stays in L1 while the chunk's pixels
 //! stream from L2), then writes it transposed into the NCHW output, applying the
 //! epilogue to the values on their way out (or, where a step calls a runtime helper,
-//! running it as the usual pass over the chunk's columns). Threads split the pixels, each chunk
-//! packing only its own: the output-channel parts a direct product of a small output
-//! needs (each packing the whole input again) are not needed — except where the
-//! weights are too big for L2 (`Geometry::channel_parts`): the threads then split the
-//! channels in whole weight panels, so that each streams only its part of them.
+//! running it as the usual pass over the chunk's columns). Threads split the pixels,
+//! each chunk packing only its own: the output-channel parts a direct product of a
+//! small output needs (each packing the whole input again) are not needed — except
+//! where the weights are too big for L2 (`Geometry::channel_parts`): the threads then
+//! split the channels in whole weight panels, so that each streams only its part of
+//! them.
 
 use super::conv::{
     At, Block, CHUNK_FLOATS, Geometry, L2_BYTES, Product, Tile, load_at, offset, offset_by,
