@@ -44,6 +44,17 @@ pub fn generate(fused: &FusedGraph, index: usize, target: &CpuTarget) -> Option<
         sample_stride(fused, kernel.output),
     );
     let (before, after) = ((lrn.size / 2) as i64, ((lrn.size - 1) / 2) as i64);
+    // Channels whose window lies inside [0, channels) read their taps at fixed offsets
+    // (for windows of a few channels: each tap is code); the first and last few test
+    // the window's bounds.
+    let inner = if lrn.size > MOST_FIXED_TAPS {
+        (0, 0)
+    } else {
+        (
+            before.min(channels as i64),
+            (channels as i64 - after).max(before),
+        )
+    };
     let function = kernel_function(index, target, |b, params| {
         let pointer = target.frontend.pointer_type();
         let flags = MemFlagsData::new().with_notrap();
@@ -54,37 +65,7 @@ pub fn generate(fused: &FusedGraph, index: usize, target: &CpuTarget) -> Option<
         counted(b, zero, params.batch, 1, |b, n| {
             let input = offset(b, input, n, input_sample);
             let output = offset(b, output, n, output_sample);
-            // Channels whose window lies inside [0, channels) read their taps at fixed
-            // offsets (for windows of a few channels: each tap is code); the first and
-            // last few test the window's bounds.
-            let inner = if lrn.size > MOST_FIXED_TAPS {
-                (0, 0)
-            } else {
-                (
-                    before.min(channels as i64),
-                    (channels as i64 - after).max(before),
-                )
-            };
-            let ranges = [
-                (None, Some(inner.0), false),
-                (Some(inner.0), Some(inner.1), true),
-                (Some(inner.1), None, false),
-            ];
-            for (from, to, fixed_taps) in ranges {
-                let from = match from {
-                    Some(from) => {
-                        let from = b.ins().iconst(types::I64, from);
-                        b.ins().smax(params.begin, from)
-                    }
-                    None => params.begin,
-                };
-                let to = match to {
-                    Some(to) => {
-                        let to = b.ins().iconst(types::I64, to);
-                        b.ins().smin(params.end, to)
-                    }
-                    None => params.end,
-                };
+            for (from, to, fixed_taps) in channel_ranges(b, (params.begin, params.end), inner) {
                 counted(b, from, to, 1, |b, c| {
                     // The window's channels, clipped to [0, channels).
                     let first = b.ins().iadd_imm_s(c, -before);
@@ -92,12 +73,10 @@ pub fn generate(fused: &FusedGraph, index: usize, target: &CpuTarget) -> Option<
                     let last = b.ins().iadd_imm_s(c, after + 1);
                     let limit = b.ins().iconst(types::I64, channels as i64);
                     let end = b.ins().smin(last, limit);
-                    let own = offset(b, input, c, plane);
-                    let out = offset(b, output, c, plane);
                     let element = Element {
                         input,
-                        own,
-                        out,
+                        own: offset(b, input, c, plane),
+                        out: offset(b, output, c, plane),
                         first,
                         end,
                         taps: fixed_taps.then_some((before, after)),
@@ -108,20 +87,7 @@ pub fn generate(fused: &FusedGraph, index: usize, target: &CpuTarget) -> Option<
                         power,
                         pow,
                     };
-                    let vectors = if power == Power::General {
-                        0
-                    } else {
-                        plane / 4 * 4
-                    };
-                    if vectors > 0 {
-                        let end = b.ins().iconst(types::I64, vectors as i64);
-                        counted(b, zero, end, 4, |b, e| element.generate(b, e, types::F32X4));
-                    }
-                    let (start, end) = (
-                        b.ins().iconst(types::I64, vectors as i64),
-                        b.ins().iconst(types::I64, plane as i64),
-                    );
-                    counted(b, start, end, 1, |b, e| element.generate(b, e, types::F32));
+                    element.every_pixel(b);
                 });
             }
         });
@@ -135,6 +101,26 @@ pub fn generate(fused: &FusedGraph, index: usize, target: &CpuTarget) -> Option<
         chunks: channels,
         layout: None,
     })
+}
+
+/// The channels `[begin, end)` in three runs, with whether their taps are fixed: before
+/// `lo`, from `lo` to `hi`, from `hi` on (`lo <= hi`).
+fn channel_ranges(
+    b: &mut FunctionBuilder,
+    (begin, end): (Value, Value),
+    (lo, hi): (i64, i64),
+) -> [(Value, Value, bool); 3] {
+    let (lo, hi) = (
+        b.ins().iconst(types::I64, lo),
+        b.ins().iconst(types::I64, hi),
+    );
+    let (to_lo, from_lo) = (b.ins().smin(end, lo), b.ins().smax(begin, lo));
+    let (to_hi, from_hi) = (b.ins().smin(end, hi), b.ins().smax(begin, hi));
+    [
+        (begin, to_lo, false),
+        (from_lo, to_hi, true),
+        (from_hi, end, false),
+    ]
 }
 
 /// The widest window whose taps are unrolled: the classic networks' are 5; a window of
@@ -179,6 +165,25 @@ struct Element {
 }
 
 impl Element {
+    /// Every output of the channel: four pixels at a time where the power is computed in
+    /// f32 lanes, then one at a time.
+    fn every_pixel(&self, b: &mut FunctionBuilder) {
+        let vectors = match self.power {
+            Power::General => 0,
+            _ => self.plane / 4 * 4,
+        };
+        let zero = b.ins().iconst(types::I64, 0);
+        if vectors > 0 {
+            let end = b.ins().iconst(types::I64, vectors as i64);
+            counted(b, zero, end, 4, |b, e| self.generate(b, e, types::F32X4));
+        }
+        let (start, end) = (
+            b.ins().iconst(types::I64, vectors as i64),
+            b.ins().iconst(types::I64, self.plane as i64),
+        );
+        counted(b, start, end, 1, |b, e| self.generate(b, e, types::F32));
+    }
+
     /// The outputs at pixel `e` of the channel: one (`ty` f32) or four (f32x4).
     fn generate(&self, b: &mut FunctionBuilder, e: Value, ty: Type) {
         // The general power is the runtime's f64 helper; the others are f32 lanes.
