@@ -26,10 +26,15 @@ fn compare(net: &CheckedGraph, weights: &Weights, input: Tensor) -> f32 {
     compare_with(net, weights, input, TileChoice::Auto)
 }
 
-fn compare_with(net: &CheckedGraph, weights: &Weights, input: Tensor, tile: TileChoice) -> f32 {
-    let expected = reference::run(net, weights, vec![input.clone()], &RunOptions::default())
+/// What the reference interpreter computes for `input`.
+fn reference_output(net: &CheckedGraph, weights: &Weights, input: &Tensor) -> Tensor {
+    reference::run(net, weights, vec![input.clone()], &RunOptions::default())
         .expect("reference runs")
-        .output;
+        .output
+}
+
+fn compare_with(net: &CheckedGraph, weights: &Weights, input: Tensor, tile: TileChoice) -> f32 {
+    let expected = reference_output(net, weights, &input);
     let threads = rayon::current_num_threads();
     let program = jit::Program::with_options(net, weights, tile_options(threads, tile))
         .expect("the JIT compiles");
@@ -174,9 +179,7 @@ fn generated_tanh_and_sigmoid_are_within_a_few_ulp_everywhere() {
         let program =
             jit::Program::with_options(&net, &weights, tile_options(1, tile)).expect("compiles");
         let actual = program.run(vec![input.clone()]).expect("runs");
-        let expected = reference::run(&net, &weights, vec![input.clone()], &RunOptions::default())
-            .expect("reference runs")
-            .output;
+        let expected = reference_output(&net, &weights, &input);
         for ((x, a), e) in values.iter().zip(actual.iter()).zip(expected.iter()) {
             if e.is_nan() {
                 assert!(a.is_nan(), "{activation}({x}) = {a}, not NaN");
@@ -326,9 +329,7 @@ fn lrn_windows_and_powers_agree_with_the_reference() {
     let net =
         network("network L(input: 67x40x40) { lrn(size=5, beta=0.75) lrn(size=6) lrn(size=17) }");
     let (weights, input) = (weights(&net, 1), input(&net, 2, 4));
-    let expected = reference::run(&net, &weights, vec![input.clone()], &RunOptions::default())
-        .expect("reference runs")
-        .output;
+    let expected = reference_output(&net, &weights, &input);
     for threads in [1, 2, 3] {
         let program = jit::Program::with_threads(&net, &weights, threads).expect("compiles");
         let actual = program.run(vec![input.clone()]).expect("runs");
@@ -420,9 +421,7 @@ fn epilogues_around_activation_helpers_agree_with_the_reference() {
         let source = format!("network A(input: {input_shape}) {{ {layer} }}");
         let net = network(&source);
         let (weights, input) = (weights(&net, 5), input(&net, 2, 6));
-        let expected = reference::run(&net, &weights, vec![input.clone()], &RunOptions::default())
-            .expect("reference runs")
-            .output;
+        let expected = reference_output(&net, &weights, &input);
         for tile in [TileChoice::Auto, TileChoice::Cranelift] {
             for threads in [1, 2, 3] {
                 let program =
@@ -468,9 +467,7 @@ fn pixel_major_products_agree_with_the_reference() {
         let source = format!("network P(input: {input_shape}) {{\n    {layer}\n}}");
         let net = network(&source);
         let (weights, input) = (weights(&net, 3), input(&net, 2, 4));
-        let expected = reference::run(&net, &weights, vec![input.clone()], &RunOptions::default())
-            .expect("reference runs")
-            .output;
+        let expected = reference_output(&net, &weights, &input);
         for threads in [1, 2, 3] {
             let program = jit::Program::with_threads(&net, &weights, threads).expect("compiles");
             let fused = program.fused();

@@ -145,10 +145,12 @@ struct Cache {
     calls: Vec<Calls>,
 }
 
-/// The threads a kernel runs on: each one's argument slots (its own scratch).
+/// The threads a kernel runs on: each one's argument slots (its own scratch), and how
+/// many chunks a thread takes at once (`chunks_per_take`).
 #[derive(Default)]
 struct Calls {
     slots: Vec<Vec<*mut f32>>,
+    take: usize,
 }
 
 // SAFETY: the slots point into the buffers and scratch of the `Cache` that holds them
@@ -435,7 +437,7 @@ impl<'a> Program<'a> {
             let scratch_slot = compiled.args.iter().position(|a| *a == Arg::Scratch);
             let work = compiled.work.saturating_mul(storage.batch() as u64);
             let threads = cpu::threads_for(work, self.threads).min(compiled.chunks.max(1));
-            let slots = scratch
+            let slots: Vec<Vec<*mut f32>> = scratch
                 .iter_mut()
                 .take(threads)
                 .map(|scratch| {
@@ -446,7 +448,8 @@ impl<'a> Program<'a> {
                     slots
                 })
                 .collect();
-            all.push(Calls { slots });
+            let take = chunks_per_take(compiled.chunks, slots.len(), work);
+            all.push(Calls { slots, take });
         }
         Ok(all)
     }
@@ -498,7 +501,8 @@ impl<'a> Program<'a> {
 const TAKES_PER_THREAD: usize = 8;
 
 /// The work (`cpu::kernel_work`'s units) of a chunk taken by itself: VGG-16's first
-/// layer has 112 chunks of 0.77 M, a pool's or an LRN's channel at most a tenth of this.
+/// layer has 112 chunks of 0.77 M; a channel of the classic networks' pools and LRNs is
+/// at most a quarter of this (GoogLeNet's 56x56 LRN: 66 K).
 const WORK_PER_TAKE: u64 = 262_144;
 
 /// The chunks a thread takes at once for a kernel of `work` in all: one where a chunk
@@ -529,8 +533,7 @@ fn call(compiled: &Compiled, calls: &Calls, batch: usize, team: Option<&Team>) {
     match (team, calls.slots.as_slice()) {
         (Some(team), [_, _, ..]) => {
             let next = AtomicUsize::new(0);
-            let work = compiled.work.saturating_mul(batch as u64);
-            let take = chunks_per_take(chunks, calls.slots.len(), work);
+            let take = calls.take.max(1);
             team.run(calls.slots.len(), &|thread| {
                 loop {
                     let chunk = next.fetch_add(take, Ordering::Relaxed);

@@ -382,30 +382,28 @@ pub(super) fn offset_by(b: &mut FunctionBuilder, base: Value, floats: u64) -> Va
     }
 }
 
-/// A load of `ty` at `base + bytes`: the offset in the instruction where it fits in
-/// its 32 bits, else added to the pointer first (a legal plane or row can be longer
-/// than 2 GiB, and a wrapped offset reads somewhere else).
-pub(super) fn load_at(b: &mut FunctionBuilder, ty: Type, base: Value, bytes: i64) -> Value {
-    let flags = MemFlagsData::new().with_notrap();
+/// `base + bytes` as a memory instruction's pointer and offset: the offset in the
+/// instruction where it fits in its 32 bits, else added to the pointer first (a legal
+/// plane or row can be longer than 2 GiB, and a wrapped offset reads somewhere else).
+fn address(b: &mut FunctionBuilder, base: Value, bytes: i64) -> (Value, i32) {
     match i32::try_from(bytes) {
-        Ok(bytes) => b.ins().load(ty, flags, base, bytes),
-        Err(_) => {
-            let at = b.ins().iadd_imm_s(base, bytes);
-            b.ins().load(ty, flags, at, 0)
-        }
+        Ok(bytes) => (base, bytes),
+        Err(_) => (b.ins().iadd_imm_s(base, bytes), 0),
     }
 }
 
-/// A store of `value` at `base + bytes`, as `load_at` loads.
+/// A load of `ty` at `base + bytes`, however far.
+pub(super) fn load_at(b: &mut FunctionBuilder, ty: Type, base: Value, bytes: i64) -> Value {
+    let (at, offset) = address(b, base, bytes);
+    b.ins()
+        .load(ty, MemFlagsData::new().with_notrap(), at, offset)
+}
+
+/// A store of `value` at `base + bytes`, however far.
 pub(super) fn store_at(b: &mut FunctionBuilder, value: Value, base: Value, bytes: i64) {
-    let flags = MemFlagsData::new().with_notrap();
-    match i32::try_from(bytes) {
-        Ok(bytes) => b.ins().store(flags, value, base, bytes),
-        Err(_) => {
-            let at = b.ins().iadd_imm_s(base, bytes);
-            b.ins().store(flags, value, at, 0)
-        }
-    };
+    let (at, offset) = address(b, base, bytes);
+    b.ins()
+        .store(MemFlagsData::new().with_notrap(), value, at, offset);
 }
 
 /// The matrix products of one sample.

@@ -249,15 +249,13 @@ fn window_row(
     }
     let groups = vector_columns(w, (left, right));
     let vector_end = left + groups * LANES;
-    let rolled = Rolling::of(w).map_or(0, |r| r.groups(w, (left, right)).min(groups));
-    if let Some(rolling) = Rolling::of(w).filter(|_| rolled > 0) {
-        rolling.generate(
-            b,
-            w,
-            (row_source, row_destination),
-            row_span,
-            (left, rolled),
-        );
+    let rolling = Rolling::of(w).map(|r| {
+        let count = r.groups(w, (left, right)).min(groups);
+        (r, count)
+    });
+    let rolled = rolling.as_ref().map_or(0, |(_, count)| *count);
+    if let Some((rolling, count)) = rolling.filter(|(_, count)| *count > 0) {
+        rolling.generate(b, w, (row_source, row_destination), row_span, (left, count));
     }
     let rest = left + rolled * LANES;
     if vector_end > rest {
