@@ -37,6 +37,7 @@ fn tile_peak(kernel: &Microkernel) -> f64 {
                 kernel.call(
                     k,
                     a.as_ptr(),
+                    kernel.mr,
                     b.as_ptr(),
                     c.as_mut_ptr(),
                     kernel.nr,

@@ -463,6 +463,26 @@ fn pixel_major_products_agree_with_the_reference() {
             "residual { conv(32, 3x3, pad=1) bn relu\n conv(32, 3x3, pad=1) bn } relu",
         ),
     ];
+    check_pixel_major(&layers, None);
+}
+
+#[test]
+fn pointwise_pixel_major_products_read_their_pixels_in_place() {
+    // K = 600 in three blocks and 45 pixels (a tile of 9 over); 1100 x 500 weights
+    // (2.1 MiB: two threads split the channels, the last panel 20 wide) for 49 pixels.
+    let in_place = [
+        ("600x5x9", "conv(96, 1x1) relu"),
+        ("1100x7x7", "conv(500, 1x1)"),
+    ];
+    check_pixel_major(&in_place, Some(true));
+    // 600 channels are 19 weight panels, each reading the pixels again: packed once.
+    check_pixel_major(&[("24x7x7", "conv(600, 1x1) relu")], Some(false));
+}
+
+/// Each single-layer network through the JIT on one to three threads against the
+/// reference, its conv pixel-major with the AVX-512 tile (and, if `in_place` says so,
+/// reading its pixels in place or not).
+fn check_pixel_major(layers: &[(&str, &str)], in_place: Option<bool>) {
     for (input_shape, layer) in layers {
         let source = format!("network P(input: {input_shape}) {{\n    {layer}\n}}");
         let net = network(&source);
@@ -472,13 +492,17 @@ fn pixel_major_products_agree_with_the_reference() {
             let program = jit::Program::with_threads(&net, &weights, threads).expect("compiles");
             let fused = program.fused();
             let (target, _) = jit::host_target(threads).expect("a target");
-            let turned = codegen::cpu::Geometry::of(fused, &fused.kernels[0])
-                .is_some_and(|g| g.pixel_major(&target));
+            let geometry = codegen::cpu::Geometry::of(fused, &fused.kernels[0]);
+            let turned = geometry.as_ref().is_some_and(|g| g.pixel_major(&target));
             let precompiled = program.microkernel().name == "avx512";
             assert_eq!(
                 turned, precompiled,
                 "pixel-major with the AVX-512 tile: {source}"
             );
+            if let (Some(wanted), true) = (in_place, precompiled) {
+                let read = geometry.is_some_and(|g| g.pixels_in_place(&target));
+                assert_eq!(read, wanted, "pixels read in place: {source}");
+            }
             let actual = program.run(vec![input.clone()]).expect("runs");
             let error = relative_error(&actual, &expected);
             assert!(

@@ -135,6 +135,7 @@ pub fn gemm(kernel: &Microkernel, a: &PackedA, b: &[f32], n: usize, c: &mut [f32
                     kernel.call(
                         kc,
                         a_panel.as_ptr(),
+                        mr,
                         b_panel.as_ptr(),
                         c[corner..].as_mut_ptr(),
                         n,

@@ -141,6 +141,12 @@ impl Geometry {
         self.winograd.map_or(1, winograd::points)
     }
 
+    /// Whether each group's input is its B as it lies (row p: channel p's plane): 1x1,
+    /// stride 1, no padding (and every dense layer).
+    pub fn pointwise(&self) -> bool {
+        self.kernel == [1, 1] && self.stride == [1, 1] && self.pads == [0; 4]
+    }
+
     /// Output pixels: N of each product.
     pub fn n(&self) -> u64 {
         self.out_height * self.out_width
@@ -797,6 +803,7 @@ impl Product<'_> {
             });
             let tile = Tile {
                 a_panel,
+                a_step: mr,
                 b_panel,
                 corner,
                 ldc,
@@ -838,6 +845,7 @@ impl Product<'_> {
     /// it was given.
     pub(super) fn tile(&self, b: &mut FunctionBuilder, block: &Block, tile: &Tile) {
         let kc = b.ins().iconst(types::I64, block.kc as i64);
+        let lda = b.ins().iconst(types::I64, tile.a_step as i64);
         let ldc = b.ins().iconst(types::I64, tile.ldc as i64);
         let rows = b.ins().iconst(types::I32, tile.rows as i64);
         let columns = b.ins().iconst(types::I32, tile.columns as i64);
@@ -863,6 +871,7 @@ impl Product<'_> {
             &[
                 kc,
                 tile.a_panel,
+                lda,
                 tile.b_panel,
                 tile.corner,
                 ldc,
@@ -909,6 +918,8 @@ pub(super) struct Chunk {
 
 pub(super) struct Tile {
     pub a_panel: Value,
+    /// Floats from one K step of A to the next: MR in a packed panel.
+    pub a_step: u64,
     pub b_panel: Value,
     pub corner: Value,
     /// C's row stride.

@@ -66,8 +66,7 @@ pub struct Packing<'g> {
 impl Packing<'_> {
     pub fn generate(&self, b: &mut FunctionBuilder) {
         let g = self.geometry;
-        let pointwise = g.kernel == [1, 1] && g.stride == [1, 1] && g.pads == [0; 4];
-        if pointwise {
+        if g.pointwise() {
             return self.pointwise(b);
         }
         if let Pixels::Rows { first_row, rows } = self.pixels
