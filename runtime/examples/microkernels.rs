@@ -39,6 +39,7 @@ fn tile_peak(kernel: &Microkernel) -> f64 {
                     a.as_ptr(),
                     kernel.mr,
                     b.as_ptr(),
+                    kernel.nr,
                     c.as_mut_ptr(),
                     kernel.nr,
                     rows,

@@ -479,6 +479,37 @@ fn pointwise_pixel_major_products_read_their_pixels_in_place() {
     check_pixel_major(&[("24x7x7", "conv(600, 1x1) relu")], Some(false));
 }
 
+#[test]
+fn pointwise_direct_products_read_their_columns_in_place() {
+    // K = 300 in two blocks over 99 pixels (three panels and one of 3 columns, whose
+    // loads stop where the input ends); a residual add and ReLU finished in the
+    // tiles; a 1x1 conv after a strided one (not in place) feeding it.
+    let layers = [
+        "network P(input: 300x9x11) { conv(40, 1x1) relu }",
+        "network P(input: 200x12x12) { -> x conv(200, 1x1) bn -> y add(x, y) relu }",
+        "network P(input: 3x30x30) { conv(160, 1x1, stride=2) relu conv(24, 1x1) }",
+    ];
+    for source in layers {
+        let net = network(source);
+        let (weights, input) = (weights(&net, 5), input(&net, 2, 6));
+        let expected = reference_output(&net, &weights, &input);
+        for threads in [1, 2, 3] {
+            let program = jit::Program::with_threads(&net, &weights, threads).expect("compiles");
+            let fused = program.fused();
+            let (target, _) = jit::host_target(threads).expect("a target");
+            let last = fused.kernels.last().expect("a kernel");
+            let geometry = codegen::cpu::Geometry::of(fused, last).expect("a conv");
+            assert!(geometry.columns_in_place(&target), "{source}");
+            let actual = program.run(vec![input.clone()]).expect("runs");
+            let error = relative_error(&actual, &expected);
+            assert!(
+                error <= TOLERANCE,
+                "{threads} threads: relative error {error:e} for\n{source}"
+            );
+        }
+    }
+}
+
 /// Each single-layer network through the JIT on one to three threads against the
 /// reference, its conv pixel-major with the AVX-512 tile (and, if `in_place` says so,
 /// reading its pixels in place or not).

@@ -137,6 +137,7 @@ pub fn gemm(kernel: &Microkernel, a: &PackedA, b: &[f32], n: usize, c: &mut [f32
                         a_panel.as_ptr(),
                         mr,
                         b_panel.as_ptr(),
+                        nr,
                         c[corner..].as_mut_ptr(),
                         n,
                         rows,

@@ -8,12 +8,14 @@
 //! AVX2+FMA (6x16, 12 of 16 ymm), chosen at run time, and called from the loop nests
 //! the JIT generates. One macro writes both, so they differ only in their parameters.
 //!
-//! Packed layouts: A panel `a[p * lda + r]` (`lda` = MR for a packed panel; a
-//! pixel-major pointwise convolution reads its input planes in place, `lda` = the
-//! plane), B panel `b[p * NR + c]`; C is row-major with row stride `ldc`. Without `ACCUMULATE` in its flags the tile overwrites C. A
-//! tile at the edge of a product computes only its first `rows` rows and stores only
-//! its first `columns` columns (masked stores where the ISA has them), so edges cost
-//! what their rows are worth and go straight into C.
+//! Panels: A `a[p * lda + r]`, B `b[p * ldb + c]`: `lda` = MR and `ldb` = NR where
+//! they are packed; a pointwise convolution's tiles read its input planes in place,
+//! one K step a plane apart (A's for a pixel-major product, B's for a direct one). C
+//! is row-major with row stride `ldc`. Without `ACCUMULATE` in its flags the tile overwrites C. A
+//! tile at the edge of a product computes only its first `rows` rows and reads and
+//! stores only its first `columns` columns (masked loads and stores where the ISA has
+//! them: a row of B read in place may end where the input does), so edges cost what
+//! their rows are worth and go straight into C.
 //!
 //! A conv's last K block finishes its epilogue here, on the sums still in registers:
 //! a non-null `bias` adds `bias[r]` to row r, a non-null `residual` adds the tile at
@@ -22,14 +24,16 @@
 
 use cnnc_compiler::codegen::cpu::tile::{ACCUMULATE, RELU};
 
-/// A tile: `fn(k, a, lda, b, c, ldc, flags, rows, columns, bias, residual)`, the C
-/// ABI so generated code can call it; `1 <= rows <= MR`, `1 <= columns <= NR`; `bias`
-/// and `residual` may be null. The precompiled tiles read only A's first `rows` rows.
+/// A tile: `fn(k, a, lda, b, ldb, c, ldc, flags, rows, columns, bias, residual)`, the
+/// C ABI so generated code can call it; `1 <= rows <= MR`, `1 <= columns <= NR`;
+/// `bias` and `residual` may be null. The precompiled tiles read only A's first `rows`
+/// rows and B's first `columns` columns.
 pub type TileFn = unsafe extern "C" fn(
     usize,
     *const f32,
     usize,
     *const f32,
+    usize,
     *mut f32,
     usize,
     u32,
@@ -59,11 +63,11 @@ impl TileFinish {
 }
 
 impl Microkernel {
-    /// Calls the tile, A's step `p` at `a + p * lda`.
+    /// Calls the tile, A's step `p` at `a + p * lda`, B's at `b + p * ldb`.
     ///
     /// # Safety
     /// `a` holds `k` steps of `mr` floats at stride `lda` (`rows` of them for a
-    /// precompiled tile), `b` `k * nr` floats; `c` (and `residual`, if not null) has
+    /// precompiled tile), `b` `k` steps of `nr` at stride `ldb` (`columns` of them); `c` (and `residual`, if not null) has
     /// `rows` rows of `columns` floats at stride `ldc`; `bias`, if not null, `rows`.
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn call(
@@ -72,6 +76,7 @@ impl Microkernel {
         a: *const f32,
         lda: usize,
         b: *const f32,
+        ldb: usize,
         c: *mut f32,
         ldc: usize,
         rows: usize,
@@ -85,6 +90,7 @@ impl Microkernel {
                 a,
                 lda,
                 b,
+                ldb,
                 c,
                 ldc,
                 then.flags,
@@ -163,6 +169,7 @@ impl Microkernel {
                     a.as_ptr(),
                     self.mr,
                     b.as_ptr(),
+                    self.nr,
                     c.as_mut_ptr(),
                     self.nr,
                     self.mr,
@@ -300,7 +307,8 @@ macro_rules! tile {
         masked_store: $masked_store:expr, rows: [$($r:literal)*]
     ) => {
         /// # Safety
-        /// `a` holds `k` steps of `rows` floats at stride `lda`, `b` `k * COLS` floats, `c` (and `residual` if not null)
+        /// `a` holds `k` steps of `rows` floats at stride `lda`, `b` `k` of `columns`
+        /// at stride `ldb`, `c` (and `residual` if not null)
         /// `rows` rows of `columns` at `ldc`, `bias` (if not null) `rows`; the CPU has
         /// the features the function is compiled for.
         #[allow(clippy::too_many_arguments)]
@@ -309,6 +317,7 @@ macro_rules! tile {
             a: *const f32,
             lda: usize,
             b: *const f32,
+            ldb: usize,
             c: *mut f32,
             ldc: usize,
             flags: u32,
@@ -324,9 +333,14 @@ macro_rules! tile {
                 // output is three panels of 32 and one of 4): then only that vector
                 // is multiplied.
                 let narrow = columns as usize <= $lanes;
-                match rows {
-                    $($r if narrow => body::<$r, 1>(k, a, lda, b, &out, columns),)*
-                    $($r => body::<$r, $vectors>(k, a, lda, b, &out, columns),)*
+                // Fewer columns than the vectors used: B's loads are masked too.
+                let edge = (columns as usize) < if narrow { $lanes } else { $lanes * $vectors };
+                let (a, b) = ((a, lda), (b, ldb));
+                match (rows, narrow, edge) {
+                    $(($r, true, false) => body::<$r, 1, false>(k, a, b, &out, columns),)*
+                    $(($r, true, true) => body::<$r, 1, true>(k, a, b, &out, columns),)*
+                    $(($r, false, false) => body::<$r, $vectors, false>(k, a, b, &out, columns),)*
+                    $(($r, false, true) => body::<$r, $vectors, true>(k, a, b, &out, columns),)*
                     _ => {}
                 }
             }
@@ -343,34 +357,37 @@ macro_rules! tile {
 
         $(#[$attr])*
         #[inline]
-        unsafe fn body<const R: usize, const V: usize>(
+        unsafe fn body<const R: usize, const V: usize, const EDGE: bool>(
             k: usize,
-            a: *const f32,
-            lda: usize,
-            b: *const f32,
+            (a, lda): (*const f32, usize),
+            (b, ldb): (*const f32, usize),
             out: &Out,
             columns: u32,
         ) {
-            // B's panels are COLS wide; the first V vectors of each step are used.
-            const COLS: usize = $lanes * $vectors;
+            // The first V vectors of each step of B are used.
             let width = $lanes * V;
+            let masks: [$mask_type; V] =
+                std::array::from_fn(|v| $mask(columns as usize, v * $lanes));
             unsafe {
                 let mut acc: [[$vector; V]; R] = [[$zero; V]; R];
                 for p in 0..k {
-                    // B's panel `PREFETCH_STEPS` steps ahead, a line at a time: the
+                    // B's row `PREFETCH_STEPS` steps ahead, a line at a time and its
+                    // last float (a row read in place need not start a line): the
                     // first tile over a block of weights reads them from memory, and
                     // the hardware's stream prefetch stops at every 4 KiB page.
-                    let ahead = b.wrapping_add((p + $crate::jit::microkernel::PREFETCH_STEPS) * COLS) as *const i8;
+                    let ahead = b.wrapping_add((p + $crate::jit::microkernel::PREFETCH_STEPS) * ldb) as *const i8;
                     for line in (0..width * 4).step_by(64) {
                         $prefetch(ahead.wrapping_add(line));
                     }
+                    $prefetch(ahead.wrapping_add(width * 4 - 4));
                     // A's row (its first and last float) that many steps ahead.
                     let a_ahead = a.wrapping_add((p + $crate::jit::microkernel::A_AHEAD) * lda) as *const i8;
                     $prefetch(a_ahead);
                     $prefetch(a_ahead.wrapping_add(R * 4 - 4));
                     let mut bv: [$vector; V] = [$zero; V];
                     for (v, slot) in bv.iter_mut().enumerate() {
-                        *slot = $load(b.add(p * COLS + v * $lanes));
+                        let at = b.add(p * ldb + v * $lanes);
+                        *slot = if EDGE { $masked_load(at, masks[v]) } else { $load(at) };
                     }
                     for (r, row) in acc.iter_mut().enumerate() {
                         let av = $splat(*a.add(p * lda + r));
@@ -397,7 +414,7 @@ macro_rules! tile {
                     if relu { $max(value, $zero) } else { value }
                 };
                 let has_residual = !out.residual.is_null();
-                if columns as usize >= width {
+                if !EDGE {
                     for (r, row) in acc.iter().enumerate() {
                         for (v, &sum) in row.iter().enumerate() {
                             let at = r * out.ldc + v * $lanes;
@@ -408,8 +425,6 @@ macro_rules! tile {
                     }
                     return;
                 }
-                let masks: [$mask_type; V] =
-                    std::array::from_fn(|v| $mask(columns as usize, v * $lanes));
                 for (r, row) in acc.iter().enumerate() {
                     for (v, &sum) in row.iter().enumerate() {
                         let at = r * out.ldc + v * $lanes;
@@ -533,7 +548,7 @@ pub const PORTABLE: Microkernel = Microkernel {
 
 impl Microkernel {
     /// Checks the tile against the naive product over its panels, for K of 0, 1, odd
-    /// and long, A packed and read at a wider stride, whole and edge tiles, C
+    /// and long, panels packed and read at wider strides, whole and edge tiles, C
     /// overwritten and added to, with each epilogue (bias, residual, ReLU, all three)
     /// and without, with a row stride wider than the tile: every value it should write
     /// within 1e-4, every other one left alone. The first difference found is the
@@ -544,22 +559,22 @@ impl Microkernel {
         let old = |r: usize, j: usize| 1.5 - ((r + 2 * j) % 5) as f32;
         let bias: Vec<f32> = (0..mr).map(|r| r as f32 / 2.0 - 1.0).collect();
         let residual: Vec<f32> = (0..mr * ldc).map(|i| (i % 7) as f32 / 4.0 - 0.75).collect();
-        for (k, lda) in [
-            (0, mr),
-            (1, mr),
-            (7, mr),
-            (300, mr),
-            (7, mr + 5),
-            (300, 3 * mr),
+        for (k, lda, ldb) in [
+            (0, mr, nr),
+            (1, mr, nr),
+            (7, mr, nr),
+            (300, mr, nr),
+            (7, mr + 5, nr + 3),
+            (300, 3 * mr, 2 * nr + 1),
         ] {
             let a: Vec<f32> = (0..k * lda)
                 .map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0)
                 .collect();
-            let b: Vec<f32> = (0..k * nr)
+            let b: Vec<f32> = (0..k * ldb)
                 .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
                 .collect();
             let product = |r: usize, j: usize| -> f32 {
-                (0..k).map(|p| a[p * lda + r] * b[p * nr + j]).sum()
+                (0..k).map(|p| a[p * lda + r] * b[p * ldb + j]).sum()
             };
             let shapes = [
                 (mr, nr),
@@ -577,7 +592,7 @@ impl Microkernel {
                         [(false, false), (true, false), (false, true), (true, true)]
                     {
                         let what = format!(
-                            "{self:?}, k = {k}, lda = {lda}, {rows} x {columns}, \
+                            "{self:?}, k = {k}, lda = {lda}, ldb = {ldb}, {rows} x {columns}, \
                              flags {flags}, bias {with_bias}, residual {with_residual}"
                         );
                         let mut c: Vec<f32> =
@@ -595,7 +610,7 @@ impl Microkernel {
                                 std::ptr::null()
                             },
                         };
-                        // SAFETY: the panels hold k steps (A's at stride lda), C and
+                        // SAFETY: the panels hold k steps (at strides lda, ldb), C and
                         // the residual have mr rows of ldc, the bias mr values.
                         unsafe {
                             self.call(
@@ -603,6 +618,7 @@ impl Microkernel {
                                 a.as_ptr(),
                                 lda,
                                 b.as_ptr(),
+                                ldb,
                                 c.as_mut_ptr(),
                                 ldc,
                                 rows,

@@ -271,6 +271,7 @@ impl Product<'_> {
                     a_panel,
                     a_step,
                     b_panel,
+                    b_step: nr,
                     corner,
                     ldc,
                     rows,

@@ -1,11 +1,12 @@
 //! The register tile in Cranelift IR, for CPUs without the precompiled tiles' AVX2+FMA
-//! (and as a cross-check of them): the microkernels' exact ABI, `fn(k, a, lda, b, c,
-//! ldc, flags, rows, columns, bias, residual)`, C (MR x NR) += A (MR x K) · B (K x NR)
-//! over the same panels (`a[p * lda + r]`: `lda` is MR for a packed panel, wider where
-//! A is read in place; `b[p * NR + c]`), C row-major at row stride `ldc`, overwritten
-//! unless `flags` has `ACCUMULATE`, only its first `rows` rows and `columns` columns
-//! stored (an edge tile goes through a stack slot). Unlike the precompiled tiles this
-//! one reads all MR rows of A, so its callers keep A's panels packed.
+//! (and as a cross-check of them): the microkernels' exact ABI, `fn(k, a, lda, b, ldb,
+//! c, ldc, flags, rows, columns, bias, residual)`, C (MR x NR) += A (MR x K) · B (K x
+//! NR) over the same panels (`a[p * lda + r]`, `b[p * ldb + c]`: `lda` is MR and `ldb`
+//! NR where they are packed, wider where a panel is read in place), C row-major at row
+//! stride `ldc`, overwritten unless `flags` has `ACCUMULATE`, only its first `rows`
+//! rows and `columns` columns stored (an edge tile goes through a stack slot). Unlike
+//! the precompiled tiles this one reads all MR rows of A and NR columns of B, so its
+//! callers keep the panels packed.
 //!
 //! The last K block of a conv can finish its epilogue in the tile while the sums are in
 //! registers, instead of a pass over C after the product: `bias` (non-null: row r adds
@@ -37,15 +38,16 @@ pub const ACCUMULATE: u32 = 1;
 /// `flags`: the stored values are `max(value, 0)`, after the bias and the residual.
 pub const RELU: u32 = 2;
 
-/// The types of every tile's parameters `(k, a, lda, b, c, ldc, flags, rows, columns,
-/// bias, residual)`: the precompiled microkernels' and the generated one's, and what
-/// the loop nests call.
-pub fn parameters(pointer: types::Type) -> [types::Type; 11] {
+/// The types of every tile's parameters `(k, a, lda, b, ldb, c, ldc, flags, rows,
+/// columns, bias, residual)`: the precompiled microkernels' and the generated one's, and
+/// what the loop nests call.
+pub fn parameters(pointer: types::Type) -> [types::Type; 12] {
     [
         types::I64,
         pointer,
         types::I64,
         pointer,
+        types::I64,
         pointer,
         types::I64,
         types::I32,
@@ -56,16 +58,30 @@ pub fn parameters(pointer: types::Type) -> [types::Type; 11] {
     ]
 }
 
-/// The tile function, `extern "C" fn(k, a, lda, b, c, ldc, flags, rows, columns, bias,
-/// residual)`, for `frontend`; `fma` when the ISA it is compiled for has fused
+/// The tile function, `extern "C" fn(k, a, lda, b, ldb, c, ldc, flags, rows, columns,
+/// bias, residual)`, for `frontend`; `fma` when the ISA it is compiled for has fused
 /// multiply-adds.
 pub fn generate(frontend: TargetFrontendConfig, fma: bool) -> Function {
     let params = parameters(frontend.pointer_type());
     function(UserFuncName::user(1, 0), &params, frontend, |b, params| {
-        let &[k, a, lda, bp, c, ldc, flags, rows, columns, bias, residual] = params else {
-            unreachable!("eleven parameters declared")
+        let &[
+            k,
+            a,
+            lda,
+            bp,
+            ldb,
+            c,
+            ldc,
+            flags,
+            rows,
+            columns,
+            bias,
+            residual,
+        ] = params
+        else {
+            unreachable!("twelve parameters declared")
         };
-        let sums = products(b, fma, k, (a, lda), bp);
+        let sums = products(b, fma, k, (a, lda), (bp, ldb));
         let accumulate = b.ins().band_imm_u(flags, i64::from(ACCUMULATE));
         let relu = b.ins().band_imm_u(flags, i64::from(RELU));
         let whole = Store {
@@ -224,14 +240,14 @@ impl Store {
     }
 }
 
-/// A·B over `k` steps of the panels (A's `lda` floats apart), in registers: MR rows of
-/// NR / 4 vectors.
+/// A·B over `k` steps of the panels (`lda` and `ldb` floats apart), in registers: MR
+/// rows of NR / 4 vectors.
 fn products(
     b: &mut FunctionBuilder,
     fma: bool,
     k: Value,
     (a, lda): (Value, Value),
-    bp: Value,
+    (bp, ldb): (Value, Value),
 ) -> Vec<Vec<Variable>> {
     let pointer = b.func.signature.params[1].value_type;
     let vectors = NR / LANES;
@@ -253,6 +269,7 @@ fn products(
     b.def_var(b_at, bp);
     let flags = MemFlagsData::new().with_notrap();
     let a_step = b.ins().imul_imm_s(lda, 4);
+    let b_step = b.ins().imul_imm_s(ldb, 4);
     let start = b.ins().iconst(types::I64, 0);
     counted(b, start, k, 1, |b, _| {
         let (a_panel, b_panel) = (b.use_var(a_at), b.use_var(b_at));
@@ -277,7 +294,7 @@ fn products(
             }
         }
         let next_a = b.ins().iadd(a_panel, a_step);
-        let next_b = b.ins().iadd_imm_s(b_panel, (NR * 4) as i64);
+        let next_b = b.ins().iadd(b_panel, b_step);
         b.def_var(a_at, next_a);
         b.def_var(b_at, next_b);
     });

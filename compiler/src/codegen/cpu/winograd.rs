@@ -21,7 +21,9 @@
 
 use super::Arg;
 use super::CpuTarget;
-use super::conv::{Block, Chunk, Gemm, Geometry, Product, load_at, offset, offset_by, store_at};
+use super::conv::{
+    Block, Chunk, Gemm, Geometry, Panels, Product, load_at, offset, offset_by, store_at,
+};
 use super::loops::{counted, fixed, if_else};
 use super::pack::{copy_floats, zero_floats};
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -314,7 +316,11 @@ impl Product<'_> {
                 ldc: columns,
                 a_panel: g.k() * target.mr,
                 weights: offset(b, weights, point, channels * g.k()),
-                packed: offset(b, scratch, point, skewed(block.kc * columns)),
+                columns: Panels::packed(
+                    offset(b, scratch, point, skewed(block.kc * columns)),
+                    block.kc,
+                    target.nr,
+                ),
                 output: offset(b, products, point, skewed(channels * columns)),
                 finish: None,
             };
