@@ -490,23 +490,34 @@ fn pointwise_direct_products_read_their_columns_in_place() {
         "network P(input: 3x30x30) { conv(160, 1x1, stride=2) relu conv(24, 1x1) }",
     ];
     for source in layers {
-        let net = network(source);
-        let (weights, input) = (weights(&net, 5), input(&net, 2, 6));
-        let expected = reference_output(&net, &weights, &input);
-        for threads in [1, 2, 3] {
-            let program = jit::Program::with_threads(&net, &weights, threads).expect("compiles");
+        agrees_on_one_to_three_threads(source, |program, target| {
             let fused = program.fused();
-            let (target, _) = jit::host_target(threads).expect("a target");
             let last = fused.kernels.last().expect("a kernel");
             let geometry = codegen::cpu::Geometry::of(fused, last).expect("a conv");
-            assert!(geometry.columns_in_place(&target), "{source}");
-            let actual = program.run(vec![input.clone()]).expect("runs");
-            let error = relative_error(&actual, &expected);
-            assert!(
-                error <= TOLERANCE,
-                "{threads} threads: relative error {error:e} for\n{source}"
-            );
-        }
+            assert!(geometry.columns_in_place(target), "{source}");
+        });
+    }
+}
+
+/// `source` through the JIT on one to three threads, each against the reference;
+/// `check` looks at each program (and its target) before it runs.
+fn agrees_on_one_to_three_threads(
+    source: &str,
+    check: impl Fn(&jit::Program, &codegen::cpu::CpuTarget),
+) {
+    let net = network(source);
+    let (weights, input) = (weights(&net, 3), input(&net, 2, 4));
+    let expected = reference_output(&net, &weights, &input);
+    for threads in [1, 2, 3] {
+        let program = jit::Program::with_threads(&net, &weights, threads).expect("compiles");
+        let (target, _) = jit::host_target(threads).expect("a target");
+        check(&program, &target);
+        let actual = program.run(vec![input.clone()]).expect("runs");
+        let error = relative_error(&actual, &expected);
+        assert!(
+            error <= TOLERANCE,
+            "{threads} threads: relative error {error:e} for\n{source}"
+        );
     }
 }
 
@@ -516,31 +527,20 @@ fn pointwise_direct_products_read_their_columns_in_place() {
 fn check_pixel_major(layers: &[(&str, &str)], in_place: Option<bool>) {
     for (input_shape, layer) in layers {
         let source = format!("network P(input: {input_shape}) {{\n    {layer}\n}}");
-        let net = network(&source);
-        let (weights, input) = (weights(&net, 3), input(&net, 2, 4));
-        let expected = reference_output(&net, &weights, &input);
-        for threads in [1, 2, 3] {
-            let program = jit::Program::with_threads(&net, &weights, threads).expect("compiles");
+        agrees_on_one_to_three_threads(&source, |program, target| {
             let fused = program.fused();
-            let (target, _) = jit::host_target(threads).expect("a target");
             let geometry = codegen::cpu::Geometry::of(fused, &fused.kernels[0]);
-            let turned = geometry.as_ref().is_some_and(|g| g.pixel_major(&target));
+            let turned = geometry.as_ref().is_some_and(|g| g.pixel_major(target));
             let precompiled = program.microkernel().name == "avx512";
             assert_eq!(
                 turned, precompiled,
                 "pixel-major with the AVX-512 tile: {source}"
             );
             if let (Some(wanted), true) = (in_place, precompiled) {
-                let read = geometry.is_some_and(|g| g.pixels_in_place(&target));
+                let read = geometry.is_some_and(|g| g.pixels_in_place(target));
                 assert_eq!(read, wanted, "pixels read in place: {source}");
             }
-            let actual = program.run(vec![input.clone()]).expect("runs");
-            let error = relative_error(&actual, &expected);
-            assert!(
-                error <= TOLERANCE,
-                "{threads} threads: relative error {error:e} for\n{source}"
-            );
-        }
+        });
     }
 }
 
