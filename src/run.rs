@@ -294,7 +294,7 @@ fn run_jit(
     if check_bounds {
         return run_jit_bounds_checked(net, weights, inputs);
     }
-    let program = jit::Program::new(net, weights)?;
+    let program = jit::Program::for_one_run(net, weights)?;
     let output = program.run(inputs)?;
     let outputs = reference::Outputs {
         output,

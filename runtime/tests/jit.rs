@@ -240,6 +240,35 @@ fn the_generated_tile_agrees_with_the_reference() {
 }
 
 #[test]
+fn programs_that_run_once_compute_the_same_bits() {
+    // Compiled to run once, the kernels that run for less than their optimisation
+    // takes go through Cranelift's baseline tier: the same floating-point operations
+    // in the same order, so the same output to the bit.
+    for (name, baseline) in [("lenet5", true), ("googlenet", true)] {
+        let net = example(name);
+        let (weights, input) = (weights(&net, 2), input(&net, 1, 3));
+        let once = jit::Options {
+            runs: jit::Runs::Once,
+            ..jit::Options::from_env(2)
+        };
+        let once = jit::Program::with_options(&net, &weights, once).expect("compiles");
+        let many = jit::Program::with_threads(&net, &weights, 2).expect("compiles");
+        assert_eq!(many.baseline_functions(), 0, "{name}");
+        assert_eq!(once.baseline_functions() > 0, baseline, "{name}");
+        let (a, b) = (
+            once.run(vec![input.clone()]).expect("runs"),
+            many.run(vec![input]).expect("runs"),
+        );
+        assert!(
+            a.iter()
+                .zip(b.iter())
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{name}: the tiers disagree"
+        );
+    }
+}
+
+#[test]
 fn repeated_blocks_share_their_compiled_code() {
     // ResNet-152's 50 bottlenecks come in four shapes (plus each stage's first): most
     // kernels reuse a function compiled for an earlier one. The examples above check

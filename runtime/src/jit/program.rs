@@ -80,6 +80,8 @@ pub struct Program<'a> {
     /// run of the same program at the same time) runs on its own thread.
     team: Mutex<Team>,
     distinct_functions: usize,
+    /// How many of them the baseline tier compiled.
+    baseline_functions: usize,
     /// What the last run used, for the next run of the same batch size.
     cache: Mutex<Option<Cache>>,
     /// Bounds-checked mode: the guard every run's buffers and scratch are mapped against.
@@ -117,6 +119,18 @@ pub struct Options {
     /// this guard page, so code that strays past one faults instead of corrupting
     /// another.
     pub guard: Option<Guard>,
+    /// How often the program will run: what compiling may spend to make it faster.
+    pub runs: Runs,
+}
+
+/// How often a program is expected to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runs {
+    /// Once (`cnnc run`): a kernel the optimizer would spend longer on than it saves
+    /// in that one run is compiled by the baseline tier.
+    Once,
+    /// Many times (`cnnc bench`, a server): every kernel is optimized.
+    Many,
 }
 
 impl Options {
@@ -130,6 +144,7 @@ impl Options {
             winograd: WinogradPolicy::from_env(),
             tile_epilogue: cpu::tile_epilogue_from_env(),
             guard: None,
+            runs: Runs::Many,
         }
     }
 }
@@ -183,6 +198,16 @@ impl<'a> Program<'a> {
         Self::with_threads(net, weights, rayon::current_num_threads())
     }
 
+    /// As `new`, for a program that runs once: the kernels whose optimisation would
+    /// take longer than it saves are compiled by the baseline tier ([`Runs::Once`]).
+    pub fn for_one_run(net: &'a CheckedGraph, weights: &'a Weights) -> Result<Self> {
+        let options = Options {
+            runs: Runs::Once,
+            ..Options::from_env(rayon::current_num_threads())
+        };
+        Self::with_options(net, weights, options)
+    }
+
     /// As `new`, splitting each generated kernel over `threads` threads.
     pub fn with_threads(
         net: &'a CheckedGraph,
@@ -219,6 +244,7 @@ impl<'a> Program<'a> {
             winograd,
             tile_epilogue,
             guard,
+            runs,
         } = options;
         let started = Instant::now();
         let threads = threads.clamp(1, Team::MAX_THREADS);
@@ -246,7 +272,13 @@ impl<'a> Program<'a> {
             .iter()
             .map(|code| cpu::kernel_work(net, &fused.fused, code.kernel))
             .collect();
-        let (ids, distinct_functions) = define_all(&mut module, &generated, &work)?;
+        let tiers: Vec<Tier> = generated
+            .iter()
+            .zip(&work)
+            .map(|(code, &work)| Tier::choose(runs, work, &code.function))
+            .collect();
+        let (ids, distinct_functions, baseline_functions) =
+            define_all(&mut module, &generated, &tiers)?;
         let generated_tile = match tile.precompiled() {
             Some(_) => None,
             None => Some(define_tile(&mut module, &target, fma)?),
@@ -302,6 +334,7 @@ impl<'a> Program<'a> {
         let compile_time = started.elapsed();
         Ok(Program {
             distinct_functions,
+            baseline_functions,
             fused,
             kernels,
             microkernel,
@@ -324,6 +357,12 @@ impl<'a> Program<'a> {
     /// with the same code share one).
     pub fn distinct_functions(&self) -> usize {
         self.distinct_functions
+    }
+
+    /// How many of the distinct functions the baseline tier compiled (none unless the
+    /// program was made to run once).
+    pub fn baseline_functions(&self) -> usize {
+        self.baseline_functions
     }
 
     /// How many kernels run generated code, of how many.
@@ -629,18 +668,23 @@ enum Tier {
     Optimizing,
 }
 
-/// Kernels with less work than this (`cpu::kernel_work`'s units per sample, about a
-/// multiply-add each) are compiled by the baseline tier: each runs for a few
-/// microseconds, less than the optimizing tier takes to compile it. LeNet-5 (all its
-/// kernels below) compiled in 8.0 ms optimized and 2.7 ms baseline, and ran as fast
-/// (23-31 us a run in both, 9 paired rounds).
-const BASELINE_WORK: u64 = 1 << 20;
+/// A kernel that runs once is compiled by the baseline tier when its work
+/// (`cpu::kernel_work`'s units per sample, about a multiply-add each) is less than
+/// this many times its IR instructions. The optimizer took about 2.4 us more per IR
+/// instruction (LeNet-5's 2.2 k: 8.0 ms against 2.7), and baseline code ran up to
+/// twice as long at about 0.2 ns a unit (ResNet-50's global pool over 100 k: 35 us
+/// against 19): optimizing pays back in one run from about 12 k units an instruction.
+const BASELINE_WORK_PER_INSTRUCTION: u64 = 10_000;
 
 impl Tier {
-    fn for_work(work: u64) -> Tier {
-        match work < BASELINE_WORK {
-            true => Tier::Baseline,
-            false => Tier::Optimizing,
+    /// The tier for a kernel of `work` compiled as `function`, run `runs`.
+    fn choose(runs: Runs, work: u64, function: &Function) -> Tier {
+        let instructions = function.dfg.num_insts() as u64;
+        match runs {
+            Runs::Once if work < instructions.saturating_mul(BASELINE_WORK_PER_INSTRUCTION) => {
+                Tier::Baseline
+            }
+            _ => Tier::Optimizing,
         }
     }
 }
@@ -676,14 +720,15 @@ fn native_isa(tier: Tier) -> Result<cranelift_codegen::isa::OwnedTargetIsa> {
 }
 
 /// Defines every distinct function of `codes` in `module`, compiled on the pool's
-/// threads by the tier each one's `work` calls for: the function id of each code, in
-/// order, and how many were compiled. Kernels of the same shapes (a network's repeated
-/// blocks) have the same code: each distinct function is compiled once.
+/// threads in its tier: the function id of each code, in order, how many were
+/// compiled and how many of those by the baseline tier. Kernels of the same shapes (a
+/// network's repeated blocks) have the same code: each distinct function is compiled
+/// once.
 fn define_all(
     module: &mut JITModule,
     codes: &[&KernelCode],
-    work: &[u64],
-) -> Result<(Vec<FuncId>, usize)> {
+    tiers: &[Tier],
+) -> Result<(Vec<FuncId>, usize, usize)> {
     let keys: Vec<u64> = codes.par_iter().map(|c| body_hash(&c.function)).collect();
     // The first code with each body, and each code's index among those.
     let mut firsts: Vec<usize> = Vec::new();
@@ -707,7 +752,7 @@ fn define_all(
         .collect::<Result<Vec<_>>>()?;
     let baseline = native_isa(Tier::Baseline)?;
     let optimizing = module.isa();
-    let isa_for = |i: usize| match Tier::for_work(work[i]) {
+    let isa_for = |i: usize| match tiers[i] {
         Tier::Baseline => &*baseline,
         Tier::Optimizing => optimizing,
     };
@@ -722,7 +767,11 @@ fn define_all(
             .map_err(|e| codegen_error(format!("{e:?}")))?;
     }
     let ids_by_code = distinct_of.iter().map(|&d| ids[d]).collect();
-    Ok((ids_by_code, firsts.len()))
+    let baseline = firsts
+        .iter()
+        .filter(|&&i| tiers[i] == Tier::Baseline)
+        .count();
+    Ok((ids_by_code, firsts.len(), baseline))
 }
 
 fn declare(module: &mut JITModule, code: &KernelCode) -> Result<FuncId> {
