@@ -512,11 +512,13 @@ fn pointwise_pixel_major_products_read_their_pixels_in_place() {
 fn pointwise_direct_products_read_their_columns_in_place() {
     // K = 300 in two blocks over 99 pixels (three panels and one of 3 columns, whose
     // loads stop where the input ends); a residual add and ReLU finished in the
-    // tiles; a 1x1 conv after a strided one (not in place) feeding it.
+    // tiles; a 1x1 conv after a strided one (not in place) feeding it; groups.
     let layers = [
         "network P(input: 300x9x11) { conv(40, 1x1) relu }",
         "network P(input: 200x12x12) { -> x conv(200, 1x1) bn -> y add(x, y) relu }",
         "network P(input: 3x30x30) { conv(160, 1x1, stride=2) relu conv(24, 1x1) }",
+        // Four groups, each reading its 40 channels' planes in place.
+        "network P(input: 160x16x16) { conv(64, 1x1, groups=4) relu }",
     ];
     for source in layers {
         agrees_on_one_to_three_threads(source, |program, target| {
