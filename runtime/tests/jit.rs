@@ -530,6 +530,25 @@ fn pointwise_direct_products_read_their_columns_in_place() {
     }
 }
 
+#[test]
+fn the_generated_tile_keeps_its_panels_packed() {
+    // The generated tile reads whole panels: B read in place would run past the
+    // input's end at the last partial panel. Against a guard page after every buffer
+    // that faulted (a crash of this test) before the tiles required `exact_edges`.
+    let source = "network P(input: 288x35x35) { conv(64, 1x1) conv(48, 1x1) }";
+    let net = network(source);
+    let (weights, input) = (weights(&net, 3), input(&net, 1, 4));
+    let expected = reference_output(&net, &weights, &input);
+    let options = jit::Options {
+        guard: Some(jit::guarded::Guard::Trailing),
+        ..tile_options(1, TileChoice::Cranelift)
+    };
+    let program = jit::Program::with_options(&net, &weights, options).expect("compiles");
+    let actual = program.run(vec![input]).expect("runs");
+    let error = relative_error(&actual, &expected);
+    assert!(error <= TOLERANCE, "relative error {error:e}");
+}
+
 /// `source` through the JIT on one to three threads, each against the reference;
 /// `check` looks at each program (and its target) before it runs.
 fn agrees_on_one_to_three_threads(

@@ -617,6 +617,7 @@ fn target_for(
         tile_epilogue,
         // With the tile generated, the whole of the code is Cranelift's: the cross-check.
         activation_helpers: tile.precompiled().is_some(),
+        exact_edges: tile.precompiled().is_some(),
         frontend: isa.frontend_config(),
     };
     Ok((target, isa))

@@ -150,9 +150,15 @@ impl Geometry {
     /// Whether a direct product's tiles may read B where it lies, a K step a plane
     /// apart, instead of a copy packed per chunk: a pointwise conv's chunk of whole
     /// output rows is NR consecutive floats of each channel per panel already. They do
-    /// in the blocks whose column panels are the outer loop (`Product::rows_outer`).
+    /// in the blocks whose column panels are the outer loop (`Product::rows_outer`),
+    /// with a tile whose edge tiles read only their columns (a row's last panel may
+    /// end where the input does).
     pub fn columns_in_place(&self, target: &CpuTarget) -> bool {
-        self.pointwise() && !self.dense && self.winograd.is_none() && !self.pixel_major(target)
+        target.exact_edges
+            && self.pointwise()
+            && !self.dense
+            && self.winograd.is_none()
+            && !self.pixel_major(target)
     }
 
     /// Output pixels: N of each product.

@@ -61,6 +61,10 @@ pub struct CpuTarget {
     /// Whether tanh and sigmoid call the runtime's precompiled row helpers (`Arg::Tanh`,
     /// `Arg::Sigmoid`: sixteen lanes with FMA) rather than run as inline f32x4 code.
     pub activation_helpers: bool,
+    /// Whether an edge tile reads only its own rows of A and columns of B (the
+    /// precompiled tiles, by masked loads), so that a panel may be read where it lies,
+    /// up to the end of its tensor; the generated tile reads whole packed panels.
+    pub exact_edges: bool,
     pub frontend: TargetFrontendConfig,
 }
 
@@ -356,6 +360,7 @@ mod test_support {
         CpuTarget {
             tile_epilogue: true,
             activation_helpers: true,
+            exact_edges: true,
             mr,
             nr,
             kc: 256,

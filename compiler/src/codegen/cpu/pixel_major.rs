@@ -62,7 +62,7 @@ impl Geometry {
     /// the copy into MR-pixel panels (a sixth of a 768 -> 192 channel 1x1 conv's time
     /// at 17x17) is skipped and the tile steps a plane for each step of K.
     pub fn pixels_in_place(&self, target: &CpuTarget) -> bool {
-        self.pointwise() && self.m().div_ceil(target.nr) <= IN_PLACE_PANELS
+        target.exact_edges && self.pointwise() && self.m().div_ceil(target.nr) <= IN_PLACE_PANELS
     }
 
     /// Pixels per chunk: every thread one chunk (each chunk reads all the weights), as
