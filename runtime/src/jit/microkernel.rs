@@ -11,11 +11,11 @@
 //! Panels: A `a[p * lda + r]`, B `b[p * ldb + c]`: `lda` = MR and `ldb` = NR where
 //! they are packed; a pointwise convolution's tiles read its input planes in place,
 //! one K step a plane apart (A's for a pixel-major product, B's for a direct one). C
-//! is row-major with row stride `ldc`. Without `ACCUMULATE` in its flags the tile overwrites C. A
-//! tile at the edge of a product computes only its first `rows` rows and reads and
-//! stores only its first `columns` columns (masked loads and stores where the ISA has
-//! them: a row of B read in place may end where the input does), so edges cost what
-//! their rows are worth and go straight into C.
+//! is row-major with row stride `ldc`. Without `ACCUMULATE` in its flags the tile
+//! overwrites C. A tile at the edge of a product computes only its first `rows` rows
+//! and reads and stores only its first `columns` columns (masked loads and stores
+//! where the ISA has them: a row of B read in place may end where the input does), so
+//! edges cost what their rows are worth and go straight into C.
 //!
 //! A conv's last K block finishes its epilogue here, on the sums still in registers:
 //! a non-null `bias` adds `bias[r]` to row r, a non-null `residual` adds the tile at
@@ -67,8 +67,9 @@ impl Microkernel {
     ///
     /// # Safety
     /// `a` holds `k` steps of `mr` floats at stride `lda` (`rows` of them for a
-    /// precompiled tile), `b` `k` steps of `nr` at stride `ldb` (`columns` of them); `c` (and `residual`, if not null) has
-    /// `rows` rows of `columns` floats at stride `ldc`; `bias`, if not null, `rows`.
+    /// precompiled tile), `b` `k` steps of `nr` at stride `ldb` (`columns` of them);
+    /// `c` (and `residual`, if not null) has `rows` rows of `columns` floats at stride
+    /// `ldc`; `bias`, if not null, `rows`.
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn call(
         &self,
