@@ -244,7 +244,7 @@ fn programs_that_run_once_compute_the_same_bits() {
     // Compiled to run once, the kernels that run for less than their optimisation
     // takes go through Cranelift's baseline tier: the same floating-point operations
     // in the same order, so the same output to the bit.
-    for (name, baseline) in [("lenet5", true), ("googlenet", true)] {
+    for name in ["lenet5", "googlenet"] {
         let net = example(name);
         let (weights, input) = (weights(&net, 2), input(&net, 1, 3));
         let once = jit::Options {
@@ -254,7 +254,7 @@ fn programs_that_run_once_compute_the_same_bits() {
         let once = jit::Program::with_options(&net, &weights, once).expect("compiles");
         let many = jit::Program::with_threads(&net, &weights, 2).expect("compiles");
         assert_eq!(many.baseline_functions(), 0, "{name}");
-        assert_eq!(once.baseline_functions() > 0, baseline, "{name}");
+        assert!(once.baseline_functions() > 0, "{name}");
         let (a, b) = (
             once.run(vec![input.clone()]).expect("runs"),
             many.run(vec![input]).expect("runs"),

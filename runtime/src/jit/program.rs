@@ -751,11 +751,15 @@ fn define_all(
         .iter()
         .map(|&i| declare(module, codes[i]))
         .collect::<Result<Vec<_>>>()?;
-    let baseline = native_isa(Tier::Baseline)?;
+    // The baseline ISA only where some function needs it (never for `Runs::Many`).
+    let baseline = match tiers.contains(&Tier::Baseline) {
+        true => Some(native_isa(Tier::Baseline)?),
+        false => None,
+    };
     let optimizing = module.isa();
-    let isa_for = |i: usize| match tiers[i] {
-        Tier::Baseline => &*baseline,
-        Tier::Optimizing => optimizing,
+    let isa_for = |i: usize| match (tiers[i], &baseline) {
+        (Tier::Baseline, Some(baseline)) => &**baseline,
+        _ => optimizing,
     };
     let machine_codes = firsts
         .par_iter()
