@@ -32,18 +32,21 @@ fn reference_output(net: &CheckedGraph, weights: &Weights, input: &Tensor) -> Te
         .output
 }
 
-/// The JIT's output with Winograd F(m x m, 3x3) on every eligible conv, and how many
-/// convs used it.
+/// The JIT's output with Winograd F(m x m, 3x3) on every eligible conv, its transforms
+/// the runtime's AVX-512 ones where `helpers` lets the CPU use them, and how many convs
+/// used it.
 fn winograd_output(
     net: &CheckedGraph,
     weights: &Weights,
     input: &Tensor,
-    threads: usize,
-    m: u64,
+    (threads, m, helpers): (usize, u64, bool),
 ) -> (Tensor, usize) {
     let everywhere = WinogradPolicy::Everywhere { m };
-    let program = jit::Program::with_options(net, weights, policy(threads, everywhere))
-        .expect("the JIT compiles");
+    let options = jit::Options {
+        winograd_helpers: helpers,
+        ..policy(threads, everywhere)
+    };
+    let program = jit::Program::with_options(net, weights, options).expect("the JIT compiles");
     let used = program
         .fused()
         .kernels
@@ -57,20 +60,24 @@ fn winograd_output(
 }
 
 /// Every layer of `layers` on an input of `shape`, through both Winograd variants, at
-/// batch 2 and 1 to 3 threads.
+/// batch 2 and 1 to 3 threads, with the runtime's transforms and with the kernels' own.
 fn agrees(shape: &str, layers: &str, winograd_convs: usize) {
     let source = format!("network W(input: {shape}) {{\n{layers}\n}}");
     let net = network(&source);
     let (weights, input) = (weights(&net, 7), input(&net, 2, 8));
     let expected = reference_output(&net, &weights, &input);
-    for (m, threads) in [2, 4].into_iter().flat_map(|m| [1, 2, 3].map(|t| (m, t))) {
-        let (actual, used) = winograd_output(&net, &weights, &input, threads, m);
-        assert_eq!(used, winograd_convs, "{source}");
-        let error = relative_error(&actual, &expected);
-        assert!(
-            error <= TOLERANCE,
-            "F({m}x{m},3x3), {threads} thread(s): relative error {error:e} for\n{source}"
-        );
+    for m in [2, 4] {
+        for (threads, helpers) in [(1, true), (2, true), (3, true), (2, false)] {
+            let config = (threads, m, helpers);
+            let (actual, used) = winograd_output(&net, &weights, &input, config);
+            assert_eq!(used, winograd_convs, "{source}");
+            let error = relative_error(&actual, &expected);
+            assert!(
+                error <= TOLERANCE,
+                "F({m}x{m},3x3), {threads} thread(s), helpers {helpers}: relative error \
+                 {error:e} for\n{source}"
+            );
+        }
     }
 }
 
@@ -146,8 +153,8 @@ fn winograd_error_on_the_examples() {
         let net = example_logits(name);
         let (weights, input) = (weights(&net, 3), input(&net, 1, 4));
         let expected = reference_output(&net, &weights, &input);
-        let (actual, used) = winograd_output(&net, &weights, &input, 2, 2);
-        let (actual4, _) = winograd_output(&net, &weights, &input, 2, 4);
+        let (actual, used) = winograd_output(&net, &weights, &input, (2, 2, true));
+        let (actual4, _) = winograd_output(&net, &weights, &input, (2, 4, true));
         assert!(used > 0, "{name} has Winograd convs");
         let direct = jit::Program::with_options(&net, &weights, policy(2, WinogradPolicy::Off))
             .expect("the JIT compiles")

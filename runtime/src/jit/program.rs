@@ -115,6 +115,9 @@ pub struct Options {
     pub winograd: WinogradPolicy,
     /// Whether the tiles finish the epilogues they can (`CpuTarget::tile_epilogue`).
     pub tile_epilogue: bool,
+    /// Whether Winograd kernels call the runtime's AVX-512 transforms where the CPU
+    /// has them (`CpuTarget::winograd_helpers`).
+    pub winograd_helpers: bool,
     /// Bounds-checked mode: every buffer the generated code touches is mapped against
     /// this guard page, so code that strays past one faults instead of corrupting
     /// another.
@@ -143,6 +146,7 @@ impl Options {
             tile: TileChoice::from_env(),
             winograd: WinogradPolicy::from_env(),
             tile_epilogue: cpu::tile_epilogue_from_env(),
+            winograd_helpers: cpu::winograd_helpers_from_env(),
             guard: None,
             runs: Runs::Many,
         }
@@ -243,6 +247,7 @@ impl<'a> Program<'a> {
             tile,
             winograd,
             tile_epilogue,
+            winograd_helpers,
             guard,
             runs,
         } = options;
@@ -259,7 +264,7 @@ impl<'a> Program<'a> {
         }
         let fused_at = started.elapsed();
         passes::choose_algorithms(&mut fused.fused, winograd);
-        let (target, isa) = target_for(threads, tile, tile_epilogue)?;
+        let (target, isa) = target_for(threads, tile, tile_epilogue, winograd_helpers)?;
         let fma = has_fma(&*isa);
         let kernel_threads = cpu::kernel_threads(net, &fused.fused, threads);
         let codes: Vec<Option<KernelCode>> = (0..kernels)
@@ -529,6 +534,12 @@ impl<'a> Program<'a> {
                 Arg::Pow => pow as *mut f32,
                 Arg::Tanh => super::activation::tanh as *mut f32,
                 Arg::Sigmoid => super::activation::sigmoid as *mut f32,
+                Arg::WinogradInput { m } => super::winograd::input_transform(*m)
+                    .ok_or_else(|| codegen_error(format!("no input transform for F({m}x{m})")))?
+                    as *mut f32,
+                Arg::WinogradOutput { m } => super::winograd::output_transform(*m)
+                    .ok_or_else(|| codegen_error(format!("no output transform for F({m}x{m})")))?
+                    as *mut f32,
             };
             slots.push(pointer);
         }
@@ -595,14 +606,18 @@ fn call(compiled: &Compiled, calls: &Calls, batch: usize, team: Option<&Team>) {
 /// What code is generated for on this machine: the tile `CNNC_TILE` asks for (the
 /// best precompiled one by default), and the host ISA that compiles it.
 pub fn host_target(threads: usize) -> Result<(CpuTarget, cranelift_codegen::isa::OwnedTargetIsa)> {
-    let tile_epilogue = cpu::tile_epilogue_from_env();
-    target_for(threads, TileChoice::from_env(), tile_epilogue)
+    let (tile_epilogue, helpers) = (
+        cpu::tile_epilogue_from_env(),
+        cpu::winograd_helpers_from_env(),
+    );
+    target_for(threads, TileChoice::from_env(), tile_epilogue, helpers)
 }
 
 fn target_for(
     threads: usize,
     tile: TileChoice,
     tile_epilogue: bool,
+    winograd_helpers: bool,
 ) -> Result<(CpuTarget, cranelift_codegen::isa::OwnedTargetIsa)> {
     let (mr, nr) = match tile.precompiled() {
         Some(microkernel) => (microkernel.mr as u64, microkernel.nr as u64),
@@ -617,6 +632,11 @@ fn target_for(
         tile_epilogue,
         // With the tile generated, the whole of the code is Cranelift's: the cross-check.
         activation_helpers: tile.precompiled().is_some(),
+        // The transforms write sixteen columns at a time into panels at least as wide.
+        winograd_helpers: winograd_helpers
+            && tile.precompiled().is_some()
+            && nr >= cpu::WINOGRAD_HELPER_LANES
+            && super::winograd::input_transform(4).is_some(),
         exact_edges: tile.precompiled().is_some(),
         frontend: isa.frontend_config(),
     };

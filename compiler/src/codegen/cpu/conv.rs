@@ -327,6 +327,9 @@ pub fn generate(
         Arg::Tile,
         Arg::Gemv,
     ];
+    if let Some(m) = geometry.winograd.filter(|_| target.winograd_helpers) {
+        args.extend([Arg::WinogradInput { m }, Arg::WinogradOutput { m }]);
+    }
     args.extend(epilogue::args(kernel, target));
     let pointer = target.frontend.pointer_type();
     let slots_declared = args.clone();

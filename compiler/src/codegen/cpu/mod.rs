@@ -35,7 +35,10 @@ mod winograd;
 
 pub use conv::Geometry;
 pub use epilogue::{TILE_EPILOGUE_ENV, tile_epilogue_from_env};
-pub use winograd::{F2X2_3X3, Transforms, points, transforms};
+pub use winograd::{
+    F2X2_3X3, F4X4_3X3, Transforms, WINOGRAD_HELPER_LANES, WINOGRAD_HELPERS_ENV, points,
+    transforms, winograd_helpers_from_env,
+};
 
 use crate::check::CheckedGraph;
 use crate::ops::{Activation, Op};
@@ -61,6 +64,10 @@ pub struct CpuTarget {
     /// Whether tanh and sigmoid call the runtime's precompiled row helpers (`Arg::Tanh`,
     /// `Arg::Sigmoid`: sixteen lanes with FMA) rather than run as inline f32x4 code.
     pub activation_helpers: bool,
+    /// Whether Winograd kernels call the runtime's sixteen-lane transforms of a tile
+    /// row (`Arg::WinogradInput`, `Arg::WinogradOutput`: AVX-512) rather than run their
+    /// own f32x4 ones.
+    pub winograd_helpers: bool,
     /// Whether an edge tile reads only its own rows of A and columns of B (the
     /// precompiled tiles, by masked loads), so that a panel may be read where it lies,
     /// up to the end of its tensor; the generated tile reads whole packed panels.
@@ -106,6 +113,17 @@ pub enum Arg {
     Tanh,
     /// As `Tanh`, for the sigmoid.
     Sigmoid,
+    /// The input transform of a tile row of F(m x m, 3 x 3): `extern "C" fn(top,
+    /// pitch, tiles, destination, first_column, nr, panel, matrix)` (the runtime's
+    /// `winograd::tiles::InputFn`).
+    WinogradInput {
+        m: u64,
+    },
+    /// Its output transform: `extern "C" fn(source, matrix, tiles, out, out_width,
+    /// rows)` (`winograd::tiles::OutputFn`).
+    WinogradOutput {
+        m: u64,
+    },
 }
 
 /// One generated kernel: `fn(args: *const *mut f32, batch: i64, chunk_begin: i64,
@@ -360,6 +378,7 @@ mod test_support {
         CpuTarget {
             tile_epilogue: true,
             activation_helpers: true,
+            winograd_helpers: false,
             exact_edges: true,
             mr,
             nr,

@@ -28,8 +28,8 @@ use super::loops::{counted, fixed, if_else};
 use super::pack::{copy_floats, zero_floats};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
-    ConstantData, Endianness, Immediate, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind,
-    Type, Value, types,
+    AbiParam, ConstantData, Endianness, Immediate, InstBuilder, MemFlagsData, Signature,
+    StackSlotData, StackSlotKind, Type, Value, types,
 };
 use cranelift_frontend::FunctionBuilder;
 
@@ -109,6 +109,21 @@ pub fn points(m: u64) -> u64 {
 
 /// Tiles that go through the transforms at once: one per f32x4 lane.
 const LANES: u64 = 4;
+
+/// Tiles the runtime's transforms (`CpuTarget::winograd_helpers`) take at once: one per
+/// AVX-512 lane. A group of sixteen tiles from tile t reads its input rows from `t·m`
+/// to `(t + 16)·m + 16` floats, so each row is readable to `(tiles + 16)·m + 16`.
+pub const WINOGRAD_HELPER_LANES: u64 = 16;
+
+/// `CNNC_WINOGRAD_HELPERS=0` keeps the runtime's transforms out (the kernels' own f32x4
+/// ones run, as on a CPU without AVX-512): to cross-check them and measure the gain.
+pub const WINOGRAD_HELPERS_ENV: &str = "CNNC_WINOGRAD_HELPERS";
+
+/// Whether the environment lets Winograd kernels call the runtime's transforms: unless
+/// `CNNC_WINOGRAD_HELPERS=0`.
+pub fn winograd_helpers_from_env() -> bool {
+    std::env::var(WINOGRAD_HELPERS_ENV).map_or(true, |v| v != "0")
+}
 
 /// Floats a chunk's transformed input (one K block) and products may take together:
 /// at least 1.5 MiB (the L2 beside the weights' panels streaming through), and as much
@@ -240,7 +255,7 @@ impl Scratch {
         Scratch {
             products,
             staged,
-            floats: staged + Staged::of(g, m, rows).floats(),
+            floats: staged + Staged::of(g, m, rows, target).floats(),
         }
     }
 }
@@ -257,10 +272,15 @@ struct Staged {
 }
 
 impl Staged {
-    fn of(g: &Geometry, m: u64, chunk_rows: u64) -> Staged {
+    fn of(g: &Geometry, m: u64, chunk_rows: u64, target: &CpuTarget) -> Staged {
+        let wide = tiles_wide(g, m);
+        let pitch = match target.winograd_helpers {
+            true => (wide + WINOGRAD_HELPER_LANES) * m + 16,
+            false => (wide * m + 2).next_multiple_of(LANES),
+        };
         Staged {
             band: chunk_rows.div_ceil(m) * m + 2,
-            pitch: (tiles_wide(g, m) * m + 2).next_multiple_of(LANES),
+            pitch,
         }
     }
 
@@ -304,7 +324,8 @@ impl Product<'_> {
             transformed: scratch,
             columns,
             staged: offset_by(b, scratch, layout.staged),
-            shape: Staged::of(g, m, chunk.rows),
+            shape: Staged::of(g, m, chunk.rows, target),
+            helper: self.pointers.find(&Arg::WinogradInput { m }),
         }
         .generate(b);
         let products = offset_by(b, scratch, layout.products);
@@ -346,6 +367,8 @@ struct InputTransform<'a> {
     columns: u64,
     staged: Value,
     shape: Staged,
+    /// The runtime's transform of a tile row, where the kernel calls it.
+    helper: Option<Value>,
 }
 
 /// A tile row of one channel: the staged rows its tiles read, and where its
@@ -392,14 +415,24 @@ impl InputTransform<'_> {
     fn tile_row(&self, b: &mut FunctionBuilder, destination: Value, r: Value) {
         let (m, pitch) = (self.t.m, self.shape.pitch);
         let top = offset(b, self.staged, r, m * pitch);
+        let wide = tiles_wide(self.g, m);
+        let first = b.ins().imul_imm_s(r, wide as i64);
+        if let Some(callee) = self.helper {
+            let matrix = skewed(self.kc * self.columns);
+            let constants = [self.shape.pitch, wide, self.nr, self.kc * self.nr, matrix]
+                .map(|c| b.ins().iconst(types::I64, c as i64));
+            let [pitch, wide, nr, panel, matrix] = constants;
+            let args = [top, pitch, wide, destination, first, nr, panel, matrix];
+            call(b, callee, &args);
+            return;
+        }
         let rows = (0..self.t.alpha() as u64)
             .map(|i| offset_by(b, top, i * pitch))
             .collect();
-        let wide = tiles_wide(self.g, m);
         let row = TileRow {
             rows,
             destination,
-            first: b.ins().imul_imm_s(r, wide as i64),
+            first,
         };
         self.tiles(b, &row, wide);
     }
@@ -513,6 +546,17 @@ impl InputTransform<'_> {
                 .store(flags(), value, at, (point as u64 * matrix) as i32);
         }
     }
+}
+
+/// Calls one of the runtime's transforms, whose parameters are all pointers and sizes.
+fn call(b: &mut FunctionBuilder, callee: Value, args: &[Value]) {
+    let mut signature = Signature::new(b.func.signature.call_conv);
+    for &arg in args {
+        let ty = b.func.dfg.value_type(arg);
+        signature.params.push(AbiParam::new(ty));
+    }
+    let signature = b.import_signature(signature);
+    b.ins().call_indirect(signature, callee, args);
 }
 
 /// Column k of four consecutive tiles, lane l holding input column `m * l + k` from
@@ -709,6 +753,7 @@ pub(super) fn output_transform(
         first_row: chunk.first_row,
         columns: padded_columns(g, m, chunk.rows, target.nr),
         channels: padded_channels(g, target),
+        helper: product.pointers.find(&Arg::WinogradOutput { m }),
     };
     counted(b, first, end, 1, |b, channel| {
         let plane = offset(b, output, channel, g.n());
@@ -742,6 +787,8 @@ struct OutputTransform<'a> {
     first_row: Value,
     columns: u64,
     channels: u64,
+    /// The runtime's transform of a tile row, where the kernel calls it.
+    helper: Option<Value>,
 }
 
 impl OutputTransform<'_> {
@@ -753,6 +800,14 @@ impl OutputTransform<'_> {
         let out = offset(b, plane, top, g.out_width);
         let first = b.ins().imul_imm_s(r, tiles_wide(g, m) as i64);
         let source = offset(b, source, first, 1);
+        if let Some(callee) = self.helper {
+            let matrix = skewed(self.channels * self.columns);
+            let constants = [matrix, tiles_wide(g, m), g.out_width, valid]
+                .map(|c| b.ins().iconst(types::I64, c as i64));
+            let [matrix, tiles, width, rows] = constants;
+            call(b, callee, &[source, matrix, tiles, out, width, rows]);
+            return;
+        }
         // Tiles whose m columns all exist four at a time, the last four ending at the
         // last of them (rewriting up to three tiles' same values); then one at a time.
         let whole = g.out_width / m;

@@ -1,0 +1,606 @@
+//! The input and output transforms of one Winograd tile row, sixteen tiles at a time in
+//! AVX-512 lanes, for generated kernels to call (`Arg::WinogradInput`,
+//! `Arg::WinogradOutput`). Cranelift lowers no vector wider than f32x4, and there the
+//! transforms of F(4x4,3x3) took as long as the products on 64 channels (VGG-16's
+//! 224x224 layer at one thread: input transform 4.5 ms, output 2.9, the rest 9.4).
+//!
+//! The arithmetic is the generated code's: each row of the α x α values through the
+//! transform's matrix `L` (`L d Lᵀ`), then each column, with the same coefficients
+//! (`F2X2_3X3`, `F4X4_3X3`), the zero ones skipped. Lane j holds tile j of the group, so
+//! the input's columns are gathered at stride m and the outputs interleaved back.
+
+use cnnc_compiler::codegen::cpu::{F2X2_3X3, F4X4_3X3, WINOGRAD_HELPER_LANES};
+
+/// `fn(top, pitch, tiles, destination, first_column, nr, panel, matrix)`: the tiles of
+/// one channel's tile row, whose α input rows start at `top`, `pitch` floats apart
+/// (each readable to `(tiles + 16)·m + 16` floats); value ξ of the row's tile t goes
+/// to column `first_column + t` of matrix ξ: `destination + ξ·matrix + (c / nr)·panel +
+/// c % nr` for that column c.
+pub type InputFn =
+    unsafe extern "C" fn(*const f32, usize, usize, *mut f32, usize, usize, usize, usize);
+
+/// `fn(source, matrix, tiles, out, out_width, rows)`: the outputs of one channel's tile
+/// row, tile t's products at `source + ξ·matrix + t`, written as `rows` (at most m)
+/// output rows of `out_width` floats from `out`.
+pub type OutputFn = unsafe extern "C" fn(*const f32, usize, usize, *mut f32, usize, usize);
+
+const LANES: usize = 16;
+const _: () = assert!(WINOGRAD_HELPER_LANES as usize == LANES);
+
+/// The input transform of F(m x m, 3 x 3), where this CPU runs it.
+pub fn input_transform(m: u64) -> Option<InputFn> {
+    transforms(m).map(|(input, _)| input)
+}
+
+/// The output transform of F(m x m, 3 x 3), where this CPU runs it.
+pub fn output_transform(m: u64) -> Option<OutputFn> {
+    transforms(m).map(|(_, output)| output)
+}
+
+fn transforms(m: u64) -> Option<(InputFn, OutputFn)> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        return match m {
+            2 => Some((x86::input_f2 as InputFn, x86::output_f2 as OutputFn)),
+            4 => Some((x86::input_f4 as InputFn, x86::output_f4 as OutputFn)),
+            _ => None,
+        };
+    }
+    let _ = m;
+    None
+}
+
+/// A variant's sizes and transform matrices as constants, padded to F(4x4)'s 6 x 6,
+/// so that the code below, unrolled, multiplies by literal coefficients.
+trait Variant {
+    const M: usize;
+    const ALPHA: usize;
+    const INPUT: Matrix;
+    const OUTPUT: Matrix;
+}
+
+type Matrix = [[f32; 6]; 6];
+
+/// `l`'s rows, padded with zeros.
+const fn padded(l: &[&[f32]]) -> Matrix {
+    let mut out = [[0.0f32; 6]; 6];
+    let mut i = 0;
+    while i < l.len() {
+        let mut j = 0;
+        while j < l[i].len() {
+            out[i][j] = l[i][j];
+            j += 1;
+        }
+        i += 1;
+    }
+    out
+}
+
+/// A unit type for a variant, its constants from the compiler's `Transforms`.
+macro_rules! variant {
+    ($name:ident = $transforms:ident) => {
+        struct $name;
+
+        impl Variant for $name {
+            const M: usize = $transforms.m as usize;
+            const ALPHA: usize = $transforms.input.len();
+            const INPUT: Matrix = padded($transforms.input);
+            const OUTPUT: Matrix = padded($transforms.output);
+        }
+    };
+}
+
+variant!(F2 = F2X2_3X3);
+variant!(F4 = F4X4_3X3);
+
+/// `$body` once for each index below `$limit` (at most 6), `$i` bound to it as a
+/// literal: loops the compiler would leave rolled, keeping the vectors on the stack.
+macro_rules! unrolled {
+    ($limit:expr, |$i:ident| $body:block) => {
+        unrolled!(@each $limit, $i, $body, 0 1 2 3 4 5)
+    };
+    (@each $limit:expr, $i:ident, $body:block, $($n:literal)*) => {
+        $( if $n < $limit { let $i: usize = $n; $body } )*
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{F2, F4, LANES, Matrix, Variant};
+    use std::arch::x86_64::*;
+
+    /// α x α vectors, sixteen tiles' values (padded to 6 x 6).
+    type Values = [[__m512; 6]; 6];
+
+    /// The two C entry points of a variant.
+    macro_rules! entry_points {
+        ($variant:ident: $input:ident, $output:ident) => {
+            /// # Safety
+            /// As `InputFn` says, on a CPU with AVX-512F.
+            #[allow(clippy::too_many_arguments)]
+            pub unsafe extern "C" fn $input(
+                top: *const f32,
+                pitch: usize,
+                tiles: usize,
+                destination: *mut f32,
+                first_column: usize,
+                nr: usize,
+                panel: usize,
+                matrix: usize,
+            ) {
+                let to = Destination {
+                    at: destination,
+                    first_column,
+                    nr,
+                    panel,
+                    matrix,
+                };
+                // SAFETY: as the caller promised.
+                unsafe { input::<$variant>(top, pitch, tiles, &to) }
+            }
+
+            /// # Safety
+            /// As `OutputFn` says, on a CPU with AVX-512F.
+            pub unsafe extern "C" fn $output(
+                source: *const f32,
+                matrix: usize,
+                tiles: usize,
+                out: *mut f32,
+                out_width: usize,
+                rows: usize,
+            ) {
+                // SAFETY: as the caller promised.
+                unsafe { output::<$variant>(source, matrix, tiles, out, out_width, rows) }
+            }
+        };
+    }
+
+    entry_points!(F2: input_f2, output_f2);
+    entry_points!(F4: input_f4, output_f4);
+
+    /// Where transformed values go: the panel layout `InputFn` describes.
+    struct Destination {
+        at: *mut f32,
+        first_column: usize,
+        nr: usize,
+        panel: usize,
+        matrix: usize,
+    }
+
+    /// # Safety
+    /// As `InputFn`, on a CPU with AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn input<V: Variant>(top: *const f32, pitch: usize, tiles: usize, to: &Destination) {
+        let zero = _mm512_setzero_ps();
+        let misaligned = (to.at as usize / 4 + to.first_column) % LANES;
+        for (group, count) in groups(tiles, misaligned) {
+            let mut d = [[zero; 6]; 6];
+            unrolled!(V::ALPHA, |i| {
+                // SAFETY: the group's columns lie within the row's readable floats.
+                d[i] = unsafe { columns::<V>(top.add(i * pitch + group * V::M)) };
+            });
+            // SAFETY: the CPU has AVX-512F.
+            let values = unsafe { transform::<V>(&V::INPUT, V::ALPHA, &d) };
+            let runs = runs(to, group, count);
+            unrolled!(V::ALPHA, |j| {
+                unrolled!(V::ALPHA, |i| {
+                    let point = j * V::ALPHA + i;
+                    let matrix = to.at.wrapping_add(point * to.matrix);
+                    for (offset, mask) in runs {
+                        if mask != 0 {
+                            let at = matrix.wrapping_add(offset);
+                            // SAFETY: the unmasked lanes are the group's columns.
+                            unsafe { _mm512_mask_storeu_ps(at, mask, values[j][i]) };
+                        }
+                    }
+                });
+            });
+        }
+    }
+
+    /// # Safety
+    /// As `OutputFn`, on a CPU with AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn output<V: Variant>(
+        source: *const f32,
+        matrix: usize,
+        tiles: usize,
+        out: *mut f32,
+        out_width: usize,
+        rows: usize,
+    ) {
+        let zero = _mm512_setzero_ps();
+        for (group, count) in groups(tiles, source as usize / 4 % LANES) {
+            let lanes = ((1u32 << count) - 1) as __mmask16;
+            let mut products = [[zero; 6]; 6];
+            unrolled!(V::ALPHA, |j| {
+                unrolled!(V::ALPHA, |i| {
+                    let at = source.wrapping_add((j * V::ALPHA + i) * matrix + group);
+                    // SAFETY: the group's tiles lie within each matrix's row.
+                    products[j][i] = unsafe { _mm512_maskz_loadu_ps(lanes, at) };
+                });
+            });
+            // SAFETY: the CPU has AVX-512F.
+            let y = unsafe { transform::<V>(&V::OUTPUT, V::M, &products) };
+            let first = group * V::M;
+            unrolled!(V::M, |row| {
+                if row < rows {
+                    let line = out.wrapping_add(row * out_width);
+                    // SAFETY: the CPU has AVX-512F.
+                    let columns = unsafe { interleave::<V>(&y[row]) };
+                    unrolled!(V::M, |k| {
+                        let start = first + k * LANES;
+                        if start < out_width {
+                            let valid = (out_width - start).min(LANES);
+                            let mask = ((1u32 << valid) - 1) as __mmask16;
+                            let at = line.wrapping_add(start);
+                            // SAFETY: the unmasked floats lie within the output row.
+                            unsafe { _mm512_mask_storeu_ps(at, mask, columns[k]) };
+                        }
+                    });
+                }
+            });
+        }
+    }
+
+    /// `L d Lᵀ` of sixteen tiles' α x α values `d`, for `L` of `rows` rows: each row of
+    /// `d` through `L`, then each column of the result (the generated `transform`'s
+    /// order).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[inline(always)]
+    unsafe fn transform<V: Variant>(l: &Matrix, rows: usize, d: &Values) -> Values {
+        let zero = unsafe { _mm512_setzero_ps() };
+        let mut across = [[zero; 6]; 6];
+        unrolled!(V::ALPHA, |i| {
+            unrolled!(rows, |k| {
+                across[i][k] = unsafe { combine::<V>(&l[k], &d[i]) };
+            });
+        });
+        let mut out = [[zero; 6]; 6];
+        unrolled!(rows, |k| {
+            let mut column = [zero; 6];
+            unrolled!(V::ALPHA, |i| {
+                column[i] = across[i][k];
+            });
+            unrolled!(rows, |j| {
+                out[j][k] = unsafe { combine::<V>(&l[j], &column) };
+            });
+        });
+        out
+    }
+
+    /// `Σ c_k · v_k` over the nonzero coefficients, which are literals once unrolled.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[inline(always)]
+    unsafe fn combine<V: Variant>(coefficients: &[f32; 6], values: &[__m512; 6]) -> __m512 {
+        let mut sum: Option<__m512> = None;
+        unrolled!(V::ALPHA, |k| {
+            let (c, v) = (coefficients[k], values[k]);
+            // SAFETY: the CPU has AVX-512F.
+            unsafe {
+                sum = match sum {
+                    _ if c == 0.0 => sum,
+                    None if c == 1.0 => Some(v),
+                    None => Some(_mm512_mul_ps(_mm512_set1_ps(c), v)),
+                    Some(s) if c == 1.0 => Some(_mm512_add_ps(s, v)),
+                    Some(s) if c == -1.0 => Some(_mm512_sub_ps(s, v)),
+                    Some(s) => Some(_mm512_fmadd_ps(_mm512_set1_ps(c), v, s)),
+                };
+            }
+        });
+        // SAFETY: the CPU has AVX-512F.
+        sum.unwrap_or(unsafe { _mm512_setzero_ps() })
+    }
+
+    /// `tiles` in groups of at most sixteen, `(first tile, count)`, the first cut short
+    /// so that the others start a cache line of the matrices (whose column 0 lies
+    /// `misaligned` floats past one): a group's sixteen floats per matrix are then one
+    /// line, where across two they took twice the stores' time.
+    fn groups(tiles: usize, misaligned: usize) -> impl Iterator<Item = (usize, usize)> {
+        let first = (LANES - misaligned) % LANES;
+        let first = if first == 0 { LANES } else { first };
+        std::iter::successors(Some((0, first.min(tiles))), move |&(start, count)| {
+            let next = start + count;
+            (next < tiles).then(|| (next, (tiles - next).min(LANES)))
+        })
+        .filter(|&(_, count)| count > 0)
+    }
+
+    /// The group's sixteen columns cut at the panel edge they may cross (panels are at
+    /// least sixteen columns wide): for each side, the offset at which lane 0 would lie
+    /// and the mask of the lanes on that side (none, past the group's tiles). Always two
+    /// stores, one perhaps of no lanes: a loop of one or two mispredicted its branch.
+    fn runs(to: &Destination, group: usize, count: usize) -> [(usize, __mmask16); 2] {
+        let column = to.first_column + group;
+        let within = column % to.nr;
+        let first = (to.nr - within).min(count);
+        let lanes =
+            |from: usize, to: usize| (((1u32 << to) - 1) & !((1u32 << from) - 1)) as __mmask16;
+        let start = column / to.nr * to.panel + within;
+        [
+            (start, lanes(0, first)),
+            (start + to.panel - to.nr, lanes(first, count)),
+        ]
+    }
+
+    /// Lane j of value c: `row[M·j + c]`, for c < α.
+    ///
+    /// # Safety
+    /// `row` is readable to `16·M + 16` floats (the group's tiles and a tail); the CPU
+    /// has AVX-512F.
+    #[inline(always)]
+    unsafe fn columns<V: Variant>(row: *const f32) -> [__m512; 6] {
+        // SAFETY: as the caller promised, for every load and intrinsic below.
+        unsafe {
+            let mut gathered = [_mm512_setzero_ps(); 6];
+            let tail;
+            if V::M == 2 {
+                let (a, b) = (_mm512_loadu_ps(row), _mm512_loadu_ps(row.add(16)));
+                tail = _mm512_loadu_ps(row.add(32));
+                let even =
+                    _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                let odd =
+                    _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+                gathered[0] = _mm512_permutex2var_ps(a, even, b);
+                gathered[1] = _mm512_permutex2var_ps(a, odd, b);
+            } else {
+                let a = _mm512_loadu_ps(row);
+                let b = _mm512_loadu_ps(row.add(16));
+                let c = _mm512_loadu_ps(row.add(32));
+                let d = _mm512_loadu_ps(row.add(48));
+                tail = _mm512_loadu_ps(row.add(64));
+                unrolled!(4, |k| {
+                    let k = k as i32;
+                    // Lanes 0-7: floats k, k + 4, ..., k + 28 of the two sources.
+                    let pick = _mm512_setr_epi32(
+                        k,
+                        k + 4,
+                        k + 8,
+                        k + 12,
+                        k + 16,
+                        k + 20,
+                        k + 24,
+                        k + 28,
+                        k,
+                        k,
+                        k,
+                        k,
+                        k,
+                        k,
+                        k,
+                        k,
+                    );
+                    let low = _mm512_permutex2var_ps(a, pick, b);
+                    let high = _mm512_permutex2var_ps(c, pick, d);
+                    gathered[k as usize] = _mm512_shuffle_f32x4::<0b01_00_01_00>(low, high);
+                });
+            }
+            // Columns M and M + 1: columns 0 and 1 one tile further, the last lane's
+            // from the tail.
+            gathered[V::M] = next(gathered[0], tail);
+            gathered[V::M + 1] = next(gathered[1], next(tail, tail));
+            gathered
+        }
+    }
+
+    /// `low[1..16]` then `high[0]`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[inline(always)]
+    unsafe fn next(low: __m512, high: __m512) -> __m512 {
+        // SAFETY: as the caller promised.
+        unsafe {
+            _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(
+                _mm512_castps_si512(high),
+                _mm512_castps_si512(low),
+            ))
+        }
+    }
+
+    /// One output row of sixteen tiles, `row[x]` holding column x of each tile (lane l
+    /// for tile l), as 16·M contiguous columns.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[inline(always)]
+    unsafe fn interleave<V: Variant>(row: &[__m512; 6]) -> [__m512; 6] {
+        // SAFETY: as the caller promised.
+        unsafe {
+            // Lanes 0-7 (or 8-15) of two vectors, alternating.
+            let low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+            let high =
+                _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+            let mut out = [_mm512_setzero_ps(); 6];
+            let first_low = _mm512_permutex2var_ps(row[0], low, row[1]);
+            let first_high = _mm512_permutex2var_ps(row[0], high, row[1]);
+            if V::M == 2 {
+                out[0] = first_low;
+                out[1] = first_high;
+                return out;
+            }
+            // Columns 0-1 and 2-3 paired per tile above; now the pairs of four tiles.
+            let second_low = _mm512_permutex2var_ps(row[2], low, row[3]);
+            let second_high = _mm512_permutex2var_ps(row[2], high, row[3]);
+            let quads_low =
+                _mm512_setr_epi32(0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
+            let quads_high =
+                _mm512_setr_epi32(8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31);
+            out[0] = _mm512_permutex2var_ps(first_low, quads_low, second_low);
+            out[1] = _mm512_permutex2var_ps(first_low, quads_high, second_low);
+            out[2] = _mm512_permutex2var_ps(first_high, quads_low, second_high);
+            out[3] = _mm512_permutex2var_ps(first_high, quads_high, second_high);
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jit::guarded::{Floats, Guard};
+    use cnnc_compiler::codegen::cpu::Transforms;
+
+    /// Deterministic values in [-1, 1).
+    fn values(count: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..count)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// `(L d Lᵀ)[j][i]` in f64.
+    fn transformed(l: &[&[f32]], d: &dyn Fn(usize, usize) -> f32, j: usize, i: usize) -> f64 {
+        let alpha = l[0].len();
+        let mut sum = 0.0;
+        for a in 0..alpha {
+            for b in 0..alpha {
+                sum += f64::from(l[j][a]) * f64::from(d(a, b)) * f64::from(l[i][b]);
+            }
+        }
+        sum
+    }
+
+    fn close(actual: f32, expected: f64) -> bool {
+        (f64::from(actual) - expected).abs() <= 1e-5 * (1.0 + expected.abs())
+    }
+
+    /// Each variant's helper (none without AVX-512, where the kernels' own transforms
+    /// run), its transforms, m and α.
+    fn variants<F>(helper: fn(u64) -> Option<F>) -> Vec<(F, &'static Transforms, usize, usize)> {
+        [2, 4]
+            .into_iter()
+            .filter_map(|m| {
+                let t = cnnc_compiler::codegen::cpu::transforms(m).expect("a variant");
+                Some((helper(m)?, t, m as usize, t.alpha()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_input_transform_fills_exactly_its_columns_of_every_matrix() {
+        for (helper, t, m, alpha) in variants(input_transform) {
+            let (nr, kc, channel) = (32, 3, 1);
+            for (tiles, first_column, shift) in [
+                (1usize, 0usize, 0usize),
+                (5, 3, 1),
+                (16, 0, 0),
+                (17, 31, 2),
+                (37, 37, 5),
+                (50, 16, 0),
+            ] {
+                let pitch = (tiles + 16) * m + 16;
+                // Against a guard page: a read past the rows faults.
+                let rows = values(alpha * pitch, (tiles * 7 + first_column) as u64);
+                let rows = Floats::from_vec(rows, Some(Guard::Trailing)).expect("mapped");
+                let panels = (first_column + tiles).div_ceil(nr);
+                let panel = kc * nr;
+                let matrix = panels * panel + 5;
+                // `shift` floats in, so that the matrices start off a cache line.
+                let mut out = vec![f32::NAN; shift + alpha * alpha * matrix];
+                let at = shift + channel * nr;
+                // SAFETY: the rows are readable to `pitch`, the matrices hold the columns.
+                unsafe {
+                    helper(
+                        rows.as_ptr(),
+                        pitch,
+                        tiles,
+                        out.as_mut_ptr().add(at),
+                        first_column,
+                        nr,
+                        panel,
+                        matrix,
+                    )
+                };
+                let mut written = vec![false; out.len()];
+                for tile in 0..tiles {
+                    let column = first_column + tile;
+                    for (j, i) in (0..alpha).flat_map(|j| (0..alpha).map(move |i| (j, i))) {
+                        let index =
+                            at + (j * alpha + i) * matrix + column / nr * panel + column % nr;
+                        let d = |a: usize, b: usize| rows[a * pitch + tile * m + b];
+                        let expected = transformed(t.input, &d, j, i);
+                        assert!(
+                            close(out[index], expected),
+                            "m {m}, tile {tile}: {} vs {expected}",
+                            out[index]
+                        );
+                        written[index] = true;
+                    }
+                }
+                let strays = out
+                    .iter()
+                    .zip(&written)
+                    .filter(|(v, w)| !**w && !v.is_nan())
+                    .count();
+                assert_eq!(
+                    strays, 0,
+                    "m {m}, {tiles} tiles: values written outside the columns"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_output_transform_writes_exactly_its_rows_and_columns() {
+        for (helper, t, m, alpha) in variants(output_transform) {
+            for (out_width, rows, shift) in [
+                (1usize, 1usize, 0usize),
+                (7, m, 3),
+                (64, m, 0),
+                (67, m - 1, 9),
+                (150, m, 1),
+            ] {
+                let tiles = out_width.div_ceil(m);
+                let matrix = tiles + shift;
+                let products = values(shift + alpha * alpha * matrix, out_width as u64);
+                // Both against a guard page: a read past the products or a write past
+                // the output rows faults.
+                let products = Floats::from_vec(products, Some(Guard::Trailing)).expect("mapped");
+                let mut out =
+                    Floats::from_vec(vec![f32::NAN; m * out_width], Some(Guard::Trailing))
+                        .expect("mapped");
+                // SAFETY: each matrix holds the row's tiles, the output its rows.
+                unsafe {
+                    helper(
+                        products.as_ptr().add(shift),
+                        matrix,
+                        tiles,
+                        out.as_mut_ptr(),
+                        out_width,
+                        rows,
+                    )
+                };
+                for row in 0..rows {
+                    for x in 0..out_width {
+                        let value = out[row * out_width + x];
+                        let (tile, column) = (x / m, x % m);
+                        let d =
+                            |j: usize, i: usize| products[shift + (j * alpha + i) * matrix + tile];
+                        let expected = transformed(t.output, &d, row, column);
+                        assert!(
+                            close(value, expected),
+                            "m {m}, x {x}: {value} vs {expected}"
+                        );
+                    }
+                }
+                let written = rows * out_width;
+                assert!(
+                    out[written..].iter().all(|v| v.is_nan()),
+                    "m {m}: written past the rows"
+                );
+            }
+        }
+    }
+}
