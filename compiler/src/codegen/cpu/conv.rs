@@ -686,8 +686,11 @@ impl Product<'_> {
     /// direct product into the output, where the epilogue has the tile's form.
     fn tile_epilogue(&self) -> Option<epilogue::TileEpilogue> {
         let g = self.geometry;
+        // Winograd's products are not the outputs: the runtime's output transform
+        // finishes the epilogue instead, where the kernel calls it.
+        let winograd_unfinished = g.winograd.is_some() && !self.target.winograd_helpers;
         if !self.target.tile_epilogue
-            || g.winograd.is_some()
+            || winograd_unfinished
             || g.dense
             || g.pixel_major(self.target)
         {
@@ -723,7 +726,7 @@ impl Product<'_> {
         let end_channel = b.ins().smin(end_channel, channels);
         if let Some(m) = self.geometry.winograd {
             let channels = (first_channel, end_channel);
-            winograd::output_transform(b, self, m, chunk, at.output, channels);
+            winograd::output_transform(b, self, m, chunk, at.output, channels, finish);
         }
         // What the tiles left of the epilogue.
         let rest = &self.kernel.epilogue[tile_epilogue.map_or(0, |e| e.steps)..];

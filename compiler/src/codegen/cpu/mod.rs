@@ -113,14 +113,16 @@ pub enum Arg {
     Tanh,
     /// As `Tanh`, for the sigmoid.
     Sigmoid,
-    /// The input transform of a tile row of F(m x m, 3 x 3): `extern "C" fn(top,
-    /// pitch, tiles, destination, first_column, nr, panel, matrix)` (the runtime's
+    /// The input transform of a tile row of F(m x m, 3 x 3), read from the input plane
+    /// where it lies: `extern "C" fn(plane, first_row, height, width, left, tiles,
+    /// destination, first_column, nr, panel, matrix)` (the runtime's
     /// `winograd::tiles::InputFn`).
     WinogradInput {
         m: u64,
     },
     /// Its output transform: `extern "C" fn(source, matrix, tiles, out, out_width,
-    /// rows)` (`winograd::tiles::OutputFn`).
+    /// rows, bias, residual, relu)`, which also finishes the tile's part of the
+    /// epilogue (`winograd::tiles::OutputFn`).
     WinogradOutput {
         m: u64,
     },

@@ -22,7 +22,7 @@
 use super::Arg;
 use super::CpuTarget;
 use super::conv::{
-    Block, Chunk, Gemm, Geometry, Panels, Product, load_at, offset, offset_by, store_at,
+    Block, Chunk, Gemm, Geometry, Panels, Product, TileFinish, load_at, offset, offset_by, store_at,
 };
 use super::loops::{counted, fixed, if_else};
 use super::pack::{copy_floats, zero_floats};
@@ -111,8 +111,7 @@ pub fn points(m: u64) -> u64 {
 const LANES: u64 = 4;
 
 /// Tiles the runtime's transforms (`CpuTarget::winograd_helpers`) take at once: one per
-/// AVX-512 lane. A group of sixteen tiles from tile t reads its input rows from `t·m`
-/// to `(t + 16)·m + 16` floats, so each row is readable to `(tiles + 16)·m + 16`.
+/// AVX-512 lane.
 pub const WINOGRAD_HELPER_LANES: u64 = 16;
 
 /// `CNNC_WINOGRAD_HELPERS=0` keeps the runtime's transforms out (the kernels' own f32x4
@@ -272,15 +271,14 @@ struct Staged {
 }
 
 impl Staged {
+    /// The runtime's transforms read the input where it lies: no staged plane.
     fn of(g: &Geometry, m: u64, chunk_rows: u64, target: &CpuTarget) -> Staged {
-        let wide = tiles_wide(g, m);
-        let pitch = match target.winograd_helpers {
-            true => (wide + WINOGRAD_HELPER_LANES) * m + 16,
-            false => (wide * m + 2).next_multiple_of(LANES),
-        };
+        if target.winograd_helpers {
+            return Staged { band: 0, pitch: 0 };
+        }
         Staged {
             band: chunk_rows.div_ceil(m) * m + 2,
-            pitch,
+            pitch: (tiles_wide(g, m) * m + 2).next_multiple_of(LANES),
         }
     }
 
@@ -383,6 +381,9 @@ struct TileRow {
 
 impl InputTransform<'_> {
     fn generate(&self, b: &mut FunctionBuilder) {
+        if let Some(callee) = self.helper {
+            return self.call_helper(b, callee);
+        }
         let g = self.g;
         let Staged { band, pitch } = self.shape;
         // The staged rows that lie inside the input, `[inside_from, inside_to)`: the
@@ -411,21 +412,57 @@ impl InputTransform<'_> {
         });
     }
 
+    /// The runtime's transform of each tile row of each channel, which reads the
+    /// input plane where it lies (its padding as zeros): no staged plane.
+    fn call_helper(&self, b: &mut FunctionBuilder, callee: Value) {
+        let (g, m) = (self.g, self.t.m);
+        let wide = tiles_wide(g, m);
+        let matrix = skewed(self.kc * self.columns);
+        let constants = [
+            g.height,
+            g.width,
+            g.pads[1],
+            wide,
+            self.nr,
+            self.kc * self.nr,
+            matrix,
+        ];
+        let [height, width, left, wide_value, nr, panel, matrix] =
+            constants.map(|c| b.ins().iconst(types::I64, c as i64));
+        // The input row of the chunk's first tile row's first input row.
+        let top = b.ins().iadd_imm_s(self.first_row, -(g.pads[0] as i64));
+        fixed(b, self.kc, |b, p| {
+            let channel = b.ins().iadd(self.p0, p);
+            let plane = offset(b, self.input, channel, g.height * g.width);
+            let destination = offset(b, self.transformed, p, self.nr);
+            fixed(b, self.tile_rows, |b, r| {
+                let first_row = b.ins().imul_imm_s(r, m as i64);
+                let first_row = b.ins().iadd(top, first_row);
+                let first = b.ins().imul_imm_s(r, wide as i64);
+                let args = [
+                    plane,
+                    first_row,
+                    height,
+                    width,
+                    left,
+                    wide_value,
+                    destination,
+                    first,
+                    nr,
+                    panel,
+                    matrix,
+                ];
+                call(b, callee, &args);
+            });
+        });
+    }
+
     /// Tile row `r` of the chunk, of one channel.
     fn tile_row(&self, b: &mut FunctionBuilder, destination: Value, r: Value) {
         let (m, pitch) = (self.t.m, self.shape.pitch);
         let top = offset(b, self.staged, r, m * pitch);
         let wide = tiles_wide(self.g, m);
         let first = b.ins().imul_imm_s(r, wide as i64);
-        if let Some(callee) = self.helper {
-            let matrix = skewed(self.kc * self.columns);
-            let constants = [self.shape.pitch, wide, self.nr, self.kc * self.nr, matrix]
-                .map(|c| b.ins().iconst(types::I64, c as i64));
-            let [pitch, wide, nr, panel, matrix] = constants;
-            let args = [top, pitch, wide, destination, first, nr, panel, matrix];
-            call(b, callee, &args);
-            return;
-        }
         let rows = (0..self.t.alpha() as u64)
             .map(|i| offset_by(b, top, i * pitch))
             .collect();
@@ -731,7 +768,8 @@ fn combine(
 
 /// The output transform of a chunk for output channels `[first, end)` of the group:
 /// each tile's m x m outputs from its α² products, into the output rows the epilogue
-/// then runs over.
+/// then runs over, or, by the runtime's transform, finished with the tile's part of the
+/// epilogue (`finish`, whose residual is at the chunk's first output).
 pub(super) fn output_transform(
     b: &mut FunctionBuilder,
     product: &Product,
@@ -739,6 +777,7 @@ pub(super) fn output_transform(
     chunk: &Chunk,
     output: Value,
     (first, end): (Value, Value),
+    finish: Option<TileFinish>,
 ) {
     let (g, target) = (product.geometry, product.target);
     let Some(t) = transforms(m) else {
@@ -758,12 +797,20 @@ pub(super) fn output_transform(
     counted(b, first, end, 1, |b, channel| {
         let plane = offset(b, output, channel, g.n());
         let source = offset(b, products, channel, writer.columns);
-        fixed(b, chunk.rows / m, |b, r| {
-            writer.tile_row(b, plane, source, r, m)
+        let finish = finish.map(|f| ChannelFinish {
+            bias: f.bias.map(|bias| offset(b, bias, channel, 1)),
+            residual: f
+                .residual
+                .map(|residual| offset(b, residual, channel, g.n())),
+            relu: f.relu,
         });
+        let row = |b: &mut FunctionBuilder, r: Value, valid: u64| {
+            writer.tile_row(b, plane, source, (r, valid), finish.as_ref())
+        };
+        fixed(b, chunk.rows / m, |b, r| row(b, r, m));
         if !chunk.rows.is_multiple_of(m) {
             let r = b.ins().iconst(types::I64, (chunk.rows / m) as i64);
-            writer.tile_row(b, plane, source, r, chunk.rows % m);
+            row(b, r, chunk.rows % m);
         }
     });
 }
@@ -791,9 +838,25 @@ struct OutputTransform<'a> {
     helper: Option<Value>,
 }
 
+/// One channel's part of the epilogue the runtime's output transform finishes: its
+/// bias, its residual plane from the chunk's first output on, and the ReLU.
+struct ChannelFinish {
+    bias: Option<Value>,
+    residual: Option<Value>,
+    relu: bool,
+}
+
 impl OutputTransform<'_> {
-    /// Tile row `r` of one channel, of which `valid` output rows exist.
-    fn tile_row(&self, b: &mut FunctionBuilder, plane: Value, source: Value, r: Value, valid: u64) {
+    /// Tile row `r` of one channel, of which `valid` output rows exist; `finish` only
+    /// with the runtime's transform.
+    fn tile_row(
+        &self,
+        b: &mut FunctionBuilder,
+        plane: Value,
+        source: Value,
+        (r, valid): (Value, u64),
+        finish: Option<&ChannelFinish>,
+    ) {
         let (g, m) = (self.g, self.t.m);
         let top = b.ins().imul_imm_s(r, m as i64);
         let top = b.ins().iadd(self.first_row, top);
@@ -802,10 +865,24 @@ impl OutputTransform<'_> {
         let source = offset(b, source, first, 1);
         if let Some(callee) = self.helper {
             let matrix = skewed(self.channels * self.columns);
-            let constants = [matrix, tiles_wide(g, m), g.out_width, valid]
+            let relu = finish.is_some_and(|f| f.relu);
+            let constants = [matrix, tiles_wide(g, m), g.out_width, valid, relu as u64]
                 .map(|c| b.ins().iconst(types::I64, c as i64));
-            let [matrix, tiles, width, rows] = constants;
-            call(b, callee, &[source, matrix, tiles, out, width, rows]);
+            let [matrix, tiles, width, rows, relu] = constants;
+            let pointer = b.func.dfg.value_type(out);
+            let null = b.ins().iconst(pointer, 0);
+            let bias = finish.and_then(|f| f.bias).unwrap_or(null);
+            let residual = match finish.and_then(|f| f.residual) {
+                Some(residual) => {
+                    let row = b.ins().imul_imm_s(r, (m * g.out_width) as i64);
+                    offset(b, residual, row, 1)
+                }
+                None => null,
+            };
+            let args = [
+                source, matrix, tiles, out, width, rows, bias, residual, relu,
+            ];
+            call(b, callee, &args);
             return;
         }
         // Tiles whose m columns all exist four at a time, the last four ending at the

@@ -11,18 +11,42 @@
 
 use cnnc_compiler::codegen::cpu::{F2X2_3X3, F4X4_3X3, WINOGRAD_HELPER_LANES};
 
-/// `fn(top, pitch, tiles, destination, first_column, nr, panel, matrix)`: the tiles of
-/// one channel's tile row, whose α input rows start at `top`, `pitch` floats apart
-/// (each readable to `(tiles + 16)·m + 16` floats); value ξ of the row's tile t goes
-/// to column `first_column + t` of matrix ξ: `destination + ξ·matrix + (c / nr)·panel +
-/// c % nr` for that column c.
-pub type InputFn =
-    unsafe extern "C" fn(*const f32, usize, usize, *mut f32, usize, usize, usize, usize);
+/// `fn(plane, first_row, height, width, left, tiles, destination, first_column, nr,
+/// panel, matrix)`: the tiles of one channel's tile row, read from its `height` x
+/// `width` input `plane` where it lies, tile t's input rows from `first_row` (which
+/// may be negative) and its columns from `t·m - left`, whatever lies outside the plane
+/// taken as zero (the padding); value ξ of tile t goes to column `first_column + t` of
+/// matrix ξ: `destination + ξ·matrix + (c / nr)·panel + c % nr` for that column c.
+pub type InputFn = unsafe extern "C" fn(
+    *const f32,
+    isize,
+    usize,
+    usize,
+    usize,
+    usize,
+    *mut f32,
+    usize,
+    usize,
+    usize,
+    usize,
+);
 
-/// `fn(source, matrix, tiles, out, out_width, rows)`: the outputs of one channel's tile
-/// row, tile t's products at `source + ξ·matrix + t`, written as `rows` (at most m)
-/// output rows of `out_width` floats from `out`.
-pub type OutputFn = unsafe extern "C" fn(*const f32, usize, usize, *mut f32, usize, usize);
+/// `fn(source, matrix, tiles, out, out_width, rows, bias, residual, relu)`: the outputs
+/// of one channel's tile row, tile t's products at `source + ξ·matrix + t`, written as
+/// `rows` (at most m) output rows of `out_width` floats from `out`, finished as a tile
+/// finishes its epilogue: plus `*bias` and plus the same floats of `residual` (rows
+/// `out_width` apart) where those are not null, then the ReLU where `relu` is not 0.
+pub type OutputFn = unsafe extern "C" fn(
+    *const f32,
+    usize,
+    usize,
+    *mut f32,
+    usize,
+    usize,
+    *const f32,
+    *const f32,
+    usize,
+);
 
 const LANES: usize = 16;
 const _: () = assert!(WINOGRAD_HELPER_LANES as usize == LANES);
@@ -119,8 +143,11 @@ mod x86 {
             /// As `InputFn` says, on a CPU with AVX-512F.
             #[allow(clippy::too_many_arguments)]
             pub unsafe extern "C" fn $input(
-                top: *const f32,
-                pitch: usize,
+                plane: *const f32,
+                first_row: isize,
+                height: usize,
+                width: usize,
+                left: usize,
                 tiles: usize,
                 destination: *mut f32,
                 first_column: usize,
@@ -128,6 +155,13 @@ mod x86 {
                 panel: usize,
                 matrix: usize,
             ) {
+                let from = Plane {
+                    at: plane,
+                    first_row,
+                    height,
+                    width,
+                    left,
+                };
                 let to = Destination {
                     at: destination,
                     first_column,
@@ -136,11 +170,12 @@ mod x86 {
                     matrix,
                 };
                 // SAFETY: as the caller promised.
-                unsafe { input::<$variant>(top, pitch, tiles, &to) }
+                unsafe { input::<$variant>(&from, tiles, &to) }
             }
 
             /// # Safety
             /// As `OutputFn` says, on a CPU with AVX-512F.
+            #[allow(clippy::too_many_arguments)]
             pub unsafe extern "C" fn $output(
                 source: *const f32,
                 matrix: usize,
@@ -148,15 +183,45 @@ mod x86 {
                 out: *mut f32,
                 out_width: usize,
                 rows: usize,
+                bias: *const f32,
+                residual: *const f32,
+                relu: usize,
             ) {
+                let to = Rows {
+                    out,
+                    width: out_width,
+                    rows,
+                    bias,
+                    residual,
+                    relu: relu != 0,
+                };
                 // SAFETY: as the caller promised.
-                unsafe { output::<$variant>(source, matrix, tiles, out, out_width, rows) }
+                unsafe { output::<$variant>(source, matrix, tiles, &to) }
             }
         };
     }
 
     entry_points!(F2: input_f2, output_f2);
     entry_points!(F4: input_f4, output_f4);
+
+    /// Where outputs go, and how they are finished: as `OutputFn` describes.
+    struct Rows {
+        out: *mut f32,
+        width: usize,
+        rows: usize,
+        bias: *const f32,
+        residual: *const f32,
+        relu: bool,
+    }
+
+    /// Where a tile row's inputs lie: as `InputFn` describes.
+    struct Plane {
+        at: *const f32,
+        first_row: isize,
+        height: usize,
+        width: usize,
+        left: usize,
+    }
 
     /// Where transformed values go: the panel layout `InputFn` describes.
     struct Destination {
@@ -170,14 +235,31 @@ mod x86 {
     /// # Safety
     /// As `InputFn`, on a CPU with AVX-512F.
     #[target_feature(enable = "avx512f")]
-    unsafe fn input<V: Variant>(top: *const f32, pitch: usize, tiles: usize, to: &Destination) {
+    unsafe fn input<V: Variant>(from: &Plane, tiles: usize, to: &Destination) {
         let zero = _mm512_setzero_ps();
         let misaligned = (to.at as usize / 4 + to.first_column) % LANES;
         for (group, count) in groups(tiles, misaligned) {
+            // The group's input columns, `M + 1` vectors of them from `x`, each loaded
+            // with the lanes that lie in the plane.
+            let x = (group * V::M) as isize - from.left as isize;
+            let mut inside = [0 as __mmask16; 6];
+            unrolled!(V::M + 1, |v| {
+                inside[v] = lanes_within(x + (v * LANES) as isize, from.width);
+            });
             let mut d = [[zero; 6]; 6];
             unrolled!(V::ALPHA, |i| {
-                // SAFETY: the group's columns lie within the row's readable floats.
-                d[i] = unsafe { columns::<V>(top.add(i * pitch + group * V::M)) };
+                let y = from.first_row + i as isize;
+                if y >= 0 && (y as usize) < from.height {
+                    let row = from.at.wrapping_add(y as usize * from.width);
+                    let mut loaded = [zero; 6];
+                    unrolled!(V::M + 1, |v| {
+                        let at = row.wrapping_offset(x + (v * LANES) as isize);
+                        // SAFETY: only the lanes inside the row are read.
+                        loaded[v] = unsafe { _mm512_maskz_loadu_ps(inside[v], at) };
+                    });
+                    // SAFETY: the CPU has AVX-512F.
+                    d[i] = unsafe { columns::<V>(&loaded) };
+                }
             });
             // SAFETY: the CPU has AVX-512F.
             let values = unsafe { transform::<V>(&V::INPUT, V::ALPHA, &d) };
@@ -201,15 +283,10 @@ mod x86 {
     /// # Safety
     /// As `OutputFn`, on a CPU with AVX-512F.
     #[target_feature(enable = "avx512f")]
-    unsafe fn output<V: Variant>(
-        source: *const f32,
-        matrix: usize,
-        tiles: usize,
-        out: *mut f32,
-        out_width: usize,
-        rows: usize,
-    ) {
+    unsafe fn output<V: Variant>(source: *const f32, matrix: usize, tiles: usize, to: &Rows) {
         let zero = _mm512_setzero_ps();
+        // SAFETY: a bias that is not null is the channel's.
+        let bias = (!to.bias.is_null()).then(|| _mm512_set1_ps(unsafe { *to.bias }));
         for (group, count) in groups(tiles, source as usize / 4 % LANES) {
             let lanes = ((1u32 << count) - 1) as __mmask16;
             let mut products = [[zero; 6]; 6];
@@ -224,18 +301,30 @@ mod x86 {
             let y = unsafe { transform::<V>(&V::OUTPUT, V::M, &products) };
             let first = group * V::M;
             unrolled!(V::M, |row| {
-                if row < rows {
-                    let line = out.wrapping_add(row * out_width);
+                if row < to.rows {
                     // SAFETY: the CPU has AVX-512F.
                     let columns = unsafe { interleave::<V>(&y[row]) };
                     unrolled!(V::M, |k| {
                         let start = first + k * LANES;
-                        if start < out_width {
-                            let valid = (out_width - start).min(LANES);
+                        if start < to.width {
+                            let valid = (to.width - start).min(LANES);
                             let mask = ((1u32 << valid) - 1) as __mmask16;
-                            let at = line.wrapping_add(start);
+                            let at = row * to.width + start;
+                            let mut value = columns[k];
+                            if let Some(bias) = bias {
+                                value = _mm512_add_ps(value, bias);
+                            }
+                            if !to.residual.is_null() {
+                                let residual = to.residual.wrapping_add(at);
+                                // SAFETY: the residual has the output's floats.
+                                let add = unsafe { _mm512_maskz_loadu_ps(mask, residual) };
+                                value = _mm512_add_ps(value, add);
+                            }
+                            if to.relu {
+                                value = _mm512_max_ps(value, zero);
+                            }
                             // SAFETY: the unmasked floats lie within the output row.
-                            unsafe { _mm512_mask_storeu_ps(at, mask, columns[k]) };
+                            unsafe { _mm512_mask_storeu_ps(to.out.wrapping_add(at), mask, value) };
                         }
                     });
                 }
@@ -327,20 +416,28 @@ mod x86 {
         ]
     }
 
-    /// Lane j of value c: `row[M·j + c]`, for c < α.
+    /// The lanes of sixteen floats from column `start` that lie in a row of `width`.
+    fn lanes_within(start: isize, width: usize) -> __mmask16 {
+        let low = (-start).clamp(0, LANES as isize) as u32;
+        let high = (width as isize - start).clamp(0, LANES as isize) as u32;
+        let below = |n: u32| ((1u32 << n) - 1) as __mmask16;
+        below(high) & !below(low)
+    }
+
+    /// Lane j of value c: `row[M·j + c]`, for c < α, from the `M + 1` vectors of the
+    /// row's columns `row`.
     ///
     /// # Safety
-    /// `row` is readable to `16·M + 16` floats (the group's tiles and a tail); the CPU
-    /// has AVX-512F.
+    /// The CPU has AVX-512F.
     #[inline(always)]
-    unsafe fn columns<V: Variant>(row: *const f32) -> [__m512; 6] {
-        // SAFETY: as the caller promised, for every load and intrinsic below.
+    unsafe fn columns<V: Variant>(row: &[__m512; 6]) -> [__m512; 6] {
+        // SAFETY: as the caller promised, for every intrinsic below.
         unsafe {
             let mut gathered = [_mm512_setzero_ps(); 6];
             let tail;
             if V::M == 2 {
-                let (a, b) = (_mm512_loadu_ps(row), _mm512_loadu_ps(row.add(16)));
-                tail = _mm512_loadu_ps(row.add(32));
+                let (a, b) = (row[0], row[1]);
+                tail = row[2];
                 let even =
                     _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
                 let odd =
@@ -348,11 +445,8 @@ mod x86 {
                 gathered[0] = _mm512_permutex2var_ps(a, even, b);
                 gathered[1] = _mm512_permutex2var_ps(a, odd, b);
             } else {
-                let a = _mm512_loadu_ps(row);
-                let b = _mm512_loadu_ps(row.add(16));
-                let c = _mm512_loadu_ps(row.add(32));
-                let d = _mm512_loadu_ps(row.add(48));
-                tail = _mm512_loadu_ps(row.add(64));
+                let (a, b, c, d) = (row[0], row[1], row[2], row[3]);
+                tail = row[4];
                 unrolled!(4, |k| {
                     let k = k as i32;
                     // Lanes 0-7: floats k, k + 4, ..., k + 28 of the two sources.
@@ -492,86 +586,123 @@ mod tests {
     fn the_input_transform_fills_exactly_its_columns_of_every_matrix() {
         for (helper, t, m, alpha) in variants(input_transform) {
             let (nr, kc, channel) = (32, 3, 1);
-            for (tiles, first_column, shift) in [
-                (1usize, 0usize, 0usize),
-                (5, 3, 1),
-                (16, 0, 0),
-                (17, 31, 2),
-                (37, 37, 5),
-                (50, 16, 0),
+            // (tiles, first column, misalignment, plane width x height, left padding,
+            // first input row: above the plane, inside, running past its bottom)
+            for (tiles, first_column, shift, (width, height), left, first_row) in [
+                (1usize, 0usize, 0usize, (3usize, 2usize), 1usize, -1isize),
+                (5, 3, 1, (9, 8), 1, 0),
+                (16, 0, 0, (64, 5), 1, -1),
+                (17, 31, 2, (66, 9), 0, 3),
+                (37, 37, 5, (147, 147), 1, 140),
+                (50, 16, 0, (199, 10), 2, -2),
             ] {
-                let pitch = (tiles + 16) * m + 16;
-                // Against a guard page: a read past the rows faults.
-                let rows = values(alpha * pitch, (tiles * 7 + first_column) as u64);
-                let rows = Floats::from_vec(rows, Some(Guard::Trailing)).expect("mapped");
+                let plane = values(width * height, (tiles * 7 + first_column) as u64);
+                let inside = |y: isize, x: isize| {
+                    let within =
+                        (0..height as isize).contains(&y) && (0..width as isize).contains(&x);
+                    if within {
+                        plane[y as usize * width + x as usize]
+                    } else {
+                        0.0
+                    }
+                };
                 let panels = (first_column + tiles).div_ceil(nr);
                 let panel = kc * nr;
                 let matrix = panels * panel + 5;
-                // `shift` floats in, so that the matrices start off a cache line.
-                let mut out = vec![f32::NAN; shift + alpha * alpha * matrix];
-                let at = shift + channel * nr;
-                // SAFETY: the rows are readable to `pitch`, the matrices hold the columns.
-                unsafe {
-                    helper(
-                        rows.as_ptr(),
-                        pitch,
-                        tiles,
-                        out.as_mut_ptr().add(at),
-                        first_column,
-                        nr,
-                        panel,
-                        matrix,
-                    )
-                };
-                let mut written = vec![false; out.len()];
-                for tile in 0..tiles {
-                    let column = first_column + tile;
-                    for (j, i) in (0..alpha).flat_map(|j| (0..alpha).map(move |i| (j, i))) {
-                        let index =
-                            at + (j * alpha + i) * matrix + column / nr * panel + column % nr;
-                        let d = |a: usize, b: usize| rows[a * pitch + tile * m + b];
-                        let expected = transformed(t.input, &d, j, i);
-                        assert!(
-                            close(out[index], expected),
-                            "m {m}, tile {tile}: {} vs {expected}",
-                            out[index]
-                        );
-                        written[index] = true;
+                // Against each guard page in turn: a read before or past the plane faults.
+                for guard in [Guard::Leading, Guard::Trailing] {
+                    let from = Floats::from_vec(plane.clone(), Some(guard)).expect("mapped");
+                    // `shift` floats in, so that the matrices start off a cache line.
+                    let mut out = vec![f32::NAN; shift + alpha * alpha * matrix];
+                    let at = shift + channel * nr;
+                    // SAFETY: the plane is `height` x `width`, the matrices hold the
+                    // columns.
+                    unsafe {
+                        helper(
+                            from.as_ptr(),
+                            first_row,
+                            height,
+                            width,
+                            left,
+                            tiles,
+                            out.as_mut_ptr().add(at),
+                            first_column,
+                            nr,
+                            panel,
+                            matrix,
+                        )
+                    };
+                    let mut written = vec![false; out.len()];
+                    for tile in 0..tiles {
+                        let column = first_column + tile;
+                        for (j, i) in (0..alpha).flat_map(|j| (0..alpha).map(move |i| (j, i))) {
+                            let index =
+                                at + (j * alpha + i) * matrix + column / nr * panel + column % nr;
+                            let x = (tile * m) as isize - left as isize;
+                            let d =
+                                |a: usize, b: usize| inside(first_row + a as isize, x + b as isize);
+                            let expected = transformed(t.input, &d, j, i);
+                            assert!(
+                                close(out[index], expected),
+                                "m {m}, tile {tile}: {} vs {expected}",
+                                out[index]
+                            );
+                            written[index] = true;
+                        }
                     }
+                    let strays = out
+                        .iter()
+                        .zip(&written)
+                        .filter(|(v, w)| !**w && !v.is_nan())
+                        .count();
+                    assert_eq!(
+                        strays, 0,
+                        "m {m}, {tiles} tiles: values written outside the columns"
+                    );
                 }
-                let strays = out
-                    .iter()
-                    .zip(&written)
-                    .filter(|(v, w)| !**w && !v.is_nan())
-                    .count();
-                assert_eq!(
-                    strays, 0,
-                    "m {m}, {tiles} tiles: values written outside the columns"
-                );
             }
         }
     }
 
     #[test]
-    fn the_output_transform_writes_exactly_its_rows_and_columns() {
+    fn the_output_transform_writes_exactly_its_rows_and_columns_finished() {
         for (helper, t, m, alpha) in variants(output_transform) {
-            for (out_width, rows, shift) in [
+            // (output width, rows, misalignment, finish: bias, residual, relu)
+            for (case, (out_width, rows, shift)) in [
                 (1usize, 1usize, 0usize),
                 (7, m, 3),
                 (64, m, 0),
                 (67, m - 1, 9),
                 (150, m, 1),
-            ] {
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let (bias, add, relu) = (case % 2 == 1, case % 3 != 0, case >= 2);
                 let tiles = out_width.div_ceil(m);
                 let matrix = tiles + shift;
                 let products = values(shift + alpha * alpha * matrix, out_width as u64);
-                // Both against a guard page: a read past the products or a write past
-                // the output rows faults.
+                // Against guard pages: a read past the products or the residual, or a
+                // write past the output rows, faults.
                 let products = Floats::from_vec(products, Some(Guard::Trailing)).expect("mapped");
+                let residual = values(rows * out_width, 99);
+                let residual = Floats::from_vec(residual, Some(Guard::Trailing)).expect("mapped");
                 let mut out =
                     Floats::from_vec(vec![f32::NAN; m * out_width], Some(Guard::Trailing))
                         .expect("mapped");
-                // SAFETY: each matrix holds the row's tiles, the output its rows.
+                let bias_value = 0.375f32;
+                let bias_at = if bias {
+                    &bias_value as *const f32
+                } else {
+                    std::ptr::null()
+                };
+                let residual_at = if add {
+                    residual.as_ptr()
+                } else {
+                    std::ptr::null()
+                };
+                // SAFETY: each matrix holds the row's tiles, the output its rows, the
+                // residual as many floats.
                 unsafe {
                     helper(
                         products.as_ptr().add(shift),
@@ -580,6 +711,9 @@ mod tests {
                         out.as_mut_ptr(),
                         out_width,
                         rows,
+                        bias_at,
+                        residual_at,
+                        relu as usize,
                     )
                 };
                 for row in 0..rows {
@@ -588,10 +722,20 @@ mod tests {
                         let (tile, column) = (x / m, x % m);
                         let d =
                             |j: usize, i: usize| products[shift + (j * alpha + i) * matrix + tile];
-                        let expected = transformed(t.output, &d, row, column);
+                        let mut expected = transformed(t.output, &d, row, column);
+                        if bias {
+                            expected += f64::from(bias_value);
+                        }
+                        if add {
+                            expected += f64::from(residual[row * out_width + x]);
+                        }
+                        if relu {
+                            expected = expected.max(0.0);
+                        }
                         assert!(
                             close(value, expected),
-                            "m {m}, x {x}: {value} vs {expected}"
+                            "m {m}, x {x}, bias {bias}, add {add}, relu {relu}: {value} vs \
+                             {expected}"
                         );
                     }
                 }
