@@ -98,18 +98,20 @@ fn winograd_shapes(fused: &FusedGraph, kernel: &Kernel) -> Option<Shapes> {
 /// `CNNC_WINOGRAD=2` and `=4`): enough channels that the products, not the transforms,
 /// take the time, and an output large enough that the tiles fill the microkernel's
 /// columns. F(4x4,3x3) multiplies 1.8x less than F(2x2,3x3) but needs 36 matrices of
-/// transformed weights and products where F(2x2) needs 16: with more than 256
-/// channels on either side they are too large to stream (512 channels at 28x28: 17 ms
-/// against F(2x2)'s 15), and below a 28x28 output too few tiles fill the tile's
-/// columns; between, it is 1.05-1.45x faster (128 channels at 112x112: 12.8 against
-/// 8.8 ms; 256 at 56x56: 11.3 against 8.9).
+/// transformed weights and products where F(2x2) needs 16, and below a 28x28 output
+/// too few tiles fill the tile's columns (512 channels at 14x14: 3.6 ms against
+/// F(2x2)'s 1.8 on two threads). From 28x28 it is faster up to 512 channels on either
+/// side (512 at 28x28: 4.4 ms against 7.6 on two threads, 9.6 against 14.1 on one;
+/// with the kernels' own f32x4 transforms 5.0 against 7.6; 128 channels at 112x112:
+/// 8.8 against 12.8); past 512, not measured, the 36 matrices of weights (38 MiB at
+/// 512) are left to F(2x2).
 fn winograd_tile(shapes: Shapes) -> Option<u64> {
     let pays = shapes.channels >= 32
         && shapes.out_channels >= 32
         && shapes.out_height >= 14
         && shapes.out_width >= 14;
-    let four = shapes.channels <= 256
-        && shapes.out_channels <= 256
+    let four = shapes.channels <= 512
+        && shapes.out_channels <= 512
         && shapes.out_height >= 28
         && shapes.out_width >= 28;
     pays.then_some(if four { 4 } else { 2 })
@@ -161,13 +163,14 @@ mod tests {
             conv(64, 3x3, pad=1)
             maxpool(2x2)
             conv(512, 3x3, pad=1)
+            conv(1024, 3x3, pad=1)
             maxpool(2x2)
             conv(64, 3x3, pad=1)
             maxpool(2x2)
             conv(64, 3x3, pad=1)
         }";
-        // Three input channels; 64 channels at 56x56 (F(4x4)); 512 output channels
-        // at 28x28 and a 14x14 output (F(2x2)); a 7x7 output.
+        // Three input channels; 64 channels at 56x56 and 512 at 28x28 (F(4x4)); 1024
+        // output channels at 28x28 and a 14x14 output (F(2x2)); a 7x7 output.
         let direct = Algorithm::Direct;
         assert_eq!(
             algorithms(source, WinogradPolicy::Auto),
@@ -175,6 +178,7 @@ mod tests {
                 direct,
                 Algorithm::Winograd { m: 4 },
                 direct,
+                Algorithm::Winograd { m: 4 },
                 WINOGRAD,
                 direct,
                 WINOGRAD,
