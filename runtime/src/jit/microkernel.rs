@@ -347,13 +347,18 @@ macro_rules! tile {
             }
         }
 
-        /// Where the sums go, and what is done to them on the way.
+        /// Where the sums go, and what is done to them on the way. The two pointers
+        /// the caller passes side by side on the stack lie apart here: copied together,
+        /// they were one 16-byte load over the caller's two 8-byte stores, which cannot
+        /// be forwarded, so every call waited for the stores before it (the previous
+        /// tile's C) to drain.
+        #[repr(C)]
         struct Out {
+            bias: *const f32,
             c: *mut f32,
+            residual: *const f32,
             ldc: usize,
             flags: u32,
-            bias: *const f32,
-            residual: *const f32,
         }
 
         $(#[$attr])*

@@ -204,14 +204,19 @@ mod x86 {
     entry_points!(F2: input_f2, output_f2);
     entry_points!(F4: input_f4, output_f4);
 
-    /// Where outputs go, and how they are finished: as `OutputFn` describes.
+    /// Where outputs go, and how they are finished: as `OutputFn` describes. The fields
+    /// the caller passes on the stack (bias, residual, relu) are kept apart, for the
+    /// reason the microkernel's `Out` gives: copied as a pair, two stack arguments
+    /// became one 16-byte load over two 8-byte stores, which waits for every store
+    /// before it to drain.
+    #[repr(C)]
     struct Rows {
-        out: *mut f32,
-        width: usize,
-        rows: usize,
         bias: *const f32,
+        out: *mut f32,
         residual: *const f32,
+        width: usize,
         relu: bool,
+        rows: usize,
     }
 
     /// Where a tile row's inputs lie: as `InputFn` describes.
@@ -223,13 +228,16 @@ mod x86 {
         left: usize,
     }
 
-    /// Where transformed values go: the panel layout `InputFn` describes.
+    /// Where transformed values go: the panel layout `InputFn` describes. Every field
+    /// comes on the stack: in the reverse of their order there, so that no two are
+    /// copied as one 16-byte load (see `Rows`).
+    #[repr(C)]
     struct Destination {
-        at: *mut f32,
-        first_column: usize,
-        nr: usize,
-        panel: usize,
         matrix: usize,
+        panel: usize,
+        nr: usize,
+        first_column: usize,
+        at: *mut f32,
     }
 
     /// # Safety
