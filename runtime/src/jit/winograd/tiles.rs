@@ -4,10 +4,13 @@
 //! transforms of F(4x4,3x3) took as long as the products on 64 channels (VGG-16's
 //! 224x224 layer at one thread: input transform 4.5 ms, output 2.9, the rest 9.4).
 //!
-//! The arithmetic is the generated code's: each row of the α x α values through the
+//! The transform is the generated code's: each row of the α x α values through the
 //! transform's matrix `L` (`L d Lᵀ`), then each column, with the same coefficients
-//! (`F2X2_3X3`, `F4X4_3X3`), the zero ones skipped. Lane j holds tile j of the group, so
-//! the input's columns are gathered at stride m and the outputs interleaved back.
+//! (`F2X2_3X3`, `F4X4_3X3`), the zero ones skipped; the rounding differs a little (the
+//! generated code groups terms by magnitude, this one chains FMAs), both within the
+//! JIT's tolerance (`runtime/tests/winograd.rs` runs both). Lane j holds tile j of the
+//! group, so the input's columns are gathered at stride m and the outputs interleaved
+//! back.
 
 use cnnc_compiler::codegen::cpu::{F2X2_3X3, F4X4_3X3, WINOGRAD_HELPER_LANES};
 
