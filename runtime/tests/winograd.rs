@@ -1,5 +1,5 @@
-//! Winograd F(2x2,3x3) and F(4x4,3x3) convolutions in the JIT against the reference
-//! interpreter: odd
+//! Winograd F(2x2,3x3), F(4x4,3x3) and F(2x2,5x5) convolutions in the JIT against the
+//! reference interpreter: odd
 //! heights and widths (edge tiles with one valid row or column), padding 0, 1, 2 and
 //! asymmetric, channel counts off the tile's rows and columns and over one K block,
 //! batch 2, batch norm, residual and scale-shift epilogues, every thread count; and
@@ -32,7 +32,7 @@ fn reference_output(net: &CheckedGraph, weights: &Weights, input: &Tensor) -> Te
         .output
 }
 
-/// The JIT's output with Winograd F(m x m, 3x3) on every eligible conv, its transforms
+/// The JIT's output with Winograd F(m x m, r x r) on every eligible conv, its transforms
 /// the runtime's AVX-512 ones where `helpers` lets the CPU use them, and how many convs
 /// used it.
 fn winograd_output(
@@ -59,22 +59,28 @@ fn winograd_output(
     )
 }
 
-/// Every layer of `layers` on an input of `shape`, through both Winograd variants, at
+/// Every layer of `layers` on an input of `shape`, through both 3x3 variants, at
 /// batch 2 and 1 to 3 threads, with the runtime's transforms and with the kernels' own.
 fn agrees(shape: &str, layers: &str, winograd_convs: usize) {
+    agrees_with(shape, layers, &[(2, winograd_convs), (4, winograd_convs)]);
+}
+
+/// As `agrees`, with F(m x m) asked for on every eligible conv for each `(m, convs)`,
+/// `convs` of them having a variant of that m.
+fn agrees_with(shape: &str, layers: &str, variants: &[(u64, usize)]) {
     let source = format!("network W(input: {shape}) {{\n{layers}\n}}");
     let net = network(&source);
     let (weights, input) = (weights(&net, 7), input(&net, 2, 8));
     let expected = reference_output(&net, &weights, &input);
-    for m in [2, 4] {
+    for &(m, winograd_convs) in variants {
         for (threads, helpers) in [(1, true), (2, true), (3, true), (2, false)] {
             let config = (threads, m, helpers);
             let (actual, used) = winograd_output(&net, &weights, &input, config);
-            assert_eq!(used, winograd_convs, "{source}");
+            assert_eq!(used, winograd_convs, "F({m}x{m}) for {source}");
             let error = relative_error(&actual, &expected);
             assert!(
                 error <= TOLERANCE,
-                "F({m}x{m},3x3), {threads} thread(s), helpers {helpers}: relative error \
+                "F({m}x{m}), {threads} thread(s), helpers {helpers}: relative error \
                  {error:e} for\n{source}"
             );
         }
@@ -95,6 +101,26 @@ fn odd_sizes_and_paddings_agree_with_the_reference() {
     ] {
         agrees(shape, conv, 1);
     }
+}
+
+#[test]
+fn five_by_five_convs_agree_through_f2x2_5x5() {
+    // F(2x2,5x5) only: F(4x4) has no 5x5 variant, so those convs stay direct.
+    for (shape, conv) in [
+        ("3x7x9", "conv(5, 5x5, pad=2)"),
+        ("5x9x7", "conv(13, 5x5)"),
+        ("4x5x5", "conv(3, 5x5)"),
+        ("2x1x1", "conv(4, 5x5, pad=2)"),
+        ("6x11x13", "conv(17, 5x5, pad=[1, 0, 2, 1])"),
+        ("16x33x35", "conv(40, 5x5, pad=2) relu"),
+        ("300x10x9", "conv(37, 5x5, pad=2) relu6"),
+    ] {
+        agrees_with(shape, conv, &[(2, 1), (4, 0)]);
+    }
+    let block = "conv(16, 3x3, pad=1) relu
+        residual { conv(16, 5x5, pad=2, bias=false) bn relu conv(16, 5x5, pad=2) }
+        relu";
+    agrees_with("8x15x13", block, &[(2, 3), (4, 1)]);
 }
 
 #[test]

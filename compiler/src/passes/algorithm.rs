@@ -1,5 +1,5 @@
-//! The algorithm of each conv kernel: Winograd F(2x2,3x3) where it pays, the direct
-//! product (im2col and one matrix product) everywhere else. The choice is made on
+//! The algorithm of each conv kernel: Winograd (F(2x2,3x3), F(4x4,3x3), F(2x2,5x5))
+//! where it pays, the direct product (im2col and one matrix product) everywhere else. The choice is made on
 //! shapes only; the rule is what was measured on the target machine (docs/performance.md
 //! has the per-layer numbers).
 
@@ -13,8 +13,9 @@ pub enum WinogradPolicy {
     Auto,
     /// Nowhere: every conv is direct.
     Off,
-    /// Every eligible conv (3x3, stride 1, dilation 1, one group) through F(m x m,
-    /// 3x3), faster or not: for tests of small shapes and for measuring.
+    /// Every eligible conv (3x3 or 5x5, stride 1, dilation 1, one group) through F(m x
+    /// m, r x r) where that variant exists, faster or not: for tests of small shapes
+    /// and for measuring.
     Everywhere { m: u64 },
 }
 
@@ -23,8 +24,8 @@ pub const WINOGRAD_ENV: &str = "CNNC_WINOGRAD";
 
 impl WinogradPolicy {
     /// `CNNC_WINOGRAD=0` turns Winograd off, `CNNC_WINOGRAD=1` (or `2`) uses F(2x2,3x3)
-    /// on every eligible conv and `CNNC_WINOGRAD=4` F(4x4,3x3); unset (or any other
-    /// value) leaves the choice to the shapes.
+    /// and F(2x2,5x5) on every eligible conv and `CNNC_WINOGRAD=4` F(4x4,3x3) (5x5
+    /// convs direct); unset (or any other value) leaves the choice to the shapes.
     pub fn from_env() -> WinogradPolicy {
         match std::env::var(WINOGRAD_ENV).as_deref() {
             Ok("0") => WinogradPolicy::Off,
@@ -35,10 +36,6 @@ impl WinogradPolicy {
     }
 }
 
-/// The output tiles of the Winograd variants code is generated for: F(2x2,3x3) and
-/// F(4x4,3x3).
-pub const WINOGRAD_TILES: [u64; 2] = [2, 4];
-
 /// Sets every kernel's algorithm under `policy` (every kernel: running it twice with
 /// another policy replaces the first choice).
 pub fn choose_algorithms(fused: &mut FusedGraph, policy: WinogradPolicy) {
@@ -46,33 +43,40 @@ pub fn choose_algorithms(fused: &mut FusedGraph, policy: WinogradPolicy) {
         let shapes = winograd_shapes(fused, &fused.kernels[index]);
         let tile = match (policy, shapes) {
             (WinogradPolicy::Off, _) | (_, None) => None,
-            (WinogradPolicy::Everywhere { m }, Some(_)) => WINOGRAD_TILES.contains(&m).then_some(m),
+            (WinogradPolicy::Everywhere { m }, Some(shapes)) => {
+                Some(m).filter(|&m| crate::codegen::cpu::transforms(m, shapes.kernel).is_some())
+            }
             (WinogradPolicy::Auto, Some(shapes)) => winograd_tile(shapes),
         };
-        fused.kernels[index].algorithm = match tile {
-            Some(m) => Algorithm::Winograd { m },
-            None => Algorithm::Direct,
+        fused.kernels[index].algorithm = match (tile, shapes) {
+            (Some(m), Some(shapes)) => Algorithm::Winograd {
+                m,
+                r: shapes.kernel,
+            },
+            _ => Algorithm::Direct,
         };
     }
 }
 
-/// What the rule looks at: input channels, output channels, output height and width.
+/// What the rule looks at: the kernel's side, input channels, output channels, output
+/// height and width.
 #[derive(Debug, Clone, Copy)]
 struct Shapes {
+    kernel: u64,
     channels: u64,
     out_channels: u64,
     out_height: u64,
     out_width: u64,
 }
 
-/// The shapes of a conv Winograd can compute: 3x3, stride 1, dilation 1, one group,
-/// padding at most 2 on each side (a tile never lies wholly in the padding).
+/// The shapes of a conv Winograd can compute: 3x3 or 5x5, stride 1, dilation 1, one
+/// group, padding at most 2 on each side (a tile never lies wholly in the padding).
 fn winograd_shapes(fused: &FusedGraph, kernel: &Kernel) -> Option<Shapes> {
     let Op::Conv(conv) = &kernel.op else {
         return None;
     };
     let window = &conv.window;
-    let eligible = window.kernel == [3, 3]
+    let eligible = (window.kernel == [3, 3] || window.kernel == [5, 5])
         && window.stride == [1, 1]
         && window.dilation == [1, 1]
         && conv.groups == 1
@@ -86,6 +90,7 @@ fn winograd_shapes(fused: &FusedGraph, kernel: &Kernel) -> Option<Shapes> {
     };
     let pads_fit = window.pads([height, width]).iter().all(|&p| p <= 2);
     (eligible && pads_fit).then_some(Shapes {
+        kernel: window.kernel[0],
         channels,
         out_channels,
         out_height,
@@ -105,8 +110,18 @@ fn winograd_shapes(fused: &FusedGraph, kernel: &Kernel) -> Option<Shapes> {
 /// with the kernels' own f32x4 transforms 5.0 against 7.6; 128 channels at 112x112:
 /// 8.8 against 12.8); past 512, not measured, the 36 matrices of weights (38 MiB at
 /// 512) are left to F(2x2).
+///
+/// A 5x5 conv has one variant, F(2x2,5x5): it saves 16 of 25 multiplies per output
+/// and channel pair where the 3x3 variants save 5-7 of 9, so its transforms pay from
+/// half the input channels (`CNNC_WINOGRAD=0` against `=2`, medians of the fastest
+/// runs, one and two threads): Inception-v3's 48 -> 64 at 35x35 1.46 -> 0.88 ms and
+/// 0.66 -> 0.49; GoogLeNet's 32 -> 96 at 28x28 0.81 -> 0.48 and 0.53 -> 0.29, 24 -> 64
+/// at 14x14 0.114 -> 0.098 and 0.116 -> 0.095, 16 -> 48 at 14x14 0.062 -> 0.057 and
+/// 0.049 -> 0.038 (16 -> 32 at 28x28: 0.17 -> 0.19 on one thread, 0.092 -> 0.084 on
+/// two); at 7x7 it loses (48 -> 128: 0.11 -> 0.13, 2x on two threads).
 fn winograd_tile(shapes: Shapes) -> Option<u64> {
-    let pays = shapes.channels >= 32
+    let least_channels = if shapes.kernel == 5 { 16 } else { 32 };
+    let pays = shapes.channels >= least_channels
         && shapes.out_channels >= 32
         && shapes.out_height >= 14
         && shapes.out_width >= 14;
@@ -114,7 +129,7 @@ fn winograd_tile(shapes: Shapes) -> Option<u64> {
         && shapes.out_channels <= 512
         && shapes.out_height >= 28
         && shapes.out_width >= 28;
-    pays.then_some(if four { 4 } else { 2 })
+    pays.then_some(if four && shapes.kernel == 3 { 4 } else { 2 })
 }
 
 #[cfg(test)]
@@ -129,10 +144,10 @@ mod tests {
         fused.kernels.iter().map(|k| k.algorithm).collect()
     }
 
-    const WINOGRAD: Algorithm = Algorithm::Winograd { m: 2 };
+    const WINOGRAD: Algorithm = Algorithm::Winograd { m: 2, r: 3 };
 
     #[test]
-    fn only_3x3_stride_1_ungrouped_convs_are_eligible() {
+    fn only_3x3_and_5x5_stride_1_ungrouped_convs_are_eligible() {
         let source = "network N(input: 64x28x28) {
             conv(64, 3x3, pad=1) relu
             conv(64, 3x3, stride=2, pad=1)
@@ -150,9 +165,14 @@ mod tests {
                 Algorithm::Direct,
                 Algorithm::Direct,
                 Algorithm::Direct,
-                Algorithm::Direct,
+                Algorithm::Winograd { m: 2, r: 5 },
                 Algorithm::Direct
             ]
+        );
+        // F(4x4) has no 5x5 variant: that conv stays direct.
+        assert_eq!(
+            algorithms(source, WinogradPolicy::Everywhere { m: 4 })[5],
+            Algorithm::Direct
         );
     }
 
@@ -176,9 +196,9 @@ mod tests {
             algorithms(source, WinogradPolicy::Auto),
             [
                 direct,
-                Algorithm::Winograd { m: 4 },
+                Algorithm::Winograd { m: 4, r: 3 },
                 direct,
-                Algorithm::Winograd { m: 4 },
+                Algorithm::Winograd { m: 4, r: 3 },
                 WINOGRAD,
                 direct,
                 WINOGRAD,

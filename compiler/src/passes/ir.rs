@@ -81,10 +81,10 @@ pub enum Algorithm {
     /// Im2col and one matrix product (every kernel but the ones below).
     #[default]
     Direct,
-    /// Winograd F(m x m, 3 x 3): each (m + 2) x (m + 2) input tile transformed, then
-    /// (m + 2)² matrix products over the channels, then m x m outputs per tile; fewer
-    /// multiplies than direct for 3x3 stride-1 convolutions.
-    Winograd { m: u64 },
+    /// Winograd F(m x m, r x r) for an r x r kernel: each α x α input tile transformed
+    /// (α is m + r - 1), then α² matrix products over the channels, then m x m outputs
+    /// per tile; fewer multiplies than direct for 3x3 and 5x5 stride-1 convolutions.
+    Winograd { m: u64, r: u64 },
 }
 
 impl Algorithm {
@@ -92,7 +92,7 @@ impl Algorithm {
     pub fn marker(&self) -> Option<String> {
         match self {
             Algorithm::Direct => None,
-            Algorithm::Winograd { m } => Some(format!("winograd F({m}x{m},3x3)")),
+            Algorithm::Winograd { m, r } => Some(format!("winograd F({m}x{m},{r}x{r})")),
         }
     }
 }

@@ -27,7 +27,7 @@ mod order;
 mod plan;
 mod render;
 
-pub use algorithm::{WINOGRAD_ENV, WINOGRAD_TILES, WinogradPolicy, choose_algorithms};
+pub use algorithm::{WINOGRAD_ENV, WinogradPolicy, choose_algorithms};
 pub use concat::concat_in_place;
 pub use dropout::remove_dropout;
 pub use epilogue::fuse_epilogues;

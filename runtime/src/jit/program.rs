@@ -534,12 +534,15 @@ impl<'a> Program<'a> {
                 Arg::Pow => pow as *mut f32,
                 Arg::Tanh => super::activation::tanh as *mut f32,
                 Arg::Sigmoid => super::activation::sigmoid as *mut f32,
-                Arg::WinogradInput { m } => super::winograd::input_transform(*m)
-                    .ok_or_else(|| codegen_error(format!("no input transform for F({m}x{m})")))?
-                    as *mut f32,
-                Arg::WinogradOutput { m } => super::winograd::output_transform(*m)
-                    .ok_or_else(|| codegen_error(format!("no output transform for F({m}x{m})")))?
-                    as *mut f32,
+                Arg::WinogradInput { m, r } => {
+                    super::winograd::input_transform(*m, *r).ok_or_else(|| {
+                        codegen_error(format!("no input transform for F({m}x{m},{r}x{r})"))
+                    })? as *mut f32
+                }
+                Arg::WinogradOutput { m, r } => super::winograd::output_transform(*m, *r)
+                    .ok_or_else(|| {
+                        codegen_error(format!("no output transform for F({m}x{m},{r}x{r})"))
+                    })? as *mut f32,
             };
             slots.push(pointer);
         }
@@ -636,7 +639,7 @@ fn target_for(
         winograd_helpers: winograd_helpers
             && tile.precompiled().is_some()
             && nr >= cpu::WINOGRAD_HELPER_LANES
-            && super::winograd::input_transform(4).is_some(),
+            && super::winograd::input_transform(4, 3).is_some(),
         exact_edges: tile.precompiled().is_some(),
         frontend: isa.frontend_config(),
     };
@@ -945,7 +948,8 @@ fn pack_weights(
         )));
     }
     let mr = microkernel.mr;
-    if let Some(transforms) = geometry.winograd.and_then(cpu::transforms) {
+    let winograd = geometry.winograd.and_then(|m| cpu::transforms(m, kh));
+    if let Some(transforms) = winograd {
         let channels = geometry.channels as usize;
         return super::winograd::pack(transforms, m, channels, mr, |first, out| {
             rows.copy(first, out)

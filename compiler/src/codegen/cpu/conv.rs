@@ -35,7 +35,8 @@ pub struct Geometry {
     /// column per sample, a matrix-vector product (the runtime's
     /// `Gemv` helper over row-major weights) rather than tiles that would be 1/NR used.
     pub dense: bool,
-    /// Winograd F(m x m, 3 x 3)'s m, when the compiler chose it for this conv.
+    /// Winograd F(m x m, r x r)'s m, when the compiler chose it for this conv (r is
+    /// the kernel's side).
     pub winograd: Option<u64>,
 }
 
@@ -84,8 +85,10 @@ impl Geometry {
                     output_sample,
                     dense: false,
                     winograd: match kernel.algorithm {
-                        Algorithm::Winograd { m } => winograd::transforms(m).map(|t| t.m),
-                        Algorithm::Direct => None,
+                        Algorithm::Winograd { m, r } if conv.window.kernel == [r, r] => {
+                            winograd::transforms(m, r).map(|t| t.m)
+                        }
+                        _ => None,
                     },
                 })
             }
@@ -138,7 +141,8 @@ impl Geometry {
     /// Matrix products per sample and group: one, or one per point of Winograd's
     /// transformed tile.
     pub fn products(&self) -> u64 {
-        self.winograd.map_or(1, winograd::points)
+        self.winograd
+            .map_or(1, |m| winograd::points(m, self.kernel[0]))
     }
 
     /// Whether each group's input is its B as it lies (row p: channel p's plane): 1x1,
@@ -328,7 +332,8 @@ pub fn generate(
         Arg::Gemv,
     ];
     if let Some(m) = geometry.winograd.filter(|_| target.winograd_helpers) {
-        args.extend([Arg::WinogradInput { m }, Arg::WinogradOutput { m }]);
+        let r = geometry.kernel[0];
+        args.extend([Arg::WinogradInput { m, r }, Arg::WinogradOutput { m, r }]);
     }
     args.extend(epilogue::args(kernel, target));
     let pointer = target.frontend.pointer_type();

@@ -36,8 +36,8 @@ mod winograd;
 pub use conv::Geometry;
 pub use epilogue::{TILE_EPILOGUE_ENV, tile_epilogue_from_env};
 pub use winograd::{
-    F2X2_3X3, F4X4_3X3, Transforms, WINOGRAD_HELPER_LANES, WINOGRAD_HELPERS_ENV, points,
-    transforms, winograd_helpers_from_env,
+    F2X2_3X3, F2X2_5X5, F4X4_3X3, Transforms, VARIANTS, WINOGRAD_HELPER_LANES,
+    WINOGRAD_HELPERS_ENV, points, transforms, winograd_helpers_from_env,
 };
 
 use crate::check::CheckedGraph;
@@ -113,18 +113,20 @@ pub enum Arg {
     Tanh,
     /// As `Tanh`, for the sigmoid.
     Sigmoid,
-    /// The input transform of a tile row of F(m x m, 3 x 3), read from the input plane
+    /// The input transform of a tile row of F(m x m, r x r), read from the input plane
     /// where it lies: `extern "C" fn(plane, first_row, height, width, left, tiles,
     /// destination, first_column, nr, panel, matrix)` (the runtime's
     /// `winograd::tiles::InputFn`).
     WinogradInput {
         m: u64,
+        r: u64,
     },
     /// Its output transform: `extern "C" fn(source, matrix, tiles, out, out_width,
     /// rows, bias, residual, relu)`, which also finishes the tile's part of the
     /// epilogue (`winograd::tiles::OutputFn`).
     WinogradOutput {
         m: u64,
+        r: u64,
     },
 }
 

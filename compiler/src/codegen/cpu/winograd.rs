@@ -1,5 +1,6 @@
 //! Winograd F(2x2, 3x3) (Lavin and Gray, "Fast Algorithms for Convolutional Neural
-//! Networks", 2016) for the 3x3 stride-1 convolutions the compiler chose it for.
+//! Networks", 2016) for the 3x3 stride-1 convolutions the compiler chose it for, and
+//! its variants F(4x4, 3x3) and F(2x2, 5x5) (the same α = 6 points as F(4x4, 3x3)).
 //!
 //! The output is cut into 2x2 tiles, each computed from a 4x4 tile of the input. Per
 //! chunk of tile rows and K block of channels, the input transform `V = Bᵀ d B` of
@@ -33,12 +34,13 @@ use cranelift_codegen::ir::{
 };
 use cranelift_frontend::FunctionBuilder;
 
-/// A Winograd variant's three transforms: the input's `Bᵀ` (α x α), the weights' `G`
-/// (α x 3) and the output's `Aᵀ` (m x α), with α = m + 2.
+/// A Winograd variant F(m x m, r x r)'s three transforms: the input's `Bᵀ` (α x α), the
+/// weights' `G` (α x r) and the output's `Aᵀ` (m x α), with α = m + r - 1.
 pub struct Transforms {
     pub m: u64,
+    pub r: u64,
     pub input: &'static [&'static [f32]],
-    pub weights: &'static [[f64; 3]],
+    pub weights: &'static [&'static [f64]],
     pub output: &'static [&'static [f32]],
 }
 
@@ -53,6 +55,7 @@ impl Transforms {
 /// so the transforms are additions and add almost no rounding error.
 pub const F2X2_3X3: Transforms = Transforms {
     m: 2,
+    r: 3,
     input: &[
         &[1.0, 0.0, -1.0, 0.0],
         &[0.0, 1.0, 1.0, 0.0],
@@ -60,10 +63,10 @@ pub const F2X2_3X3: Transforms = Transforms {
         &[0.0, 1.0, 0.0, -1.0],
     ],
     weights: &[
-        [1.0, 0.0, 0.0],
-        [0.5, 0.5, 0.5],
-        [0.5, -0.5, 0.5],
-        [0.0, 0.0, 1.0],
+        &[1.0, 0.0, 0.0],
+        &[0.5, 0.5, 0.5],
+        &[0.5, -0.5, 0.5],
+        &[0.0, 0.0, 1.0],
     ],
     output: &[&[1.0, 1.0, 1.0, 0.0], &[0.0, 1.0, -1.0, -1.0]],
 };
@@ -73,21 +76,15 @@ pub const F2X2_3X3: Transforms = Transforms {
 /// F(2x2,3x3)'s, still within the JIT's tolerance (`runtime/tests/winograd.rs`).
 pub const F4X4_3X3: Transforms = Transforms {
     m: 4,
-    input: &[
-        &[4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
-        &[0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
-        &[0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
-        &[0.0, -2.0, -1.0, 2.0, 1.0, 0.0],
-        &[0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
-        &[0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
-    ],
+    r: 3,
+    input: SIX_POINTS,
     weights: &[
-        [1.0 / 4.0, 0.0, 0.0],
-        [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
-        [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
-        [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
-        [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
-        [0.0, 0.0, 1.0],
+        &[1.0 / 4.0, 0.0, 0.0],
+        &[-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+        &[-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+        &[1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+        &[1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+        &[0.0, 0.0, 1.0],
     ],
     output: &[
         &[1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
@@ -97,14 +94,55 @@ pub const F4X4_3X3: Transforms = Transforms {
     ],
 };
 
-/// The transforms of F(m x m, 3 x 3), for the variants code is generated for.
-pub fn transforms(m: u64) -> Option<&'static Transforms> {
-    [&F2X2_3X3, &F4X4_3X3].into_iter().find(|t| t.m == m)
+/// `Bᵀ` of the points 0, ±1, ±2 and ∞: α = 6, whatever m and r make it up (the input
+/// transform depends on the points only).
+const SIX_POINTS: &[&[f32]] = &[
+    &[4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
+    &[0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
+    &[0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
+    &[0.0, -2.0, -1.0, 2.0, 1.0, 0.0],
+    &[0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
+    &[0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
+];
+
+/// F(2x2, 5x5): F(4x4, 3x3)'s points, so its `Bᵀ`; `G` the powers 0-4 of each point
+/// with F(4x4, 3x3)'s scales, `Aᵀ` the powers 0 and 1. 36 values per 4 outputs where
+/// direct multiplies 100 (2.8x fewer); rounding as F(4x4, 3x3)'s.
+pub const F2X2_5X5: Transforms = Transforms {
+    m: 2,
+    r: 5,
+    input: SIX_POINTS,
+    weights: &[
+        &[1.0 / 4.0, 0.0, 0.0, 0.0, 0.0],
+        &[-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+        &[-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+        &[1.0 / 24.0, 2.0 / 24.0, 4.0 / 24.0, 8.0 / 24.0, 16.0 / 24.0],
+        &[
+            1.0 / 24.0,
+            -2.0 / 24.0,
+            4.0 / 24.0,
+            -8.0 / 24.0,
+            16.0 / 24.0,
+        ],
+        &[0.0, 0.0, 0.0, 0.0, 1.0],
+    ],
+    output: &[
+        &[1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+        &[0.0, 1.0, -1.0, 2.0, -2.0, 1.0],
+    ],
+};
+
+/// The variants code is generated for.
+pub const VARIANTS: [&Transforms; 3] = [&F2X2_3X3, &F4X4_3X3, &F2X2_5X5];
+
+/// The transforms of F(m x m, r x r), if it is one of the `VARIANTS`.
+pub fn transforms(m: u64, r: u64) -> Option<&'static Transforms> {
+    VARIANTS.into_iter().find(|t| t.m == m && t.r == r)
 }
 
 /// Products per sample: one per point of the transformed tile, α².
-pub fn points(m: u64) -> u64 {
-    (m + 2) * (m + 2)
+pub fn points(m: u64, r: u64) -> u64 {
+    (m + r - 1) * (m + r - 1)
 }
 
 /// Tiles that go through the transforms at once: one per f32x4 lane.
@@ -130,7 +168,7 @@ pub fn winograd_helpers_from_env() -> bool {
 /// weights, so where they are large (16 MiB for 512 channels) fewer, wider chunks pay
 /// even from L3 (512 channels at 28x28: 25 ms -> 15 ms), while small ones stay in L2.
 fn chunk_floats(g: &Geometry, m: u64) -> u64 {
-    (points(m) * g.m() * g.k()).clamp(384 * 1024, 4 * 1024 * 1024)
+    (points(m, g.kernel[0]) * g.m() * g.k()).clamp(384 * 1024, 4 * 1024 * 1024)
 }
 
 /// Floats from one of the α² matrices to the next: past a multiple of 4 KiB by one
@@ -163,7 +201,7 @@ fn padded_columns(g: &Geometry, m: u64, rows: u64, nr: u64) -> u64 {
 pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
     let (tall, wide) = (g.out_height.div_ceil(m).max(1), tiles_wide(g, m).max(1));
     let kc = g.k_block(target);
-    let per_column = points(m) * (kc + padded_channels(g, target));
+    let per_column = points(m, g.kernel[0]) * (kc + padded_channels(g, target));
     let most = (chunk_floats(g, m) / (per_column * wide)).clamp(1, tall);
     let panels = |rows: u64| (rows * wide).div_ceil(target.nr);
     let padded = |rows: u64| (tall / rows) * panels(rows) + panels(tall % rows);
@@ -178,12 +216,12 @@ pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
     if target.threads <= 1 {
         return alone * m;
     }
-    if m == 2 {
+    if (m, g.kernel[0]) == (2, 3) {
         // Two chunks a thread, unless cutting the rows that fine fills the tile's
         // panels worse: a 14x14 output is 49 F(2x2) tiles, two panels of 32 in one
         // chunk but four in chunks of two tile rows, twice the products. Then the
         // threads split the output channels instead (`Geometry::m_parts`), each
-        // transforming the whole input, which for F(2x2) is cheap.
+        // transforming the whole input, which for F(2x2, 3x3) (α = 4) is cheap.
         let shared = best(most.min(tall.div_ceil(2 * target.threads)).max(1));
         return if padded(shared) > padded(alone) {
             alone
@@ -191,7 +229,8 @@ pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
             shared
         } * m;
     }
-    // F(4x4)'s transform costs too much to be done twice, so the threads split the rows
+    // An α = 6 transform (F(4x4, 3x3)'s, F(2x2, 5x5)'s) costs too much to be done
+    // twice, so the threads split the rows
     // (ResNet-50's 28x28 layers were 1.4x slower with the channels split). Chunks of
     // two tile rows each for two threads filled a panel apiece with 14 of its 32
     // columns there, twice the products of chunks of four: 1.06x on two threads.
@@ -249,8 +288,9 @@ impl Scratch {
         let rows = chunk_rows(g, m, target);
         let columns = padded_columns(g, m, rows, target.nr);
         let kc = g.k_block(target);
-        let products = points(m) * skewed(kc * columns);
-        let staged = products + points(m) * skewed(padded_channels(g, target) * columns);
+        let products = points(m, g.kernel[0]) * skewed(kc * columns);
+        let staged =
+            products + points(m, g.kernel[0]) * skewed(padded_channels(g, target) * columns);
         Scratch {
             products,
             staged,
@@ -263,7 +303,7 @@ impl Scratch {
 /// rows of one channel with the padding (and whatever the last tiles read past the
 /// output) as zeros. Tile `(r, tx)` reads rows `r·m..r·m + α` and columns
 /// `tx·m..tx·m + α`; a vector of four tiles ending at the last tile of a row, at most
-/// `wide·m + 2`.
+/// `wide·m + r - 1`.
 #[derive(Clone, Copy)]
 struct Staged {
     band: u64,
@@ -277,8 +317,8 @@ impl Staged {
             return Staged { band: 0, pitch: 0 };
         }
         Staged {
-            band: chunk_rows.div_ceil(m) * m + 2,
-            pitch: (tiles_wide(g, m) * m + 2).next_multiple_of(LANES),
+            band: chunk_rows.div_ceil(m) * m + g.kernel[0] - 1,
+            pitch: (tiles_wide(g, m) * m + g.kernel[0] - 1).next_multiple_of(LANES),
         }
     }
 
@@ -304,7 +344,7 @@ impl Product<'_> {
         weights: Value,
     ) {
         let (g, target) = (self.geometry, self.target);
-        let Some(transforms) = transforms(m) else {
+        let Some(transforms) = transforms(m, g.kernel[0]) else {
             return;
         };
         let layout = Scratch::of(g, m, target);
@@ -323,12 +363,14 @@ impl Product<'_> {
             columns,
             staged: offset_by(b, scratch, layout.staged),
             shape: Staged::of(g, m, chunk.rows, target),
-            helper: self.pointers.find(&Arg::WinogradInput { m }),
+            helper: self
+                .pointers
+                .find(&Arg::WinogradInput { m, r: g.kernel[0] }),
         }
         .generate(b);
         let products = offset_by(b, scratch, layout.products);
         let channels = padded_channels(g, target);
-        fixed(b, points(m), |b, point| {
+        fixed(b, points(m, g.kernel[0]), |b, point| {
             let gemm = Gemm {
                 m: channels,
                 n: columns,
@@ -780,7 +822,7 @@ pub(super) fn output_transform(
     finish: Option<TileFinish>,
 ) {
     let (g, target) = (product.geometry, product.target);
-    let Some(t) = transforms(m) else {
+    let Some(t) = transforms(m, g.kernel[0]) else {
         return;
     };
     let layout = Scratch::of(g, m, target);
@@ -792,7 +834,9 @@ pub(super) fn output_transform(
         first_row: chunk.first_row,
         columns: padded_columns(g, m, chunk.rows, target.nr),
         channels: padded_channels(g, target),
-        helper: product.pointers.find(&Arg::WinogradOutput { m }),
+        helper: product
+            .pointers
+            .find(&Arg::WinogradOutput { m, r: g.kernel[0] }),
     };
     counted(b, first, end, 1, |b, channel| {
         let plane = offset(b, output, channel, g.n());

@@ -6,13 +6,13 @@
 //!
 //! The transform is the generated code's: each row of the α x α values through the
 //! transform's matrix `L` (`L d Lᵀ`), then each column, with the same coefficients
-//! (`F2X2_3X3`, `F4X4_3X3`), the zero ones skipped; the rounding differs a little (the
+//! (`F2X2_3X3`, `F4X4_3X3`, `F2X2_5X5`), the zero ones skipped; the rounding differs a little (the
 //! generated code groups terms by magnitude, this one chains FMAs), both within the
 //! JIT's tolerance (`runtime/tests/winograd.rs` runs both). Lane j holds tile j of the
 //! group, so the input's columns are gathered at stride m and the outputs interleaved
 //! back.
 
-use cnnc_compiler::codegen::cpu::{F2X2_3X3, F4X4_3X3, WINOGRAD_HELPER_LANES};
+use cnnc_compiler::codegen::cpu::{F2X2_3X3, F2X2_5X5, F4X4_3X3, WINOGRAD_HELPER_LANES};
 
 /// `fn(plane, first_row, height, width, left, tiles, destination, first_column, nr,
 /// panel, matrix)`: the tiles of one channel's tile row, read from its `height` x
@@ -54,26 +54,27 @@ pub type OutputFn = unsafe extern "C" fn(
 const LANES: usize = 16;
 const _: () = assert!(WINOGRAD_HELPER_LANES as usize == LANES);
 
-/// The input transform of F(m x m, 3 x 3), where this CPU runs it.
-pub fn input_transform(m: u64) -> Option<InputFn> {
-    transforms(m).map(|(input, _)| input)
+/// The input transform of F(m x m, r x r), where this CPU runs it.
+pub fn input_transform(m: u64, r: u64) -> Option<InputFn> {
+    transforms(m, r).map(|(input, _)| input)
 }
 
-/// The output transform of F(m x m, 3 x 3), where this CPU runs it.
-pub fn output_transform(m: u64) -> Option<OutputFn> {
-    transforms(m).map(|(_, output)| output)
+/// The output transform of F(m x m, r x r), where this CPU runs it.
+pub fn output_transform(m: u64, r: u64) -> Option<OutputFn> {
+    transforms(m, r).map(|(_, output)| output)
 }
 
-fn transforms(m: u64) -> Option<(InputFn, OutputFn)> {
+fn transforms(m: u64, r: u64) -> Option<(InputFn, OutputFn)> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
-        return match m {
-            2 => Some((x86::input_f2 as InputFn, x86::output_f2 as OutputFn)),
-            4 => Some((x86::input_f4 as InputFn, x86::output_f4 as OutputFn)),
+        return match (m, r) {
+            (2, 3) => Some((x86::input_f2 as InputFn, x86::output_f2 as OutputFn)),
+            (4, 3) => Some((x86::input_f4 as InputFn, x86::output_f4 as OutputFn)),
+            (2, 5) => Some((x86::input_f25 as InputFn, x86::output_f25 as OutputFn)),
             _ => None,
         };
     }
-    let _ = m;
+    let _ = (m, r);
     None
 }
 
@@ -119,6 +120,7 @@ macro_rules! variant {
 
 variant!(F2 = F2X2_3X3);
 variant!(F4 = F4X4_3X3);
+variant!(F25 = F2X2_5X5);
 
 /// `$body` once for each index below `$limit` (at most 6), `$i` bound to it as a
 /// literal: loops the compiler would leave rolled, keeping the vectors on the stack.
@@ -133,7 +135,7 @@ macro_rules! unrolled {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{F2, F4, LANES, Matrix, Variant};
+    use super::{F2, F4, F25, LANES, Matrix, Variant};
     use std::arch::x86_64::*;
 
     /// α x α vectors, sixteen tiles' values (padded to 6 x 6).
@@ -206,6 +208,7 @@ mod x86 {
 
     entry_points!(F2: input_f2, output_f2);
     entry_points!(F4: input_f4, output_f4);
+    entry_points!(F25: input_f25, output_f25);
 
     /// Where outputs go, and how they are finished: as `OutputFn` describes. The fields
     /// the caller passes on the stack (bias, residual, relu) are kept apart, for the
@@ -484,10 +487,17 @@ mod x86 {
                     gathered[k as usize] = _mm512_shuffle_f32x4::<0b01_00_01_00>(low, high);
                 });
             }
-            // Columns M and M + 1: columns 0 and 1 one tile further, the last lane's
-            // from the tail.
-            gathered[V::M] = next(gathered[0], tail);
-            gathered[V::M + 1] = next(gathered[1], next(tail, tail));
+            // Columns M to α - 1: columns 0 to α - M - 1 one tile further, the last
+            // lane's from the tail (its lanes 0, 1, ... in turn).
+            let mut from_tail = tail;
+            unrolled!(V::ALPHA, |c| {
+                if c > V::M {
+                    from_tail = next(from_tail, from_tail);
+                }
+                if c >= V::M {
+                    gathered[c] = next(gathered[c.saturating_sub(V::M)], from_tail);
+                }
+            });
             gathered
         }
     }
@@ -583,13 +593,12 @@ mod tests {
 
     /// Each variant's helper (none without AVX-512, where the kernels' own transforms
     /// run), its transforms, m and α.
-    fn variants<F>(helper: fn(u64) -> Option<F>) -> Vec<(F, &'static Transforms, usize, usize)> {
-        let found: Vec<_> = [2, 4]
+    fn variants<F>(
+        helper: fn(u64, u64) -> Option<F>,
+    ) -> Vec<(F, &'static Transforms, usize, usize)> {
+        let found: Vec<_> = cnnc_compiler::codegen::cpu::VARIANTS
             .into_iter()
-            .filter_map(|m| {
-                let t = cnnc_compiler::codegen::cpu::transforms(m).expect("a variant");
-                Some((helper(m)?, t, m as usize, t.alpha()))
-            })
+            .filter_map(|t| Some((helper(t.m, t.r)?, t, t.m as usize, t.alpha())))
             .collect();
         if found.is_empty() {
             // Said, so that a run on such a CPU does not pass these tests unnoticed.
@@ -601,6 +610,7 @@ mod tests {
     #[test]
     fn the_input_transform_fills_exactly_its_columns_of_every_matrix() {
         for (helper, t, m, alpha) in variants(input_transform) {
+            let r = t.r;
             let (nr, kc, channel) = (32, 3, 1);
             // (tiles, first column, misalignment, plane width x height, left padding,
             // first input row: above the plane, inside, running past its bottom)
@@ -660,7 +670,7 @@ mod tests {
                             let expected = transformed(t.input, &d, j, i);
                             assert!(
                                 close(out[index], expected),
-                                "m {m}, tile {tile}: {} vs {expected}",
+                                "F({m},{r}), tile {tile}: {} vs {expected}",
                                 out[index]
                             );
                             written[index] = true;
@@ -673,7 +683,7 @@ mod tests {
                         .count();
                     assert_eq!(
                         strays, 0,
-                        "m {m}, {tiles} tiles: values written outside the columns"
+                        "F({m},{r}), {tiles} tiles: values written outside the columns"
                     );
                 }
             }
@@ -683,6 +693,7 @@ mod tests {
     #[test]
     fn the_output_transform_writes_exactly_its_rows_and_columns_finished() {
         for (helper, t, m, alpha) in variants(output_transform) {
+            let r = t.r;
             // (output width, rows, misalignment, finish: bias, residual, relu)
             for (case, (out_width, rows, shift)) in [
                 (1usize, 1usize, 0usize),
@@ -750,7 +761,7 @@ mod tests {
                         }
                         assert!(
                             close(value, expected),
-                            "m {m}, x {x}, bias {bias}, add {add}, relu {relu}: {value} vs \
+                            "F({m},{r}), x {x}, bias {bias}, add {add}, relu {relu}: {value} vs \
                              {expected}"
                         );
                     }
@@ -758,7 +769,7 @@ mod tests {
                 let written = rows * out_width;
                 assert!(
                     out[written..].iter().all(|v| v.is_nan()),
-                    "m {m}: written past the rows"
+                    "F({m},{r}): written past the rows"
                 );
             }
         }

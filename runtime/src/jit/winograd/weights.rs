@@ -1,5 +1,5 @@
 //! The weights of a Winograd convolution, transformed once at load: `U = G g Gᵀ` for
-//! each (output channel, input channel) 3x3 kernel `g`, computed in f64 and rounded
+//! each (output channel, input channel) r x r kernel `g`, computed in f64 and rounded
 //! once, then laid out as α² matrices (output channels x input channels), matrix ξ
 //! holding point ξ of every U, each packed into the tile's MR-row panels.
 
@@ -8,7 +8,7 @@ use cnnc_compiler::codegen::cpu::Transforms;
 use rayon::prelude::*;
 
 /// The packed matrices, one after another (what generated code reads), for weights
-/// `[out_channels, in_channels, 3, 3]` whose rows (output channels) `fill(first, rows)`
+/// `[out_channels, in_channels, r, r]` whose rows (output channels) `fill(first, rows)`
 /// copies out from `first` on, packed for a tile of `mr` rows. Each panel of `mr`
 /// output channels is transformed from one block of its rows, in parallel.
 pub fn pack(
@@ -19,6 +19,7 @@ pub fn pack(
     fill: impl Fn(usize, &mut [f32]) -> Result<()> + Sync,
 ) -> Result<Vec<f32>> {
     let points = transforms.alpha() * transforms.alpha();
+    let area = (transforms.r * transforms.r) as usize;
     let panel_len = in_channels * mr;
     let matrix_len = out_channels.div_ceil(mr) * panel_len;
     let mut packed = vec![0.0f32; points * matrix_len];
@@ -39,14 +40,14 @@ pub fn pack(
         |(rows, u), (panel, mut matrices)| {
             let first = panel * mr;
             let count = mr.min(out_channels - first);
-            rows.resize(count * in_channels * 9, 0.0);
+            rows.resize(count * in_channels * area, 0.0);
             fill(first, rows)?;
             // Input channel outside, output channel inside: each matrix's step c (mr
             // consecutive floats) is written whole before the next, where the other
             // order came back to every line of the α² matrices mr times.
             for c in 0..in_channels {
                 for r in 0..count {
-                    let g = &rows[(r * in_channels + c) * 9..][..9];
+                    let g = &rows[(r * in_channels + c) * area..][..area];
                     transform(transforms, g, u);
                     for (matrix, &value) in matrices.iter_mut().zip(u.iter()) {
                         matrix[c * mr + r] = value;
@@ -59,22 +60,27 @@ pub fn pack(
     Ok(packed)
 }
 
-/// The largest α of a variant: F(4x4,3x3)'s 6.
+/// The largest α of a variant: 6 (F(4x4,3x3), F(2x2,5x5)).
 const MAX_ALPHA: usize = 6;
 
-/// `G g Gᵀ` of one 3x3 kernel (row-major) into `u`, row-major α x α.
+/// The largest r of a variant: 5.
+const MAX_R: usize = 5;
+
+/// `G g Gᵀ` of one r x r kernel (row-major) into `u`, row-major α x α.
 fn transform(transforms: &Transforms, g: &[f32], u: &mut [f32]) {
-    let gm = transforms.weights;
-    // G g: α x 3.
-    let mut left = [[0.0f64; 3]; MAX_ALPHA];
+    let (gm, r) = (transforms.weights, transforms.r as usize);
+    // G g: α x r.
+    let mut left = [[0.0f64; MAX_R]; MAX_ALPHA];
     for (row, out) in gm.iter().zip(&mut left) {
-        *out = std::array::from_fn(|b| (0..3).map(|a| row[a] * f64::from(g[a * 3 + b])).sum());
+        for (b, value) in out[..r].iter_mut().enumerate() {
+            *value = (0..r).map(|a| row[a] * f64::from(g[a * r + b])).sum();
+        }
     }
     let mut values = u.iter_mut();
     for row in &left[..gm.len()] {
         for column in gm {
             if let Some(value) = values.next() {
-                *value = (0..3).map(|b| row[b] * column[b]).sum::<f64>() as f32;
+                *value = (0..r).map(|b| row[b] * column[b]).sum::<f64>() as f32;
             }
         }
     }
@@ -83,34 +89,36 @@ fn transform(transforms: &Transforms, g: &[f32], u: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cnnc_compiler::codegen::cpu::F2X2_3X3;
+    use cnnc_compiler::codegen::cpu::{F2X2_3X3, VARIANTS};
 
-    /// F(2,3) in one dimension, straight from the transforms: `Aᵀ [(G g) ⊙ (Bᵀ d)]`.
-    fn one_dimension(g: [f64; 3], d: [f64; 4]) -> [f64; 2] {
-        let t = &F2X2_3X3;
-        let u: Vec<f64> = t
-            .weights
-            .iter()
-            .map(|row| (0..3).map(|a| row[a] * g[a]).sum())
-            .collect();
-        let v: Vec<f64> = t
-            .input
-            .iter()
-            .map(|row| (0..4).map(|k| f64::from(row[k]) * d[k]).sum())
-            .collect();
-        std::array::from_fn(|y| {
-            (0..4)
-                .map(|k| f64::from(t.output[y][k]) * u[k] * v[k])
-                .sum()
-        })
-    }
-
+    /// Each variant in one dimension, straight from its transforms, `Aᵀ [(G g) ⊙ (Bᵀ
+    /// d)]`, against the correlation it stands for.
     #[test]
-    fn f2x3_computes_a_correlation() {
-        let g = [0.5, -1.25, 2.0];
-        let d = [1.0, 3.0, -2.0, 0.25];
-        let direct: [f64; 2] = std::array::from_fn(|y| (0..3).map(|a| g[a] * d[y + a]).sum());
-        assert_eq!(one_dimension(g, d), direct);
+    fn every_variant_computes_a_correlation() {
+        for t in VARIANTS {
+            let (m, r, alpha) = (t.m as usize, t.r as usize, t.alpha());
+            let g: Vec<f64> = (0..r).map(|a| 0.5 - 0.75 * a as f64).collect();
+            let d: Vec<f64> = (0..alpha)
+                .map(|k| ((k * 7 % 5) as f64 - 2.0) / 3.0)
+                .collect();
+            let u: Vec<f64> = t
+                .weights
+                .iter()
+                .map(|row| (0..r).map(|a| row[a] * g[a]).sum())
+                .collect();
+            let v: Vec<f64> = t
+                .input
+                .iter()
+                .map(|row| (0..alpha).map(|k| f64::from(row[k]) * d[k]).sum())
+                .collect();
+            for y in 0..m {
+                let winograd: f64 = (0..alpha)
+                    .map(|k| f64::from(t.output[y][k]) * u[k] * v[k])
+                    .sum();
+                let direct: f64 = (0..r).map(|a| g[a] * d[y + a]).sum();
+                assert!((winograd - direct).abs() < 1e-12, "F({m},{r}) output {y}");
+            }
+        }
     }
 
     #[test]
