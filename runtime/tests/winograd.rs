@@ -2,8 +2,8 @@
 //! reference interpreter: odd
 //! heights and widths (edge tiles with one valid row or column), padding 0, 1, 2 and
 //! asymmetric, channel counts off the tile's rows and columns and over one K block,
-//! batch 2, batch norm, residual and scale-shift epilogues, every thread count; and
-//! the convs Winograd cannot compute (groups, strides, dilation) left direct.
+//! batch 2, batch norm, residual and scale-shift epilogues, groups, every thread
+//! count; and the convs Winograd cannot compute (strides, dilation) left direct.
 //!
 //! Tolerance: max |jit − reference| <= 1e-4 × max |reference|, the JIT's own. F(2x2,3x3)
 //! multiplies by the weights' transforms (halves of sums of three weights, exact but
@@ -150,12 +150,26 @@ fn batch_norm_residual_and_scale_shift_epilogues_agree() {
 
 #[test]
 fn convs_winograd_cannot_compute_stay_direct() {
-    // Groups, stride 2 and dilation 2: not one Winograd conv, and still right.
-    let layers = "conv(8, 3x3, pad=1, groups=2)
+    // Stride 2 and dilation 2: not Winograd convs, and still right.
+    let layers = "conv(8, 3x3, pad=1)
         conv(8, 3x3, stride=2, pad=1)
         conv(8, 3x3, pad=2, dilation=2)
         conv(6, 3x3, pad=1)";
-    agrees("4x12x12", layers, 1);
+    agrees("4x12x12", layers, 2);
+}
+
+#[test]
+fn grouped_convs_agree() {
+    // Each group its own product: 2 groups of 3 -> 7 channels (a short row tile), 7
+    // groups of 2 -> 3, and AlexNet's 5x5 shape in small (2 groups, 5x5).
+    let layers = "conv(14, 3x3, pad=1, groups=2) relu
+        conv(21, 3x3, pad=1, groups=7)";
+    agrees("6x11x13", layers, 2);
+    agrees_with(
+        "8x13x13",
+        "conv(12, 5x5, pad=2, groups=2) relu",
+        &[(2, 1), (4, 0)],
+    );
 }
 
 /// An example network without its final softmax: the logits, where an error shows

@@ -58,8 +58,8 @@ pub fn choose_algorithms(fused: &mut FusedGraph, policy: WinogradPolicy) {
     }
 }
 
-/// What the rule looks at: the kernel's side, input channels, output channels, output
-/// height and width.
+/// What the rule looks at: the kernel's side, input and output channels per group,
+/// output height and width.
 #[derive(Debug, Clone, Copy)]
 struct Shapes {
     kernel: u64,
@@ -69,8 +69,9 @@ struct Shapes {
     out_width: u64,
 }
 
-/// The shapes of a conv Winograd can compute: 3x3 or 5x5, stride 1, dilation 1, one
-/// group, padding at most 2 on each side (a tile never lies wholly in the padding).
+/// The shapes of a conv Winograd can compute: 3x3 or 5x5, stride 1, dilation 1 (any
+/// groups: each group's product is its own), padding at most 2 on each side (a tile
+/// never lies wholly in the padding).
 fn winograd_shapes(fused: &FusedGraph, kernel: &Kernel) -> Option<Shapes> {
     let Op::Conv(conv) = &kernel.op else {
         return None;
@@ -79,7 +80,6 @@ fn winograd_shapes(fused: &FusedGraph, kernel: &Kernel) -> Option<Shapes> {
     let eligible = (window.kernel == [3, 3] || window.kernel == [5, 5])
         && window.stride == [1, 1]
         && window.dilation == [1, 1]
-        && conv.groups == 1
         && kernel.parts.is_empty();
     let input = fused.tensor(*kernel.inputs.first()?);
     let (&[channels, height, width], &[out_channels, out_height, out_width]) = (
@@ -89,10 +89,11 @@ fn winograd_shapes(fused: &FusedGraph, kernel: &Kernel) -> Option<Shapes> {
         return None;
     };
     let pads_fit = window.pads([height, width]).iter().all(|&p| p <= 2);
+    let groups = conv.groups.max(1);
     (eligible && pads_fit).then_some(Shapes {
         kernel: window.kernel[0],
-        channels,
-        out_channels,
+        channels: channels / groups,
+        out_channels: out_channels / groups,
         out_height,
         out_width,
     })
@@ -119,12 +120,19 @@ fn winograd_shapes(fused: &FusedGraph, kernel: &Kernel) -> Option<Shapes> {
 /// at 14x14 0.114 -> 0.098 and 0.116 -> 0.095, 16 -> 48 at 14x14 0.062 -> 0.057 and
 /// 0.049 -> 0.038 (16 -> 32 at 28x28: 0.17 -> 0.19 on one thread, 0.092 -> 0.084 on
 /// two); at 7x7 it loses (48 -> 128: 0.11 -> 0.13, 2x on two threads).
+///
+/// The output's bound is in 2x2 tiles, at least 25, which fill most of a 32-column
+/// panel: 10x10 (25 tiles) and AlexNet's 13x13 (49) gain as 14x14 does, 8x8 (16) is
+/// even and 7x7 loses (`CNNC_WINOGRAD=0` against `=2`, one and two threads: 256
+/// channels at 10x10 0.58 -> 0.37 ms and 0.35 -> 0.22, at 12x12 1.12 -> 0.91 and 0.54
+/// -> 0.42; AlexNet's conv3, 256 -> 384 at 13x13, 2.06 -> 1.40 and 1.11 -> 0.63, its
+/// conv4 (two groups of 192) 1.25 -> 0.87 and 0.89 -> 0.65, its conv2 (5x5, two groups
+/// of 48 -> 128 at 27x27) 3.18 -> 1.82 and 1.77 -> 1.08; Inception-v3's 448 -> 384 at
+/// 8x8 1.20 -> 1.23 and 0.65 -> 0.65).
 fn winograd_tile(shapes: Shapes) -> Option<u64> {
     let least_channels = if shapes.kernel == 5 { 16 } else { 32 };
-    let pays = shapes.channels >= least_channels
-        && shapes.out_channels >= 32
-        && shapes.out_height >= 14
-        && shapes.out_width >= 14;
+    let tiles = shapes.out_height.div_ceil(2) * shapes.out_width.div_ceil(2);
+    let pays = shapes.channels >= least_channels && shapes.out_channels >= 32 && tiles >= 25;
     let four = shapes.channels <= 512
         && shapes.out_channels <= 512
         && shapes.out_height >= 28
@@ -147,7 +155,7 @@ mod tests {
     const WINOGRAD: Algorithm = Algorithm::Winograd { m: 2, r: 3 };
 
     #[test]
-    fn only_3x3_and_5x5_stride_1_ungrouped_convs_are_eligible() {
+    fn only_3x3_and_5x5_stride_1_undilated_convs_are_eligible() {
         let source = "network N(input: 64x28x28) {
             conv(64, 3x3, pad=1) relu
             conv(64, 3x3, stride=2, pad=1)
@@ -163,7 +171,7 @@ mod tests {
                 WINOGRAD,
                 Algorithm::Direct,
                 Algorithm::Direct,
-                Algorithm::Direct,
+                WINOGRAD,
                 Algorithm::Direct,
                 Algorithm::Winograd { m: 2, r: 5 },
                 Algorithm::Direct
@@ -210,6 +218,40 @@ mod tests {
             algorithms(source, WinogradPolicy::Off)
                 .iter()
                 .all(|a| *a == Algorithm::Direct)
+        );
+    }
+
+    #[test]
+    fn auto_takes_outputs_of_25_tiles_groups_and_5x5s_from_16_channels() {
+        let auto = |source: &str| algorithms(source, WinogradPolicy::Auto);
+        let f2 = Algorithm::Winograd { m: 2, r: 5 };
+        // 10x10 is 25 tiles, 8x8 16.
+        assert_eq!(
+            auto("network N(input: 256x10x10) { conv(256, 3x3, pad=1) }"),
+            [WINOGRAD]
+        );
+        assert_eq!(
+            auto("network N(input: 256x8x8) { conv(256, 3x3, pad=1) }"),
+            [Algorithm::Direct]
+        );
+        // AlexNet's conv2 and conv4: 48 and 192 channels per group.
+        assert_eq!(
+            auto("network N(input: 96x27x27) { conv(256, 5x5, pad=2, groups=2) }"),
+            [f2]
+        );
+        assert_eq!(
+            auto("network N(input: 384x13x13) { conv(384, 3x3, pad=1, groups=2) }"),
+            [WINOGRAD]
+        );
+        // 5x5s from 16 input channels (per group), 3x3s from 32.
+        let source = "network N(input: 16x28x28) {
+            conv(32, 5x5, pad=2) conv(32, 5x5, pad=2, groups=4) conv(32, 3x3, pad=1)
+        }";
+        let f4 = Algorithm::Winograd { m: 4, r: 3 };
+        assert_eq!(auto(source), [f2, Algorithm::Direct, f4]);
+        assert_eq!(
+            auto("network N(input: 16x28x28) { conv(32, 3x3, pad=1) }"),
+            [Algorithm::Direct]
         );
     }
 

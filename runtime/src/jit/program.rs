@@ -950,10 +950,19 @@ fn pack_weights(
     let mr = microkernel.mr;
     let winograd = geometry.winograd.and_then(|m| cpu::transforms(m, kh));
     if let Some(transforms) = winograd {
-        let channels = geometry.channels as usize;
-        return super::winograd::pack(transforms, m, channels, mr, |first, out| {
-            rows.copy(first, out)
-        });
+        // Each group's α² matrices, one group after another.
+        let channels = (geometry.channels / geometry.groups) as usize;
+        let mut packed = Vec::new();
+        for group in 0..geometry.groups as usize {
+            packed.extend(super::winograd::pack(
+                transforms,
+                m,
+                channels,
+                mr,
+                |first, out| rows.copy(group * m + first, out),
+            )?);
+        }
+        return Ok(packed);
     }
     if geometry.pixel_major(target) {
         // The product turned over: the weights are the tile's columns, NR-channel

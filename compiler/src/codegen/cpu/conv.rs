@@ -534,7 +534,9 @@ impl Product<'_> {
                 input: offset(b, input, group, g.channels / g.groups * g.height * g.width),
                 output: offset(b, output, group, g.m() * g.n()),
                 weights: {
-                    let per_group = g.m().div_ceil(self.target.mr) * self.target.mr * g.k();
+                    // A group's packed weights: one matrix per product (Winograd's α²).
+                    let matrix = g.m().div_ceil(self.target.mr) * self.target.mr * g.k();
+                    let per_group = g.products() * matrix;
                     offset(b, self.pointers.get(&Arg::PackedWeights), group, per_group)
                 },
             };
