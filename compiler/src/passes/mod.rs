@@ -9,7 +9,7 @@
 //!    of the conv or dense kernel before them.
 //! 6. [`concat_in_place`]: branches write their channel slices of a concat's output.
 //! 7. [`merge_1x1_convs`]: 1x1 convs reading the same tensor become one conv.
-//! 8. [`choose_algorithms`]: Winograd for the 3x3 stride-1 convs where it pays.
+//! 8. [`choose_algorithms`]: Winograd for the 3x3 and 5x5 stride-1 convs where it pays.
 //!
 //! [`plan`] then assigns buffers by liveness. Shapes come from the checked graph's facts;
 //! weights are not touched here: the runtime applies [`fold_batch_norm`] to them.

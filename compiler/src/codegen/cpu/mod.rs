@@ -13,7 +13,7 @@
 //! Pooling, LRN, softmax and the element-wise kernels (a lone activation or batch norm,
 //! an add or a concat the passes could not fuse) are generated whole. On CPUs without
 //! the precompiled tiles' features, the tile itself is generated too (`tile.rs`).
-//! A 3x3 stride-1 conv the passes chose Winograd for (`Algorithm::Winograd`) runs the
+//! A 3x3 or 5x5 stride-1 conv the passes chose Winograd for (`Algorithm::Winograd`) runs the
 //! same tile nest over its transformed input (`winograd.rs`).
 //!
 //! The compiler only emits functions; the runtime defines them in a JIT module and
