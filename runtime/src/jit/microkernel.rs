@@ -402,42 +402,52 @@ macro_rules! tile {
                         }
                     }
                 }
-                let accumulate = out.flags & $crate::jit::microkernel::ACCUMULATE != 0;
-                let relu = out.flags & $crate::jit::microkernel::RELU != 0;
                 // The epilogue in the order of the fused graph's steps: the sum so far
-                // (`old`: C's vector), the bias, the residual (`other`), the ReLU.
-                let finish = |r: usize, sum: $vector, old: Option<$vector>, other: Option<$vector>| {
-                    let mut value = match old {
-                        Some(old) => $add(sum, old),
-                        None => sum,
-                    };
-                    if !out.bias.is_null() {
-                        value = $add(value, $splat(*out.bias.add(r)));
-                    }
-                    if let Some(other) = other {
-                        value = $add(value, other);
-                    }
-                    if relu { $max(value, $zero) } else { value }
+                // (C's vector), the bias, the residual, the ReLU; one pass over the sums
+                // per step, its test outside the pass. A pass is a few instructions a
+                // vector, so the compiler unrolls it and the sums stay in registers
+                // (one pass with every test inside kept all 24 on the stack: stored
+                // and loaded again at every call).
+                let load = |at: usize, from: *const f32, v: usize| {
+                    if EDGE { $masked_load(from.add(at), masks[v]) } else { $load(from.add(at)) }
                 };
-                let has_residual = !out.residual.is_null();
-                if !EDGE {
-                    for (r, row) in acc.iter().enumerate() {
-                        for (v, &sum) in row.iter().enumerate() {
-                            let at = r * out.ldc + v * $lanes;
-                            let old = accumulate.then(|| $load(out.c.add(at)));
-                            let other = has_residual.then(|| $load(out.residual.add(at)));
-                            $store(out.c.add(at), finish(r, sum, old, other));
+                let at = |r: usize, v: usize| r * out.ldc + v * $lanes;
+                if out.flags & $crate::jit::microkernel::ACCUMULATE != 0 {
+                    for r in 0..R {
+                        for v in 0..V {
+                            acc[r][v] = $add(acc[r][v], load(at(r, v), out.c, v));
                         }
                     }
-                    return;
                 }
-                for (r, row) in acc.iter().enumerate() {
-                    for (v, &sum) in row.iter().enumerate() {
-                        let at = r * out.ldc + v * $lanes;
-                        let old = accumulate.then(|| $masked_load(out.c.add(at), masks[v]));
-                        let other =
-                            has_residual.then(|| $masked_load(out.residual.add(at), masks[v]));
-                        $masked_store(out.c.add(at), masks[v], finish(r, sum, old, other));
+                if !out.bias.is_null() {
+                    for r in 0..R {
+                        let bias = $splat(*out.bias.add(r));
+                        for v in 0..V {
+                            acc[r][v] = $add(acc[r][v], bias);
+                        }
+                    }
+                }
+                if !out.residual.is_null() {
+                    for r in 0..R {
+                        for v in 0..V {
+                            acc[r][v] = $add(acc[r][v], load(at(r, v), out.residual, v));
+                        }
+                    }
+                }
+                if out.flags & $crate::jit::microkernel::RELU != 0 {
+                    for r in 0..R {
+                        for v in 0..V {
+                            acc[r][v] = $max(acc[r][v], $zero);
+                        }
+                    }
+                }
+                for r in 0..R {
+                    for v in 0..V {
+                        if EDGE {
+                            $masked_store(out.c.add(at(r, v)), masks[v], acc[r][v]);
+                        } else {
+                            $store(out.c.add(at(r, v)), acc[r][v]);
+                        }
                     }
                 }
             }
