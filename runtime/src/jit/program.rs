@@ -948,8 +948,7 @@ fn pack_weights(
         )));
     }
     let mr = microkernel.mr;
-    let winograd = geometry.winograd.and_then(|m| cpu::transforms(m, kh));
-    if let Some(transforms) = winograd {
+    if let Some(transforms) = geometry.winograd_transforms() {
         // Each group's α² matrices, one group after another.
         let channels = (geometry.channels / geometry.groups) as usize;
         let mut packed = Vec::new();

@@ -138,6 +138,12 @@ impl Geometry {
         }
     }
 
+    /// The transforms of the Winograd variant the compiler chose, if it chose one: F(m x
+    /// m, r x r) with r the kernel's side.
+    pub fn winograd_transforms(&self) -> Option<&'static winograd::Transforms> {
+        winograd::transforms(self.winograd?, self.kernel[0])
+    }
+
     /// Matrix products per sample and group: one, or one per point of Winograd's
     /// transformed tile.
     pub fn products(&self) -> u64 {

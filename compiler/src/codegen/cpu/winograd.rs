@@ -167,8 +167,8 @@ pub fn winograd_helpers_from_env() -> bool {
 /// as the transformed weights up to 16 MiB (within L3): every chunk streams all the
 /// weights, so where they are large (16 MiB for 512 channels) fewer, wider chunks pay
 /// even from L3 (512 channels at 28x28: 25 ms -> 15 ms), while small ones stay in L2.
-fn chunk_floats(g: &Geometry, m: u64) -> u64 {
-    (points(m, g.kernel[0]) * g.m() * g.k()).clamp(384 * 1024, 4 * 1024 * 1024)
+fn chunk_floats(g: &Geometry) -> u64 {
+    (g.products() * g.m() * g.k()).clamp(384 * 1024, 4 * 1024 * 1024)
 }
 
 /// Floats from one of the α² matrices to the next: past a multiple of 4 KiB by one
@@ -201,8 +201,8 @@ fn padded_columns(g: &Geometry, m: u64, rows: u64, nr: u64) -> u64 {
 pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
     let (tall, wide) = (g.out_height.div_ceil(m).max(1), tiles_wide(g, m).max(1));
     let kc = g.k_block(target);
-    let per_column = points(m, g.kernel[0]) * (kc + padded_channels(g, target));
-    let most = (chunk_floats(g, m) / (per_column * wide)).clamp(1, tall);
+    let per_column = g.products() * (kc + padded_channels(g, target));
+    let most = (chunk_floats(g) / (per_column * wide)).clamp(1, tall);
     let panels = |rows: u64| (rows * wide).div_ceil(target.nr);
     let padded = |rows: u64| (tall / rows) * panels(rows) + panels(tall % rows);
     // Whether chunks of `rows` tile rows leave a short one, which is code of its own.
@@ -288,9 +288,8 @@ impl Scratch {
         let rows = chunk_rows(g, m, target);
         let columns = padded_columns(g, m, rows, target.nr);
         let kc = g.k_block(target);
-        let products = points(m, g.kernel[0]) * skewed(kc * columns);
-        let staged =
-            products + points(m, g.kernel[0]) * skewed(padded_channels(g, target) * columns);
+        let products = g.products() * skewed(kc * columns);
+        let staged = products + g.products() * skewed(padded_channels(g, target) * columns);
         Scratch {
             products,
             staged,
@@ -344,7 +343,7 @@ impl Product<'_> {
         weights: Value,
     ) {
         let (g, target) = (self.geometry, self.target);
-        let Some(transforms) = transforms(m, g.kernel[0]) else {
+        let Some(transforms) = g.winograd_transforms() else {
             return;
         };
         let layout = Scratch::of(g, m, target);
@@ -370,7 +369,7 @@ impl Product<'_> {
         .generate(b);
         let products = offset_by(b, scratch, layout.products);
         let channels = padded_channels(g, target);
-        fixed(b, points(m, g.kernel[0]), |b, point| {
+        fixed(b, g.products(), |b, point| {
             let gemm = Gemm {
                 m: channels,
                 n: columns,
@@ -822,7 +821,7 @@ pub(super) fn output_transform(
     finish: Option<TileFinish>,
 ) {
     let (g, target) = (product.geometry, product.target);
-    let Some(t) = transforms(m, g.kernel[0]) else {
+    let Some(t) = g.winograd_transforms() else {
         return;
     };
     let layout = Scratch::of(g, m, target);
