@@ -342,6 +342,39 @@ fn pools_over_wide_rows_equal_the_reference_exactly() {
 }
 
 #[test]
+fn strided_convolutions_over_phased_rows_agree_with_the_reference() {
+    // Kernels that read each input several times at a horizontal stride of 3 or more
+    // split their staged rows into phases (`pack/straight.rs`): an 11x11/4 without
+    // padding (staged all the same) on rows not a multiple of 4; a 7x7/3 with
+    // asymmetric padding; a dilated 5x5 at stride 1x3; a 4x6 at 1x3 whose rows start
+    // on a padded column of every phase; at two threads too, whose chunks start
+    // mid-plane.
+    let sources = [
+        "network S(input: 3x51x53) { conv(24, 11x11, stride=4) }",
+        "network S(input: 4x31x40) { conv(16, 7x7, stride=3, pad=[2, 1, 0, 2]) relu }",
+        "network S(input: 5x23x29) { conv(13, 5x5, stride=[1, 3], pad=2, dilation=2) relu }",
+        "network S(input: 6x17x33) { conv(7, 4x6, stride=[1, 3], pad=[1, 3, 2, 1]) }",
+    ];
+    for source in sources {
+        let net = network(source);
+        let (weights, input) = (weights(&net, 3), input(&net, 2, 4));
+        let expected = reference_output(&net, &weights, &input);
+        for threads in [1, 2] {
+            let program =
+                jit::Program::with_options(&net, &weights, tile_options(threads, TileChoice::Auto))
+                    .expect("the JIT compiles");
+            let input = input.clone();
+            let actual = program.run(vec![input]).expect("the JIT runs");
+            let error = relative_error(&actual, &expected);
+            assert!(
+                error <= TOLERANCE,
+                "{source} on {threads} threads: relative error {error:e}"
+            );
+        }
+    }
+}
+
+#[test]
 fn lrn_windows_and_powers_agree_with_the_reference() {
     // Odd and even windows, the paper's unscaled alpha, and a beta that needs the
     // general power (0.6) beside the square-root ones (0.75, 0.5, 1).

@@ -38,9 +38,27 @@ pub struct Straight {
     /// Floats from one input row to the next where the taps read: the staged plane's
     /// width, or the input's.
     pub pitch: u64,
-    /// Rows of each channel's staged plane, when the convolution pads.
+    /// Rows of each channel's staged plane, when the convolution pads (or its rows
+    /// are split into phases).
     pub band: Option<u64>,
+    /// Phases each staged row is split into: the horizontal stride where the taps
+    /// read each input several times (`PHASED_READS`), else 1. Phase φ holds the
+    /// padded row's columns φ, φ + s, φ + 2s, ... in turn, `pitch / phases` floats,
+    /// so a tap's inputs for consecutive output columns are consecutive floats.
+    pub phases: u64,
 }
+
+/// Reads per input value (kernel area / stride area) from which a conv of horizontal
+/// stride 3 or more splits its staged rows into phases: copying each value once into
+/// its phase turns every later read into a vector load where it was gathered one float
+/// at a time (AlexNet's 11x11/4, 7.6 reads: 1.06x on one thread). Stride 2 keeps its
+/// two loads and a shuffle per four floats: phases made the 7x7/2 stems no faster (the
+/// packing is bound by its stores either way).
+const PHASED_READS: u64 = 4;
+
+/// The widest padded row split into phases: its copy is written out float by float
+/// for strides other than 2.
+const MOST_PHASED_WIDTH: u64 = 1024;
 
 impl Geometry {
     /// The straight-line packing of chunks of `rows` output rows into panels `panel`
@@ -51,21 +69,27 @@ impl Geometry {
         if body_rows == 0 || ow == 0 || (body_rows * ow).div_ceil(4) > MOST_VECTORS {
             return None;
         }
-        let padded = self.pads != [0; 4];
-        let pitch = match padded {
-            true => self.width + self.pads[1] + self.pads[3],
+        let reads = self.kernel[0] * self.kernel[1] / (sh * sw).max(1);
+        let padded_width = self.width + self.pads[1] + self.pads[3];
+        let phased = sw > 2 && reads >= PHASED_READS && padded_width <= MOST_PHASED_WIDTH;
+        let phases = if phased { sw } else { 1 };
+        let staged = self.pads != [0; 4] || phases > 1;
+        let pitch = match staged {
+            true => padded_width.next_multiple_of(phases),
             false => self.width,
         };
         let band = (rows - 1) * sh + (self.kernel[0] - 1) * self.dilation[0] + 1;
         // Every load of a body is an immediate offset (bytes, i32).
-        let farthest = ((body_rows - 1) * sh * pitch + ow * sw + 8).checked_mul(4)?;
+        let column_stride = if phases > 1 { 1 } else { sw };
+        let farthest = ((body_rows - 1) * sh * pitch + ow * column_stride + 8).checked_mul(4)?;
         if farthest > i32::MAX as u64 / 2 {
             return None;
         }
         Some(Straight {
             body_rows,
             pitch,
-            band: padded.then_some(band),
+            band: staged.then_some(band),
+            phases,
         })
     }
 
@@ -106,7 +130,7 @@ impl Packing<'_> {
         let (planes, first_channel, plane_floats) = match plan.band {
             Some(band) => {
                 let staged = self.staging;
-                let first_channel = self.stage(b, staged, band, plan.pitch, first_row);
+                let first_channel = self.stage(b, staged, plan, first_row);
                 (staged, first_channel, band * plan.pitch)
             }
             None => {
@@ -129,6 +153,15 @@ impl Packing<'_> {
             let plane = offset(b, planes, relative, plane_floats);
             let tap_row = b.ins().imul_imm_s(ky, (g.dilation[0] * pitch) as i64);
             let tap_column = b.ins().imul_imm_s(kx, g.dilation[1] as i64);
+            let tap_column = if plan.phases > 1 {
+                // Column c of the padded row: phase c mod s, c div s into it.
+                let phase = b.ins().urem_imm_u(tap_column, plan.phases as i64);
+                let phase = b.ins().imul_imm_s(phase, (pitch / plan.phases) as i64);
+                let within = b.ins().udiv_imm_u(tap_column, plan.phases as i64);
+                b.ins().iadd(phase, within)
+            } else {
+                tap_column
+            };
             let tap = b.ins().iadd(tap_row, tap_column);
             let source = offset(b, plane, tap, 1);
             let destination = offset(b, self.scratch, p, nr);
@@ -153,7 +186,9 @@ impl Packing<'_> {
     fn body(&self, b: &mut FunctionBuilder, plan: Straight, from: Value, to: Value, rows: u64) {
         let g = self.geometry;
         let (nr, kc, ow) = (self.panel, self.kc, g.out_width);
-        let [sh, sw] = g.stride;
+        let sh = g.stride[0];
+        // In a phase, consecutive output columns read consecutive floats.
+        let sw = if plan.phases > 1 { 1 } else { g.stride[1] };
         let flags = MemFlagsData::new().with_notrap();
         let source = |column: u64| {
             let (r, ox) = (column / ow, column % ow);
@@ -187,15 +222,16 @@ impl Packing<'_> {
     }
 
     /// Copies the block's input channels, the `band` rows from the chunk's first tap row,
-    /// into planes `pitch` wide with the padding as zeros; returns the first channel.
+    /// into planes `pitch` wide with the padding as zeros (each row split into the
+    /// plan's phases); returns the first channel.
     fn stage(
         &self,
         b: &mut FunctionBuilder,
         staged: Value,
-        band: u64,
-        pitch: u64,
+        plan: Straight,
         first_row: Value,
     ) -> Value {
+        let (band, pitch) = (plan.band.unwrap_or(0), plan.pitch);
         let g = self.geometry;
         let area = (g.kernel[0] * g.kernel[1]) as i64;
         let first = b.ins().udiv_imm_u(self.p0, area);
@@ -220,6 +256,9 @@ impl Packing<'_> {
                     inside,
                     |b| {
                         let from = offset(b, plane, iy, width);
+                        if plan.phases > 1 {
+                            return stage_phases(b, from, to, left, width, plan);
+                        }
                         zero_floats(b, to, left);
                         let inner = offset_by(b, to, left);
                         copy_floats(b, from, inner, width);
@@ -231,6 +270,35 @@ impl Packing<'_> {
             });
         });
         first
+    }
+}
+
+/// One input row of `width` floats at `from` into its staged row at `to`, `left` zeros
+/// before it and zeros after it to the row's `pitch`, split into the plan's phases:
+/// phase φ's floats are the padded row's columns φ + s·i, copied one by one.
+fn stage_phases(
+    b: &mut FunctionBuilder,
+    from: Value,
+    to: Value,
+    left: u64,
+    width: u64,
+    plan: Straight,
+) {
+    let (s, phase_width) = (plan.phases, plan.pitch / plan.phases);
+    let flags = MemFlagsData::new().with_notrap();
+    for phase in 0..s {
+        // Columns φ + s·i inside the input: i in [first, end).
+        let first = left.saturating_sub(phase).div_ceil(s);
+        let end = (left + width).saturating_sub(phase).div_ceil(s).max(first);
+        let at = offset_by(b, to, phase * phase_width);
+        zero_floats(b, at, first);
+        let tail = offset_by(b, at, end);
+        zero_floats(b, tail, phase_width - end);
+        for i in first..end {
+            let x = phase + s * i - left;
+            let value = b.ins().load(types::F32, flags, from, (x * 4) as i32);
+            b.ins().store(flags, value, at, (i * 4) as i32);
+        }
     }
 }
 
@@ -322,7 +390,8 @@ mod tests {
             Straight {
                 body_rows: 8,
                 pitch: 32,
-                band: None
+                band: None,
+                phases: 1
             }
         );
         // Padding 2 both sides: planes 4 wider, 5 rows of output read 9 input rows.
@@ -333,10 +402,21 @@ mod tests {
             Straight {
                 body_rows: 5,
                 pitch: 39,
-                band: Some(9)
+                band: Some(9),
+                phases: 1
             }
         );
         assert!(padded.staged_floats(5, 32, 240) >= (240 / 25 + 2) * 9 * 39);
+        // AlexNet's 11x11/4 reads each input 7.6 times: staged though unpadded, its
+        // 227-float rows split into four phases of 57; a 7x7/2 stem keeps whole rows.
+        let alexnet = geometry("3x227x227", "conv(96, 11x11, stride=4)");
+        let plan = alexnet.straight_packing(32, 4).expect("written out");
+        assert_eq!((plan.pitch, plan.band, plan.phases), (228, Some(23), 4));
+        let stem = geometry("3x224x224", "conv(64, 7x7, stride=2, pad=3)");
+        assert_eq!(
+            stem.straight_packing(32, 2).map(|plan| plan.phases),
+            Some(1)
+        );
         // 24 rows of 149 columns (3,576) would take too much code per K row.
         let wide = geometry("3x299x299", "conv(32, 3x3, stride=2)");
         assert_eq!(wide.straight_packing(32, 24), None);
