@@ -202,9 +202,28 @@ impl Packing<'_> {
             let count = 4.min(columns - column);
             let store_at = (((column / nr) * kc * nr + column % nr) * 4) as i32;
             let one_row = count == 4 && column / ow == (column + 3) / ow;
+            let two_rows = count == 4 && column / ow + 1 == (column + 3) / ow;
             let ox = column % ow;
             if one_row && sw == 1 {
                 let values = b.ins().load(types::F32X4, flags, from, source(column));
+                b.ins().store(flags, values, to, store_at);
+            } else if two_rows && sw == 1 {
+                // The row's last `k` columns and the next row's first `4 - k`: a vector
+                // from each, each read where its lanes lie (the first runs on past its
+                // row's end, the second starts `k` floats before the next row's
+                // start: both within the rows the taps read), then blended.
+                let k = ow - ox;
+                let end = b.ins().load(types::F32X4, flags, from, source(column));
+                let next = source(column + k) - (k * 4) as i32;
+                let start = b.ins().load(types::F32X4, flags, from, next);
+                let lanes = std::array::from_fn(|lane| {
+                    if lane < k as usize {
+                        lane as u8
+                    } else {
+                        lane as u8 + 4
+                    }
+                });
+                let values = crate::codegen::cpu::winograd::shuffle(b, end, start, lanes);
                 b.ins().store(flags, values, to, store_at);
             } else if one_row && sw == 2 && ox * 2 + 7 + widest_tap < plan.pitch {
                 let low = b.ins().load(types::F32X4, flags, from, source(column));
