@@ -4,7 +4,9 @@
 //! dropout, flatten, dense) run both ways on the same weights and input; batch norms get random
 //! statistics so folding them changes the weights. Tolerance: max |fused − reference|
 //! <= 1e-5 × max |reference| (relative to the output's scale, with no floor, so that a
-//! softmax's small probabilities are held as tightly as logits).
+//! softmax's small probabilities are held as tightly as logits); 1e-4 for the generated
+//! networks, whose random batch norms can cancel an output down to a thousandth of the
+//! values behind it (`GENERATED_TOLERANCE`).
 
 mod common;
 
@@ -18,6 +20,13 @@ use proptest::prelude::*;
 use std::path::Path;
 
 const TOLERANCE: f32 = 1e-5;
+
+/// The generated networks' tolerance, the JIT tests' one: folding a batch norm into
+/// the weights before it rounds each weight once more, and a generated network whose
+/// last batch norm cancels most of its input (random statistics) leaves outputs a
+/// thousandth of the values behind them (0.004 out of a tanh, seed 293 of the saved
+/// cases), where a rounding difference of 8e-8 is 2e-5 of the output.
+const GENERATED_TOLERANCE: f32 = 1e-4;
 
 /// Runs both executors; the relative error between them.
 fn compare(net: &CheckedGraph, weights: &Weights, input: Tensor) -> f32 {
@@ -79,6 +88,6 @@ proptest! {
     fn generated_networks_agree_with_the_reference(source in generated_network(), seed in 0u64..1000) {
         let net = network(&source);
         let error = compare(&net, &weights(&net, seed), input(&net, 2, seed));
-        prop_assert!(error <= TOLERANCE, "relative error {:e} for\n{}", error, source);
+        prop_assert!(error <= GENERATED_TOLERANCE, "relative error {:e} for\n{}", error, source);
     }
 }
