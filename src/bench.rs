@@ -51,8 +51,10 @@ pub struct BenchReport {
     weights_phases: Vec<Phase>,
     /// Latency of one batch, milliseconds: the whole call, as a user of the backend sees it.
     latency: Percentiles,
-    /// The JIT's kernels alone, median over the runs of their sum (the rest of the
-    /// latency is setting up the buffers and copying the input in and the output out).
+    /// The JIT's kernels alone: their median share of a profiled run, times the median
+    /// latency (the rest of the latency is setting up the buffers and copying the input
+    /// in and the output out). A profiled run's clock reads fall between the kernels, so
+    /// the share is a little low, by about the 2% they cost LeNet-5.
     #[serde(skip_serializing_if = "Option::is_none")]
     kernels_milliseconds: Option<f64>,
     /// Samples per second at the median latency.

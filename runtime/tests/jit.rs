@@ -344,16 +344,20 @@ fn pools_over_wide_rows_equal_the_reference_exactly() {
 #[test]
 fn strided_convolutions_over_phased_rows_agree_with_the_reference() {
     // Kernels that read each input several times at a horizontal stride of 3 or more
-    // split their staged rows into phases (`pack/straight.rs`): an 11x11/4 without
-    // padding (staged all the same) on rows not a multiple of 4; a 7x7/3 with
-    // asymmetric padding; a dilated 5x5 at stride 1x3; a 4x6 at 1x3 whose rows start
-    // on a padded column of every phase; at two threads too, whose chunks start
-    // mid-plane.
+    // split their staged rows into phases (`pack/straight.rs`, whose tests check that
+    // these shapes take that path): an 11x11/4 without padding (staged all the same) on
+    // rows not a multiple of 4; a 7x7/3 with asymmetric padding; a dilated 5x5 at
+    // stride 1x3; a 4x6 at 1x3 whose rows start on a padded column of every phase; a
+    // 7x7/3 with more left padding than its stride and outputs 3 wide (fours of
+    // columns across rows); a 12x1 at 1x3, narrower than its stride; at two threads
+    // too, whose chunks start mid-plane.
     let sources = [
         "network S(input: 3x51x53) { conv(24, 11x11, stride=4) }",
         "network S(input: 4x31x40) { conv(16, 7x7, stride=3, pad=[2, 1, 0, 2]) relu }",
         "network S(input: 5x23x29) { conv(13, 5x5, stride=[1, 3], pad=2, dilation=2) relu }",
         "network S(input: 6x17x33) { conv(7, 4x6, stride=[1, 3], pad=[1, 3, 2, 1]) }",
+        "network S(input: 3x11x5) { conv(5, 7x7, stride=3, pad=[1, 5, 0, 4]) }",
+        "network S(input: 2x14x20) { conv(4, 12x1, stride=[1, 3]) relu }",
     ];
     for source in sources {
         let net = network(source);

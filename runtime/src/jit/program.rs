@@ -419,9 +419,9 @@ impl<'a> Program<'a> {
         &self.fused.fused
     }
 
-    /// Runs every kernel, adding how long each took to `times` if given. The buffers, scratch and
-    /// slots come from the cache when the last run had this batch size (a run while
-    /// another holds the cache makes its own).
+    /// Runs every kernel, adding how long each took to `times` if given. The buffers,
+    /// scratch and slots come from the cache when the last run had this batch size (a
+    /// run while another holds the cache makes its own).
     fn execute(&self, inputs: &[Tensor], mut times: Option<&mut Vec<Duration>>) -> Result<Tensor> {
         let batch = self.fused.batch_of(inputs)?;
         let mut guard = self.cache.try_lock().ok();

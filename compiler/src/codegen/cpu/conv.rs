@@ -276,8 +276,9 @@ impl Geometry {
         columns.div_ceil(target.nr) * target.nr * self.k_block(target)
     }
 
-    /// Floats of each thread's scratch: the packed input, then a padded conv's staged
-    /// plane (`pack/straight.rs`); Winograd's transformed tiles and products instead.
+    /// Floats of each thread's scratch: the packed input, then a padded (or phased)
+    /// conv's staged plane (`pack/straight.rs`); Winograd's transformed tiles and
+    /// products instead.
     pub fn scratch_floats(&self, target: &CpuTarget) -> u64 {
         match self.winograd {
             Some(m) => winograd::Scratch::of(self, m, target).floats,

@@ -156,7 +156,7 @@ impl Geometry {
 /// Where Cᵀ starts in a thread's scratch, and the scratch's size.
 pub(super) struct PixelScratch {
     packed: u64,
-    /// Where a padded conv's staged plane goes (`pack/straight.rs`).
+    /// Where a padded (or phased) conv's staged plane goes (`pack/straight.rs`).
     staged: u64,
     pub floats: u64,
 }

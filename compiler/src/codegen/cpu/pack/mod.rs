@@ -58,8 +58,8 @@ pub struct Packing<'g> {
     pub pixels: Pixels,
     pub input: Value,
     pub scratch: Value,
-    /// Room for the staged plane of a padded convolution (`Geometry::staged_floats`),
-    /// which the straight-line packing uses.
+    /// Room for the staged plane of a padded or phased convolution
+    /// (`Geometry::staged_floats`), which the straight-line packing uses.
     pub staging: Value,
 }
 

@@ -9,7 +9,9 @@
 //!
 //! Padding is paid once per K block instead of per tap: the block's input channels,
 //! the rows the chunk reads, are first copied into a zero-bordered plane in the
-//! scratch (the staged plane), so every tap reads inside it.
+//! scratch (the staged plane), so every tap reads inside it. At a horizontal stride of
+//! 3 or more the staged rows are also split into phases (`Straight::phases`), padded
+//! or not, so that a tap's columns are consecutive floats.
 //!
 //! The panel splits repeat every `NR / gcd(OW, NR)` rows (whose columns are a whole
 //! number of panels), so the code for that many rows is written once and looped.
@@ -56,8 +58,8 @@ pub struct Straight {
 /// packing is bound by its stores either way).
 const PHASED_READS: u64 = 4;
 
-/// The widest padded row split into phases: its copy is written out float by float
-/// for strides other than 2.
+/// The widest padded row split into phases: its copy is written out, two instructions
+/// a float, so wider rows would make the kernel's code grow with them.
 const MOST_PHASED_WIDTH: u64 = 1024;
 
 impl Geometry {
@@ -79,18 +81,19 @@ impl Geometry {
             false => self.width,
         };
         let band = (rows - 1) * sh + (self.kernel[0] - 1) * self.dilation[0] + 1;
-        // Every load of a body is an immediate offset (bytes, i32).
-        let column_stride = if phases > 1 { 1 } else { sw };
-        let farthest = ((body_rows - 1) * sh * pitch + ow * column_stride + 8).checked_mul(4)?;
-        if farthest > i32::MAX as u64 / 2 {
-            return None;
-        }
-        Some(Straight {
+        let plan = Straight {
             body_rows,
             pitch,
             band: staged.then_some(band),
             phases,
-        })
+        };
+        // Every load of a body is an immediate offset (bytes, i32).
+        let farthest =
+            ((body_rows - 1) * sh * pitch + ow * plan.column_step(self) + 8).checked_mul(4)?;
+        if farthest > i32::MAX as u64 / 2 {
+            return None;
+        }
+        Some(plan)
     }
 
     /// Floats of the staged plane behind a direct product's packed input: a K block's
@@ -107,6 +110,14 @@ impl Geometry {
             .map(|plane| (k_block.div_ceil(area) + 1) * plane)
             .max()
             .unwrap_or(0)
+    }
+}
+
+impl Straight {
+    /// Floats from one output column's input to the next's in a row the taps read:
+    /// the stride, or 1 within a phase.
+    fn column_step(&self, g: &Geometry) -> u64 {
+        if self.phases > 1 { 1 } else { g.stride[1] }
     }
 }
 
@@ -130,7 +141,7 @@ impl Packing<'_> {
         let (planes, first_channel, plane_floats) = match plan.band {
             Some(band) => {
                 let staged = self.staging;
-                let first_channel = self.stage(b, staged, plan, first_row);
+                let first_channel = self.stage(b, staged, band, plan, first_row);
                 (staged, first_channel, band * plan.pitch)
             }
             None => {
@@ -186,13 +197,11 @@ impl Packing<'_> {
     fn body(&self, b: &mut FunctionBuilder, plan: Straight, from: Value, to: Value, rows: u64) {
         let g = self.geometry;
         let (nr, kc, ow) = (self.panel, self.kc, g.out_width);
-        let sh = g.stride[0];
-        // In a phase, consecutive output columns read consecutive floats.
-        let sw = if plan.phases > 1 { 1 } else { g.stride[1] };
+        let (sh, step) = (g.stride[0], plan.column_step(g));
         let flags = MemFlagsData::new().with_notrap();
         let source = |column: u64| {
             let (r, ox) = (column / ow, column % ow);
-            ((r * sh * plan.pitch + ox * sw) * 4) as i32
+            ((r * sh * plan.pitch + ox * step) * 4) as i32
         };
         // A stride-2 vector reads eight floats; they stay in the row (and so in the
         // buffer) when the last tap's eighth does.
@@ -204,10 +213,10 @@ impl Packing<'_> {
             let one_row = count == 4 && column / ow == (column + 3) / ow;
             let two_rows = count == 4 && column / ow + 1 == (column + 3) / ow;
             let ox = column % ow;
-            if one_row && sw == 1 {
+            if one_row && step == 1 {
                 let values = b.ins().load(types::F32X4, flags, from, source(column));
                 b.ins().store(flags, values, to, store_at);
-            } else if two_rows && sw == 1 {
+            } else if two_rows && step == 1 {
                 // The row's last `k` columns and the next row's first `4 - k`: a vector
                 // from each, each read where its lanes lie (the first runs on past its
                 // row's end, the second starts `k` floats before the next row's
@@ -225,7 +234,7 @@ impl Packing<'_> {
                 });
                 let values = crate::codegen::cpu::winograd::shuffle(b, end, start, lanes);
                 b.ins().store(flags, values, to, store_at);
-            } else if one_row && sw == 2 && ox * 2 + 7 + widest_tap < plan.pitch {
+            } else if one_row && step == 2 && ox * 2 + 7 + widest_tap < plan.pitch {
                 let low = b.ins().load(types::F32X4, flags, from, source(column));
                 let high = b.ins().load(types::F32X4, flags, from, source(column) + 16);
                 let even = crate::codegen::cpu::winograd::shuffle(b, low, high, [0, 2, 4, 6]);
@@ -247,10 +256,11 @@ impl Packing<'_> {
         &self,
         b: &mut FunctionBuilder,
         staged: Value,
+        band: u64,
         plan: Straight,
         first_row: Value,
     ) -> Value {
-        let (band, pitch) = (plan.band.unwrap_or(0), plan.pitch);
+        let pitch = plan.pitch;
         let g = self.geometry;
         let area = (g.kernel[0] * g.kernel[1]) as i64;
         let first = b.ins().udiv_imm_u(self.p0, area);
@@ -276,13 +286,14 @@ impl Packing<'_> {
                     |b| {
                         let from = offset(b, plane, iy, width);
                         if plan.phases > 1 {
-                            return stage_phases(b, from, to, left, width, plan);
+                            stage_phases(b, from, to, left, width, plan);
+                        } else {
+                            zero_floats(b, to, left);
+                            let inner = offset_by(b, to, left);
+                            copy_floats(b, from, inner, width);
+                            let right = offset_by(b, to, left + width);
+                            zero_floats(b, right, pitch - left - width);
                         }
-                        zero_floats(b, to, left);
-                        let inner = offset_by(b, to, left);
-                        copy_floats(b, from, inner, width);
-                        let right = offset_by(b, to, left + width);
-                        zero_floats(b, right, pitch - left - width);
                     },
                     |b| zero_floats(b, to, pitch),
                 );
@@ -435,6 +446,17 @@ mod tests {
         assert_eq!(
             stem.straight_packing(32, 2).map(|plan| plan.phases),
             Some(1)
+        );
+        // The shapes the JIT's phased-rows test runs take phases too: left padding
+        // wider than the stride (14 padded columns, pitch 15), and a kernel narrower
+        // than its stride (12x1 at 1x3: each row read by 12 taps).
+        let padded = geometry("3x11x5", "conv(5, 7x7, stride=3, pad=[1, 5, 0, 4])");
+        let plan = padded.straight_packing(32, 2).expect("written out");
+        assert_eq!((plan.pitch, plan.phases), (15, 3));
+        let tall = geometry("2x14x20", "conv(4, 12x1, stride=[1, 3])");
+        assert_eq!(
+            tall.straight_packing(32, 3).map(|plan| plan.phases),
+            Some(3)
         );
         // 24 rows of 149 columns (3,576) would take too much code per K row.
         let wide = geometry("3x299x299", "conv(32, 3x3, stride=2)");
