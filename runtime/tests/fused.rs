@@ -5,7 +5,7 @@
 //! statistics so folding them changes the weights. Tolerance: max |fused − reference|
 //! <= 1e-5 × max |reference| (relative to the output's scale, with no floor, so that a
 //! softmax's small probabilities are held as tightly as logits); 1e-4 for the generated
-//! networks, whose random batch norms can cancel an output down to a thousandth of the
+//! networks, whose random batch norms can cancel an output to hundreds of times less than the
 //! values behind it (`GENERATED_TOLERANCE`).
 
 mod common;
@@ -23,9 +23,9 @@ const TOLERANCE: f32 = 1e-5;
 
 /// The generated networks' tolerance, the JIT tests' one: folding a batch norm into
 /// the weights before it rounds each weight once more, and a generated network whose
-/// last batch norm cancels most of its input (random statistics) leaves outputs a
-/// thousandth of the values behind them (0.004 out of a tanh, seed 293 of the saved
-/// cases), where a rounding difference of 8e-8 is 2e-5 of the output.
+/// last batch norm cancels most of its input (random statistics) leaves outputs
+/// hundreds of times smaller than the values behind them (0.004 out of a tanh, seed
+/// 293 of the saved cases), where a rounding difference of 8e-8 is 2e-5 of the output.
 const GENERATED_TOLERANCE: f32 = 1e-4;
 
 /// Runs both executors; the relative error between them.
