@@ -4,9 +4,9 @@
 //! dropout, flatten, dense) run both ways on the same weights and input; batch norms get random
 //! statistics so folding them changes the weights. Tolerance: max |fused − reference|
 //! <= 1e-5 × max |reference| (relative to the output's scale, with no floor, so that a
-//! softmax's small probabilities are held as tightly as logits); 1e-4 for the generated
-//! networks, whose random batch norms can cancel an output to hundreds of times less than the
-//! values behind it (`GENERATED_TOLERANCE`).
+//! softmax's small probabilities are held as tightly as logits); 1e-4 for the
+//! generated networks, whose random batch norms can cancel an output to hundreds of
+//! times less than the values behind it (`GENERATED_TOLERANCE`).
 
 mod common;
 
