@@ -16,6 +16,7 @@ pub mod passes;
 pub mod span;
 pub mod summary;
 pub mod syntax;
+pub mod winograd;
 
 use check::CheckedGraph;
 use diagnostics::Diagnostic;

@@ -44,7 +44,7 @@ pub fn choose_algorithms(fused: &mut FusedGraph, policy: WinogradPolicy) {
         let tile = match (policy, shapes) {
             (WinogradPolicy::Off, _) | (_, None) => None,
             (WinogradPolicy::Everywhere { m }, Some(shapes)) => {
-                Some(m).filter(|&m| crate::codegen::cpu::transforms(m, shapes.kernel).is_some())
+                Some(m).filter(|&m| crate::winograd::transforms(m, shapes.kernel).is_some())
             }
             (WinogradPolicy::Auto, Some(shapes)) => winograd_tile(shapes),
         };

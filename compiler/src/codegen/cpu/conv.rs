@@ -86,7 +86,7 @@ impl Geometry {
                     dense: false,
                     winograd: match kernel.algorithm {
                         Algorithm::Winograd { m, r } if conv.window.kernel == [r, r] => {
-                            winograd::transforms(m, r).map(|t| t.m)
+                            crate::winograd::transforms(m, r).map(|t| t.m)
                         }
                         _ => None,
                     },
@@ -140,15 +140,15 @@ impl Geometry {
 
     /// The transforms of the Winograd variant the compiler chose, if it chose one: F(m x
     /// m, r x r) with r the kernel's side.
-    pub fn winograd_transforms(&self) -> Option<&'static winograd::Transforms> {
-        winograd::transforms(self.winograd?, self.kernel[0])
+    pub fn winograd_transforms(&self) -> Option<&'static crate::winograd::Transforms> {
+        crate::winograd::transforms(self.winograd?, self.kernel[0])
     }
 
     /// Matrix products per sample and group: one, or one per point of Winograd's
     /// transformed tile.
     pub fn products(&self) -> u64 {
         self.winograd
-            .map_or(1, |m| winograd::points(m, self.kernel[0]))
+            .map_or(1, |m| crate::winograd::points(m, self.kernel[0]))
     }
 
     /// Whether each group's input is its B as it lies (row p: channel p's plane): 1x1,

@@ -35,10 +35,7 @@ mod winograd;
 
 pub use conv::Geometry;
 pub use epilogue::{TILE_EPILOGUE_ENV, tile_epilogue_from_env};
-pub use winograd::{
-    F2X2_3X3, F2X2_5X5, F4X4_3X3, Transforms, VARIANTS, WINOGRAD_HELPER_LANES,
-    WINOGRAD_HELPERS_ENV, points, transforms, winograd_helpers_from_env,
-};
+pub use winograd::{WINOGRAD_HELPER_LANES, WINOGRAD_HELPERS_ENV, winograd_helpers_from_env};
 
 use crate::check::CheckedGraph;
 use crate::ops::{Activation, Op};

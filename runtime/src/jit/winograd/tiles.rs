@@ -12,7 +12,8 @@
 //! group, so the input's columns are gathered at stride m and the outputs interleaved
 //! back.
 
-use cnnc_compiler::codegen::cpu::{F2X2_3X3, F2X2_5X5, F4X4_3X3, WINOGRAD_HELPER_LANES};
+use cnnc_compiler::codegen::cpu::WINOGRAD_HELPER_LANES;
+use cnnc_compiler::winograd::{F2X2_3X3, F2X2_5X5, F4X4_3X3};
 
 /// `fn(plane, first_row, height, width, left, tiles, destination, first_column, nr,
 /// panel, matrix)`: the tiles of one channel's tile row, read from its `height` x
@@ -558,7 +559,7 @@ mod x86 {
 mod tests {
     use super::*;
     use crate::jit::guarded::{Floats, Guard};
-    use cnnc_compiler::codegen::cpu::Transforms;
+    use cnnc_compiler::winograd::Transforms;
 
     /// Deterministic values in [-1, 1).
     fn values(count: usize, seed: u64) -> Vec<f32> {
@@ -596,7 +597,7 @@ mod tests {
     fn variants<F>(
         helper: fn(u64, u64) -> Option<F>,
     ) -> Vec<(F, &'static Transforms, usize, usize)> {
-        let found: Vec<_> = cnnc_compiler::codegen::cpu::VARIANTS
+        let found: Vec<_> = cnnc_compiler::winograd::VARIANTS
             .into_iter()
             .filter_map(|t| Some((helper(t.m, t.r)?, t, t.m as usize, t.alpha())))
             .collect();

@@ -4,7 +4,7 @@
 //! holding point ξ of every U, each packed into the tile's MR-row panels.
 
 use crate::error::Result;
-use cnnc_compiler::codegen::cpu::Transforms;
+use cnnc_compiler::winograd::Transforms;
 use rayon::prelude::*;
 
 /// The packed matrices, one after another (what generated code reads), for weights
@@ -89,7 +89,7 @@ fn transform(transforms: &Transforms, g: &[f32], u: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cnnc_compiler::codegen::cpu::{F2X2_3X3, VARIANTS};
+    use cnnc_compiler::winograd::{F2X2_3X3, VARIANTS};
 
     /// Each variant in one dimension, straight from its transforms, `Aᵀ [(G g) ⊙ (Bᵀ
     /// d)]`, against the correlation it stands for.
