@@ -297,9 +297,12 @@ fn measure(net: &CheckedGraph, request: &BenchRequest) -> Result<BenchReport, Ru
     let threads = request.threads as f64;
     let peak = FmaPeak::best().measure(PEAK_BUDGET) * threads;
     let tile_peak = microkernel.measure_peak(PEAK_BUDGET) * threads;
-    let profile = match &executor {
-        Executor::Jit(program) => profile(net, program, kernels.per_kernel, latency.p50, request)?,
-        _ => Vec::new(),
+    let kernels_milliseconds = executor
+        .jit()
+        .map(|_| percentiles(&kernels.shares).p50 * latency.p50);
+    let profile = match executor.jit() {
+        Some(program) => profile(net, program, kernels.per_kernel, latency.p50, request)?,
+        None => Vec::new(),
     };
     Ok(BenchReport {
         network: net.graph.name.clone(),
@@ -312,9 +315,7 @@ fn measure(net: &CheckedGraph, request: &BenchRequest) -> Result<BenchReport, Ru
         weights_milliseconds: weights_phases.iter().map(|p| p.milliseconds).sum(),
         compile_phases,
         weights_phases,
-        // The kernels' median share of a profiled run, of the median run.
-        kernels_milliseconds: matches!(executor, Executor::Jit(_))
-            .then(|| percentiles(&kernels.shares).p50 * latency.p50),
+        kernels_milliseconds,
         images_per_second: request.batch as f64 * 1e3 / latency.p50,
         latency,
         gflops,

@@ -367,8 +367,7 @@ fn strided_convolutions_over_phased_rows_agree_with_the_reference() {
             let program =
                 jit::Program::with_options(&net, &weights, tile_options(threads, TileChoice::Auto))
                     .expect("the JIT compiles");
-            let input = input.clone();
-            let actual = program.run(vec![input]).expect("the JIT runs");
+            let actual = program.run(vec![input.clone()]).expect("the JIT runs");
             let error = relative_error(&actual, &expected);
             assert!(
                 error <= TOLERANCE,

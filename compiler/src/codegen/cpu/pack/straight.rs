@@ -53,7 +53,7 @@ pub struct Straight {
 /// Reads per input value (kernel area / stride area) from which a conv of horizontal
 /// stride 3 or more splits its staged rows into phases: copying each value once into
 /// its phase turns every later read into a vector load where it was gathered one float
-/// at a time (AlexNet's 11x11/4, 7.6 reads: 1.06x on one thread). Stride 2 keeps its
+/// at a time (AlexNet's 11x11/4, 7.6 reads: 1.06-1.10x on one thread). Stride 2 keeps its
 /// two loads and a shuffle per four floats: phases made the 7x7/2 stems no faster (the
 /// packing is bound by its stores either way).
 const PHASED_READS: u64 = 4;
