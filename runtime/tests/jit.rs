@@ -505,20 +505,21 @@ fn epilogues_around_activation_helpers_agree_with_the_reference() {
 
 #[test]
 fn pixel_major_products_agree_with_the_reference() {
-    // Small outputs whose channels fill the tile better than their pixels turn the
-    // product over; threads split their pixels in spans that start mid-row (or, for
+    // Small outputs whose channels fill the tile better than their pixels, over
+    // enough input channels to pay for the transposing pass, turn the product over;
+    // threads split their pixels in spans that start mid-row (or, for
     // weights too big for L2, their channels). Strides,
     // padding on one side, 1xN kernels, pointwise convs, a residual add and channel
     // counts that leave the last weights panel short.
     let layers = [
         ("64x7x7", "conv(64, 3x3, pad=1) relu"),
-        ("5x15x13", "conv(96, 3x3, stride=2, pad=[0, 1, 2, 1]) relu"),
-        ("40x7x7", "conv(64, 1x1) relu"),
+        ("32x15x13", "conv(96, 3x3, stride=2, pad=[0, 1, 2, 1]) relu"),
+        ("160x7x7", "conv(64, 1x1) relu"),
         // Pixels left over after the groups of four that are transposed in registers:
         // 45 pixels (1 over) on one thread, 27 and 18 (3 and 2 over) on two, 18, 18 and
         // 9 on three; enough work (5 M multiply-adds) for every thread to take part.
         ("96x5x9", "conv(128, 3x3, pad=1) relu"),
-        ("8x9x9", "conv(96, 1x5, pad=[0, 2]) tanh"),
+        ("32x9x9", "conv(96, 1x5, pad=[0, 2]) tanh"),
         ("16x7x7", "conv(88, 3x3, pad=1)"),
         // 2.2 MiB of weights: the threads split the channels (three panels, the last
         // of 26 channels, not a multiple of four) instead of the pixels.
@@ -541,7 +542,7 @@ fn pointwise_pixel_major_products_read_their_pixels_in_place() {
     ];
     check_pixel_major(&in_place, Some(true));
     // 600 channels are 19 weight panels, each reading the pixels again: packed once.
-    check_pixel_major(&[("24x7x7", "conv(600, 1x1) relu")], Some(false));
+    check_pixel_major(&[("96x7x7", "conv(600, 1x1) relu")], Some(false));
 }
 
 #[test]

@@ -38,6 +38,9 @@ pub struct Geometry {
     /// Winograd F(m x m, r x r)'s m, when the compiler chose it for this conv (r is
     /// the kernel's side).
     pub winograd: Option<u64>,
+    /// Tensors the epilogue adds to the output (residuals): each is read as the
+    /// output is written.
+    pub residuals: u64,
 }
 
 impl Geometry {
@@ -90,6 +93,7 @@ impl Geometry {
                         }
                         _ => None,
                     },
+                    residuals: epilogue::add_inputs(&kernel.epilogue).count() as u64,
                 })
             }
             Op::Dense(_) => Some(Geometry::matrix_vector(
@@ -120,6 +124,7 @@ impl Geometry {
             output_sample,
             dense: true,
             winograd: None,
+            residuals: 0,
         }
     }
 
