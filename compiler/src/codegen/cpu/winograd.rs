@@ -23,7 +23,8 @@
 use super::Arg;
 use super::CpuTarget;
 use super::conv::{
-    Block, Chunk, Gemm, Geometry, Panels, Product, TileFinish, load_at, offset, offset_by, store_at,
+    Block, Chunk, Gemm, Geometry, L2_BYTES, Panels, Product, TileFinish, load_at, offset,
+    offset_by, store_at,
 };
 use super::loops::{counted, fixed, if_else};
 use super::pack::{copy_floats, zero_floats};
@@ -124,8 +125,23 @@ pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
     // (ResNet-50's 28x28 layers were 1.4x slower with the channels split). Chunks of
     // two tile rows each for two threads filled a panel apiece with 14 of its 32
     // columns there, twice the products of chunks of four: 1.06x on two threads.
+    // Each thread's chunk streams through L2 between the transforms and the products,
+    // and what spills goes to the L3 both cores share: VGG-16's 256-channel 56x56
+    // layers ran 15-18% faster on two threads in chunks of two tile rows (a chunk
+    // within L2) than in one chunk a thread (four times L2), the threads' finish 2.5%
+    // apart.
+    let spill = |rows: u64| {
+        let floats = (per_column * wide * rows) as f64;
+        let l2 = (L2_BYTES / 4) as f64;
+        1.0 + SPILL_COST * ((floats - l2) / l2).max(0.0)
+    };
     (1..=most)
-        .map(|rows| (rows, threads_finish(g, target, tall, wide, rows)))
+        .map(|rows| {
+            (
+                rows,
+                threads_finish(g, target, tall, wide, rows) * spill(rows),
+            )
+        })
         .min_by(|&(a, finish_a), &(b, finish_b)| {
             finish_a
                 .total_cmp(&finish_b)
@@ -136,6 +152,10 @@ pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
         .map_or(1, |(rows, _)| rows)
         * m
 }
+
+/// What a thread's chunk costs for each L2's worth of its transformed input and
+/// products beyond the first, as a fraction of its time (`chunk_rows`).
+const SPILL_COST: f64 = 0.05;
 
 /// A tile's input and output transforms, in columns of products (a panel's products
 /// cost NR): `TRANSFORM_WORK / M + TRANSFORM_WORK / K` for F(4x4), from a 128-channel
@@ -908,5 +928,22 @@ mod tests {
         // two leave no short chunk to write code for.
         assert_eq!(chunk_rows(&large, 4, &target(12, 32, 1)), 8);
         assert_eq!(rows, 8);
+    }
+
+    #[test]
+    fn threads_keep_their_chunks_near_l2_where_that_costs_them_little() {
+        // VGG-16's 256 -> 256 at 56x56: one chunk of seven tile rows a thread (98
+        // tiles in four panels, 8 MiB of transformed input and products) would finish
+        // 2.5% sooner on paper than seven chunks of two (28 tiles in one panel, 2.2
+        // MiB); the spill to L3 makes the small chunks the faster.
+        let vgg = geometry("256x56x56", "conv(256, 3x3, pad=1)");
+        assert_eq!(vgg.winograd, Some(4));
+        assert_eq!(chunk_rows(&vgg, 4, &target(12, 32, 2)), 8);
+        // Where the small chunks would fill their panels much worse, they stay large:
+        // Inception-v3's 80 -> 192 at 71x71 in chunks of three tile rows (54 tiles in
+        // two panels), not two (36 tiles, the same two panels).
+        let wide = geometry("80x71x71", "conv(192, 3x3, pad=1)");
+        assert_eq!(wide.winograd, Some(4));
+        assert_eq!(chunk_rows(&wide, 4, &target(12, 32, 2)), 12);
     }
 }
