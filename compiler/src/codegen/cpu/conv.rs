@@ -252,6 +252,15 @@ impl Geometry {
         tiles.div_ceil(tiles.div_ceil(wanted))
     }
 
+    /// Whether the units cut a span's output channels into parts (`m_parts`, or a
+    /// pixel-major product's `channel_parts`).
+    pub fn cuts_channels(&self, target: &CpuTarget) -> bool {
+        match self.pixel_major(target) {
+            true => self.channel_parts(target) > 1,
+            false => !self.dense && self.m_parts(target) > 1,
+        }
+    }
+
     /// Units of work threads share: every row chunk times every part of its channels
     /// (a matrix-vector product's chunks of rows).
     pub fn chunk_count(&self, target: &CpuTarget) -> u64 {
@@ -379,6 +388,7 @@ pub fn generate(
         args,
         scratch_floats,
         chunks: geometry.chunk_count(target),
+        cuts_channels: geometry.cuts_channels(target),
         layout: geometry.pixel_major(target).then_some("pixel-major"),
         geometry: Some(geometry),
     }
@@ -1045,6 +1055,22 @@ mod tests {
         assert_eq!(longest_share(56, 9, 1), 56);
         // More threads than chunks: one chunk each.
         assert_eq!(longest_share(7, 4, 8), 4);
+    }
+
+    #[test]
+    fn units_cut_channels_where_a_small_output_is_split_for_the_threads() {
+        use crate::codegen::cpu::test_support::{geometry, target};
+        let (one, two) = (target(12, 32, 1), target(12, 32, 2));
+        // 8x8 in one row chunk: the threads split its channels.
+        let small = geometry("448x8x8", "conv(384, 3x3, pad=1)");
+        assert!(small.m_parts(&two) > 1 && small.cuts_channels(&two));
+        assert!(!small.cuts_channels(&one));
+        // 56x56: rows enough for both threads.
+        let large = geometry("64x56x56", "conv(256, 1x1)");
+        assert!(!large.cuts_channels(&two));
+        // Pixel-major with weights too big for L2: channel parts.
+        let last = geometry("512x7x7", "conv(512, 3x3, pad=1)");
+        assert!(last.pixel_major(&two) && last.cuts_channels(&two));
     }
 
     #[test]

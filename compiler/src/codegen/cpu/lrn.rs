@@ -99,6 +99,7 @@ pub fn generate(fused: &FusedGraph, index: usize, target: &CpuTarget) -> Option<
         scratch_floats: 0,
         geometry: None,
         chunks: channels,
+        cuts_channels: false,
         layout: None,
     })
 }

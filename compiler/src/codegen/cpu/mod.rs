@@ -140,6 +140,10 @@ pub struct KernelCode {
     pub geometry: Option<Geometry>,
     /// How many chunks the kernel's work is cut into, for threads to share.
     pub chunks: u64,
+    /// Whether consecutive chunks are parts of one span's output channels (a small
+    /// output's product split so that both threads have work): threads then take
+    /// them in turn rather than each a contiguous share of them.
+    pub cuts_channels: bool,
     /// How the code computes, where the fused graph does not say (`pixel-major`): the
     /// profile shows it beside the op.
     pub layout: Option<&'static str>,
@@ -311,6 +315,7 @@ fn weightless_kernel(
         scratch_floats: 0,
         geometry: None,
         chunks,
+        cuts_channels: false,
         layout: None,
     }
 }

@@ -105,6 +105,7 @@ pub fn generate(fused: &FusedGraph, index: usize, target: &CpuTarget) -> Option<
         scratch_floats: 0,
         geometry: None,
         chunks: window.channels,
+        cuts_channels: false,
         layout: None,
     })
 }
