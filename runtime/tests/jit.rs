@@ -525,8 +525,8 @@ fn pixel_major_products_agree_with_the_reference() {
         // of 26 channels, not a multiple of four) instead of the pixels.
         ("704x7x7", "conv(90, 3x3, pad=1) relu"),
         (
-            "32x7x7",
-            "residual { conv(32, 3x3, pad=1) bn relu\n conv(32, 3x3, pad=1) bn } relu",
+            "64x7x7",
+            "residual { conv(64, 3x3, pad=1) bn relu\n conv(64, 3x3, pad=1) bn } relu",
         ),
     ];
     check_pixel_major(&layers, None);
@@ -616,16 +616,22 @@ fn check_pixel_major(layers: &[(&str, &str)], in_place: Option<bool>) {
         let source = format!("network P(input: {input_shape}) {{\n    {layer}\n}}");
         agrees_on_one_to_three_threads(&source, |program, target| {
             let fused = program.fused();
-            let geometry = codegen::cpu::Geometry::of(fused, &fused.kernels[0]);
-            let turned = geometry.as_ref().is_some_and(|g| g.pixel_major(target));
             let precompiled = program.microkernel().name == "avx512";
-            assert_eq!(
-                turned, precompiled,
-                "pixel-major with the AVX-512 tile: {source}"
-            );
-            if let (Some(wanted), true) = (in_place, precompiled) {
-                let read = geometry.is_some_and(|g| g.pixels_in_place(target));
-                assert_eq!(read, wanted, "pixels read in place: {source}");
+            // Every conv of the network (both of the residual block's).
+            let convs = fused
+                .kernels
+                .iter()
+                .filter_map(|k| codegen::cpu::Geometry::of(fused, k));
+            for geometry in convs {
+                assert_eq!(
+                    geometry.pixel_major(target),
+                    precompiled,
+                    "pixel-major with the AVX-512 tile: {source}"
+                );
+                if let (Some(wanted), true) = (in_place, precompiled) {
+                    let read = geometry.pixels_in_place(target);
+                    assert_eq!(read, wanted, "pixels read in place: {source}");
+                }
             }
         });
     }

@@ -25,25 +25,51 @@ pub enum Floats {
 
 /// Floats on the heap from the start of a cache line. A vector's allocation starts 16
 /// bytes past one (the allocator's header), so every 64-byte load of a tile's row
-/// straddled two lines: a 1x1 conv's tiles ran 10-19% slower over such rows.
+/// straddled two lines: a 1x1 conv's tiles ran 10-19% slower over such rows. The
+/// block is `calloc`'s, whose large blocks are fresh pages that read zero until
+/// written, so a buffer is not written once over just to zero it (a 400 MB dense
+/// layer's packed weights).
 pub struct Lines {
-    lines: Vec<Line>,
+    /// What `calloc` returned, to free.
+    block: *mut libc::c_void,
+    /// The first cache line in it.
+    data: *mut f32,
     len: usize,
 }
 
-/// One cache line of floats.
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([f32; LINE_FLOATS]);
+// SAFETY: the block is plain memory owned by this value, like a Vec's.
+unsafe impl Send for Lines {}
+unsafe impl Sync for Lines {}
 
-const LINE_FLOATS: usize = 16;
+const LINE_BYTES: usize = 64;
 
 impl Lines {
-    fn zeroed(len: usize) -> Lines {
-        Lines {
-            lines: vec![Line([0.0; LINE_FLOATS]); len.div_ceil(LINE_FLOATS)],
-            len,
+    fn zeroed(len: usize) -> Result<Lines> {
+        let bytes = len
+            .checked_mul(4)
+            .and_then(|bytes| bytes.checked_add(LINE_BYTES))
+            .ok_or_else(|| RuntimeError::Invalid(format!("{len} floats do not fit in memory")))?;
+        // SAFETY: calloc has no preconditions; a null result is handled below.
+        let block = unsafe { libc::calloc(bytes, 1) };
+        if block.is_null() {
+            return Err(RuntimeError::Invalid(format!(
+                "cannot allocate {len} floats ({bytes} bytes)"
+            )));
         }
+        let skip = block.cast::<u8>().align_offset(LINE_BYTES);
+        Ok(Lines {
+            block,
+            // SAFETY: `skip` < 64, within the block's `len * 4 + 64` bytes.
+            data: unsafe { block.cast::<u8>().add(skip) }.cast(),
+            len,
+        })
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        // SAFETY: `block` is what calloc returned, freed once.
+        unsafe { libc::free(self.block) };
     }
 }
 
@@ -51,7 +77,7 @@ impl Floats {
     /// `len` zeros; between guard pages when `guard` says which one to touch.
     pub fn zeroed(len: usize, guard: Option<Guard>) -> Result<Floats> {
         match guard {
-            None => Ok(Floats::Heap(Lines::zeroed(len))),
+            None => Lines::zeroed(len).map(Floats::Heap),
             Some(guard) => Mapping::new(len, guard).map(Floats::Guarded),
         }
     }
@@ -68,12 +94,9 @@ impl Deref for Floats {
     type Target = [f32];
     fn deref(&self) -> &[f32] {
         match self {
-            // SAFETY: the lines hold at least `len` initialised floats, laid out one
-            // after another (`Line` is `repr(C)` of floats, its size a multiple of its
-            // alignment).
-            Floats::Heap(h) => unsafe {
-                std::slice::from_raw_parts(h.lines.as_ptr().cast(), h.len)
-            },
+            // SAFETY: `data` points at `len` zeroed (so initialised) floats, aligned and
+            // non-null, that live as long as the block.
+            Floats::Heap(h) => unsafe { std::slice::from_raw_parts(h.data, h.len) },
             // SAFETY: `data` points at `len` initialised (zero-mapped) floats that live
             // as long as the mapping.
             Floats::Guarded(m) => unsafe { std::slice::from_raw_parts(m.data, m.len) },
@@ -85,9 +108,7 @@ impl DerefMut for Floats {
     fn deref_mut(&mut self) -> &mut [f32] {
         match self {
             // SAFETY: as for `deref`, and `&mut self` makes the borrow unique.
-            Floats::Heap(h) => unsafe {
-                std::slice::from_raw_parts_mut(h.lines.as_mut_ptr().cast(), h.len)
-            },
+            Floats::Heap(h) => unsafe { std::slice::from_raw_parts_mut(h.data, h.len) },
             // SAFETY: as for `deref`, and `&mut self` makes the borrow unique.
             Floats::Guarded(m) => unsafe { std::slice::from_raw_parts_mut(m.data, m.len) },
         }

@@ -257,7 +257,7 @@ impl Geometry {
     pub fn cuts_channels(&self, target: &CpuTarget) -> bool {
         match self.pixel_major(target) {
             true => self.channel_parts(target) > 1,
-            false => !self.dense && self.m_parts(target) > 1,
+            false => self.m_parts(target) > 1,
         }
     }
 

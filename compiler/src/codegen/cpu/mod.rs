@@ -141,8 +141,9 @@ pub struct KernelCode {
     /// How many chunks the kernel's work is cut into, for threads to share.
     pub chunks: u64,
     /// Whether consecutive chunks are parts of one span's output channels (a small
-    /// output's product split so that both threads have work): threads then take
-    /// them in turn rather than each a contiguous share of them.
+    /// output's product split so that every thread has work, or a pixel-major
+    /// product's weights too big for L2 split so that each streams its part): threads
+    /// then take them in turn rather than each a contiguous share of them.
     pub cuts_channels: bool,
     /// How the code computes, where the fused graph does not say (`pixel-major`): the
     /// profile shows it beside the op.

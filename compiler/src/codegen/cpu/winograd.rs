@@ -128,7 +128,7 @@ pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
     // Each thread's chunk streams through L2 between the transforms and the products,
     // and what spills goes to the L3 both cores share: VGG-16's 256-channel 56x56
     // layers ran 15-18% faster on two threads in chunks of two tile rows (a chunk
-    // within L2) than in one chunk a thread (four times L2), the threads' finish 2.5%
+    // within L2) than in one chunk a thread (3.5 times L2), the threads' finish 2.5%
     // apart.
     let spill = |rows: u64| {
         let floats = (per_column * wide * rows) as f64;
@@ -165,8 +165,9 @@ const TRANSFORM_WORK: f64 = 35.0;
 
 /// When the threads finish a sample's `tall` x `wide` tiles in chunks of `rows` tile
 /// rows, in columns of products: each chunk costs its panels' products and its tiles'
-/// transforms, and goes to the thread free first, as the runtime's threads take the
-/// next chunk.
+/// transforms, and goes to the thread free first: the runtime's threads take their own
+/// shares of the chunks in order and then help with the others', which ends about as
+/// this greedy order does.
 fn threads_finish(g: &Geometry, target: &CpuTarget, tall: u64, wide: u64, rows: u64) -> f64 {
     let transform = TRANSFORM_WORK / g.m().max(1) as f64 + TRANSFORM_WORK / g.k().max(1) as f64;
     let cost = |rows: u64| {
@@ -933,8 +934,8 @@ mod tests {
     #[test]
     fn threads_keep_their_chunks_near_l2_where_that_costs_them_little() {
         // VGG-16's 256 -> 256 at 56x56: one chunk of seven tile rows a thread (98
-        // tiles in four panels, 8 MiB of transformed input and products) would finish
-        // 2.5% sooner on paper than seven chunks of two (28 tiles in one panel, 2.2
+        // tiles in four panels, 7 MiB of transformed input and products) would finish
+        // 2.5% sooner on paper than seven chunks of two (28 tiles in one panel, 2
         // MiB); the spill to L3 makes the small chunks the faster.
         let vgg = geometry("256x56x56", "conv(256, 3x3, pad=1)");
         assert_eq!(vgg.winograd, Some(4));

@@ -6,4 +6,4 @@ mod tiles;
 mod weights;
 
 pub use tiles::{input_transform, output_transform};
-pub use weights::pack;
+pub use weights::{pack, packed_len};

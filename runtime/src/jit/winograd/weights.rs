@@ -7,24 +7,40 @@ use crate::error::Result;
 use cnnc_compiler::winograd::Transforms;
 use rayon::prelude::*;
 
-/// The packed matrices, one after another (what generated code reads), for weights
-/// `[out_channels, in_channels, r, r]` whose rows (output channels) `fill(first, rows)`
-/// copies out from `first` on, packed for a tile of `mr` rows. Each panel of `mr`
-/// output channels is transformed from one block of its rows, in parallel.
-pub fn pack(
+/// Floats of the packed matrices for `out_channels` x `in_channels` weights and a tile
+/// of `mr` rows.
+pub fn packed_len(
     transforms: &Transforms,
     out_channels: usize,
     in_channels: usize,
     mr: usize,
+) -> usize {
+    transforms.alpha() * transforms.alpha() * out_channels.div_ceil(mr) * in_channels * mr
+}
+
+/// The packed matrices, one after another (what generated code reads), into `packed`
+/// (`packed_len` zeroed floats), for weights `[out_channels, in_channels, r, r]` whose
+/// rows (output channels) `fill(first, rows)` copies out from `first` on, packed for a
+/// tile of `mr` rows. Each panel of `mr` output channels is transformed from one block
+/// of its rows, in parallel.
+pub fn pack(
+    transforms: &Transforms,
+    (out_channels, in_channels, mr): (usize, usize, usize),
+    packed: &mut [f32],
     fill: impl Fn(usize, &mut [f32]) -> Result<()> + Sync,
-) -> Result<Vec<f32>> {
+) -> Result<()> {
     let points = transforms.alpha() * transforms.alpha();
     let area = (transforms.r * transforms.r) as usize;
     let panel_len = in_channels * mr;
     let matrix_len = out_channels.div_ceil(mr) * panel_len;
-    let mut packed = vec![0.0f32; points * matrix_len];
+    if packed.len() != packed_len(transforms, out_channels, in_channels, mr) {
+        return Err(crate::error::RuntimeError::Invalid(format!(
+            "{} floats cannot hold the transformed {out_channels} x {in_channels} weights",
+            packed.len()
+        )));
+    }
     if packed.is_empty() {
-        return Ok(packed);
+        return Ok(());
     }
     // Panel j of every matrix, for the thread that transforms panel j's channels.
     let mut by_panel: Vec<Vec<&mut [f32]>> = (0..out_channels.div_ceil(mr))
@@ -56,8 +72,7 @@ pub fn pack(
             }
             Ok(())
         },
-    )?;
-    Ok(packed)
+    )
 }
 
 /// The largest α of a variant: 6 (F(4x4,3x3), F(2x2,5x5)).
@@ -153,7 +168,14 @@ mod tests {
             out.copy_from_slice(&weights[first * in_channels * 9..][..out.len()]);
             Ok(())
         };
-        let packed = pack(&F2X2_3X3, out_channels, in_channels, mr, rows).expect("packs");
+        let mut packed = vec![0.0; packed_len(&F2X2_3X3, out_channels, in_channels, mr)];
+        pack(
+            &F2X2_3X3,
+            (out_channels, in_channels, mr),
+            &mut packed,
+            rows,
+        )
+        .expect("packs");
         let matrix = out_channels.div_ceil(mr) * mr * in_channels;
         assert_eq!(packed.len(), 16 * matrix);
         let mut u = [0.0f32; 16];
