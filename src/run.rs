@@ -52,6 +52,17 @@ struct Report {
     /// The JIT's code generation and compilation, before the run.
     #[serde(skip_serializing_if = "Option::is_none")]
     compile_milliseconds: Option<f64>,
+    /// The JIT's kernels that ran on the reference kernels, sooner than compiled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interpreted_kernels: Option<Interpreted>,
+}
+
+/// Of a JIT program made to run once, the kernels that the reference kernels run
+/// sooner than Cranelift would compile them (all of LeNet-5's at batch 1).
+#[derive(serde::Serialize, Clone, Copy)]
+struct Interpreted {
+    kernels: usize,
+    of: usize,
 }
 
 /// Which executor runs the network.
@@ -143,9 +154,9 @@ pub fn run(net: &CheckedGraph, request: &RunRequest) -> Result<(), RuntimeError>
         keep: keep.iter().map(|(_, id)| *id).collect(),
     };
     let mut backend = request.backend;
-    let (outputs, compile_milliseconds) = match request.backend {
-        Backend::Reference => (reference::run(net, &weights, inputs, &options)?, None),
-        Backend::Fused => (run_fused(net, &weights, inputs, &options)?, None),
+    let (outputs, compile_milliseconds, interpreted_kernels) = match request.backend {
+        Backend::Reference => (reference::run(net, &weights, inputs, &options)?, None, None),
+        Backend::Fused => (run_fused(net, &weights, inputs, &options)?, None, None),
         Backend::Jit => run_jit(net, &weights, inputs, &options, request.check_bounds)?,
         Backend::Gpu { fallback } => {
             match crate::gpu_cmd::run(net, &weights, inputs.clone(), &options) {
@@ -154,7 +165,10 @@ pub fn run(net: &CheckedGraph, request: &RunRequest) -> Result<(), RuntimeError>
                     backend = Backend::Jit;
                     run_jit(net, &weights, inputs, &options, false)?
                 }
-                result => result?,
+                result => {
+                    let (outputs, compile_milliseconds) = result?;
+                    (outputs, compile_milliseconds, None)
+                }
             }
         }
     };
@@ -211,6 +225,7 @@ pub fn run(net: &CheckedGraph, request: &RunRequest) -> Result<(), RuntimeError>
         softmax_applied: !ends_in_softmax,
         saved,
         milliseconds,
+        interpreted_kernels,
     };
     if request.json {
         println!(
@@ -282,25 +297,36 @@ fn run_fused(
     })
 }
 
-/// The JIT's output, and how long compiling took (milliseconds).
+/// The JIT's output, how long compiling took (milliseconds) and which kernels it
+/// left to the reference kernels.
 fn run_jit(
     net: &CheckedGraph,
     weights: &Weights,
     inputs: Vec<cnnc_runtime::Tensor>,
     options: &RunOptions,
     check_bounds: bool,
-) -> Result<(reference::Outputs, Option<f64>), RuntimeError> {
+) -> Result<(reference::Outputs, Option<f64>, Option<Interpreted>), RuntimeError> {
     refuse_save(options, "jit")?;
     if check_bounds {
-        return run_jit_bounds_checked(net, weights, inputs);
+        let (outputs, compile_milliseconds) = run_jit_bounds_checked(net, weights, inputs)?;
+        return Ok((outputs, compile_milliseconds, None));
     }
-    let program = jit::Program::for_one_run(net, weights)?;
+    let samples = inputs.first().map_or(1, |input| input.shape()[0]);
+    let program = jit::Program::for_one_run(net, weights, samples)?;
     let output = program.run(inputs)?;
     let outputs = reference::Outputs {
         output,
         ..Default::default()
     };
-    Ok((outputs, Some(program.compile_time.as_secs_f64() * 1e3)))
+    let interpreted = Interpreted {
+        kernels: program.interpreted_kernels(),
+        of: program.generated().1,
+    };
+    Ok((
+        outputs,
+        Some(program.compile_time.as_secs_f64() * 1e3),
+        Some(interpreted).filter(|i| i.kernels > 0),
+    ))
 }
 
 /// `--check-bounds`: the JIT twice, every buffer pushed against the page after it (an
@@ -409,9 +435,15 @@ fn read_labels(path: &Path) -> Result<Vec<String>, RuntimeError> {
 }
 
 fn print_report(report: &Report, output: &cnnc_runtime::Tensor) {
-    let compiled = report
-        .compile_milliseconds
-        .map_or(String::new(), |ms| format!(" (compiled in {ms:.1} ms)"));
+    let interpreted = report.interpreted_kernels.map_or(String::new(), |i| {
+        format!(
+            "; {} of {} kernels interpreted, sooner than compiled for one run",
+            i.kernels, i.of
+        )
+    });
+    let compiled = report.compile_milliseconds.map_or(String::new(), |ms| {
+        format!(" (compiled in {ms:.1} ms{interpreted})")
+    });
     println!(
         "{}: {} backend, batch {}, {:.1} ms{compiled}",
         report.network, report.backend, report.batch, report.milliseconds

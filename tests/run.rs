@@ -94,6 +94,18 @@ fn every_example_runs_out_of_the_box() {
         assert_eq!(top.as_array().map(Vec::len), Some(3), "{example}");
         let p = top[0]["probability"].as_f64().expect("probability");
         assert!(p.is_finite() && p > 0.0 && p <= 1.0, "{example}: {p}");
+        // Run once, LeNet-5's kernels are all done sooner by the reference kernels
+        // than compiled; every other example compiles most of its kernels.
+        let interpreted = &report["interpreted_kernels"];
+        let count = |key: &str| interpreted[key].as_u64().unwrap_or(0);
+        if example.ends_with("lenet5.cnn") {
+            assert_eq!((count("kernels"), count("of")), (8, 8), "{report}");
+        } else {
+            assert!(
+                count("kernels") * 4 < count("of").max(1),
+                "{example}: {interpreted}"
+            );
+        }
     }
 }
 

@@ -243,18 +243,21 @@ fn the_generated_tile_agrees_with_the_reference() {
 fn programs_that_run_once_compute_the_same_bits() {
     // Compiled to run once, the kernels that run for less than their optimisation
     // takes go through Cranelift's baseline tier: the same floating-point operations
-    // in the same order, so the same output to the bit.
-    for name in ["lenet5", "googlenet"] {
+    // in the same order, so the same output to the bit. On batches this large no
+    // kernel is done sooner by the reference kernels (which would not give the same
+    // bits; see the next test).
+    for (name, samples) in [("lenet5", 256), ("googlenet", 8)] {
         let net = example(name);
         let (weights, input) = (weights(&net, 2), input(&net, 1, 3));
         let once = jit::Options {
-            runs: jit::Runs::Once,
+            runs: jit::Runs::Once { samples },
             ..jit::Options::from_env(2)
         };
         let once = jit::Program::with_options(&net, &weights, once).expect("compiles");
         let many = jit::Program::with_threads(&net, &weights, 2).expect("compiles");
         assert_eq!(many.baseline_functions(), 0, "{name}");
         assert!(once.baseline_functions() > 0, "{name}");
+        assert_eq!(once.interpreted_kernels(), 0, "{name}");
         let (a, b) = (
             once.run(vec![input.clone()]).expect("runs"),
             many.run(vec![input]).expect("runs"),
@@ -265,6 +268,35 @@ fn programs_that_run_once_compute_the_same_bits() {
                 .all(|(x, y)| x.to_bits() == y.to_bits()),
             "{name}: the tiers disagree"
         );
+    }
+}
+
+#[test]
+fn kernels_run_once_sooner_than_compiled_are_interpreted() {
+    // LeNet-5 once on one sample: every kernel takes the reference kernels less time
+    // than Cranelift takes to compile it. GoogLeNet's convs are worth compiling even
+    // for one run; programs that run many times interpret nothing.
+    let cases = [("lenet5", 1, Some(8)), ("googlenet", 1, None)];
+    for (name, samples, all_interpreted) in cases {
+        let net = example(name);
+        let (weights, input) = (weights(&net, 2), input(&net, 1, 5));
+        let once = jit::Options {
+            runs: jit::Runs::Once { samples },
+            ..jit::Options::from_env(2)
+        };
+        let once = jit::Program::with_options(&net, &weights, once).expect("compiles");
+        let many = jit::Program::with_threads(&net, &weights, 2).expect("compiles");
+        let (interpreted, kernels) = (once.interpreted_kernels(), once.generated().1);
+        eprintln!("{name}: {interpreted} of {kernels} kernels interpreted");
+        match all_interpreted {
+            Some(count) => assert_eq!((interpreted, kernels), (count, count), "{name}"),
+            None => assert!(once.generated().0 * 2 > kernels, "{name}: {interpreted}"),
+        }
+        assert_eq!(many.interpreted_kernels(), 0, "{name}");
+        let expected = reference_output(&net, &weights, &input);
+        let output = once.run(vec![input]).expect("runs");
+        let error = relative_error(&output, &expected);
+        assert!(error <= TOLERANCE, "{name}: relative error {error:e}");
     }
 }
 

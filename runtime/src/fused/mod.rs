@@ -197,6 +197,27 @@ impl<'a> Program<'a> {
 }
 
 /// Compiles and runs in one call.
+/// About how long the reference kernels take over `work` units of `op`
+/// (`codegen::cpu::kernel_work`'s, about a multiply-add each), in nanoseconds: what
+/// the JIT weighs against compiling a kernel it will run once. Measured on the first
+/// run of the example networks on the Xeon (LeNet-5's convs 0.16-1.3 ns a unit, the
+/// first one paying for the process's first product; the pools 1.5-2.7, dense layers
+/// 0.7, LRN and global pools 0.9, a softmax 20 and 10 us for any kernel at all: each
+/// reads its operands into tensors and writes its result back).
+pub fn reference_nanoseconds(op: &Op, work: u64) -> u64 {
+    const PER_KERNEL: u64 = 10_000;
+    let per_unit = match op {
+        Op::Conv(_) => 0.5,
+        Op::Dense(_) => 0.7,
+        Op::Pool(_) | Op::AdaptivePool(_) => 2.5,
+        Op::GlobalPool(_) | Op::Lrn(_) => 1.0,
+        Op::Activation(cnnc_compiler::ops::Activation::Softmax) => 20.0,
+        Op::Activation(_) | Op::BatchNorm(_) | Op::Add(_) | Op::Concat(_) => 2.0,
+        Op::Input(_) | Op::Dropout(_) | Op::Flatten(_) => 0.0,
+    };
+    PER_KERNEL.saturating_add((work as f64 * per_unit) as u64)
+}
+
 pub fn run(net: &CheckedGraph, weights: &Weights, inputs: Vec<Tensor>) -> Result<Tensor> {
     Program::new(net, weights)?.run(inputs)
 }

@@ -2,6 +2,8 @@
 //! a shape-specialized function (conv and dense calling the register tile), run over
 //! the memory plan's buffers. A kernel the compiler has no generator for would run on
 //! the reference kernels through the fused executor; `on_reference_path` lists any.
+//! So does, in a program made to run once, a kernel that the reference kernels finish
+//! sooner than Cranelift would compile it (`interpreted_kernels` counts those).
 //!
 //! The steady state allocates nothing but the output: the buffers, the threads'
 //! scratch and every kernel's argument slots are kept from one run to the next of the
@@ -19,6 +21,7 @@ use crate::weights::Weights;
 use cnnc_compiler::check::CheckedGraph;
 use cnnc_compiler::codegen::cpu::tile;
 use cnnc_compiler::codegen::cpu::{self, Arg, CpuTarget, Geometry, KernelCode};
+use cnnc_compiler::ops::Op;
 use cnnc_compiler::passes::{self, Kernel, WinogradPolicy};
 use cranelift_codegen::Context;
 use cranelift_codegen::control::ControlPlane;
@@ -82,6 +85,9 @@ pub struct Program<'a> {
     distinct_functions: usize,
     /// How many of them the baseline tier compiled.
     baseline_functions: usize,
+    /// How many kernels run on the reference kernels because compiling them would
+    /// take longer than interpreting them for the one run.
+    interpreted_kernels: usize,
     /// What the last run used, for the next run of the same batch size.
     cache: Mutex<Option<Cache>>,
     /// Bounds-checked mode: the guard every run's buffers and scratch are mapped against.
@@ -129,9 +135,10 @@ pub struct Options {
 /// How often a program is expected to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Runs {
-    /// Once (`cnnc run`): a kernel the optimizer would spend longer on than it saves
-    /// in that one run is compiled by the baseline tier.
-    Once,
+    /// Once (`cnnc run`), on a batch of `samples`: a kernel that the reference kernels
+    /// run sooner than Cranelift compiles it is interpreted, and one the optimizer
+    /// would spend longer on than it saves is compiled by the baseline tier.
+    Once { samples: usize },
     /// Many times (`cnnc bench`, a server): every kernel is optimized.
     Many,
 }
@@ -213,11 +220,17 @@ impl<'a> Program<'a> {
         Self::with_threads(net, weights, rayon::current_num_threads())
     }
 
-    /// As `new`, for a program that runs once: the kernels whose optimisation would
-    /// take longer than it saves are compiled by the baseline tier ([`Runs::Once`]).
-    pub fn for_one_run(net: &'a CheckedGraph, weights: &'a Weights) -> Result<Self> {
+    /// As `new`, for a program that runs once on a batch of `samples`: the kernels
+    /// the reference kernels run sooner than they compile are interpreted, and those
+    /// whose optimisation would take longer than it saves are compiled by the baseline
+    /// tier ([`Runs::Once`]).
+    pub fn for_one_run(
+        net: &'a CheckedGraph,
+        weights: &'a Weights,
+        samples: usize,
+    ) -> Result<Self> {
         let options = Options {
-            runs: Runs::Once,
+            runs: Runs::Once { samples },
             ..Options::from_env(rayon::current_num_threads())
         };
         Self::with_options(net, weights, options)
@@ -282,6 +295,20 @@ impl<'a> Program<'a> {
             .into_par_iter()
             .map(|index| cpu::compile_one(&fused.fused, index, &target, &kernel_threads))
             .collect();
+        let mut interpreted_kernels = 0;
+        let codes: Vec<Option<KernelCode>> = codes
+            .into_iter()
+            .map(|code| {
+                let code = code?;
+                let work = cpu::kernel_work(net, &fused.fused, code.kernel);
+                let op = &fused.fused.kernels[code.kernel].op;
+                if interpreting_is_sooner(runs, work, op, &code.function) {
+                    interpreted_kernels += 1;
+                    return None;
+                }
+                Some(code)
+            })
+            .collect();
         let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
         let generated: Vec<&KernelCode> = codes.iter().flatten().collect();
         let work: Vec<u64> = generated
@@ -344,14 +371,20 @@ impl<'a> Program<'a> {
         for (index, _) in unpacked {
             fused.prepare_kernel(index)?;
         }
-        // Started last: its workers would spin beside the compilation's threads.
-        let team = Team::new(threads).map_err(|e| {
+        // Started last: its workers would spin beside the compilation's threads. None
+        // at all where every kernel is interpreted: they would spin beside the run.
+        let team_threads = match kernels.iter().any(Option::is_some) {
+            true => threads,
+            false => 1,
+        };
+        let team = Team::new(team_threads).map_err(|e| {
             RuntimeError::Invalid(format!("cannot start {threads} JIT threads: {e}"))
         })?;
         let compile_time = started.elapsed();
         Ok(Program {
             distinct_functions,
             baseline_functions,
+            interpreted_kernels,
             fused,
             kernels,
             microkernel,
@@ -380,6 +413,12 @@ impl<'a> Program<'a> {
     /// program was made to run once).
     pub fn baseline_functions(&self) -> usize {
         self.baseline_functions
+    }
+
+    /// How many kernels run on the reference kernels because, in a program made to
+    /// run once, they finish there sooner than Cranelift would compile them.
+    pub fn interpreted_kernels(&self) -> usize {
+        self.interpreted_kernels
     }
 
     /// How many kernels run generated code, of how many.
@@ -770,16 +809,37 @@ enum Tier {
 const BASELINE_WORK_PER_INSTRUCTION: u64 = 10_000;
 
 impl Tier {
-    /// The tier for a kernel of `work` compiled as `function`, run `runs`.
+    /// The tier for a kernel of `work` (per sample) compiled as `function`, run `runs`.
     fn choose(runs: Runs, work: u64, function: &Function) -> Tier {
         let instructions = function.dfg.num_insts() as u64;
         match runs {
-            Runs::Once if work < instructions.saturating_mul(BASELINE_WORK_PER_INSTRUCTION) => {
+            Runs::Once { samples }
+                if work.saturating_mul(samples as u64)
+                    < instructions.saturating_mul(BASELINE_WORK_PER_INSTRUCTION) =>
+            {
                 Tier::Baseline
             }
             _ => Tier::Optimizing,
         }
     }
+}
+
+/// What the baseline tier takes to compile a function: a fixed part and a part per IR
+/// instruction, in nanoseconds. Measured on LeNet-5's eight functions (69 to 672
+/// instructions: 50 us to 0.44 ms each on the Xeon).
+const BASELINE_COMPILE_NANOSECONDS: (u64, u64) = (30_000, 600);
+
+/// Whether a kernel of `work` (per sample) and `op`, generated as `function`, is done
+/// sooner by the reference kernels than by compiling it, in a program run `runs`.
+/// LeNet-5's kernels all are: interpreted, its first output takes a third less time.
+fn interpreting_is_sooner(runs: Runs, work: u64, op: &Op, function: &Function) -> bool {
+    let Runs::Once { samples } = runs else {
+        return false;
+    };
+    let (fixed, per_instruction) = BASELINE_COMPILE_NANOSECONDS;
+    let instructions = function.dfg.num_insts() as u64;
+    let compiling = fixed.saturating_add(instructions.saturating_mul(per_instruction));
+    fused::reference_nanoseconds(op, work.saturating_mul(samples as u64)) < compiling
 }
 
 fn native_isa(tier: Tier) -> Result<cranelift_codegen::isa::OwnedTargetIsa> {
