@@ -3,7 +3,7 @@
 //! so `r` is exact), `e^r` a degree-7 polynomial, and `2^n` built in the exponent bits.
 //! Relative error within 2 ulp on `[−87.3, 88]`; inputs are clamped to that range, so
 //! `exp` of anything below is about 1e-38 rather than 0 (softmax, its user, adds these
-//! to a sum of at least 1). Tanh and sigmoid are built on it.
+//! to a sum of at least 1). Tanh (as `e^x − 1`, from the same pieces) and sigmoid are built on it.
 
 use super::epilogue::{choose, constant, larger, smaller, splat};
 use cranelift_codegen::ir::condcodes::FloatCC;
@@ -27,17 +27,8 @@ pub const POLYNOMIAL: [f32; 6] = [
     0.5,
 ];
 
-/// Below this magnitude tanh is Cephes' odd polynomial (`1 − 2/(e^2x + 1)` loses
-/// digits to cancellation near 0); above it, the exp form.
-pub const TANH_POLYNOMIAL_BELOW: f32 = 0.625;
-/// Cephes' `tanhf` polynomial in x² for `(tanh x − x) / x³`, highest power first.
-pub const TANH_POLYNOMIAL: [f32; 5] = [
-    -5.704_988_7e-3,
-    2.063_909e-2,
-    -5.373_971_6e-2,
-    0.133_314_42,
-    -0.333_332_8,
-];
+/// From this magnitude on, tanh is 1 in f32 (tanh 9 = 1 − 3e-8).
+pub const TANH_SATURATES: f32 = 9.0;
 
 /// The integer type of `ty`'s bits.
 fn bits_type(ty: Type) -> Type {
@@ -50,35 +41,49 @@ fn bits_type(ty: Type) -> Type {
 
 /// `e^x` of an f32 or f32x4 `x`.
 pub fn exp(b: &mut FunctionBuilder, ty: Type, x: Value) -> Value {
-    let int = bits_type(ty);
-    let c = |b: &mut FunctionBuilder, value: f32| constant(b, ty, value);
-    let (low, high) = (c(b, EXP_RANGE.0), c(b, EXP_RANGE.1));
+    let (low, high) = (constant(b, ty, EXP_RANGE.0), constant(b, ty, EXP_RANGE.1));
     let x = larger(b, ty, x, low);
     let x = smaller(b, ty, x, high);
-    // n = round(x·log2 e), as a float and in the low bits of `shifted`.
+    let (shifted, r) = reduce(b, ty, x);
+    let er = exp_minus_one_reduced(b, ty, r);
+    let one = constant(b, ty, 1.0);
+    let er = b.ins().fadd(er, one);
+    let power = power_of_two(b, ty, shifted);
+    b.ins().fmul(er, power)
+}
+
+/// `x = n·ln 2 + r`, `|r| <= ln 2 / 2`: n = round(x·log2 e) in the low bits of the
+/// first value returned (n plus `ROUNDER`), and r (ln 2 in two parts, so it is exact).
+fn reduce(b: &mut FunctionBuilder, ty: Type, x: Value) -> (Value, Value) {
+    let c = |b: &mut FunctionBuilder, value: f32| constant(b, ty, value);
     let (log2e, rounder) = (c(b, std::f32::consts::LOG2_E), c(b, ROUNDER));
     let scaled = b.ins().fmul(x, log2e);
     let shifted = b.ins().fadd(scaled, rounder);
     let n = b.ins().fsub(shifted, rounder);
-    // r = x − n·ln 2, ln 2 in two parts.
     let (ln2_high, ln2_low) = (c(b, LN2_HIGH), c(b, LN2_LOW));
     let part = b.ins().fmul(n, ln2_high);
     let r = b.ins().fsub(x, part);
     let part = b.ins().fmul(n, ln2_low);
-    let r = b.ins().fsub(r, part);
-    let mut p = c(b, POLYNOMIAL[0]);
+    (shifted, b.ins().fsub(r, part))
+}
+
+/// `e^r − 1` of a reduced `r`: `r + r²·P(r)`.
+fn exp_minus_one_reduced(b: &mut FunctionBuilder, ty: Type, r: Value) -> Value {
+    let mut p = constant(b, ty, POLYNOMIAL[0]);
     for coefficient in &POLYNOMIAL[1..] {
-        let coefficient = c(b, *coefficient);
+        let coefficient = constant(b, ty, *coefficient);
         let product = b.ins().fmul(p, r);
         p = b.ins().fadd(product, coefficient);
     }
     let square = b.ins().fmul(r, r);
     let p = b.ins().fmul(p, square);
-    let p = b.ins().fadd(p, r);
-    let one = c(b, 1.0);
-    let er = b.ins().fadd(p, one);
-    // 2^n: the biased exponent n + 127 in bits 23..31. `shifted`'s bits are those of
-    // ROUNDER plus n.
+    b.ins().fadd(p, r)
+}
+
+/// `2^n` of `reduce`'s first value: the biased exponent n + 127 in bits 23..31 (its
+/// bits are ROUNDER's plus n).
+fn power_of_two(b: &mut FunctionBuilder, ty: Type, shifted: Value) -> Value {
+    let int = bits_type(ty);
     let flags = MemFlagsData::new();
     let bits = b.ins().bitcast(int, flags, shifted);
     // An i32 immediate is given zero-extended.
@@ -88,8 +93,7 @@ pub fn exp(b: &mut FunctionBuilder, ty: Type, x: Value) -> Value {
     let biased = b.ins().iadd(bits, bias);
     let shift = b.ins().iconst(types::I32, 23);
     let exponent = b.ins().ishl(biased, shift);
-    let power = b.ins().bitcast(ty, flags, exponent);
-    b.ins().fmul(er, power)
+    b.ins().bitcast(ty, flags, exponent)
 }
 
 /// `1 / (1 + e^−x)`, the reference's formula.
@@ -102,9 +106,11 @@ pub fn sigmoid(b: &mut FunctionBuilder, ty: Type, x: Value) -> Value {
     nan_through(b, ty, x, result)
 }
 
-/// `tanh x`: Cephes' `tanhf`, within a few ulp of `f32::tanh`. Both forms of
-/// `tanh |x|` are computed and one chosen per lane, then x's sign put back (so that
-/// tanh(−0) is −0, which `x + x³·P(x²)` made +0).
+/// `tanh x = −t / (t + 2)` at `t = e^−2|x| − 1`, then x's sign put back (so that
+/// tanh(−0) is −0), within 2 ulp of the correctly rounded value. `t` is
+/// `2^n·(e^r − 1) + (2^n − 1)`: exact near 0, where `1 − 2/(e^2x + 1)` loses its
+/// digits to cancellation, so one form serves every x (Cephes' `tanhf` computes two
+/// and chooses, twice the instructions). |x| is clamped where tanh is 1.
 pub fn tanh(b: &mut FunctionBuilder, ty: Type, x: Value) -> Value {
     let int = bits_type(ty);
     let flags = MemFlagsData::new();
@@ -117,28 +123,22 @@ pub fn tanh(b: &mut FunctionBuilder, ty: Type, x: Value) -> Value {
     let magnitude = b.ins().band(bits, magnitude_mask);
     let magnitude = b.ins().bitcast(ty, flags, magnitude);
     let sign = b.ins().band(bits, sign_mask);
-    // |x| large: 1 − 2/(e^2|x| + 1).
-    let twice = b.ins().fadd(magnitude, magnitude);
-    let e = exp(b, ty, twice);
+    let saturates = constant(b, ty, TANH_SATURATES);
+    let magnitude = smaller(b, ty, magnitude, saturates);
+    let minus_two = constant(b, ty, -2.0);
+    let exponent = b.ins().fmul(magnitude, minus_two);
+    let (shifted, r) = reduce(b, ty, exponent);
+    let scale = power_of_two(b, ty, shifted);
     let (one, two) = (constant(b, ty, 1.0), constant(b, ty, 2.0));
-    let denominator = b.ins().fadd(e, one);
-    let fraction = b.ins().fdiv(two, denominator);
-    let large = b.ins().fsub(one, fraction);
-    // |x| small: |x| + |x|³·P(x²).
-    let square = b.ins().fmul(x, x);
-    let mut p = constant(b, ty, TANH_POLYNOMIAL[0]);
-    for coefficient in &TANH_POLYNOMIAL[1..] {
-        let coefficient = constant(b, ty, *coefficient);
-        let product = b.ins().fmul(p, square);
-        p = b.ins().fadd(product, coefficient);
-    }
-    let p = b.ins().fmul(p, square);
-    let p = b.ins().fmul(p, magnitude);
-    let small = b.ins().fadd(p, magnitude);
-    let threshold = constant(b, ty, TANH_POLYNOMIAL_BELOW);
-    let is_small = b.ins().fcmp(FloatCC::LessThan, magnitude, threshold);
-    let result = choose(b, ty, is_small, small, large);
-    let result = b.ins().bitcast(int, flags, result);
+    let er = exp_minus_one_reduced(b, ty, r);
+    let scaled = b.ins().fmul(scale, er);
+    let scale_less_one = b.ins().fsub(scale, one);
+    let t = b.ins().fadd(scaled, scale_less_one);
+    let denominator = b.ins().fadd(t, two);
+    // At most 0: its magnitude is tanh |x|.
+    let negated = b.ins().fdiv(t, denominator);
+    let negated = b.ins().bitcast(int, flags, negated);
+    let result = b.ins().band(negated, magnitude_mask);
     let result = b.ins().bor(result, sign);
     let result = b.ins().bitcast(ty, flags, result);
     nan_through(b, ty, x, result)
