@@ -410,6 +410,55 @@ fn strided_convolutions_over_phased_rows_agree_with_the_reference() {
 }
 
 #[test]
+fn products_over_shifted_copies_agree_with_the_reference() {
+    // Stride-1 unpadded convs taller than a row read B from shifted copies of their
+    // input through a table of offsets (`pack/shifted.rs`): kernels 2 to 7 wide and
+    // tall, groups, K near one block (40 x 3 x 2 = 240), outputs cut into several row
+    // chunks on two threads, edge tiles in both directions, batch 2; on the
+    // precompiled and the generated tiles, and bounds-checked (the tiles' last columns
+    // read past the copies, into the slack kept for them).
+    let sources = [
+        "network S(input: 1x32x32) { conv(6, 5x5) tanh }",
+        "network S(input: 3x23x19) { conv(7, 3x2) relu }",
+        "network S(input: 4x17x9) { conv(12, 7x1) }",
+        "network S(input: 8x12x13) { conv(8, 2x4, groups=4) relu }",
+        "network S(input: 40x9x10) { conv(20, 3x2) }",
+        "network S(input: 3x70x64) { conv(13, 3x2) relu }",
+    ];
+    for source in sources {
+        let net = network(source);
+        let (weights, input) = (weights(&net, 3), input(&net, 2, 4));
+        let expected = reference_output(&net, &weights, &input);
+        let check = |program: jit::Program, what: &str| {
+            let actual = program.run(vec![input.clone()]).expect("the JIT runs");
+            let error = relative_error(&actual, &expected);
+            assert!(
+                error <= TOLERANCE,
+                "{source} ({what}): relative error {error:e}"
+            );
+        };
+        for threads in [1, 2] {
+            for tile in [TileChoice::Auto, TileChoice::Cranelift] {
+                let guards = [
+                    None,
+                    Some(jit::guarded::Guard::Trailing),
+                    Some(jit::guarded::Guard::Leading),
+                ];
+                for guard in guards {
+                    let options = jit::Options {
+                        guard,
+                        ..tile_options(threads, tile)
+                    };
+                    let program = jit::Program::with_options(&net, &weights, options);
+                    let what = format!("{threads} threads, {tile:?}, {guard:?}");
+                    check(program.expect("compiles"), &what);
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn lrn_windows_and_powers_agree_with_the_reference() {
     // Odd and even windows, the paper's unscaled alpha, and a beta that needs the
     // general power (0.6) beside the square-root ones (0.75, 0.5, 1).

@@ -22,7 +22,7 @@
 //! the same place of a tensor with C's row stride, and `RELU` keeps `max(value, 0)`, in
 //! that order (the codegen's `tile` module defines the ABI).
 
-use cnnc_compiler::codegen::cpu::tile::{ACCUMULATE, RELU};
+use cnnc_compiler::codegen::cpu::tile::{ACCUMULATE, OFFSET_TABLE_PAD, OFFSETS, RELU};
 
 /// A tile: `fn(k, a, lda, b, ldb, c, ldc, flags, rows, columns, bias, residual)`, the
 /// C ABI so generated code can call it; `1 <= rows <= MR`, `1 <= columns <= NR`;
@@ -286,6 +286,9 @@ macro_rules! fma_chains {
 /// AVX-512 tile, a few hundred cycles of its work, which covers memory's latency.
 pub const PREFETCH_STEPS: usize = 24;
 
+// A table of B's step offsets has an entry for every step the tile prefetches.
+const _: () = assert!(PREFETCH_STEPS as u64 <= OFFSET_TABLE_PAD);
+
 /// How many steps of K ahead the tiles prefetch A: a step's row of A read in place is
 /// a plane away from the last (`lda` floats), too far for the hardware to follow.
 /// Measured on a 768 -> 192 channel 1x1 conv at 17x17: 0.49 ms without, 0.46 with 16.
@@ -341,12 +344,18 @@ macro_rules! tile {
                 let narrow = columns as usize <= $lanes;
                 // Fewer columns than the vectors used: B's loads are masked too.
                 let edge = (columns as usize) < if narrow { $lanes } else { $lanes * $vectors };
+                // With `OFFSETS`, `ldb` is the address of B's table of step offsets.
+                let offsets = flags & $crate::jit::microkernel::OFFSETS != 0;
                 let (a, b) = ((a, lda), (b, ldb));
-                match (rows, narrow, edge) {
-                    $(($r, true, false) => body::<$r, 1, false>(k, a, b, &out, columns),)*
-                    $(($r, true, true) => body::<$r, 1, true>(k, a, b, &out, columns),)*
-                    $(($r, false, false) => body::<$r, $vectors, false>(k, a, b, &out, columns),)*
-                    $(($r, false, true) => body::<$r, $vectors, true>(k, a, b, &out, columns),)*
+                match (rows, narrow, edge, offsets) {
+                    $(($r, true, false, false) => body::<$r, 1, false, false>(k, a, b, &out, columns),)*
+                    $(($r, true, true, false) => body::<$r, 1, true, false>(k, a, b, &out, columns),)*
+                    $(($r, false, false, false) => body::<$r, $vectors, false, false>(k, a, b, &out, columns),)*
+                    $(($r, false, true, false) => body::<$r, $vectors, true, false>(k, a, b, &out, columns),)*
+                    $(($r, true, false, true) => body::<$r, 1, false, true>(k, a, b, &out, columns),)*
+                    $(($r, true, true, true) => body::<$r, 1, true, true>(k, a, b, &out, columns),)*
+                    $(($r, false, false, true) => body::<$r, $vectors, false, true>(k, a, b, &out, columns),)*
+                    $(($r, false, true, true) => body::<$r, $vectors, true, true>(k, a, b, &out, columns),)*
                     _ => {}
                 }
             }
@@ -368,7 +377,7 @@ macro_rules! tile {
 
         $(#[$attr])*
         #[inline]
-        unsafe fn body<const R: usize, const V: usize, const EDGE: bool>(
+        unsafe fn body<const R: usize, const V: usize, const EDGE: bool, const OFFSETS: bool>(
             k: usize,
             (a, lda): (*const f32, usize),
             (b, ldb): (*const f32, usize),
@@ -379,6 +388,17 @@ macro_rules! tile {
             let width = $lanes * V;
             let masks: [$mask_type; V] =
                 std::array::from_fn(|v| $mask(columns as usize, v * $lanes));
+            // Where B's step p starts: p steps of `ldb` floats, or the table's p-th
+            // offset (which has `OFFSET_TABLE_PAD` entries past K for the prefetch).
+            let table = ldb as *const i64;
+            let row_of = |p: usize| {
+                if OFFSETS {
+                    // SAFETY: the table has an entry for each step and prefetch.
+                    b.wrapping_offset(unsafe { *table.add(p) } as isize)
+                } else {
+                    b.wrapping_add(p * ldb)
+                }
+            };
             unsafe {
                 let mut acc: [[$vector; V]; R] = [[$zero; V]; R];
                 for p in 0..k {
@@ -386,7 +406,7 @@ macro_rules! tile {
                     // last float (a row read in place need not start a line): the
                     // first tile over a block of weights reads them from memory, and
                     // the hardware's stream prefetch stops at every 4 KiB page.
-                    let ahead = b.wrapping_add((p + $crate::jit::microkernel::PREFETCH_STEPS) * ldb) as *const i8;
+                    let ahead = row_of(p + $crate::jit::microkernel::PREFETCH_STEPS) as *const i8;
                     for line in (0..width * 4).step_by(64) {
                         $prefetch(ahead.wrapping_add(line));
                     }
@@ -396,8 +416,9 @@ macro_rules! tile {
                     $prefetch(a_ahead);
                     $prefetch(a_ahead.wrapping_add(R * 4 - 4));
                     let mut bv: [$vector; V] = [$zero; V];
+                    let row = row_of(p);
                     for (v, slot) in bv.iter_mut().enumerate() {
-                        let at = b.add(p * ldb + v * $lanes);
+                        let at = row.add(v * $lanes);
                         *slot = if EDGE { $masked_load(at, masks[v]) } else { $load(at) };
                     }
                     for (r, row) in acc.iter_mut().enumerate() {
@@ -594,84 +615,99 @@ impl Microkernel {
             let b: Vec<f32> = (0..k * ldb)
                 .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
                 .collect();
-            let product = |r: usize, j: usize| -> f32 {
-                (0..k).map(|p| a[p * lda + r] * b[p * ldb + j]).sum()
-            };
-            let shapes = [
-                (mr, nr),
-                (1, nr),
-                (mr, 1),
-                (mr - 1, nr - 3),
-                (2, nr / 2 + 1),
-                // Within the first vector (every tile has two): its narrow body.
-                (mr, nr / 2),
-                (3, nr / 2 - 1),
-            ];
-            for (rows, columns) in shapes {
-                for flags in 0..4 {
-                    for (with_bias, with_residual) in
-                        [(false, false), (true, false), (false, true), (true, true)]
-                    {
-                        let what = format!(
-                            "{self:?}, k = {k}, lda = {lda}, ldb = {ldb}, {rows} x {columns}, \
-                             flags {flags}, bias {with_bias}, residual {with_residual}"
-                        );
-                        let mut c: Vec<f32> =
-                            (0..mr * ldc).map(|i| old(i / ldc, i % ldc)).collect();
-                        let then = TileFinish {
-                            flags,
-                            bias: if with_bias {
-                                bias.as_ptr()
-                            } else {
-                                std::ptr::null()
-                            },
-                            residual: if with_residual {
-                                residual.as_ptr()
-                            } else {
-                                std::ptr::null()
-                            },
-                        };
-                        // SAFETY: the panels hold k steps (at strides lda, ldb), C and
-                        // the residual have mr rows of ldc, the bias mr values.
-                        unsafe {
-                            self.call(
-                                k,
-                                a.as_ptr(),
-                                lda,
-                                b.as_ptr(),
-                                ldb,
-                                c.as_mut_ptr(),
-                                ldc,
-                                rows,
-                                columns,
-                                then,
-                            )
-                        };
-                        let want = |r: usize, j: usize| {
-                            if r >= rows || j >= columns {
-                                return old(r, j);
-                            }
-                            let mut value = product(r, j);
-                            if flags & ACCUMULATE != 0 {
-                                value += old(r, j);
-                            }
-                            if with_bias {
-                                value += bias[r];
-                            }
-                            if with_residual {
-                                value += residual[r * ldc + j];
-                            }
-                            if flags & RELU != 0 {
-                                value.max(0.0)
-                            } else {
-                                value
-                            }
-                        };
-                        for r in 0..mr {
-                            for j in 0..ldc {
-                                let (got, want) = (c[r * ldc + j], want(r, j));
-                                if (got - want).abs() > 1e-4 * (1.0 + want.abs()) {
-                                    return Err(format!("{what}: ({r}, {j}) is {got}, not {want}"));
+            // With `OFFSETS`, a table takes B's steps in reverse.
+            let table: Vec<i64> = (0..k + OFFSET_TABLE_PAD as usize)
+                .map(|p| (k.saturating_sub(p + 1) * ldb) as i64)
+                .collect();
+            for offsets in [false, true] {
+                let step = |p: usize| if offsets { k - 1 - p } else { p };
+                let product = |r: usize, j: usize| -> f32 {
+                    (0..k).map(|p| a[p * lda + r] * b[step(p) * ldb + j]).sum()
+                };
+                let shapes = [
+                    (mr, nr),
+                    (1, nr),
+                    (mr, 1),
+                    (mr - 1, nr - 3),
+                    (2, nr / 2 + 1),
+                    // Within the first vector (every tile has two): its narrow body.
+                    (mr, nr / 2),
+                    (3, nr / 2 - 1),
+                ];
+                for (rows, columns) in shapes {
+                    for flags in 0..4 {
+                        for (with_bias, with_residual) in
+                            [(false, false), (true, false), (false, true), (true, true)]
+                        {
+                            let what = format!(
+                                "{self:?}, k = {k}, lda = {lda}, ldb = {ldb}, {rows} x {columns}, \
+                             flags {flags}, bias {with_bias}, residual {with_residual}, \
+                             offsets {offsets}"
+                            );
+                            let mut c: Vec<f32> =
+                                (0..mr * ldc).map(|i| old(i / ldc, i % ldc)).collect();
+                            let then = TileFinish {
+                                flags: flags | if offsets { OFFSETS } else { 0 },
+                                bias: if with_bias {
+                                    bias.as_ptr()
+                                } else {
+                                    std::ptr::null()
+                                },
+                                residual: if with_residual {
+                                    residual.as_ptr()
+                                } else {
+                                    std::ptr::null()
+                                },
+                            };
+                            // SAFETY: the panels hold k steps (at strides lda, ldb; the
+                            // table's offsets are those steps), C and the residual have mr
+                            // rows of ldc, the bias mr values.
+                            unsafe {
+                                self.call(
+                                    k,
+                                    a.as_ptr(),
+                                    lda,
+                                    b.as_ptr(),
+                                    if offsets {
+                                        table.as_ptr() as usize
+                                    } else {
+                                        ldb
+                                    },
+                                    c.as_mut_ptr(),
+                                    ldc,
+                                    rows,
+                                    columns,
+                                    then,
+                                )
+                            };
+                            let want = |r: usize, j: usize| {
+                                if r >= rows || j >= columns {
+                                    return old(r, j);
+                                }
+                                let mut value = product(r, j);
+                                if flags & ACCUMULATE != 0 {
+                                    value += old(r, j);
+                                }
+                                if with_bias {
+                                    value += bias[r];
+                                }
+                                if with_residual {
+                                    value += residual[r * ldc + j];
+                                }
+                                if flags & RELU != 0 {
+                                    value.max(0.0)
+                                } else {
+                                    value
+                                }
+                            };
+                            for r in 0..mr {
+                                for j in 0..ldc {
+                                    let (got, want) = (c[r * ldc + j], want(r, j));
+                                    if (got - want).abs() > 1e-4 * (1.0 + want.abs()) {
+                                        return Err(format!(
+                                            "{what}: ({r}, {j}) is {got}, not {want}"
+                                        ));
+                                    }
                                 }
                             }
                         }

@@ -3,7 +3,7 @@
 
 use super::epilogue;
 use super::loops::{counted, fixed, if_else};
-use super::pack::{Packing, Pixels};
+use super::pack::{Packing, Pixels, Shifted};
 use super::winograd;
 use super::{Arg, CpuTarget, KernelCode, kernel_function, sample_stride};
 use crate::ops::Op;
@@ -176,6 +176,21 @@ impl Geometry {
             && !self.pixel_major(target)
     }
 
+    /// Whether a direct product's B is read from shifted copies of the input through a
+    /// table of its steps (`pack/shifted.rs`) rather than packed by im2col: a conv of
+    /// stride 1, no padding or dilation, taller than one row (the copies then hold each
+    /// input value kw times rather than kh·kw), whose K is one block.
+    pub fn shifted_copies(&self, target: &CpuTarget) -> bool {
+        !self.dense
+            && self.winograd.is_none()
+            && !self.pixel_major(target)
+            && self.kernel[0] > 1
+            && self.stride == [1, 1]
+            && self.dilation == [1, 1]
+            && self.pads == [0; 4]
+            && self.k() <= target.kc
+    }
+
     /// Output pixels: N of each product.
     pub fn n(&self) -> u64 {
         self.out_height * self.out_width
@@ -297,6 +312,9 @@ impl Geometry {
         match self.winograd {
             Some(m) => winograd::Scratch::of(self, m, target).floats,
             None if self.pixel_major(target) => self.pixel_scratch(target).floats,
+            None if self.shifted_copies(target) => {
+                Shifted::scratch_floats(self, self.chunk_rows(target))
+            }
             None => {
                 let rows = self.chunk_rows(target);
                 let staged = self.staged_floats(rows, target.nr, self.k_block(target));
@@ -389,7 +407,14 @@ pub fn generate(
         scratch_floats,
         chunks: geometry.chunk_count(target),
         cuts_channels: geometry.cuts_channels(target),
-        layout: geometry.pixel_major(target).then_some("pixel-major"),
+        layout: match (
+            geometry.pixel_major(target),
+            geometry.shifted_copies(target),
+        ) {
+            (true, _) => Some("pixel-major"),
+            (false, true) => Some("shifted copies"),
+            (false, false) => None,
+        },
         geometry: Some(geometry),
     }
 }
@@ -494,11 +519,20 @@ pub(super) struct Gemm {
 }
 
 /// Where a product's B is: panel j (NR columns) at `at` + j x `panel` floats, its K
-/// steps `step` floats apart.
+/// steps as `steps` says.
 pub(super) struct Panels {
     pub at: Value,
     pub panel: u64,
-    pub step: u64,
+    pub steps: Steps,
+}
+
+/// Where each K step of a B panel starts, from its first.
+#[derive(Clone, Copy)]
+pub(super) enum Steps {
+    /// This many floats after the last.
+    Stride(u64),
+    /// Where the table at this address puts it (`tile::OFFSETS`).
+    Table(Value),
 }
 
 impl Panels {
@@ -507,7 +541,7 @@ impl Panels {
         Panels {
             at,
             panel: kc * nr,
-            step: nr,
+            steps: Steps::Stride(nr),
         }
     }
 }
@@ -788,17 +822,34 @@ impl Product<'_> {
         // tiles, 6-16% on 1x1 convs of 64-512 channels at 28x28-56x56; row tiles
         // outside read each panel again from L2, 9% slower (64 -> 256 at 56x56).
         let in_place = g.columns_in_place(self.target) && !self.rows_outer(block, chunk.columns);
-        let columns = match in_place {
-            true => {
+        let columns = match (in_place, g.shifted_copies(self.target)) {
+            (true, _) => {
                 let channel = offset(b, input, block.p0, g.n());
                 let first_column = b.ins().imul_imm_s(chunk.first_row, g.out_width as i64);
                 Panels {
                     at: offset(b, channel, first_column, 1),
                     panel: nr,
-                    step: g.n(),
+                    steps: Steps::Stride(g.n()),
                 }
             }
-            false => {
+            (false, true) => {
+                let scratch = self.pointers.get(&Arg::Scratch);
+                let table = Shifted {
+                    geometry: g,
+                    chunk_rows: g.chunk_rows(self.target),
+                    first_row: chunk.first_row,
+                    rows: chunk.rows,
+                    input,
+                    scratch,
+                }
+                .generate(b);
+                Panels {
+                    at: scratch,
+                    panel: nr,
+                    steps: Steps::Table(table),
+                }
+            }
+            (false, false) => {
                 let scratch = self.pointers.get(&Arg::Scratch);
                 Packing {
                     geometry: g,
@@ -892,7 +943,7 @@ impl Product<'_> {
                 a_panel,
                 a_step: mr,
                 b_panel,
-                b_step: panels.step,
+                b_steps: panels.steps,
                 corner,
                 ldc,
                 rows,
@@ -934,13 +985,19 @@ impl Product<'_> {
     pub(super) fn tile(&self, b: &mut FunctionBuilder, block: &Block, tile: &Tile) {
         let kc = b.ins().iconst(types::I64, block.kc as i64);
         let lda = b.ins().iconst(types::I64, tile.a_step as i64);
-        let ldb = b.ins().iconst(types::I64, tile.b_step as i64);
+        let (ldb, table) = match tile.b_steps {
+            Steps::Stride(step) => (b.ins().iconst(types::I64, step as i64), false),
+            Steps::Table(table) => (table, true),
+        };
         let ldc = b.ins().iconst(types::I64, tile.ldc as i64);
         let rows = b.ins().iconst(types::I32, tile.rows as i64);
         let columns = b.ins().iconst(types::I32, tile.columns as i64);
         let pointer = b.func.signature.params[0].value_type;
         let null = b.ins().iconst(pointer, 0);
         let (mut flags, mut bias, mut residual) = (block.accumulate, null, null);
+        if table {
+            flags = b.ins().bor_imm_u(flags, i64::from(super::tile::OFFSETS));
+        }
         if let Some(finish) = tile.finish {
             if finish.relu {
                 let relu = b.ins().iconst(types::I32, i64::from(super::tile::RELU));
@@ -1011,8 +1068,8 @@ pub(super) struct Tile {
     /// Floats from one K step of A to the next: MR in a packed panel.
     pub a_step: u64,
     pub b_panel: Value,
-    /// Floats from one K step of B to the next: NR in a packed panel.
-    pub b_step: u64,
+    /// Where B's K steps are: NR floats apart in a packed panel.
+    pub b_steps: Steps,
     pub corner: Value,
     /// C's row stride.
     pub ldc: u64,
@@ -1085,5 +1142,31 @@ mod tests {
         // and a short one of 4, not one chunk of 28 (24.5 panels).
         let whole = geometry("64x28x28", "conv(64, 1x1)");
         assert_eq!(whole.chunk_rows(&target(12, 32, 1)), 24);
+    }
+
+    #[test]
+    fn unpadded_stride_one_convs_taller_than_a_row_read_shifted_copies() {
+        use crate::codegen::cpu::test_support::{geometry, target};
+        let one = target(12, 32, 1);
+        // LeNet-5's C1 and C3; a 7x1 and a 2x4 of groups.
+        for (input, layer) in [
+            ("1x32x32", "conv(6, 5x5)"),
+            ("6x14x14", "conv(16, 5x5)"),
+            ("16x17x17", "conv(16, 7x1)"),
+            ("8x12x13", "conv(8, 2x4, groups=4)"),
+        ] {
+            assert!(geometry(input, layer).shifted_copies(&one), "{layer}");
+        }
+        // Padded, strided, dilated, one row tall, pointwise, or K beyond one block.
+        for (input, layer) in [
+            ("6x14x14", "conv(16, 5x5, pad=2)"),
+            ("3x32x32", "conv(16, 3x2, stride=2)"),
+            ("3x32x32", "conv(16, 3x2, dilation=2)"),
+            ("16x17x17", "conv(16, 1x7)"),
+            ("16x17x17", "conv(16, 1x1)"),
+            ("64x17x17", "conv(16, 7x1)"),
+        ] {
+            assert!(!geometry(input, layer).shifted_copies(&one), "{layer}");
+        }
     }
 }

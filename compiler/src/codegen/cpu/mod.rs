@@ -145,8 +145,8 @@ pub struct KernelCode {
     /// product's weights too big for L2 split so that each streams its part): threads
     /// then take them in turn rather than each a contiguous share of them.
     pub cuts_channels: bool,
-    /// How the code computes, where the fused graph does not say (`pixel-major`): the
-    /// profile shows it beside the op.
+    /// How the code computes, where the fused graph does not say (`pixel-major`,
+    /// `shifted copies`): the profile shows it beside the op.
     pub layout: Option<&'static str>,
 }
 

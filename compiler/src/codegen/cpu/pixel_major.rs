@@ -19,7 +19,7 @@
 //! them.
 
 use super::conv::{
-    At, Block, CHUNK_FLOATS, Geometry, L2_BYTES, Product, Tile, load_at, offset, offset_by,
+    At, Block, CHUNK_FLOATS, Geometry, L2_BYTES, Product, Steps, Tile, load_at, offset, offset_by,
 };
 use super::epilogue::{self, Channel};
 use super::loops::{DIVIDEND_LIMIT, counted, fixed, if_else};
@@ -286,7 +286,7 @@ impl Product<'_> {
                     a_panel,
                     a_step,
                     b_panel,
-                    b_step: nr,
+                    b_steps: Steps::Stride(nr),
                     corner,
                     ldc,
                     rows,

@@ -4,7 +4,8 @@
 //! NR) over the same panels (`a[p * lda + r]`, `b[p * ldb + c]`: `lda` is MR and `ldb`
 //! NR where they are packed, wider where a panel is read in place), C row-major at row
 //! stride `ldc`, overwritten unless `flags` has `ACCUMULATE`, only its first `rows`
-//! rows and `columns` columns stored (an edge tile goes through a stack slot). Unlike
+//! rows and `columns` columns stored (an edge tile goes through a stack slot); with
+//! `OFFSETS` in `flags`, B's steps are where a table of offsets puts them. Unlike
 //! the precompiled tiles this one reads all MR rows of A and NR columns of B, so its
 //! callers keep the panels packed.
 //!
@@ -37,6 +38,13 @@ const LANES: u64 = 4;
 pub const ACCUMULATE: u32 = 1;
 /// `flags`: the stored values are `max(value, 0)`, after the bias and the residual.
 pub const RELU: u32 = 2;
+/// `flags`: `ldb` is the address of a table of i64 offsets, in floats from `b`, of each
+/// step of B (a conv's taps over shifted copies of its input, whose rows are not one
+/// stride apart); the table has `OFFSET_TABLE_PAD` more entries than K steps (any
+/// offsets within B), which the precompiled tiles' prefetches read.
+pub const OFFSETS: u32 = 4;
+/// Entries of an offset table past its K steps.
+pub const OFFSET_TABLE_PAD: u64 = 32;
 
 /// The types of every tile's parameters `(k, a, lda, b, ldb, c, ldc, flags, rows,
 /// columns, bias, residual)`: the precompiled microkernels' and the generated one's, and
@@ -81,7 +89,7 @@ pub fn generate(frontend: TargetFrontendConfig, fma: bool) -> Function {
         else {
             unreachable!("twelve parameters declared")
         };
-        let sums = products(b, fma, k, (a, lda), (bp, ldb));
+        let sums = products(b, fma, k, (a, lda), (bp, ldb), flags);
         let accumulate = b.ins().band_imm_u(flags, i64::from(ACCUMULATE));
         let relu = b.ins().band_imm_u(flags, i64::from(RELU));
         let whole = Store {
@@ -240,16 +248,17 @@ impl Store {
     }
 }
 
-/// A·B over `k` steps of the panels (`lda` and `ldb` floats apart), in registers: MR
-/// rows of NR / 4 vectors.
+/// A·B over `k` steps of the panels (`lda` and `ldb` floats apart, or B's steps where
+/// the table at `ldb` puts them when `flags` has `OFFSETS`), in registers: MR rows of
+/// NR / 4 vectors.
 fn products(
     b: &mut FunctionBuilder,
     fma: bool,
     k: Value,
     (a, lda): (Value, Value),
     (bp, ldb): (Value, Value),
+    flags: Value,
 ) -> Vec<Vec<Variable>> {
-    let pointer = b.func.signature.params[1].value_type;
     let vectors = NR / LANES;
     let zero = b.ins().f32const(0.0);
     let zero = b.ins().splat(types::F32X4, zero);
@@ -264,16 +273,53 @@ fn products(
                 .collect()
         })
         .collect();
-    let (a_at, b_at) = (b.declare_var(pointer), b.declare_var(pointer));
-    b.def_var(a_at, a);
-    b.def_var(b_at, bp);
-    let flags = MemFlagsData::new().with_notrap();
     let a_step = b.ins().imul_imm_s(lda, 4);
-    let b_step = b.ins().imul_imm_s(ldb, 4);
+    let uses_table = b.ins().band_imm_u(flags, i64::from(OFFSETS));
+    // One loop each way, so that neither tests the flag at every step.
+    if_else(
+        b,
+        uses_table,
+        |b| {
+            each_step(b, fma, k, (a, a_step), &sums, &|b, p| {
+                let entry = b.ins().imul_imm_s(p, 8);
+                let entry = b.ins().iadd(ldb, entry);
+                let offset = b
+                    .ins()
+                    .load(types::I64, MemFlagsData::new().with_notrap(), entry, 0);
+                let bytes = b.ins().imul_imm_s(offset, 4);
+                b.ins().iadd(bp, bytes)
+            })
+        },
+        |b| {
+            let b_step = b.ins().imul_imm_s(ldb, 4);
+            each_step(b, fma, k, (a, a_step), &sums, &|b, p| {
+                let bytes = b.ins().imul(p, b_step);
+                b.ins().iadd(bp, bytes)
+            })
+        },
+    );
+    sums
+}
+
+/// Adds step p of A·B to `sums` for every p below `k`: A's step `a_step` bytes after
+/// the last, B's where `b_row` says.
+fn each_step(
+    b: &mut FunctionBuilder,
+    fma: bool,
+    k: Value,
+    (a, a_step): (Value, Value),
+    sums: &[Vec<Variable>],
+    b_row: &dyn Fn(&mut FunctionBuilder, Value) -> Value,
+) {
+    let pointer = b.func.signature.params[1].value_type;
+    let a_at = b.declare_var(pointer);
+    b.def_var(a_at, a);
+    let flags = MemFlagsData::new().with_notrap();
     let start = b.ins().iconst(types::I64, 0);
-    counted(b, start, k, 1, |b, _| {
-        let (a_panel, b_panel) = (b.use_var(a_at), b.use_var(b_at));
-        let columns: Vec<Value> = (0..vectors)
+    counted(b, start, k, 1, |b, p| {
+        let a_panel = b.use_var(a_at);
+        let b_panel = b_row(b, p);
+        let columns: Vec<Value> = (0..NR / LANES)
             .map(|v| {
                 b.ins()
                     .load(types::F32X4, flags, b_panel, (v * LANES * 4) as i32)
@@ -294,9 +340,6 @@ fn products(
             }
         }
         let next_a = b.ins().iadd(a_panel, a_step);
-        let next_b = b.ins().iadd(b_panel, b_step);
         b.def_var(a_at, next_a);
-        b.def_var(b_at, next_b);
     });
-    sums
 }

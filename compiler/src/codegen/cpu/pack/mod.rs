@@ -11,8 +11,10 @@
 //! row of the window's taps where it leaves the input: zeros for the padding, direct
 //! loads for the interior, with no per-element test.
 
+mod shifted;
 mod straight;
 
+pub(super) use shifted::Shifted;
 pub(super) use straight::{copy_floats, zero_floats};
 
 use super::conv::{Geometry, load_at, offset, offset_by};
