@@ -415,8 +415,9 @@ fn products_over_shifted_copies_agree_with_the_reference() {
     // input through a table of offsets (`pack/shifted.rs`): kernels 2 to 7 wide and
     // tall, groups, K near one block (40 x 3 x 2 = 240), outputs cut into several row
     // chunks on two threads, edge tiles in both directions, batch 2; on the
-    // precompiled and the generated tiles, and bounds-checked (the tiles' last columns
-    // read past the copies, into the slack kept for them).
+    // precompiled and the generated tiles, and bounds-checked (the generated tile's
+    // last panel reads past the copies, into the table and the slack kept for it: a
+    // K of 2 has a table of 4 floats).
     let sources = [
         "network S(input: 1x32x32) { conv(6, 5x5) tanh }",
         "network S(input: 3x23x19) { conv(7, 3x2) relu }",
@@ -424,6 +425,7 @@ fn products_over_shifted_copies_agree_with_the_reference() {
         "network S(input: 8x12x13) { conv(8, 2x4, groups=4) relu }",
         "network S(input: 40x9x10) { conv(20, 3x2) }",
         "network S(input: 3x70x64) { conv(13, 3x2) relu }",
+        "network S(input: 1x8x37) { conv(3, 2x1) }",
     ];
     for source in sources {
         let net = network(source);

@@ -22,7 +22,7 @@
 //! the same place of a tensor with C's row stride, and `RELU` keeps `max(value, 0)`, in
 //! that order (the codegen's `tile` module defines the ABI).
 
-use cnnc_compiler::codegen::cpu::tile::{ACCUMULATE, OFFSET_TABLE_PAD, OFFSETS, RELU};
+use cnnc_compiler::codegen::cpu::tile::{ACCUMULATE, OFFSETS, RELU};
 
 /// A tile: `fn(k, a, lda, b, ldb, c, ldc, flags, rows, columns, bias, residual)`, the
 /// C ABI so generated code can call it; `1 <= rows <= MR`, `1 <= columns <= NR`;
@@ -286,9 +286,6 @@ macro_rules! fma_chains {
 /// AVX-512 tile, a few hundred cycles of its work, which covers memory's latency.
 pub const PREFETCH_STEPS: usize = 24;
 
-// A table of B's step offsets has an entry for every step the tile prefetches.
-const _: () = assert!(PREFETCH_STEPS as u64 <= OFFSET_TABLE_PAD);
-
 /// How many steps of K ahead the tiles prefetch A: a step's row of A read in place is
 /// a plane away from the last (`lda` floats), too far for the hardware to follow.
 /// Measured on a 768 -> 192 channel 1x1 conv at 17x17: 0.49 ms without, 0.46 with 16.
@@ -389,7 +386,7 @@ macro_rules! tile {
             let masks: [$mask_type; V] =
                 std::array::from_fn(|v| $mask(columns as usize, v * $lanes));
             // Where B's step p starts: p steps of `ldb` floats, or the table's p-th
-            // offset (which has `OFFSET_TABLE_PAD` entries past K for the prefetch).
+            // offset (`OFFSETS`).
             let table = ldb as *const i64;
             let row_of = |p: usize| {
                 if OFFSETS {
@@ -405,12 +402,17 @@ macro_rules! tile {
                     // B's row `PREFETCH_STEPS` steps ahead, a line at a time and its
                     // last float (a row read in place need not start a line): the
                     // first tile over a block of weights reads them from memory, and
-                    // the hardware's stream prefetch stops at every 4 KiB page.
-                    let ahead = row_of(p + $crate::jit::microkernel::PREFETCH_STEPS) as *const i8;
-                    for line in (0..width * 4).step_by(64) {
-                        $prefetch(ahead.wrapping_add(line));
+                    // the hardware's stream prefetch stops at every 4 KiB page. Not
+                    // where a table places B's steps: shifted copies the thread has
+                    // just written, in its L1 or L2, where the prefetches only took
+                    // load slots from the product (LeNet-5 2% slower with them).
+                    if !OFFSETS {
+                        let ahead = row_of(p + $crate::jit::microkernel::PREFETCH_STEPS) as *const i8;
+                        for line in (0..width * 4).step_by(64) {
+                            $prefetch(ahead.wrapping_add(line));
+                        }
+                        $prefetch(ahead.wrapping_add(width * 4 - 4));
                     }
-                    $prefetch(ahead.wrapping_add(width * 4 - 4));
                     // A's row (its first and last float) that many steps ahead.
                     let a_ahead = a.wrapping_add((p + $crate::jit::microkernel::A_AHEAD) * lda) as *const i8;
                     $prefetch(a_ahead);
@@ -616,9 +618,7 @@ impl Microkernel {
                 .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
                 .collect();
             // With `OFFSETS`, a table takes B's steps in reverse.
-            let table: Vec<i64> = (0..k + OFFSET_TABLE_PAD as usize)
-                .map(|p| (k.saturating_sub(p + 1) * ldb) as i64)
-                .collect();
+            let table: Vec<i64> = (0..k).map(|p| ((k - 1 - p) * ldb) as i64).collect();
             for offsets in [false, true] {
                 let step = |p: usize| if offsets { k - 1 - p } else { p };
                 let product = |r: usize, j: usize| -> f32 {

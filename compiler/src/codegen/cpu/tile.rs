@@ -38,13 +38,10 @@ const LANES: u64 = 4;
 pub const ACCUMULATE: u32 = 1;
 /// `flags`: the stored values are `max(value, 0)`, after the bias and the residual.
 pub const RELU: u32 = 2;
-/// `flags`: `ldb` is the address of a table of i64 offsets, in floats from `b`, of each
-/// step of B (a conv's taps over shifted copies of its input, whose rows are not one
-/// stride apart); the table has `OFFSET_TABLE_PAD` more entries than K steps (any
-/// offsets within B), which the precompiled tiles' prefetches read.
+/// `flags`: `ldb` is the address of a table of K i64 offsets, in floats from `b`, of
+/// each step of B (a conv's taps over shifted copies of its input, whose rows are not
+/// one stride apart).
 pub const OFFSETS: u32 = 4;
-/// Entries of an offset table past its K steps.
-pub const OFFSET_TABLE_PAD: u64 = 32;
 
 /// The types of every tile's parameters `(k, a, lda, b, ldb, c, ldc, flags, rows,
 /// columns, bias, residual)`: the precompiled microkernels' and the generated one's, and

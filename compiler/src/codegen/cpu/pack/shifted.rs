@@ -8,14 +8,14 @@
 //! 4.5 K floats a sample instead of im2col's 19.6 K, its C3 4.2 K instead of 15 K.
 //!
 //! The scratch holds the copies (each `pitch_rows` rows, those of a full chunk, so that
-//! every chunk's table is the same), then the table: one i64 offset per K step (in im2col's order, the packed weights': c,
-//! then ky, then kx) and `OFFSET_TABLE_PAD` more for the tiles' prefetches.
+//! every chunk's table is the same), then the table: one i64 offset per K step, in
+//! im2col's order (the packed weights'): c, then ky, then kx.
 
 use super::super::conv::{Geometry, offset, offset_by};
 use super::super::loops::fixed;
-use super::super::tile::OFFSET_TABLE_PAD;
+use super::super::tile::NR;
 use super::straight::copy_floats;
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::FunctionBuilder;
 
 /// One chunk's copies.
@@ -38,18 +38,18 @@ impl Shifted<'_> {
     }
 
     /// Floats from the scratch to the table: the copies, rounded up to an even count
-    /// (the table's entries are two floats wide). The table right after them is what
-    /// the generated tile's last panel reads past them (at most NR − 1 floats, in
-    /// columns it never stores; its 2·(K + `OFFSET_TABLE_PAD`) floats are more).
+    /// (the table's entries are two floats wide).
     fn table_at(geometry: &Geometry, chunk_rows: u64) -> u64 {
         let channels = geometry.channels / geometry.groups;
         let copies = channels * geometry.kernel[1] * Self::pitch_rows(geometry, chunk_rows);
         (copies * geometry.out_width).next_multiple_of(2)
     }
 
-    /// Floats of scratch a chunk of `chunk_rows` rows needs: the copies and the table.
+    /// Floats of scratch a chunk of `chunk_rows` rows needs: the copies and the table,
+    /// and at least the generated tile's NR − 1 floats after the copies, which its last
+    /// panel reads (in columns it never stores; the precompiled tiles mask them).
     pub fn scratch_floats(geometry: &Geometry, chunk_rows: u64) -> u64 {
-        Self::table_at(geometry, chunk_rows) + 2 * (geometry.k() + OFFSET_TABLE_PAD)
+        Self::table_at(geometry, chunk_rows) + (2 * geometry.k()).max(NR)
     }
 
     /// The offset of tap (c, ky, kx)'s row from the first copy.
@@ -85,8 +85,7 @@ impl Shifted<'_> {
         table
     }
 
-    /// The table: a loop over the channels, each writing its kh·kw taps' offsets, then
-    /// the padding (the last tap's offset again).
+    /// The table: a loop over the channels, each writing its kh·kw taps' offsets.
     fn write_table(&self, b: &mut FunctionBuilder, table: Value) {
         let g = self.geometry;
         let channels = g.channels / g.groups;
@@ -107,11 +106,5 @@ impl Shifted<'_> {
                 }
             }
         });
-        let last = self.tap_offset((channels - 1, kh - 1, kw - 1)) as i64;
-        let last = b.ins().iconst(types::I64, last);
-        for pad in 0..OFFSET_TABLE_PAD {
-            let at = ((g.k() + pad) * 8) as i32;
-            b.ins().store(flags, last, table, at);
-        }
     }
 }
