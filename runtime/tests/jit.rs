@@ -301,6 +301,21 @@ fn kernels_run_once_sooner_than_compiled_are_interpreted() {
 }
 
 #[test]
+fn dense_layers_prefetch_only_weights_that_do_not_stay_in_l2() {
+    // LeNet-5's 244 KB of weights stay in L2 from one run to the next; 2.4 MB of them
+    // (a 1000 -> 600 dense layer) do not. Both compute the same bits either way
+    // (`gemv`'s own tests).
+    for (net, stay) in [
+        (example("lenet5"), true),
+        (network("network D(input: 1000) { dense(600) }"), false),
+    ] {
+        let weights = weights(&net, 1);
+        let program = jit::Program::with_threads(&net, &weights, 1).expect("compiles");
+        assert_eq!(program.weights_stay_in_l2(), stay, "{}", net.graph.name);
+    }
+}
+
+#[test]
 fn repeated_blocks_share_their_compiled_code() {
     // ResNet-152's 50 bottlenecks come in four shapes (plus each stage's first): most
     // kernels reuse a function compiled for an earlier one. The examples above check

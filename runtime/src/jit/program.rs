@@ -77,6 +77,10 @@ pub struct Program<'a> {
     fused: fused::Program<'a>,
     kernels: Vec<Option<Compiled>>,
     microkernel: Microkernel,
+    /// Whether every packed weight fits in half the L2 and so stays there from one run
+    /// to the next: dense kernels then call `gemv_resident` for their matrix-vector
+    /// product (`Arg::Gemv`), otherwise `gemv`, which prefetches.
+    weights_stay_in_l2: bool,
     scratch_floats: usize,
     threads: usize,
     /// The threads that share each kernel's chunks; a run that finds it taken (another
@@ -345,6 +349,8 @@ impl<'a> Program<'a> {
             .par_iter()
             .map(|code| kernel_data(&fused, code, &microkernel, &target, guard))
             .collect::<Result<Vec<_>>>()?;
+        let weight_bytes: usize = data.iter().map(|d| d.packed_weights.len() * 4).sum();
+        let weights_stay_in_l2 = weight_bytes as u64 <= cpu::L2_BYTES / 2;
         let mut kernels: Vec<Option<Compiled>> = (0..codes.len()).map(|_| None).collect();
         let mut scratch_floats = 0;
         let compiled = codes.into_iter().flatten().zip(ids).zip(data).zip(work);
@@ -388,6 +394,7 @@ impl<'a> Program<'a> {
             fused,
             kernels,
             microkernel,
+            weights_stay_in_l2,
             scratch_floats,
             threads,
             team: Mutex::new(team),
@@ -419,6 +426,12 @@ impl<'a> Program<'a> {
     /// run once, they finish there sooner than Cranelift would compile them.
     pub fn interpreted_kernels(&self) -> usize {
         self.interpreted_kernels
+    }
+
+    /// Whether every packed weight fits in half the L2, so that they stay there from one
+    /// run to the next: the dense kernels then read them without prefetching.
+    pub fn weights_stay_in_l2(&self) -> bool {
+        self.weights_stay_in_l2
     }
 
     /// How many kernels run generated code, of how many.
@@ -586,7 +599,10 @@ impl<'a> Program<'a> {
                     .ok_or_else(|| codegen_error("a scale or shift is missing".into()))?,
                 Arg::Scratch => std::ptr::null_mut(),
                 Arg::Tile => self.microkernel.tile as *mut f32,
-                Arg::Gemv => super::gemv::gemv as *mut f32,
+                Arg::Gemv => match self.weights_stay_in_l2 {
+                    true => super::gemv::gemv_resident as *mut f32,
+                    false => super::gemv::gemv as *mut f32,
+                },
                 Arg::Pow => pow as *mut f32,
                 Arg::Tanh => super::activation::tanh as *mut f32,
                 Arg::Sigmoid => super::activation::sigmoid as *mut f32,

@@ -440,7 +440,7 @@ fn longest_share(height: u64, rows: u64, threads: u64) -> u64 {
 pub(super) const CHUNK_FLOATS: u64 = 96 * 1024;
 
 /// The L2 cache per core the loop nest is blocked for (2 MiB on this machine's Xeon).
-pub(super) const L2_BYTES: u64 = 2 * 1024 * 1024;
+pub const L2_BYTES: u64 = 2 * 1024 * 1024;
 
 /// `base + index * stride` floats.
 pub(super) fn offset(b: &mut FunctionBuilder, base: Value, index: Value, stride: u64) -> Value {

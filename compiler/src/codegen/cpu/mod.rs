@@ -33,7 +33,7 @@ mod softmax;
 pub mod tile;
 mod winograd;
 
-pub use conv::Geometry;
+pub use conv::{Geometry, L2_BYTES};
 pub use epilogue::{TILE_EPILOGUE_ENV, tile_epilogue_from_env};
 pub use winograd::{WINOGRAD_HELPER_LANES, WINOGRAD_HELPERS_ENV, winograd_helpers_from_env};
 
