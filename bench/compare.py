@@ -10,6 +10,11 @@ each thread count, each engine runs batch 1 on a random input after a warm-up:
 - OpenVINO: the CPU device, the latency hint, the thread count, f32 precision (on CPUs
   with AMX or AVX-512 BF16 it would otherwise run in bfloat16).
 
+Every engine runs the same number of times: `--runs`, or more where that many would
+take less than `--min-seconds` of cnnc's time (LeNet-5's ten runs last 0.1 ms, too few
+for a median to settle: caches, branch predictors and the clock still warming), with a
+tenth as many warm-up runs.
+
 It prints Markdown: the machine and versions, a table of median latencies with the ratio
 best other engine / cnnc (above 1: cnnc is faster), and a table of each engine's time
 from model file to first output (cnnc: the wall time of `cnnc run --weights`, a fresh
@@ -138,11 +143,18 @@ def cnnc(args, *command):
     return out.stdout
 
 
-def cnnc_bench(args, path, weights, threads):
+def cnnc_bench(args, path, weights, threads, runs, warmup):
     return json.loads(
         cnnc(args, "bench", path, "--weights", weights, "--threads", str(threads),
-             "--runs", str(args.runs), "--warmup", str(args.warmup), "--format", "json")
+             "--runs", str(runs), "--warmup", str(warmup), "--format", "json")
     )
+
+
+def runs_for(args, milliseconds):
+    """The runs (and warm-up runs) for a network whose run takes `milliseconds`: at
+    least `--runs`, and enough to last `--min-seconds`."""
+    runs = max(args.runs, min(100_000, int(args.min_seconds * 1e3 / max(milliseconds, 1e-6))))
+    return runs, max(args.warmup, runs // 10)
 
 
 def cnnc_first_output_ms(args, path, weights):
@@ -215,7 +227,8 @@ def ratio(cnnc_ms, others):
 
 
 def cell(ms):
-    return "-" if ms is None else f"{ms:.3f}" if ms < 1 else f"{ms:.2f}"
+    """Three significant figures below 1 ms (LeNet-5's tenth of a microsecond)."""
+    return "-" if ms is None else f"{ms:.3g}" if ms < 1 else f"{ms:.2f}"
 
 
 def main():
@@ -227,6 +240,9 @@ def main():
     parser.add_argument("--cnnc", default=os.path.join(REPO, "target", "release", "cnnc"))
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--min-seconds", type=float, default=0.5,
+                        help="more runs than --runs where those would take less time "
+                             "(every engine runs as many)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--first-output-samples", type=int, default=5,
                         help="fresh starts per engine for the model-to-first-output table "
@@ -239,7 +255,9 @@ def main():
     print(f"- machine: {machine()}")
     print(f"- {version} (JIT); " + "; ".join(f"{e.name} {e.version}" for e in engines)
           + f"; numpy {np.__version__}; Python {platform.python_version()}")
-    print(f"- batch 1, f32, {args.runs} runs after {args.warmup} warm-up runs, medians in ms")
+    print(f"- batch 1, f32, {args.runs} runs after {args.warmup} warm-up runs (or as many as "
+          f"take {args.min_seconds} s of cnnc's time, a tenth as many warm-up runs), "
+          "medians in ms")
     print()
     names = " | ".join(f"{e.name}" for e in engines)
     print(f"| network | threads | cnnc JIT | {names} | best other / cnnc |")
@@ -254,10 +272,12 @@ def main():
             cnnc(args, "export", path, "-o", model, "--prune-side-outputs")
             cnnc(args, "init", path, "-o", weights)
             for threads in args.threads:
-                report = cnnc_bench(args, path, weights, threads)
+                report = cnnc_bench(args, path, weights, threads, args.runs, args.warmup)
+                runs, warmup = runs_for(args, report["latency"]["p50"])
+                if runs > args.runs:
+                    report = cnnc_bench(args, path, weights, threads, runs, warmup)
                 ours = report["latency"]["p50"]
-                theirs = [engine_median(e, model, threads, args.warmup, args.runs)
-                          for e in engines]
+                theirs = [engine_median(e, model, threads, warmup, runs) for e in engines]
                 cells = " | ".join(cell(ms) for ms in theirs)
                 print(f"| `{name}` | {threads} | {cell(ours)} | {cells} | {ratio(ours, theirs)} |",
                       flush=True)
