@@ -196,7 +196,6 @@ impl<'a> Program<'a> {
     }
 }
 
-/// Compiles and runs in one call.
 /// About how long the reference kernels take over `work` units of `op`
 /// (`codegen::cpu::kernel_work`'s, about a multiply-add each), in nanoseconds: what
 /// the JIT weighs against compiling a kernel it will run once. Measured on the first
@@ -218,6 +217,7 @@ pub fn reference_nanoseconds(op: &Op, work: u64) -> u64 {
     PER_KERNEL.saturating_add((work as f64 * per_unit) as u64)
 }
 
+/// Compiles and runs in one call.
 pub fn run(net: &CheckedGraph, weights: &Weights, inputs: Vec<Tensor>) -> Result<Tensor> {
     Program::new(net, weights)?.run(inputs)
 }

@@ -27,7 +27,8 @@ use cnnc_compiler::codegen::cpu::tile::{ACCUMULATE, OFFSETS, RELU};
 /// A tile: `fn(k, a, lda, b, ldb, c, ldc, flags, rows, columns, bias, residual)`, the
 /// C ABI so generated code can call it; `1 <= rows <= MR`, `1 <= columns <= NR`;
 /// `bias` and `residual` may be null. The precompiled tiles read only A's first `rows`
-/// rows and B's first `columns` columns.
+/// rows and B's first `columns` columns. With `OFFSETS` in `flags`, `ldb` is the
+/// address of a table of `k` i64 offsets (floats from `b`) of B's steps.
 pub type TileFn = unsafe extern "C" fn(
     usize,
     *const f32,
@@ -63,11 +64,13 @@ impl TileFinish {
 }
 
 impl Microkernel {
-    /// Calls the tile, A's step `p` at `a + p * lda`, B's at `b + p * ldb`.
+    /// Calls the tile, A's step `p` at `a + p * lda`, B's at `b + p * ldb` (or where
+    /// the table at `ldb` says, with `OFFSETS` in `then.flags`).
     ///
     /// # Safety
     /// `a` holds `k` steps of `mr` floats at stride `lda` (`rows` of them for a
-    /// precompiled tile), `b` `k` steps of `nr` at stride `ldb` (`columns` of them);
+    /// precompiled tile), `b` `k` steps of `nr` at stride `ldb` or at the table's
+    /// offsets (`columns` of them);
     /// `c` (and `residual`, if not null) has `rows` rows of `columns` floats at stride
     /// `ldc`; `bias`, if not null, `rows`.
     #[allow(clippy::too_many_arguments)]
@@ -386,12 +389,13 @@ macro_rules! tile {
             let masks: [$mask_type; V] =
                 std::array::from_fn(|v| $mask(columns as usize, v * $lanes));
             // Where B's step p starts: p steps of `ldb` floats, or the table's p-th
-            // offset (`OFFSETS`).
+            // offset (`OFFSETS`), which need not lie on 8 bytes (it follows a scratch
+            // area of floats that a guard may start anywhere).
             let table = ldb as *const i64;
             let row_of = |p: usize| {
                 if OFFSETS {
-                    // SAFETY: the table has an entry for each step and prefetch.
-                    b.wrapping_offset(unsafe { *table.add(p) } as isize)
+                    // SAFETY: the table has an entry for each of the k steps read.
+                    b.wrapping_offset(unsafe { table.add(p).read_unaligned() } as isize)
                 } else {
                     b.wrapping_add(p * ldb)
                 }

@@ -77,9 +77,9 @@ pub struct Program<'a> {
     fused: fused::Program<'a>,
     kernels: Vec<Option<Compiled>>,
     microkernel: Microkernel,
-    /// Whether every packed weight fits in half the L2 and so stays there from one run
-    /// to the next: dense kernels then call `gemv_resident` for their matrix-vector
-    /// product (`Arg::Gemv`), otherwise `gemv`, which prefetches.
+    /// Whether the generated kernels' packed weights all fit in half the L2 and so stay
+    /// there from one run to the next: dense kernels then call `gemv_resident` for
+    /// their matrix-vector product (`Arg::Gemv`), otherwise `gemv`, which prefetches.
     weights_stay_in_l2: bool,
     scratch_floats: usize,
     threads: usize,
@@ -428,8 +428,9 @@ impl<'a> Program<'a> {
         self.interpreted_kernels
     }
 
-    /// Whether every packed weight fits in half the L2, so that they stay there from one
-    /// run to the next: the dense kernels then read them without prefetching.
+    /// Whether the generated kernels' packed weights all fit in half the L2, so that
+    /// they stay there from one run to the next: the dense kernels then read them
+    /// without prefetching.
     pub fn weights_stay_in_l2(&self) -> bool {
         self.weights_stay_in_l2
     }

@@ -307,7 +307,7 @@ impl Geometry {
 
     /// Floats of each thread's scratch: the packed input, then a padded (or phased)
     /// conv's staged plane (`pack/straight.rs`); Winograd's transformed tiles and
-    /// products instead.
+    /// products, or the shifted copies and their table (`pack/shifted.rs`), instead.
     pub fn scratch_floats(&self, target: &CpuTarget) -> u64 {
         match self.winograd {
             Some(m) => winograd::Scratch::of(self, m, target).floats,
