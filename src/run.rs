@@ -157,13 +157,13 @@ pub fn run(net: &CheckedGraph, request: &RunRequest) -> Result<(), RuntimeError>
     let (outputs, compile_milliseconds, interpreted_kernels) = match request.backend {
         Backend::Reference => (reference::run(net, &weights, inputs, &options)?, None, None),
         Backend::Fused => (run_fused(net, &weights, inputs, &options)?, None, None),
-        Backend::Jit => run_jit(net, &weights, inputs, &options, request.check_bounds)?,
+        Backend::Jit => run_jit(net, &weights, inputs, &options, batch, request.check_bounds)?,
         Backend::Gpu { fallback } => {
             match crate::gpu_cmd::run(net, &weights, inputs.clone(), &options) {
                 Err(error) if fallback => {
                     eprintln!("the GPU failed, running on the CPU JIT instead: {error}");
                     backend = Backend::Jit;
-                    run_jit(net, &weights, inputs, &options, false)?
+                    run_jit(net, &weights, inputs, &options, batch, false)?
                 }
                 result => {
                     let (outputs, compile_milliseconds) = result?;
@@ -304,6 +304,7 @@ fn run_jit(
     weights: &Weights,
     inputs: Vec<cnnc_runtime::Tensor>,
     options: &RunOptions,
+    batch: usize,
     check_bounds: bool,
 ) -> Result<(reference::Outputs, Option<f64>, Option<Interpreted>), RuntimeError> {
     refuse_save(options, "jit")?;
@@ -311,8 +312,7 @@ fn run_jit(
         let (outputs, compile_milliseconds) = run_jit_bounds_checked(net, weights, inputs)?;
         return Ok((outputs, compile_milliseconds, None));
     }
-    let samples = inputs.first().map_or(1, |input| input.shape()[0]);
-    let program = jit::Program::for_one_run(net, weights, samples)?;
+    let program = jit::Program::for_one_run(net, weights, batch)?;
     let output = program.run(inputs)?;
     let outputs = reference::Outputs {
         output,

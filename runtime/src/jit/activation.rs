@@ -3,8 +3,8 @@
 //! spends dozens of instructions on each f32x4 of them (the exponent's bit arithmetic,
 //! the division, the NaN select); rustc compiles the same algorithm, with the same
 //! constants (the codegen's `exp` module: Cephes' `expf`, and tanh from `e^x − 1`),
-//! sixteen lanes at a time with FMA. One body, compiled for AVX-512, AVX2+FMA and plain x86-64
-//! (or any other target), the widest the CPU runs chosen at each call.
+//! sixteen lanes at a time with FMA. One body, compiled for AVX-512, AVX2+FMA and
+//! plain x86-64 (or any other target), the widest the CPU runs chosen at each call.
 //!
 //! A row is taken in blocks of sixteen; its last, short block is copied into a full one
 //! and computed the same way, so every value gets the same arithmetic wherever it falls

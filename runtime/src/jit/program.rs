@@ -299,14 +299,14 @@ impl<'a> Program<'a> {
             .into_par_iter()
             .map(|index| cpu::compile_one(&fused.fused, index, &target, &kernel_threads))
             .collect();
+        let work_of = |code: &KernelCode| cpu::kernel_work(net, &fused.fused, code.kernel);
         let mut interpreted_kernels = 0;
         let codes: Vec<Option<KernelCode>> = codes
             .into_iter()
             .map(|code| {
                 let code = code?;
-                let work = cpu::kernel_work(net, &fused.fused, code.kernel);
                 let op = &fused.fused.kernels[code.kernel].op;
-                if interpreting_is_sooner(runs, work, op, &code.function) {
+                if interpreting_is_sooner(runs, work_of(&code), op, &code.function) {
                     interpreted_kernels += 1;
                     return None;
                 }
@@ -315,10 +315,7 @@ impl<'a> Program<'a> {
             .collect();
         let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
         let generated: Vec<&KernelCode> = codes.iter().flatten().collect();
-        let work: Vec<u64> = generated
-            .iter()
-            .map(|code| cpu::kernel_work(net, &fused.fused, code.kernel))
-            .collect();
+        let work: Vec<u64> = generated.iter().map(|code| work_of(code)).collect();
         let tiers: Vec<Tier> = generated
             .iter()
             .zip(&work)
@@ -384,7 +381,7 @@ impl<'a> Program<'a> {
             false => 1,
         };
         let team = Team::new(team_threads).map_err(|e| {
-            RuntimeError::Invalid(format!("cannot start {threads} JIT threads: {e}"))
+            RuntimeError::Invalid(format!("cannot start {team_threads} JIT threads: {e}"))
         })?;
         let compile_time = started.elapsed();
         Ok(Program {

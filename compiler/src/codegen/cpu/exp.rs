@@ -3,7 +3,8 @@
 //! so `r` is exact), `e^r` a degree-7 polynomial, and `2^n` built in the exponent bits.
 //! Relative error within 2 ulp on `[−87.3, 88]`; inputs are clamped to that range, so
 //! `exp` of anything below is about 1e-38 rather than 0 (softmax, its user, adds these
-//! to a sum of at least 1). Tanh (as `e^x − 1`, from the same pieces) and sigmoid are built on it.
+//! to a sum of at least 1). Tanh (as `e^x − 1`, from the same pieces) and sigmoid are
+//! built on it.
 
 use super::epilogue::{choose, constant, larger, smaller, splat};
 use cranelift_codegen::ir::condcodes::FloatCC;
