@@ -293,7 +293,8 @@ fn parse_memory(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{text}` is not a size such as 4GiB or 512MiB"))
 }
 
-/// Deeply nested input is refused by the parser, but the stages recurse; give them room.
+/// Deeply nested input is refused by the parser, but the stages recurse; they run on a
+/// stack this big, switched to on the main thread.
 const STACK_BYTES: usize = 256 << 20;
 
 fn main() -> ExitCode {
@@ -305,12 +306,9 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    let worker = std::thread::Builder::new()
-        .stack_size(STACK_BYTES)
-        .spawn(move || run(cli));
-    match worker.map(|w| w.join()) {
-        Ok(Ok(code)) => code,
-        _ => {
+    match std::panic::catch_unwind(|| stacker::grow(STACK_BYTES, move || run(cli))) {
+        Ok(code) => code,
+        Err(_) => {
             eprintln!("error: cnnc failed unexpectedly; please report this with the input file");
             ExitCode::from(2)
         }
