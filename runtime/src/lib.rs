@@ -16,3 +16,11 @@ pub use error::RuntimeError;
 
 /// A batch of activations, `[N, C, H, W]` or `[N, F]`.
 pub type Tensor = ndarray::ArrayD<f32>;
+
+/// The first network of `source`, checked, for the unit tests.
+#[cfg(test)]
+pub(crate) fn checked_network(source: &str) -> cnnc_compiler::check::CheckedGraph {
+    let mut compilation = cnnc_compiler::compile(source);
+    assert!(!compilation.has_errors(), "{:?}", compilation.diagnostics);
+    compilation.networks.remove(0)
+}

@@ -22,7 +22,7 @@ use cnnc_compiler::check::CheckedGraph;
 use cnnc_compiler::codegen::cpu::tile;
 use cnnc_compiler::codegen::cpu::{self, Arg, CpuTarget, Geometry, KernelCode};
 use cnnc_compiler::ops::Op;
-use cnnc_compiler::passes::{self, Kernel, WinogradPolicy};
+use cnnc_compiler::passes::{self, FusedGraph, Kernel, WinogradPolicy};
 use cranelift_codegen::Context;
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::Function;
@@ -97,7 +97,7 @@ pub struct Program<'a> {
     /// Bounds-checked mode: the guard every run's buffers and scratch are mapped against.
     guard: Option<Guard>,
     /// Owns the generated code: the function pointers live as long as it does.
-    _module: JITModule,
+    _module: Option<JITModule>,
     pub compile_time: Duration,
     /// Where `compile_time` went.
     pub phases: Phases,
@@ -235,7 +235,9 @@ impl<'a> Program<'a> {
     ) -> Result<Self> {
         let options = Options {
             runs: Runs::Once { samples },
-            ..Options::from_env(rayon::current_num_threads())
+            // Not the pool's count: asking for it starts the pool, which a network
+            // with nothing to compile never uses.
+            ..Options::from_env(std::thread::available_parallelism().map_or(1, usize::from))
         };
         Self::with_options(net, weights, options)
     }
@@ -295,12 +297,17 @@ impl<'a> Program<'a> {
         let (target, isa) = target_for(threads, tile, tile_epilogue, winograd_helpers)?;
         let fma = has_fma(&*isa);
         let kernel_threads = cpu::kernel_threads(net, &fused.fused, threads);
-        let codes: Vec<Option<KernelCode>> = (0..kernels)
-            .into_par_iter()
-            .map(|index| cpu::compile_one(&fused.fused, index, &target, &kernel_threads))
-            .collect();
+        let unseen = interpreted_before_generating(runs, net, &fused.fused);
+        let mut interpreted_kernels = unseen.iter().filter(|&&skip| skip).count();
+        let to_generate: Vec<usize> = (0..kernels).filter(|&index| !unseen[index]).collect();
+        let mut codes: Vec<Option<KernelCode>> = (0..kernels).map(|_| None).collect();
+        let generate =
+            |&index: &usize| cpu::compile_one(&fused.fused, index, &target, &kernel_threads);
+        for code in map_on_pool(&to_generate, generate).into_iter().flatten() {
+            let kernel = code.kernel;
+            codes[kernel] = Some(code);
+        }
         let work_of = |code: &KernelCode| cpu::kernel_work(net, &fused.fused, code.kernel);
-        let mut interpreted_kernels = 0;
         let codes: Vec<Option<KernelCode>> = codes
             .into_iter()
             .map(|code| {
@@ -313,7 +320,6 @@ impl<'a> Program<'a> {
                 Some(code)
             })
             .collect();
-        let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
         let generated: Vec<&KernelCode> = codes.iter().flatten().collect();
         let work: Vec<u64> = generated.iter().map(|code| work_of(code)).collect();
         let tiers: Vec<Tier> = generated
@@ -321,19 +327,26 @@ impl<'a> Program<'a> {
             .zip(&work)
             .map(|(code, &work)| Tier::choose(runs, work, &code.function))
             .collect();
-        let (ids, distinct_functions, baseline_functions) =
-            define_all(&mut module, &generated, &tiers)?;
-        let generated_tile = match tile.precompiled() {
-            Some(_) => None,
-            None => Some(define_tile(&mut module, &target, fma)?),
+        // No module at all where nothing is compiled (a small network run once).
+        let mut module = (!generated.is_empty() || tile.precompiled().is_none())
+            .then(|| JITModule::new(JITBuilder::with_isa(isa, default_libcall_names())));
+        let (ids, distinct_functions, baseline_functions) = match &mut module {
+            Some(module) => define_all(module, &generated, &tiers)?,
+            None => (Vec::new(), 0, 0),
         };
-        module
-            .finalize_definitions()
-            .map_err(|e| codegen_error(format!("{e}")))?;
+        let generated_tile = match (tile.precompiled(), &mut module) {
+            (None, Some(module)) => Some(define_tile(module, &target, fma)?),
+            _ => None,
+        };
+        if let Some(module) = &mut module {
+            module
+                .finalize_definitions()
+                .map_err(|e| codegen_error(format!("{e}")))?;
+        }
         let compiled_at = started.elapsed();
         let microkernel = match (tile.precompiled(), generated_tile) {
             (Some(precompiled), _) => precompiled,
-            (None, Some(id)) => generated_microkernel(&module, id, fma),
+            (None, Some(id)) => generated_microkernel(finalized(&module)?, id, fma),
             (None, None) => {
                 return Err(codegen_error(
                     "no register tile: none precompiled and none generated".into(),
@@ -342,17 +355,18 @@ impl<'a> Program<'a> {
         };
         // Each kernel's weights folded and packed on its own: the layers' packing
         // loops are parallel too, but a network's many small layers are not.
-        let data = generated
-            .par_iter()
-            .map(|code| kernel_data(&fused, code, &microkernel, &target, guard))
-            .collect::<Result<Vec<_>>>()?;
+        let data = map_on_pool(&generated, |code| {
+            kernel_data(&fused, code, &microkernel, &target, guard)
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
         let weight_bytes: usize = data.iter().map(|d| d.packed_weights.len() * 4).sum();
         let weights_stay_in_l2 = weight_bytes as u64 <= cpu::L2_BYTES / 2;
         let mut kernels: Vec<Option<Compiled>> = (0..codes.len()).map(|_| None).collect();
         let mut scratch_floats = 0;
         let compiled = codes.into_iter().flatten().zip(ids).zip(data).zip(work);
         for (((code, id), data), work) in compiled {
-            let pointer = module.get_finalized_function(id);
+            let pointer = finalized(&module)?.get_finalized_function(id);
             // SAFETY: the function was generated with exactly this signature.
             let function = unsafe { std::mem::transmute::<*const u8, KernelFn>(pointer) };
             scratch_floats = scratch_floats.max(code.scratch_floats as usize);
@@ -768,6 +782,13 @@ fn target_for(
     Ok((target, isa))
 }
 
+/// The module of a program that compiled something.
+fn finalized(module: &Option<JITModule>) -> Result<&JITModule> {
+    module
+        .as_ref()
+        .ok_or_else(|| codegen_error("no module: nothing was compiled".into()))
+}
+
 /// Whether the ISA compiles `fma` to one instruction.
 fn has_fma(isa: &dyn cranelift_codegen::isa::TargetIsa) -> bool {
     isa.isa_flags()
@@ -842,6 +863,49 @@ impl Tier {
 /// instruction, in nanoseconds. Measured on LeNet-5's eight functions (69 to 672
 /// instructions: 50 us to 0.44 ms each on the Xeon).
 const BASELINE_COMPILE_NANOSECONDS: (u64, u64) = (30_000, 600);
+
+/// Below this estimate of the reference kernels' time for a whole network, in
+/// nanoseconds, a program that runs once compiles nothing: what compiling anything at
+/// all costs (the code generators' and Cranelift's first use, their code paged in, the
+/// pool's and the team's threads started) is more. Measured on the Xeon with LeNet-5's
+/// `cnnc run` on batches of 8, 16 and 32 (estimates 2.0, 3.9 and 7.8 ms): 3.9, 4.9 and
+/// 4.7 ms compiling its convs, 3.0, 4.6 and 7.6 interpreting it all; the estimate
+/// runs a quarter over the reference kernels' time.
+const COMPILER_START_NANOSECONDS: u64 = 3_000_000;
+
+/// The kernels (by index) that a program run `runs` interprets without generating
+/// their code: every kernel where the reference kernels run the whole network sooner
+/// than the compiler starts, else those run sooner than the baseline tier's fixed cost
+/// of a function (no code would compile sooner). None for programs that run many times.
+fn interpreted_before_generating(runs: Runs, net: &CheckedGraph, fused: &FusedGraph) -> Vec<bool> {
+    let Runs::Once { samples } = runs else {
+        return vec![false; fused.kernels.len()];
+    };
+    let interpreting: Vec<u64> = (0..fused.kernels.len())
+        .map(|index| {
+            let work = cpu::kernel_work(net, fused, index).saturating_mul(samples as u64);
+            fused::reference_nanoseconds(&fused.kernels[index].op, work)
+        })
+        .collect();
+    let whole_network = interpreting
+        .iter()
+        .fold(0u64, |sum, &t| sum.saturating_add(t));
+    if whole_network < COMPILER_START_NANOSECONDS {
+        return vec![true; interpreting.len()];
+    }
+    let (fixed, _) = BASELINE_COMPILE_NANOSECONDS;
+    interpreting.iter().map(|&t| t < fixed).collect()
+}
+
+/// `f` of each item, on the pool's threads where there are several: for one or none,
+/// on this thread, so that a network with nothing to compile starts no pool (its
+/// threads' start and spin cost more than a small network's run).
+fn map_on_pool<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync + Send) -> Vec<R> {
+    match items.len() {
+        0 | 1 => items.iter().map(f).collect(),
+        _ => items.par_iter().map(f).collect(),
+    }
+}
 
 /// Whether a kernel of `work` (per sample) and `op`, generated as `function`, is done
 /// sooner by the reference kernels than by compiling it, in a program run `runs`.
@@ -1198,6 +1262,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn small_networks_run_once_are_interpreted_before_any_code_is_generated() {
+        let lenet = crate::checked_network(include_str!("../../../examples/lenet5.cnn"));
+        let fused = passes::fuse(&lenet);
+        let interpreted = |runs| interpreted_before_generating(runs, &lenet, &fused);
+        // One sample: the whole network interprets sooner than the compiler starts.
+        assert!(interpreted(Runs::Once { samples: 1 }).iter().all(|&i| i));
+        // 16 samples: only the kernels quicker interpreted than any function compiles
+        // (the last dense layer and the softmax) are left out of generation.
+        let many_samples = interpreted(Runs::Once { samples: 16 });
+        let kinds: Vec<_> = (fused.kernels.iter().zip(&many_samples))
+            .filter(|(_, interpreted)| **interpreted)
+            .map(|(kernel, _)| kernel.op.kind())
+            .collect();
+        assert!(
+            !kinds.is_empty() && kinds.len() < fused.kernels.len(),
+            "{kinds:?}"
+        );
+        assert!(kinds.iter().all(|kind| *kind != "conv"), "{kinds:?}");
+        // Run many times, every kernel is generated.
+        assert!(interpreted(Runs::Many).iter().all(|&i| !i));
     }
 
     #[test]

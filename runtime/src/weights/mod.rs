@@ -298,15 +298,9 @@ fn shape_text_usize(shape: &[usize]) -> String {
 mod tests {
     use super::*;
 
-    fn network(source: &str) -> CheckedGraph {
-        let mut compilation = cnnc_compiler::compile(source);
-        assert!(!compilation.has_errors(), "{:?}", compilation.diagnostics);
-        compilation.networks.remove(0)
-    }
-
     #[test]
     fn seeded_initialisation_follows_pytorch_defaults() {
-        let net = network("network N(input: 4x8x8) { conv c(16, 3x3) bn b() }");
+        let net = crate::checked_network("network N(input: 4x8x8) { conv c(16, 3x3) bn b() }");
         let weights = Weights::seeded(&net, 3);
         let conv = weights.get("c.weight").expect("conv weight");
         assert_eq!(conv.shape(), &[16, 4, 3, 3]);
@@ -338,13 +332,17 @@ mod tests {
                 .all(|&v| v == 0.0)
         );
         // Each tensor's values depend on the seed and its own name only.
-        let other = network("network N(input: 4x8x8) { conv first(4, 1x1) conv c(16, 3x3) }");
+        let other = crate::checked_network(
+            "network N(input: 4x8x8) { conv first(4, 1x1) conv c(16, 3x3) }",
+        );
         assert_eq!(Weights::seeded(&other, 3).get("c.weight"), Some(conv));
     }
 
     #[test]
     fn a_loaded_file_is_read_in_place_and_copied_out_alike() {
-        let net = network("network N(input: 3x8x8) { conv c(4, 3x3) bn b() flatten dense d(5) }");
+        let net = crate::checked_network(
+            "network N(input: 3x8x8) { conv c(4, 3x3) bn b() flatten dense d(5) }",
+        );
         let seeded = Weights::seeded(&net, 7);
         let scratch = tempfile::tempdir().expect("dir");
         let dir = scratch.path();
@@ -379,7 +377,9 @@ mod tests {
 
     #[test]
     fn files_that_do_not_fit_list_every_problem() {
-        let net = network("network N(input: 4x8x8) { conv c(16, 3x3) flatten dense d(10) }");
+        let net = crate::checked_network(
+            "network N(input: 4x8x8) { conv c(16, 3x3) flatten dense d(10) }",
+        );
         let mut wrong = Weights::seeded(&net, 0);
         wrong.insert("c.weight".into(), Tensor::zeros(vec![16, 4, 5, 5]));
         wrong.tensors.remove("d.bias");
