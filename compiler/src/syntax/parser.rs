@@ -6,6 +6,7 @@ use crate::span::Span;
 use pest::Parser as _;
 use pest::iterators::Pair;
 use std::collections::HashSet;
+use std::sync::{Mutex, PoisonError};
 
 #[derive(pest_derive::Parser)]
 #[grammar = "../../grammar/cnn.pest"]
@@ -13,9 +14,14 @@ pub(super) struct CnnParser;
 
 /// Parses a whole file. A syntax error stops the parse: it is the one diagnostic.
 pub fn parse(source: &str) -> std::result::Result<File, Vec<Diagnostic>> {
-    pest::set_error_detail(true);
-    let mut pairs =
-        CnnParser::parse(Rule::file, source).map_err(|error| vec![syntax_error(source, &error)])?;
+    let mut pairs = match pest_parse(source, false) {
+        Ok(pairs) => pairs,
+        // The same input fails the same way, now with what was expected where.
+        Err(error) => {
+            let error = pest_parse(source, true).err().unwrap_or(error);
+            return Err(vec![syntax_error(source, &error)]);
+        }
+    };
     let file = pairs.next().expect("the file rule always yields one pair");
     let mut converter = Converter {
         depth: 0,
@@ -25,6 +31,21 @@ pub fn parse(source: &str) -> std::result::Result<File, Vec<Diagnostic>> {
 }
 
 type Result<T> = std::result::Result<T, Diagnostic>;
+
+/// pest's parse, with or without the detail of its errors (every token it tried at
+/// the furthest position, for the diagnostic's "expected ..."). Collecting it doubles
+/// a parse's time (LeNet-5's file 72 -> 155 us), so only a failed parse is repeated
+/// with it. It is a process-wide switch that a parse reads as it starts: parses on
+/// other threads wait.
+fn pest_parse(
+    source: &str,
+    error_detail: bool,
+) -> std::result::Result<pest::iterators::Pairs<'_, Rule>, pest::error::Error<Rule>> {
+    static SWITCH: Mutex<()> = Mutex::new(());
+    let _switched = SWITCH.lock().unwrap_or_else(PoisonError::into_inner);
+    pest::set_error_detail(error_detail);
+    CnnParser::parse(Rule::file, source)
+}
 
 /// Walks pest's tree; counts nesting so that no input can exhaust the stack later.
 struct Converter {
