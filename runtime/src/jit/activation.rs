@@ -39,6 +39,18 @@ pub unsafe extern "C" fn sigmoid(source: *const f32, destination: *mut f32, coun
     unsafe { dispatch(source, destination, count, Activation::Sigmoid) }
 }
 
+/// `tanh` over `values`, in place: the fused executor's epilogues use it too.
+pub fn tanh_in_place(values: &mut [f32]) {
+    // SAFETY: source and destination are the same row of `values.len()` floats.
+    unsafe { tanh(values.as_ptr(), values.as_mut_ptr(), values.len()) }
+}
+
+/// The sigmoid over `values`, in place, as `tanh_in_place`.
+pub fn sigmoid_in_place(values: &mut [f32]) {
+    // SAFETY: as in `tanh_in_place`.
+    unsafe { sigmoid(values.as_ptr(), values.as_mut_ptr(), values.len()) }
+}
+
 #[derive(Clone, Copy)]
 enum Activation {
     Tanh,
