@@ -203,7 +203,7 @@ impl<'a> Executor<'a> {
     }
 
     /// The JIT's program, whose kernels a profiled run times.
-    fn jit(&self) -> Option<&jit::Program<'_>> {
+    fn jit(&self) -> Option<&jit::Program<'a>> {
         match self {
             Executor::Jit(program) => Some(program),
             _ => None,

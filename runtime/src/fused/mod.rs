@@ -23,7 +23,7 @@ pub struct Program<'a> {
     pub fused: FusedGraph,
     pub plan: MemoryPlan,
     pub(crate) weights: &'a Weights,
-    pub(crate) prepared: Vec<Option<Prepared>>,
+    pub(crate) prepared: Vec<Option<Prepared<'a>>>,
 }
 
 impl<'a> Program<'a> {
@@ -145,7 +145,7 @@ impl<'a> Program<'a> {
     fn compute(
         &self,
         kernel: &Kernel,
-        prepared: Option<&Prepared>,
+        prepared: Option<&Prepared<'_>>,
         args: &[Tensor],
     ) -> Result<Tensor> {
         let refs: Vec<&Tensor> = args.iter().collect();
@@ -153,8 +153,8 @@ impl<'a> Program<'a> {
             .first()
             .ok_or_else(|| RuntimeError::Invalid(format!("{} has no input", kernel.name)))?;
         match (&kernel.op, prepared) {
-            (Op::Conv(op), Some(p)) => Ok(conv::conv2d(x, &p.weight, p.bias.as_ref(), op)),
-            (Op::Dense(_), Some(p)) => Ok(dense::dense(x, &p.weight, p.bias.as_ref())),
+            (Op::Conv(op), Some(p)) => Ok(conv::conv2d(x, p.weight.view(), p.bias.as_ref(), op)),
+            (Op::Dense(_), Some(p)) => Ok(dense::dense(x, p.weight.view(), p.bias.as_ref())),
             (op, _) => {
                 let node = self.net.graph.node(kernel.node);
                 evaluate(node, op, &refs, self.weights)

@@ -3,15 +3,14 @@
 
 use crate::Tensor;
 use cnnc_compiler::ops::Conv;
-use ndarray::{Array2, Array4, ArrayView4, Axis, Ix4, s};
+use ndarray::{Array2, Array4, ArrayView4, ArrayViewD, Axis, Ix4, s};
 
-pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, conv: &Conv) -> Tensor {
+pub fn conv2d(x: &Tensor, weight: ArrayViewD<f32>, bias: Option<&Tensor>, conv: &Conv) -> Tensor {
     let x = x
         .view()
         .into_dimensionality::<Ix4>()
         .expect("conv input is NCHW");
     let weight = weight
-        .view()
         .into_dimensionality::<Ix4>()
         .expect("conv weight is OIHW");
     let (batch, channels, height, width) = x.dim();

@@ -1,15 +1,14 @@
 //! Fully connected: `y = x Wᵀ + b`, with `W` as `[out, in]` (PyTorch's Linear).
 
 use crate::Tensor;
-use ndarray::Ix2;
+use ndarray::{ArrayViewD, Ix2};
 
-pub fn dense(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
+pub fn dense(x: &Tensor, weight: ArrayViewD<f32>, bias: Option<&Tensor>) -> Tensor {
     let x = x
         .view()
         .into_dimensionality::<Ix2>()
         .expect("dense input is [N, F]");
     let weight = weight
-        .view()
         .into_dimensionality::<Ix2>()
         .expect("dense weight is [out, in]");
     let mut y = x.dot(&weight.t());

@@ -154,7 +154,7 @@ pub(crate) fn evaluate(
             } else {
                 None
             };
-            conv::conv2d(x, weight("weight")?, bias, conv)
+            conv::conv2d(x, weight("weight")?.view(), bias, conv)
         }
         Op::Pool(pool) => pool::pool2d(x, pool),
         Op::GlobalPool(global) => pool::global(x, global.kind),
@@ -183,7 +183,7 @@ pub(crate) fn evaluate(
             } else {
                 None
             };
-            dense::dense(x, weight("weight")?, bias)
+            dense::dense(x, weight("weight")?.view(), bias)
         }
         Op::Activation(activation) => elementwise::activation(x, activation),
         Op::Concat(_) => merge::concat(args),
