@@ -18,7 +18,8 @@ tenth as many warm-up runs.
 It prints Markdown: the machine and versions, a table of median latencies with the ratio
 best other engine / cnnc (above 1: cnnc is faster), and a table of each engine's time
 from model file to first output (cnnc: the wall time of `cnnc run --weights`, a fresh
-process that parses, checks, loads the weights, compiles and runs once; the others:
+process that parses, checks, loads the weights, compiles and runs once, spawned as a shell
+would; the others:
 loading the model and creating the session, plus the first run, in this process).
 
     pip install -r bench/requirements.txt
@@ -158,21 +159,35 @@ def runs_for(args, milliseconds):
 
 
 def cnnc_first_output_ms(args, path, weights):
+    """A fresh `cnnc run` process, from its spawn to its exit. It is spawned as a shell
+    would, its output to /dev/null: `subprocess.run` spent 0.3 ms more on its pipes than
+    on the process (a whole hello-world's start, 0.4 ms, is in the time either way)."""
+    command = [args.cnnc, "run", path, "--weights", weights, "--format", "json"]
+    quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_WRONLY, 0) for fd in (1, 2)]
     started = time.perf_counter()
-    cnnc(args, "run", path, "--weights", weights, "--format", "json")
-    return (time.perf_counter() - started) * 1e3
+    pid = os.posix_spawn(args.cnnc, command, os.environ, file_actions=quiet)
+    _, status = os.waitpid(pid, 0)
+    elapsed = (time.perf_counter() - started) * 1e3
+    if os.waitstatus_to_exitcode(status) != 0:
+        cnnc(args, *command[1:])  # again, to report its error
+    return elapsed
 
 
 def first_output_medians(args, path, weights, engines, model):
     """Model file to first output, cnnc's and each engine's: the median of
-    `--first-output-samples` fresh starts, the engines taking turns so that a slow spell
-    of the machine falls on all of them."""
+    `--first-output-samples` fresh starts. The engines take turns, so that a slow spell
+    of the machine falls on all of them, in an order rotated each round, so that none
+    always starts right after the same other (OpenVINO's threads linger, and a start
+    right after it took a third longer)."""
     threads = max(args.threads)
-    samples = [[] for _ in range(len(engines) + 1)]
-    for _ in range(max(1, args.first_output_samples)):
-        samples[0].append(cnnc_first_output_ms(args, path, weights))
-        for engine, times in zip(engines, samples[1:]):
-            times.append(first_output_ms(engine, model, threads))
+    starts = [lambda: cnnc_first_output_ms(args, path, weights)] + [
+        (lambda engine=engine: first_output_ms(engine, model, threads)) for engine in engines
+    ]
+    samples = [[] for _ in starts]
+    for round in range(max(1, args.first_output_samples)):
+        for turn in range(len(starts)):
+            contestant = (round + turn) % len(starts)
+            samples[contestant].append(starts[contestant]())
             gc.collect()
     medians = [statistics.median(times) for times in samples]
     return medians[0], medians[1:]
