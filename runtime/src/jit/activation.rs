@@ -142,15 +142,18 @@ fn multiply_add<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FMA { a.mul_add(b, c) } else { a * b + c }
 }
 
-/// `larger.max(x)` as one `max` instruction: a NaN `x` gives `larger`.
+/// `x.max(low)` as one `max` instruction that passes a NaN `x` on: every step after
+/// the clamps then keeps it NaN, with no select at the end (a tenth of tanh's
+/// instructions).
 #[inline(always)]
 fn at_least(x: f32, low: f32) -> f32 {
-    if low < x { x } else { low }
+    if x < low { low } else { x }
 }
 
+/// `x.min(high)`, as `at_least`.
 #[inline(always)]
 fn at_most(x: f32, high: f32) -> f32 {
-    if x < high { x } else { high }
+    if high < x { high } else { x }
 }
 
 /// `x = n·ln 2 + r`, `|r| <= ln 2 / 2`, as the codegen's `exp::exp` splits it: n in
@@ -204,20 +207,13 @@ fn tanh_of<const FMA: bool>(x: f32) -> f32 {
     let t = multiply_add::<FMA>(scale, exp_minus_one_reduced::<FMA>(r), scale - 1.0);
     // At most 0: its magnitude is tanh |x|.
     let negated = t / (t + 2.0);
-    nan_through(x, f32::from_bits((negated.to_bits() & 0x7fff_ffff) | sign))
+    f32::from_bits((negated.to_bits() & 0x7fff_ffff) | sign)
 }
 
 /// `1 / (1 + e^−x)`, the reference's formula.
 #[inline(always)]
 fn sigmoid_of<const FMA: bool>(x: f32) -> f32 {
-    nan_through(x, 1.0 / (1.0 + exp_of::<FMA>(-x)))
-}
-
-/// `result`, or `x` where it is NaN (`exp` clamps its input, which would make a NaN a
-/// number).
-#[inline(always)]
-fn nan_through(x: f32, result: f32) -> f32 {
-    if x.is_nan() { x } else { result }
+    1.0 / (1.0 + exp_of::<FMA>(-x))
 }
 
 #[cfg(test)]
