@@ -30,6 +30,7 @@ loading the model and creating the session, plus the first run, in this process)
 import argparse
 import datetime
 import gc
+import itertools
 import json
 import os
 import platform
@@ -165,28 +166,31 @@ def cnnc_first_output_ms(args, path, weights):
     command = [args.cnnc, "run", path, "--weights", weights, "--format", "json"]
     quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_WRONLY, 0) for fd in (1, 2)]
     started = time.perf_counter()
-    pid = os.posix_spawn(args.cnnc, command, os.environ, file_actions=quiet)
+    pid = os.posix_spawnp(args.cnnc, command, os.environ, file_actions=quiet)
     _, status = os.waitpid(pid, 0)
     elapsed = (time.perf_counter() - started) * 1e3
-    if os.waitstatus_to_exitcode(status) != 0:
-        cnnc(args, *command[1:])  # again, to report its error
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        cnnc(args, *command[1:])  # again, to show its error
+        sys.exit(f"cnnc {' '.join(command[1:])} failed (exit status {code})")
     return elapsed
 
 
 def first_output_medians(args, path, weights, engines, model):
     """Model file to first output, cnnc's and each engine's: the median of
     `--first-output-samples` fresh starts. The engines take turns, so that a slow spell
-    of the machine falls on all of them, in an order rotated each round, so that none
-    always starts right after the same other (OpenVINO's threads linger, and a start
-    right after it took a third longer)."""
+    of the machine falls on all of them, each round in the next of their orders, so
+    that each follows each other as often (OpenVINO's threads linger, and a start right
+    after it took a third longer; with three engines, six rounds go through every
+    order)."""
     threads = max(args.threads)
     starts = [lambda: cnnc_first_output_ms(args, path, weights)] + [
         (lambda engine=engine: first_output_ms(engine, model, threads)) for engine in engines
     ]
+    orders = itertools.cycle(itertools.permutations(range(len(starts))))
     samples = [[] for _ in starts]
-    for round in range(max(1, args.first_output_samples)):
-        for turn in range(len(starts)):
-            contestant = (round + turn) % len(starts)
+    for _ in range(max(1, args.first_output_samples)):
+        for contestant in next(orders):
             samples[contestant].append(starts[contestant]())
             gc.collect()
     medians = [statistics.median(times) for times in samples]
@@ -259,7 +263,7 @@ def main():
                         help="more runs than --runs where those would take less time "
                              "(every engine runs as many)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--first-output-samples", type=int, default=5,
+    parser.add_argument("--first-output-samples", type=int, default=6,
                         help="fresh starts per engine for the model-to-first-output table "
                              "(the median is shown)")
     args = parser.parse_args()

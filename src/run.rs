@@ -337,7 +337,7 @@ fn run_jit_bounds_checked(
     weights: &Weights,
     inputs: Vec<cnnc_runtime::Tensor>,
 ) -> Result<(reference::Outputs, Option<f64>), RuntimeError> {
-    let threads = rayon::current_num_threads();
+    let threads = jit::machine_threads();
     let mut results = Vec::new();
     for guard in [jit::guarded::Guard::Trailing, jit::guarded::Guard::Leading] {
         let program = jit::Program::bounds_checked(net, weights, threads, guard)?;

@@ -62,6 +62,20 @@ fn small_examples_agree_with_the_reference() {
 }
 
 #[test]
+fn weights_read_in_place_from_a_file_agree_with_the_reference() {
+    // A weights file's tensors stay in its map, and the fused executor reads a layer's
+    // weight there where nothing is folded into it (the seeded weights of the other
+    // tests are owned tensors): LeNet-5 trained, on a batch of two.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let source = std::fs::read_to_string(root.join("examples/lenet5.cnn")).expect("example");
+    let net = network(&source);
+    let path = root.join("examples/weights/lenet5-digits.safetensors");
+    let weights = Weights::load(&path, &net).expect("weights load");
+    let error = compare(&net, &weights, input(&net, 2, 7));
+    assert!(error <= TOLERANCE, "relative error {error:e}");
+}
+
+#[test]
 fn every_onnx_fixture_agrees_with_the_reference_and_onnx_runtime() {
     let fixtures = onnx_fixtures();
     assert!(fixtures.len() >= 30);

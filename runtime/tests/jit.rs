@@ -212,7 +212,9 @@ fn the_generated_tile_multiplies_and_accumulates() {
     let program =
         jit::Program::with_options(&net, &weights, tile_options(1, TileChoice::Cranelift))
             .expect("compiles");
-    let tile = program.microkernel();
+    let tile = program
+        .microkernel()
+        .expect("a compiled program has a tile");
     assert!(tile.name.starts_with("cranelift"), "{tile:?}");
     tile.check().unwrap_or_else(|e| panic!("{e}"));
 }
@@ -717,7 +719,9 @@ fn check_pixel_major(layers: &[(&str, &str)], in_place: Option<bool>) {
         let source = format!("network P(input: {input_shape}) {{\n    {layer}\n}}");
         agrees_on_one_to_three_threads(&source, |program, target| {
             let fused = program.fused();
-            let precompiled = program.microkernel().name == "avx512";
+            let precompiled = program
+                .microkernel()
+                .is_some_and(|tile| tile.name == "avx512");
             // Every conv of the network (both of the residual block's).
             let convs = fused
                 .kernels

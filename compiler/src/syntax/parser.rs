@@ -37,7 +37,7 @@ type Result<T> = std::result::Result<T, Diagnostic>;
 /// a parse's time (LeNet-5's file 72 -> 155 us), so only a failed parse is repeated
 /// with it. It is a process-wide switch that a parse reads as it starts: parses on
 /// other threads wait.
-fn pest_parse(
+pub(super) fn pest_parse(
     source: &str,
     error_detail: bool,
 ) -> std::result::Result<pest::iterators::Pairs<'_, Rule>, pest::error::Error<Rule>> {

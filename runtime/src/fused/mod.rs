@@ -197,8 +197,9 @@ impl<'a> Program<'a> {
 }
 
 /// `activation` of `y`: tanh and sigmoid by the generated code's helpers (within 2
-/// ulp of the library's, as its own are, and a tenth of the time: LeNet-5's tanh took
-/// 0.09 of the 0.3 ms its interpreted run takes), the rest as the reference computes.
+/// ulp of the correctly rounded value, as glibc's own, in a tenth of the time:
+/// LeNet-5's tanh took 0.09 of the 0.3 ms its interpreted run takes), the rest as the
+/// reference computes.
 fn activate(mut y: Tensor, activation: &Activation) -> Tensor {
     let in_place = match activation {
         Activation::Tanh => crate::jit::activation::tanh_in_place,

@@ -11,4 +11,6 @@ mod program;
 mod team;
 mod winograd;
 
-pub use program::{MAX_KERNELS, Options, Phases, Program, Runs, TileChoice, host_target};
+pub use program::{
+    MAX_KERNELS, Options, Phases, Program, Runs, TileChoice, host_target, machine_threads,
+};

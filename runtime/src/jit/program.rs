@@ -76,7 +76,7 @@ impl TileChoice {
 pub struct Program<'a> {
     fused: fused::Program<'a>,
     kernels: Vec<Option<Compiled>>,
-    microkernel: Microkernel,
+    microkernel: Option<Microkernel>,
     /// Whether the generated kernels' packed weights all fit in half the L2 and so stay
     /// there from one run to the next: dense kernels then call `gemv_resident` for
     /// their matrix-vector product (`Arg::Gemv`), otherwise `gemv`, which prefetches.
@@ -235,9 +235,7 @@ impl<'a> Program<'a> {
     ) -> Result<Self> {
         let options = Options {
             runs: Runs::Once { samples },
-            // Not the pool's count: asking for it starts the pool, which a network
-            // with nothing to compile never uses.
-            ..Options::from_env(std::thread::available_parallelism().map_or(1, usize::from))
+            ..Options::from_env(machine_threads())
         };
         Self::with_options(net, weights, options)
     }
@@ -327,8 +325,9 @@ impl<'a> Program<'a> {
             .zip(&work)
             .map(|(code, &work)| Tier::choose(runs, work, &code.function))
             .collect();
-        // No module at all where nothing is compiled (a small network run once).
-        let mut module = (!generated.is_empty() || tile.precompiled().is_none())
+        // No module at all where nothing is compiled (a small network run once), not
+        // even for the generated tile.
+        let mut module = (!generated.is_empty())
             .then(|| JITModule::new(JITBuilder::with_isa(isa, default_libcall_names())));
         let (ids, distinct_functions, baseline_functions) = match &mut module {
             Some(module) => define_all(module, &generated, &tiers)?,
@@ -345,21 +344,21 @@ impl<'a> Program<'a> {
         }
         let compiled_at = started.elapsed();
         let microkernel = match (tile.precompiled(), generated_tile) {
-            (Some(precompiled), _) => precompiled,
-            (None, Some(id)) => generated_microkernel(finalized(&module)?, id, fma),
-            (None, None) => {
-                return Err(codegen_error(
-                    "no register tile: none precompiled and none generated".into(),
-                ));
-            }
+            (Some(precompiled), _) => Some(precompiled),
+            (None, Some(id)) => Some(generated_microkernel(finalized(&module)?, id, fma)),
+            (None, None) => None,
         };
         // Each kernel's weights folded and packed on its own: the layers' packing
-        // loops are parallel too, but a network's many small layers are not.
-        let data = map_on_pool(&generated, |code| {
-            kernel_data(&fused, code, &microkernel, &target, guard)
-        })
-        .into_iter()
-        .collect::<Result<Vec<_>>>()?;
+        // loops are parallel too, but a network's many small layers are not. (Where
+        // something is generated there is a tile.)
+        let data = match &microkernel {
+            Some(microkernel) => map_on_pool(&generated, |code| {
+                kernel_data(&fused, code, microkernel, &target, guard)
+            })
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?,
+            None => Vec::new(),
+        };
         let weight_bytes: usize = data.iter().map(|d| d.packed_weights.len() * 4).sum();
         let weights_stay_in_l2 = weight_bytes as u64 <= cpu::L2_BYTES / 2;
         let mut kernels: Vec<Option<Compiled>> = (0..codes.len()).map(|_| None).collect();
@@ -472,7 +471,9 @@ impl<'a> Program<'a> {
         }
     }
 
-    pub fn microkernel(&self) -> Microkernel {
+    /// The register tile the generated kernels call: none where nothing was compiled
+    /// and no tile is precompiled (`CNNC_TILE=cranelift`, a network interpreted whole).
+    pub fn microkernel(&self) -> Option<Microkernel> {
         self.microkernel
     }
 
@@ -610,7 +611,10 @@ impl<'a> Program<'a> {
                     .map(|v| v.as_ptr().cast_mut())
                     .ok_or_else(|| codegen_error("a scale or shift is missing".into()))?,
                 Arg::Scratch => std::ptr::null_mut(),
-                Arg::Tile => self.microkernel.tile as *mut f32,
+                Arg::Tile => match self.microkernel {
+                    Some(microkernel) => microkernel.tile as *mut f32,
+                    None => return Err(codegen_error("a kernel calls a tile, but none".into())),
+                },
                 Arg::Gemv => match self.weights_stay_in_l2 {
                     true => super::gemv::gemv_resident as *mut f32,
                     false => super::gemv::gemv as *mut f32,
@@ -863,6 +867,13 @@ impl Tier {
 /// instruction, in nanoseconds. Measured on LeNet-5's eight functions (69 to 672
 /// instructions: 50 us to 0.44 ms each on the Xeon).
 const BASELINE_COMPILE_NANOSECONDS: (u64, u64) = (30_000, 600);
+
+/// The threads a program made outside a pool splits its kernels for: the machine's
+/// (its cores, or its share of them), not the pool's count, which starts the pool
+/// when asked, and a network with nothing to compile never uses it.
+pub fn machine_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
 
 /// Below this estimate of the reference kernels' time for a whole network, in
 /// nanoseconds, a program that runs once compiles nothing: what compiling anything at

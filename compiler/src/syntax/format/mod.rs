@@ -18,9 +18,8 @@ mod walk;
 mod tests;
 
 use super::ast::File;
-use super::parser::{CnnParser, Rule};
+use super::parser::pest_parse;
 use crate::diagnostics::Diagnostic;
-use pest::Parser as _;
 use printer::Printer;
 use std::fmt;
 
@@ -47,7 +46,7 @@ impl fmt::Display for FormatError {
 /// The canonical form of `source`.
 pub fn format(source: &str) -> Result<String, FormatError> {
     let tree = super::parse(source).map_err(FormatError::Syntax)?;
-    let file = CnnParser::parse(Rule::file, source)
+    let file = pest_parse(source, false)
         .ok()
         .and_then(|mut pairs| pairs.next())
         .ok_or_else(|| FormatError::Internal("could not re-read the file".into()))?;
