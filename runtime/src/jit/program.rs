@@ -272,12 +272,10 @@ impl<'a> Program<'a> {
     ) -> Result<Self> {
         let Options {
             threads,
-            tile,
             winograd,
-            tile_epilogue,
-            winograd_helpers,
             guard,
             runs,
+            ..
         } = options;
         let started = Instant::now();
         let threads = threads.clamp(1, Team::MAX_THREADS);
@@ -292,95 +290,29 @@ impl<'a> Program<'a> {
         }
         let fused_at = started.elapsed();
         passes::choose_algorithms(&mut fused.fused, winograd);
-        let (target, isa) = target_for(threads, tile, tile_epilogue, winograd_helpers)?;
-        let fma = has_fma(&*isa);
-        let kernel_threads = cpu::kernel_threads(net, &fused.fused, threads);
         let unseen = interpreted_before_generating(runs, net, &fused.fused);
-        let mut interpreted_kernels = unseen.iter().filter(|&&skip| skip).count();
         let to_generate: Vec<usize> = (0..kernels).filter(|&index| !unseen[index]).collect();
-        let mut codes: Vec<Option<KernelCode>> = (0..kernels).map(|_| None).collect();
-        let generate =
-            |&index: &usize| cpu::compile_one(&fused.fused, index, &target, &kernel_threads);
-        for code in map_on_pool(&to_generate, generate).into_iter().flatten() {
-            let kernel = code.kernel;
-            codes[kernel] = Some(code);
-        }
-        let work_of = |code: &KernelCode| cpu::kernel_work(net, &fused.fused, code.kernel);
-        let codes: Vec<Option<KernelCode>> = codes
-            .into_iter()
-            .map(|code| {
-                let code = code?;
-                let op = &fused.fused.kernels[code.kernel].op;
-                if interpreting_is_sooner(runs, work_of(&code), op, &code.function) {
-                    interpreted_kernels += 1;
-                    return None;
-                }
-                Some(code)
-            })
-            .collect();
-        let generated: Vec<&KernelCode> = codes.iter().flatten().collect();
-        let work: Vec<u64> = generated.iter().map(|code| work_of(code)).collect();
-        let tiers: Vec<Tier> = generated
-            .iter()
-            .zip(&work)
-            .map(|(code, &work)| Tier::choose(runs, work, &code.function))
-            .collect();
-        // No module at all where nothing is compiled (a small network run once), not
-        // even for the generated tile.
-        let mut module = (!generated.is_empty())
-            .then(|| JITModule::new(JITBuilder::with_isa(isa, default_libcall_names())));
-        let (ids, distinct_functions, baseline_functions) = match &mut module {
-            Some(module) => define_all(module, &generated, &tiers)?,
-            None => (Vec::new(), 0, 0),
+        let generated = match to_generate.is_empty() {
+            // Not even an ISA: a small network run once is interpreted whole.
+            true => Generated::nothing(kernels, started.elapsed()),
+            false => {
+                let options = Options { threads, ..options };
+                compile_kernels(&fused, net, &to_generate, &options, started)?
+            }
         };
-        let generated_tile = match (tile.precompiled(), &mut module) {
-            (None, Some(module)) => Some(define_tile(module, &target, fma)?),
-            _ => None,
-        };
-        if let Some(module) = &mut module {
-            module
-                .finalize_definitions()
-                .map_err(|e| codegen_error(format!("{e}")))?;
-        }
-        let compiled_at = started.elapsed();
-        let microkernel = match (tile.precompiled(), generated_tile) {
-            (Some(precompiled), _) => Some(precompiled),
-            (None, Some(id)) => Some(generated_microkernel(finalized(&module)?, id, fma)),
-            (None, None) => None,
-        };
-        // Each kernel's weights folded and packed on its own: the layers' packing
-        // loops are parallel too, but a network's many small layers are not. (Where
-        // something is generated there is a tile.)
-        let data = match &microkernel {
-            Some(microkernel) => map_on_pool(&generated, |code| {
-                kernel_data(&fused, code, microkernel, &target, guard)
-            })
-            .into_iter()
-            .collect::<Result<Vec<_>>>()?,
-            None => Vec::new(),
-        };
-        let weight_bytes: usize = data.iter().map(|d| d.packed_weights.len() * 4).sum();
-        let weights_stay_in_l2 = weight_bytes as u64 <= cpu::L2_BYTES / 2;
-        let mut kernels: Vec<Option<Compiled>> = (0..codes.len()).map(|_| None).collect();
-        let mut scratch_floats = 0;
-        let compiled = codes.into_iter().flatten().zip(ids).zip(data).zip(work);
-        for (((code, id), data), work) in compiled {
-            let pointer = finalized(&module)?.get_finalized_function(id);
-            // SAFETY: the function was generated with exactly this signature.
-            let function = unsafe { std::mem::transmute::<*const u8, KernelFn>(pointer) };
-            scratch_floats = scratch_floats.max(code.scratch_floats as usize);
-            kernels[code.kernel] = Some(Compiled {
-                function,
-                chunks: code.chunks as usize,
-                cuts_channels: code.cuts_channels,
-                layout: code.layout,
-                work,
-                args: code.args,
-                packed_weights: data.packed_weights,
-                bias: data.bias,
-                scale_shift: data.scale_shift,
-            });
-        }
+        let interpreted_kernels =
+            unseen.iter().filter(|&&skip| skip).count() + generated.interpreted;
+        let Generated {
+            module,
+            kernels,
+            microkernel,
+            distinct_functions,
+            baseline_functions,
+            weights_stay_in_l2,
+            scratch_floats,
+            compiled_at,
+            ..
+        } = generated;
         // Only the kernels left to the reference kernels use the fused executor's
         // folded weights.
         let unpacked = kernels.iter().enumerate().filter(|(_, k)| k.is_none());
@@ -867,6 +799,157 @@ impl Tier {
 /// instruction, in nanoseconds. Measured on LeNet-5's eight functions (69 to 672
 /// instructions: 50 us to 0.44 ms each on the Xeon).
 const BASELINE_COMPILE_NANOSECONDS: (u64, u64) = (30_000, 600);
+
+/// What compiling a program's kernels made: their functions (in the module), the tile
+/// they call, their packed weights and argument slots; nothing at all for a program
+/// whose every kernel is interpreted.
+struct Generated {
+    module: Option<JITModule>,
+    kernels: Vec<Option<Compiled>>,
+    microkernel: Option<Microkernel>,
+    distinct_functions: usize,
+    baseline_functions: usize,
+    /// Kernels generated but then left to the reference kernels, which run them sooner
+    /// than Cranelift would compile them.
+    interpreted: usize,
+    weights_stay_in_l2: bool,
+    scratch_floats: usize,
+    /// When compilation ended, from the program's start.
+    compiled_at: Duration,
+}
+
+impl Generated {
+    fn nothing(kernels: usize, now: Duration) -> Generated {
+        Generated {
+            module: None,
+            kernels: (0..kernels).map(|_| None).collect(),
+            microkernel: None,
+            distinct_functions: 0,
+            baseline_functions: 0,
+            interpreted: 0,
+            weights_stay_in_l2: true,
+            scratch_floats: 0,
+            compiled_at: now,
+        }
+    }
+}
+
+/// Generates the kernels `to_generate` for `options`, compiles those worth it and
+/// packs their weights (`Program::with_options`'s middle).
+fn compile_kernels(
+    fused: &fused::Program<'_>,
+    net: &CheckedGraph,
+    to_generate: &[usize],
+    options: &Options,
+    started: Instant,
+) -> Result<Generated> {
+    let Options {
+        threads,
+        tile,
+        tile_epilogue,
+        winograd_helpers,
+        guard,
+        runs,
+        ..
+    } = *options;
+    let (target, isa) = target_for(threads, tile, tile_epilogue, winograd_helpers)?;
+    let fma = has_fma(&*isa);
+    let kernel_threads = cpu::kernel_threads(net, &fused.fused, threads);
+    let mut interpreted = 0;
+    let mut codes: Vec<Option<KernelCode>> = (0..fused.fused.kernels.len()).map(|_| None).collect();
+    let generate = |&index: &usize| cpu::compile_one(&fused.fused, index, &target, &kernel_threads);
+    for code in map_on_pool(to_generate, generate).into_iter().flatten() {
+        let kernel = code.kernel;
+        codes[kernel] = Some(code);
+    }
+    let work_of = |code: &KernelCode| cpu::kernel_work(net, &fused.fused, code.kernel);
+    let codes: Vec<Option<KernelCode>> = codes
+        .into_iter()
+        .map(|code| {
+            let code = code?;
+            let op = &fused.fused.kernels[code.kernel].op;
+            if interpreting_is_sooner(runs, work_of(&code), op, &code.function) {
+                interpreted += 1;
+                return None;
+            }
+            Some(code)
+        })
+        .collect();
+    let generated: Vec<&KernelCode> = codes.iter().flatten().collect();
+    let work: Vec<u64> = generated.iter().map(|code| work_of(code)).collect();
+    let tiers: Vec<Tier> = generated
+        .iter()
+        .zip(&work)
+        .map(|(code, &work)| Tier::choose(runs, work, &code.function))
+        .collect();
+    // No module at all where nothing is compiled (a small network run once), not
+    // even for the generated tile.
+    let mut module = (!generated.is_empty())
+        .then(|| JITModule::new(JITBuilder::with_isa(isa, default_libcall_names())));
+    let (ids, distinct_functions, baseline_functions) = match &mut module {
+        Some(module) => define_all(module, &generated, &tiers)?,
+        None => (Vec::new(), 0, 0),
+    };
+    let generated_tile = match (tile.precompiled(), &mut module) {
+        (None, Some(module)) => Some(define_tile(module, &target, fma)?),
+        _ => None,
+    };
+    if let Some(module) = &mut module {
+        module
+            .finalize_definitions()
+            .map_err(|e| codegen_error(format!("{e}")))?;
+    }
+    let compiled_at = started.elapsed();
+    let microkernel = match (tile.precompiled(), generated_tile) {
+        (Some(precompiled), _) => Some(precompiled),
+        (None, Some(id)) => Some(generated_microkernel(finalized(&module)?, id, fma)),
+        (None, None) => None,
+    };
+    // Each kernel's weights folded and packed on its own: the layers' packing
+    // loops are parallel too, but a network's many small layers are not. (Where
+    // something is generated there is a tile.)
+    let data = match &microkernel {
+        Some(microkernel) => map_on_pool(&generated, |code| {
+            kernel_data(fused, code, microkernel, &target, guard)
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
+    let weight_bytes: usize = data.iter().map(|d| d.packed_weights.len() * 4).sum();
+    let weights_stay_in_l2 = weight_bytes as u64 <= cpu::L2_BYTES / 2;
+    let mut kernels: Vec<Option<Compiled>> = (0..codes.len()).map(|_| None).collect();
+    let mut scratch_floats = 0;
+    let compiled = codes.into_iter().flatten().zip(ids).zip(data).zip(work);
+    for (((code, id), data), work) in compiled {
+        let pointer = finalized(&module)?.get_finalized_function(id);
+        // SAFETY: the function was generated with exactly this signature.
+        let function = unsafe { std::mem::transmute::<*const u8, KernelFn>(pointer) };
+        scratch_floats = scratch_floats.max(code.scratch_floats as usize);
+        kernels[code.kernel] = Some(Compiled {
+            function,
+            chunks: code.chunks as usize,
+            cuts_channels: code.cuts_channels,
+            layout: code.layout,
+            work,
+            args: code.args,
+            packed_weights: data.packed_weights,
+            bias: data.bias,
+            scale_shift: data.scale_shift,
+        });
+    }
+    Ok(Generated {
+        module,
+        kernels,
+        microkernel,
+        distinct_functions,
+        baseline_functions,
+        interpreted,
+        weights_stay_in_l2,
+        scratch_floats,
+        compiled_at,
+    })
+}
 
 /// The threads a program made outside a pool splits its kernels for: the machine's
 /// (its cores, or its share of them), not the pool's count, which starts the pool
