@@ -120,6 +120,8 @@ pub struct Phases {
 /// and where Winograd is used.
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
+    /// The threads the kernels are split for; 0 for the machine's (`machine_threads`),
+    /// asked for only where something is compiled.
     pub threads: usize,
     pub tile: TileChoice,
     pub winograd: WinogradPolicy,
@@ -235,7 +237,7 @@ impl<'a> Program<'a> {
     ) -> Result<Self> {
         let options = Options {
             runs: Runs::Once { samples },
-            ..Options::from_env(machine_threads())
+            ..Options::from_env(0)
         };
         Self::with_options(net, weights, options)
     }
@@ -278,7 +280,6 @@ impl<'a> Program<'a> {
             ..
         } = options;
         let started = Instant::now();
-        let threads = threads.clamp(1, Team::MAX_THREADS);
         let mut fused = fused::Program::unprepared(net, weights);
         let kernels = fused.fused.kernels.len();
         if kernels > MAX_KERNELS {
@@ -292,6 +293,13 @@ impl<'a> Program<'a> {
         passes::choose_algorithms(&mut fused.fused, winograd);
         let unseen = interpreted_before_generating(runs, net, &fused.fused);
         let to_generate: Vec<usize> = (0..kernels).filter(|&index| !unseen[index]).collect();
+        // Only compiled kernels use more than the caller's thread.
+        let threads = match (to_generate.is_empty(), threads) {
+            (true, _) => 1,
+            (false, 0) => machine_threads(),
+            (false, threads) => threads,
+        }
+        .clamp(1, Team::MAX_THREADS);
         let generated = match to_generate.is_empty() {
             // Not even an ISA: a small network run once is interpreted whole.
             true => Generated::nothing(kernels, started.elapsed()),
