@@ -412,7 +412,7 @@ impl<'a> Program<'a> {
     }
 
     /// The register tile the generated kernels call: none where nothing was compiled
-    /// and no tile is precompiled (`CNNC_TILE=cranelift`, a network interpreted whole).
+    /// (a small network run once, interpreted whole).
     pub fn microkernel(&self) -> Option<Microkernel> {
         self.microkernel
     }
