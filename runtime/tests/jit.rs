@@ -413,20 +413,8 @@ fn strided_convolutions_over_phased_rows_agree_with_the_reference() {
         "network S(input: 2x14x20) { conv(4, 12x1, stride=[1, 3]) relu }",
     ];
     for source in sources {
-        let net = network(source);
-        let (weights, input) = (weights(&net, 3), input(&net, 2, 4));
-        let expected = reference_output(&net, &weights, &input);
-        for threads in [1, 2] {
-            let program =
-                jit::Program::with_options(&net, &weights, tile_options(threads, TileChoice::Auto))
-                    .expect("the JIT compiles");
-            let actual = program.run(vec![input.clone()]).expect("the JIT runs");
-            let error = relative_error(&actual, &expected);
-            assert!(
-                error <= TOLERANCE,
-                "{source} on {threads} threads: relative error {error:e}"
-            );
-        }
+        let options = [1, 2].map(|threads| tile_options(threads, TileChoice::Auto));
+        agrees_compiled_each_way(source, options);
     }
 }
 
@@ -451,36 +439,42 @@ fn products_over_shifted_copies_agree_with_the_reference() {
         // the trailing guard ends on a page: the table then starts 4 bytes off 8.
         "network S(input: 2x9x9) { conv(4, 3x3, pad=1) conv(4, 2x2) }",
     ];
-    for source in sources {
-        let net = network(source);
-        let (weights, input) = (weights(&net, 3), input(&net, 2, 4));
-        let expected = reference_output(&net, &weights, &input);
-        let check = |program: jit::Program, what: &str| {
-            let actual = program.run(vec![input.clone()]).expect("the JIT runs");
-            let error = relative_error(&actual, &expected);
-            assert!(
-                error <= TOLERANCE,
-                "{source} ({what}): relative error {error:e}"
-            );
-        };
-        for threads in [1, 2] {
-            for tile in [TileChoice::Auto, TileChoice::Cranelift] {
-                let guards = [
-                    None,
-                    Some(jit::guarded::Guard::Trailing),
-                    Some(jit::guarded::Guard::Leading),
-                ];
-                for guard in guards {
-                    let options = jit::Options {
-                        guard,
-                        ..tile_options(threads, tile)
-                    };
-                    let program = jit::Program::with_options(&net, &weights, options);
-                    let what = format!("{threads} threads, {tile:?}, {guard:?}");
-                    check(program.expect("compiles"), &what);
-                }
+    let guards = [
+        None,
+        Some(jit::guarded::Guard::Trailing),
+        Some(jit::guarded::Guard::Leading),
+    ];
+    let mut options = Vec::new();
+    for threads in [1, 2] {
+        for tile in [TileChoice::Auto, TileChoice::Cranelift] {
+            for guard in guards {
+                options.push(jit::Options {
+                    guard,
+                    ..tile_options(threads, tile)
+                });
             }
         }
+    }
+    for source in sources {
+        agrees_compiled_each_way(source, options.iter().copied());
+    }
+}
+
+/// `source`'s network through the JIT compiled with each of `options`, against the
+/// reference (seeded weights, a batch of 2).
+fn agrees_compiled_each_way(source: &str, options: impl IntoIterator<Item = jit::Options>) {
+    let net = network(source);
+    let (weights, input) = (weights(&net, 3), input(&net, 2, 4));
+    let expected = reference_output(&net, &weights, &input);
+    for options in options {
+        let program =
+            jit::Program::with_options(&net, &weights, options).expect("the JIT compiles");
+        let actual = program.run(vec![input.clone()]).expect("the JIT runs");
+        let error = relative_error(&actual, &expected);
+        assert!(
+            error <= TOLERANCE,
+            "{source} ({options:?}): relative error {error:e}"
+        );
     }
 }
 

@@ -229,7 +229,7 @@ pub fn reference_nanoseconds(op: &Op, work: u64) -> u64 {
         Op::Dense(_) => 0.7,
         Op::Pool(_) | Op::AdaptivePool(_) => 2.5,
         Op::GlobalPool(_) | Op::Lrn(_) => 1.0,
-        Op::Activation(cnnc_compiler::ops::Activation::Softmax) => 20.0,
+        Op::Activation(Activation::Softmax) => 20.0,
         Op::Activation(_) | Op::BatchNorm(_) | Op::Add(_) | Op::Concat(_) => 2.0,
         Op::Input(_) | Op::Dropout(_) | Op::Flatten(_) => 0.0,
     };

@@ -291,7 +291,11 @@ impl<'a> Program<'a> {
         }
         let fused_at = started.elapsed();
         passes::choose_algorithms(&mut fused.fused, winograd);
-        let unseen = interpreted_before_generating(runs, net, &fused.fused);
+        // Each kernel's work per sample: what the tier choices weigh.
+        let work: Vec<u64> = (0..kernels)
+            .map(|index| cpu::kernel_work(net, &fused.fused, index))
+            .collect();
+        let unseen = interpreted_before_generating(runs, &fused.fused, &work);
         let to_generate: Vec<usize> = (0..kernels).filter(|&index| !unseen[index]).collect();
         // Only compiled kernels use more than the caller's thread.
         let threads = match (to_generate.is_empty(), threads) {
@@ -305,7 +309,7 @@ impl<'a> Program<'a> {
             true => Generated::nothing(kernels, started.elapsed()),
             false => {
                 let options = Options { threads, ..options };
-                compile_kernels(&fused, net, &to_generate, &options, started)?
+                compile_kernels(&fused, net, &work, &to_generate, &options, started)?
             }
         };
         let interpreted_kernels =
@@ -847,6 +851,7 @@ impl Generated {
 fn compile_kernels(
     fused: &fused::Program<'_>,
     net: &CheckedGraph,
+    work: &[u64],
     to_generate: &[usize],
     options: &Options,
     started: Instant,
@@ -870,13 +875,12 @@ fn compile_kernels(
         let kernel = code.kernel;
         codes[kernel] = Some(code);
     }
-    let work_of = |code: &KernelCode| cpu::kernel_work(net, &fused.fused, code.kernel);
     let codes: Vec<Option<KernelCode>> = codes
         .into_iter()
         .map(|code| {
             let code = code?;
             let op = &fused.fused.kernels[code.kernel].op;
-            if interpreting_is_sooner(runs, work_of(&code), op, &code.function) {
+            if interpreting_is_sooner(runs, work[code.kernel], op, &code.function) {
                 interpreted += 1;
                 return None;
             }
@@ -884,11 +888,9 @@ fn compile_kernels(
         })
         .collect();
     let generated: Vec<&KernelCode> = codes.iter().flatten().collect();
-    let work: Vec<u64> = generated.iter().map(|code| work_of(code)).collect();
     let tiers: Vec<Tier> = generated
         .iter()
-        .zip(&work)
-        .map(|(code, &work)| Tier::choose(runs, work, &code.function))
+        .map(|code| Tier::choose(runs, work[code.kernel], &code.function))
         .collect();
     // No module at all where nothing is compiled (a small network run once), not
     // even for the generated tile.
@@ -928,8 +930,8 @@ fn compile_kernels(
     let weights_stay_in_l2 = weight_bytes as u64 <= cpu::L2_BYTES / 2;
     let mut kernels: Vec<Option<Compiled>> = (0..codes.len()).map(|_| None).collect();
     let mut scratch_floats = 0;
-    let compiled = codes.into_iter().flatten().zip(ids).zip(data).zip(work);
-    for (((code, id), data), work) in compiled {
+    let compiled = codes.into_iter().flatten().zip(ids).zip(data);
+    for ((code, id), data) in compiled {
         let pointer = finalized(&module)?.get_finalized_function(id);
         // SAFETY: the function was generated with exactly this signature.
         let function = unsafe { std::mem::transmute::<*const u8, KernelFn>(pointer) };
@@ -939,7 +941,7 @@ fn compile_kernels(
             chunks: code.chunks as usize,
             cuts_channels: code.cuts_channels,
             layout: code.layout,
-            work,
+            work: work[code.kernel],
             args: code.args,
             packed_weights: data.packed_weights,
             bias: data.bias,
@@ -979,14 +981,13 @@ const COMPILER_START_NANOSECONDS: u64 = 3_000_000;
 /// their code: every kernel where the reference kernels run the whole network sooner
 /// than the compiler starts, else those run sooner than the baseline tier's fixed cost
 /// of a function (no code would compile sooner). None for programs that run many times.
-fn interpreted_before_generating(runs: Runs, net: &CheckedGraph, fused: &FusedGraph) -> Vec<bool> {
+fn interpreted_before_generating(runs: Runs, fused: &FusedGraph, work: &[u64]) -> Vec<bool> {
     let Runs::Once { samples } = runs else {
         return vec![false; fused.kernels.len()];
     };
-    let interpreting: Vec<u64> = (0..fused.kernels.len())
-        .map(|index| {
-            let work = cpu::kernel_work(net, fused, index).saturating_mul(samples as u64);
-            fused::reference_nanoseconds(&fused.kernels[index].op, work)
+    let interpreting: Vec<u64> = (fused.kernels.iter().zip(work))
+        .map(|(kernel, &work)| {
+            fused::reference_nanoseconds(&kernel.op, work.saturating_mul(samples as u64))
         })
         .collect();
     let whole_network = interpreting
@@ -1370,7 +1371,10 @@ mod tests {
     fn small_networks_run_once_are_interpreted_before_any_code_is_generated() {
         let lenet = crate::checked_network(include_str!("../../../examples/lenet5.cnn"));
         let fused = passes::fuse(&lenet);
-        let interpreted = |runs| interpreted_before_generating(runs, &lenet, &fused);
+        let work: Vec<u64> = (0..fused.kernels.len())
+            .map(|index| cpu::kernel_work(&lenet, &fused, index))
+            .collect();
+        let interpreted = |runs| interpreted_before_generating(runs, &fused, &work);
         // One sample: the whole network interprets sooner than the compiler starts.
         assert!(interpreted(Runs::Once { samples: 1 }).iter().all(|&i| i));
         // 16 samples: only the kernels quicker interpreted than any function compiles
