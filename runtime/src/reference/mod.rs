@@ -1,6 +1,8 @@
 //! The reference interpreter: every op written to be obviously right, over ndarray. It
 //! is the oracle that every other backend is tested against, so clarity wins over speed
-//! everywhere except the convolution's inner product (ndarray's `dot`).
+//! everywhere except where a small network run once spends its time (the fused executor
+//! runs it through these kernels rather than compile it): the convolution's im2col (row
+//! copies) and product (ndarray's `dot`), and pooling (over each plane's slice).
 
 pub(crate) mod conv;
 pub(crate) mod dense;

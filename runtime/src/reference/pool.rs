@@ -21,43 +21,56 @@ pub fn pool2d(x: &Tensor, pool: &Pool) -> Tensor {
     let [sh, sw] = pool.window.stride.map(|s| s as isize);
     let [dh, dw] = pool.window.dilation.map(|d| d as isize);
     let (h, w) = (height as isize, width as isize);
+    let x = x.as_standard_layout();
+    let planes = x
+        .as_slice()
+        .expect("standard layout")
+        .chunks_exact(height * width);
     let mut y = Array4::<f32>::zeros((batch, channels, out_h, out_w));
-    for ((n, c, oy, ox), value) in y.indexed_iter_mut() {
-        let y0 = oy as isize * sh - top;
-        let x0 = ox as isize * sw - left;
-        *value = match pool.kind {
-            PoolKind::Max => {
-                let mut best = f32::NEG_INFINITY;
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        let (iy, ix) = (y0 + ky * dh, x0 + kx * dw);
-                        if (0..h).contains(&iy) && (0..w).contains(&ix) {
-                            best = best.max(x[[n, c, iy as usize, ix as usize]]);
+    let out_planes = y
+        .as_slice_mut()
+        .expect("fresh array")
+        .chunks_exact_mut(out_h * out_w);
+    for (plane, out_plane) in planes.zip(out_planes) {
+        let at = |iy: isize, ix: isize| plane[iy as usize * width + ix as usize];
+        for (index, value) in out_plane.iter_mut().enumerate() {
+            let (oy, ox) = ((index / out_w) as isize, (index % out_w) as isize);
+            let y0 = oy * sh - top;
+            let x0 = ox * sw - left;
+            *value = match pool.kind {
+                PoolKind::Max => {
+                    let mut best = f32::NEG_INFINITY;
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let (iy, ix) = (y0 + ky * dh, x0 + kx * dw);
+                            if (0..h).contains(&iy) && (0..w).contains(&ix) {
+                                best = best.max(at(iy, ix));
+                            }
                         }
                     }
+                    best
                 }
-                best
-            }
-            PoolKind::Avg => {
-                // The window as far as the padding reaches, then clipped to the input.
-                let (y_end, x_end) = ((y0 + kh).min(h + bottom), (x0 + kw).min(w + right));
-                let padded_area = (y_end - y0) * (x_end - x0);
-                let (ya, yb) = (y0.max(0), y_end.min(h));
-                let (xa, xb) = (x0.max(0), x_end.min(w));
-                let mut sum = 0.0f32;
-                for iy in ya..yb {
-                    for ix in xa..xb {
-                        sum += x[[n, c, iy as usize, ix as usize]];
+                PoolKind::Avg => {
+                    // The window as far as the padding reaches, then clipped to the input.
+                    let (y_end, x_end) = ((y0 + kh).min(h + bottom), (x0 + kw).min(w + right));
+                    let padded_area = (y_end - y0) * (x_end - x0);
+                    let (ya, yb) = (y0.max(0), y_end.min(h));
+                    let (xa, xb) = (x0.max(0), x_end.min(w));
+                    let mut sum = 0.0f32;
+                    for iy in ya..yb {
+                        for ix in xa..xb {
+                            sum += at(iy, ix);
+                        }
                     }
+                    let divisor = if pool.count_include_pad {
+                        padded_area
+                    } else {
+                        (yb - ya) * (xb - xa)
+                    };
+                    sum / divisor.max(1) as f32
                 }
-                let divisor = if pool.count_include_pad {
-                    padded_area
-                } else {
-                    (yb - ya) * (xb - xa)
-                };
-                sum / divisor.max(1) as f32
-            }
-        };
+            };
+        }
     }
     y.into_dyn()
 }
