@@ -150,3 +150,26 @@ fn several_networks_need_a_choice() {
     assert!(output.status.success());
     assert!(stdout(&output).contains("\"network\": \"B\""));
 }
+
+#[test]
+fn every_subcommand_shows_its_help() {
+    // Each subcommand's arguments are built only when it runs (clap's `defer`): each
+    // one's help builds them, and lists its options.
+    let listing = stdout(&cnnc(&["--help"]));
+    let commands: Vec<&str> = listing
+        .lines()
+        .skip_while(|line| *line != "Commands:")
+        .skip(1)
+        .take_while(|line| !line.is_empty())
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|&name| name != "help")
+        .collect();
+    assert_eq!(commands.len(), 11, "{listing}");
+    for command in commands {
+        let output = cnnc(&[command, "--help"]);
+        assert!(output.status.success(), "{command}: {}", stderr(&output));
+        let help = stdout(&output);
+        assert!(help.contains(&format!("Usage: cnnc {command}")), "{help}");
+        assert!(help.contains("-h, --help"), "{help}");
+    }
+}
