@@ -593,4 +593,26 @@ mod tests {
             assert_eq!(super::super::print::expr(&r.count), count, "{source}");
         }
     }
+
+    #[test]
+    fn a_line_comment_ends_at_any_line_break() {
+        // Tabs, control and non-ASCII characters are comment text; `\n`, `\r\n` and a
+        // lone `\r` end it, and the statement after it is read.
+        for source in [
+            "network N(input: 8) { // a\tb \u{1} é ⊗\n dense(4) }",
+            "network N(input: 8) { // a\r\n dense(4) }",
+            "network N(input: 8) { // a\r dense(4) }",
+            "network N(input: 8) { dense(4) } // to the end, no line break",
+        ] {
+            let file = parse(source).unwrap_or_else(|e| panic!("{source:?}: {}", e[0].message));
+            let Item::Network(net) = &file.items[0] else {
+                panic!("a network")
+            };
+            assert_eq!(net.body.stmts.len(), 1, "{source:?}");
+        }
+        assert_eq!(
+            first_error("network N(input: 8) { // a dense(4) }"),
+            "expected a layer, `->` or `}`, found the end of the file"
+        );
+    }
 }
