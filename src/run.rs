@@ -122,10 +122,7 @@ pub fn run(net: &CheckedGraph, request: &RunRequest) -> Result<(), RuntimeError>
         ));
     }
     let destinations = save_destinations(request, &keep)?;
-    let limit = request.memory_limit.or_else(memory::available);
-    if let Some(limit) = limit {
-        memory::check(net, batch as u64, &keep_mask, limit)?;
-    }
+    memory::check(net, batch as u64, &keep_mask, request.memory_limit)?;
     let weights = match &request.weights {
         Some(path) => Weights::load(path, net)?,
         None => Weights::seeded(net, request.seed),

@@ -107,7 +107,7 @@ pub fn small_enough(net: &CheckedGraph, batch: usize) -> bool {
     let keep = vec![false; net.graph.nodes.len()];
     net.graph.nodes.len() <= RUN_NODES
         && macs.saturating_mul(batch as u64) <= RUN_MACS
-        && memory::check(net, batch as u64, &keep, RUN_BYTES).is_ok()
+        && memory::check(net, batch as u64, &keep, Some(RUN_BYTES)).is_ok()
 }
 
 fn seeded_input(net: &CheckedGraph, batch: usize, seed: u64) -> Tensor {

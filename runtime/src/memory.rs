@@ -52,9 +52,20 @@ pub fn last_uses(net: &CheckedGraph) -> Vec<usize> {
     last
 }
 
-/// Refuses a run whose estimate exceeds `limit` bytes.
-pub fn check(net: &CheckedGraph, batch: u64, keep: &[bool], limit: u64) -> Result<u64> {
+/// Needs this small are not checked against the machine's available memory: any
+/// machine that runs cnnc has it, and reading `/proc/meminfo` took longer (20 us) than
+/// the rest of LeNet-5's start before its run.
+const SURELY_AVAILABLE: u64 = 256 << 20;
+
+/// Refuses a run whose estimate exceeds `limit` bytes, or by default the machine's
+/// available memory (read only for an estimate above `SURELY_AVAILABLE`).
+pub fn check(net: &CheckedGraph, batch: u64, keep: &[bool], limit: Option<u64>) -> Result<u64> {
     let (needed, largest) = estimate(net, batch, keep);
+    let limit = match limit {
+        Some(limit) => limit,
+        None if needed > SURELY_AVAILABLE => available().unwrap_or(u64::MAX),
+        None => return Ok(needed),
+    };
     if needed > limit {
         let largest = largest
             .iter()
@@ -95,4 +106,25 @@ pub fn parse_size(text: &str) -> Option<u64> {
         _ => return None,
     };
     (number >= 0.0 && number.is_finite()).then_some((number * scale) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn without_a_limit_a_run_beyond_the_machine_is_refused_and_a_small_one_passes() {
+        let net = crate::checked_network("network N(input: 3x64x64) { conv c(16, 3x3) }");
+        let keep = vec![false; net.graph.nodes.len()];
+        // 16 x 62 x 62 floats a sample: petabytes at this batch, more than any machine has.
+        let huge = check(&net, 1 << 32, &keep, None);
+        assert!(
+            matches!(huge, Err(RuntimeError::OutOfMemory { .. })),
+            "{huge:?}"
+        );
+        let small = check(&net, 1, &keep, None).expect("a small run passes");
+        assert!(small < SURELY_AVAILABLE, "{small}");
+        assert!(check(&net, 1, &keep, Some(small - 1)).is_err());
+    }
 }
