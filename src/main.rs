@@ -85,6 +85,10 @@ enum Command {
         emit: Emit,
         #[arg(long)]
         network: Option<String>,
+        /// Threads the generated code is cut into chunks for (`--emit clif`)
+        /// [default: the cores available, as `run` and `bench` use].
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Run a network: seeded weights and a seeded random input unless given.
     Run(RunArgs),
@@ -349,7 +353,8 @@ fn run(cli: Cli) -> ExitCode {
             file,
             emit,
             network,
-        } => build(&file, emit, network.as_deref()),
+            threads,
+        } => build(&file, emit, network.as_deref(), threads),
         Command::Run(args) => run_network(args),
         Command::Bench(args) => bench_network(args),
         Command::Export {
@@ -548,7 +553,12 @@ fn check_line(name: &str, compilation: &Compilation) -> String {
     format!("ok    {name}: {}{warned}", networks.join("; "))
 }
 
-fn build(file: &std::path::Path, emit: Emit, network: Option<&str>) -> Result<(), String> {
+fn build(
+    file: &std::path::Path,
+    emit: Emit,
+    network: Option<&str>,
+    threads: Option<usize>,
+) -> Result<(), String> {
     match emit {
         Emit::Graph => compile_network(file, network).map(|checked| print!("{}", checked.graph)),
         Emit::Fused => compile_network(file, network).map(|checked| {
@@ -556,19 +566,30 @@ fn build(file: &std::path::Path, emit: Emit, network: Option<&str>) -> Result<()
             print!("{}", passes::listing(&fused, &passes::plan(&fused)));
         }),
         Emit::Clif => compile_network(file, network).and_then(|checked| {
+            // Cut for the threads a run would use: chunk counts and sizes follow them.
+            let threads = threads.unwrap_or_else(cnnc_runtime::jit::machine_threads);
+            if threads == 0 {
+                return Err("--threads must be at least 1".into());
+            }
             let fused = passes::fuse(&checked);
-            let (target, _) = cnnc_runtime::jit::host_target(1).map_err(|e| e.to_string())?;
-            let threads = codegen::cpu::kernel_threads(&checked, &fused, 1);
-            for code in codegen::cpu::compile(&fused, &target, &threads)
+            let (target, _) = cnnc_runtime::jit::host_target(threads).map_err(|e| e.to_string())?;
+            let kernel_threads = codegen::cpu::kernel_threads(&checked, &fused, threads);
+            for code in codegen::cpu::compile(&fused, &target, &kernel_threads)
                 .into_iter()
                 .flatten()
             {
                 let kernel = &fused.kernels[code.kernel];
+                let algorithm = kernel.algorithm.marker().map(|m| format!(" [{m}]"));
+                let cut_for = match kernel_threads[code.kernel] {
+                    1 => "1 thread".to_string(),
+                    n => format!("{n} threads"),
+                };
                 println!(
-                    "; kernel {} `{}`: {}",
+                    "; kernel {} `{}`: {}{}, cut for {cut_for}",
                     code.kernel,
                     kernel.name,
-                    kernel.op.rule().describe()
+                    kernel.op.rule().describe(),
+                    algorithm.unwrap_or_default(),
                 );
                 println!("; argument slots: {:?}", code.args);
                 println!("{}", code.function);

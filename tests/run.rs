@@ -76,6 +76,29 @@ fn the_jit_shows_its_cranelift_ir_and_refuses_save() {
 }
 
 #[test]
+fn the_cranelift_ir_is_cut_for_the_threads_asked_for() {
+    let clif = |threads: &str| {
+        let output = cnnc(&[
+            "build",
+            "examples/resnet18.cnn",
+            "--emit",
+            "clif",
+            "--threads",
+            threads,
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        stdout(&output)
+    };
+    let (one, two) = (clif("1"), clif("2"));
+    let header =
+        "; kernel 2 `layer1.0.conv1`: conv 64 3x3 p1 nobias [winograd F(4x4,3x3)], cut for";
+    assert!(one.contains(&format!("{header} 1 thread\n")), "{one}");
+    assert!(two.contains(&format!("{header} 2 threads\n")), "{two}");
+    // Chunks follow the threads: the code differs.
+    assert_ne!(one, two.replace("2 threads", "1 thread"));
+}
+
+#[test]
 fn every_example_runs_out_of_the_box() {
     let examples = common::example_files();
     for example in &examples {
