@@ -85,8 +85,8 @@ enum Command {
         emit: Emit,
         #[arg(long)]
         network: Option<String>,
-        /// Threads the generated code is cut into chunks for (`--emit clif`)
-        /// [default: the cores available, as `run` and `bench` use].
+        /// Threads the generated code is cut into chunks for (`--emit clif` only)
+        /// [default: the cores available, as a compiled run uses].
         #[arg(long)]
         threads: Option<usize>,
     },
@@ -228,7 +228,8 @@ struct RunArgs {
     /// exists, else the CPU JIT, and says why.
     #[arg(long, value_enum, conflicts_with = "backend")]
     device: Option<gpu_cmd::Device>,
-    /// Refuse runs that need more memory than this (default: the memory available).
+    /// Refuse runs that need more memory than this (default: the memory available,
+    /// for runs that need more than 64 MiB).
     #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
     memory_limit: Option<u64>,
     #[arg(long)]
@@ -559,6 +560,13 @@ fn build(
     network: Option<&str>,
     threads: Option<usize>,
 ) -> Result<(), String> {
+    match threads {
+        Some(_) if !matches!(emit, Emit::Clif) => {
+            return Err("--threads applies to --emit clif only".into());
+        }
+        Some(0) => return Err("--threads must be at least 1".into()),
+        _ => {}
+    }
     match emit {
         Emit::Graph => compile_network(file, network).map(|checked| print!("{}", checked.graph)),
         Emit::Fused => compile_network(file, network).map(|checked| {
@@ -567,10 +575,9 @@ fn build(
         }),
         Emit::Clif => compile_network(file, network).and_then(|checked| {
             // Cut for the threads a run would use: chunk counts and sizes follow them.
-            let threads = threads.unwrap_or_else(cnnc_runtime::jit::machine_threads);
-            if threads == 0 {
-                return Err("--threads must be at least 1".into());
-            }
+            let threads = threads
+                .unwrap_or_else(cnnc_runtime::jit::machine_threads)
+                .min(cnnc_runtime::jit::MAX_THREADS);
             let fused = passes::fuse(&checked);
             let (target, _) = cnnc_runtime::jit::host_target(threads).map_err(|e| e.to_string())?;
             let kernel_threads = codegen::cpu::kernel_threads(&checked, &fused, threads);

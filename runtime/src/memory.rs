@@ -52,10 +52,10 @@ pub fn last_uses(net: &CheckedGraph) -> Vec<usize> {
     last
 }
 
-/// Needs this small are not checked against the machine's available memory: any
-/// machine that runs cnnc has it, and reading `/proc/meminfo` took longer (20 us) than
-/// the rest of LeNet-5's start before its run.
-const SURELY_AVAILABLE: u64 = 256 << 20;
+/// Needs this small are not checked against the machine's available memory: a machine
+/// with less free would struggle with any process, and reading `/proc/meminfo` took
+/// longer (20 us) than the rest of LeNet-5's start before its run.
+pub const SURELY_AVAILABLE: u64 = 64 << 20;
 
 /// Refuses a run whose estimate exceeds `limit` bytes, or by default the machine's
 /// available memory (read only for an estimate above `SURELY_AVAILABLE`).
@@ -115,6 +115,9 @@ mod tests {
     #[test]
     #[cfg(target_os = "linux")]
     fn without_a_limit_a_run_beyond_the_machine_is_refused_and_a_small_one_passes() {
+        if available().is_none() {
+            return; // /proc/meminfo hidden (a sandbox): nothing to check against.
+        }
         let net = crate::checked_network("network N(input: 3x64x64) { conv c(16, 3x3) }");
         let keep = vec![false; net.graph.nodes.len()];
         // 16 x 62 x 62 floats a sample: petabytes at this batch, more than any machine has.

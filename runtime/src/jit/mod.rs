@@ -14,3 +14,6 @@ mod winograd;
 pub use program::{
     MAX_KERNELS, Options, Phases, Program, Runs, TileChoice, host_target, machine_threads,
 };
+
+/// The most threads a program's kernels are split over.
+pub const MAX_THREADS: usize = team::Team::MAX_THREADS;
