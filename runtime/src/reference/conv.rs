@@ -37,7 +37,12 @@ pub fn conv2d(x: &Tensor, weight: ArrayViewD<f32>, bias: Option<&Tensor>, conv: 
             let w = w
                 .to_shape((out_per_group, in_per_group * kh * kw))
                 .expect("weights reshape");
-            let product = w.dot(&columns);
+            // A single output position (a conv over its whole input, as LeNet-5's C5) is
+            // a matrix-vector product: `dot` of two matrices would pack the weights.
+            let product = match columns.ncols() {
+                1 => w.dot(&columns.column(0)).insert_axis(Axis(1)),
+                _ => w.dot(&columns),
+            };
             let product = product
                 .to_shape((out_per_group, out_h, out_w))
                 .expect("output reshape");
@@ -161,6 +166,8 @@ mod tests {
             ([1, 2], [0, 0, 0, 0]),
             // One output column, its every tap in the padding.
             ([1, 30], [3, 10, 1, 10]),
+            // One output position: a matrix-vector product.
+            ([30, 30], [0, 0, 0, 0]),
         ] {
             let window = Window {
                 kernel: [3, 2],

@@ -33,8 +33,15 @@ pub fn pool2d(x: &Tensor, pool: &Pool) -> Tensor {
         .chunks_exact_mut(out_h * out_w);
     for (plane, out_plane) in planes.zip(out_planes) {
         let at = |iy: isize, ix: isize| plane[iy as usize * width + ix as usize];
-        for (index, value) in out_plane.iter_mut().enumerate() {
-            let (oy, ox) = ((index / out_w) as isize, (index % out_w) as isize);
+        let outputs = out_plane
+            .chunks_exact_mut(out_w)
+            .enumerate()
+            .flat_map(|(oy, row)| {
+                row.iter_mut()
+                    .enumerate()
+                    .map(move |(ox, value)| (oy as isize, ox as isize, value))
+            });
+        for (oy, ox, value) in outputs {
             let y0 = oy * sh - top;
             let x0 = ox * sw - left;
             *value = match pool.kind {
