@@ -73,6 +73,27 @@ fn weights_read_in_place_from_a_file_agree_with_the_reference() {
     let weights = Weights::load(&path, &net).expect("weights load");
     let error = compare(&net, &weights, input(&net, 2, 7));
     assert!(error <= TOLERANCE, "relative error {error:e}");
+    // The same file with its header one byte longer: no float of it is aligned, so
+    // each is copied out of the map, once.
+    let bytes = std::fs::read(&path).expect("read");
+    let header = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let mut shifted = (header as u64 + 1).to_le_bytes().to_vec();
+    shifted.extend_from_slice(&bytes[8..8 + header]);
+    shifted.push(b' ');
+    shifted.extend_from_slice(&bytes[8 + header..]);
+    let scratch = tempfile::tempdir().expect("dir");
+    let unaligned = scratch.path().join("unaligned.safetensors");
+    std::fs::write(&unaligned, shifted).expect("write");
+    let copied = Weights::load(&unaligned, &net).expect("an unaligned file loads");
+    assert!(matches!(
+        copied.values("c1.weight"),
+        Some(std::borrow::Cow::Owned(_))
+    ));
+    let (x, mut y) = (input(&net, 2, 7), Vec::new());
+    for weights in [&weights, &copied] {
+        y.push(fused::run(&net, weights, vec![x.clone()]).expect("fused runs"));
+    }
+    assert_eq!(y[0], y[1], "the same floats, in place or copied");
 }
 
 #[test]

@@ -51,7 +51,11 @@ pub fn prepare<'w>(kernel: &Kernel, weights: &'w Weights) -> Result<Option<Prepa
         Some(Cow::Borrowed(values)) => {
             CowArray::from(ArrayViewD::from_shape(rows.shape(), values).map_err(invalid)?)
         }
-        _ => {
+        // Copied once already: the file's floats are not aligned.
+        Some(Cow::Owned(values)) => {
+            CowArray::from(Tensor::from_shape_vec(rows.shape(), values).map_err(invalid)?)
+        }
+        None => {
             let mut values = vec![0.0; rows.count() * rows.row_len()];
             rows.copy(0, &mut values)?;
             CowArray::from(Tensor::from_shape_vec(rows.shape(), values).map_err(invalid)?)
