@@ -446,6 +446,8 @@ mod x86 {
     /// The CPU has AVX-512F.
     #[inline(always)]
     unsafe fn columns<V: Variant>(row: &[__m512; 6]) -> [__m512; 6] {
+        // The gathers below are written for outputs of 2 and 4 a tile.
+        const { assert!(V::M == 2 || V::M == 4) };
         // SAFETY: as the caller promised, for every intrinsic below.
         unsafe {
             let mut gathered = [_mm512_setzero_ps(); 6];
