@@ -4,7 +4,7 @@
 //! of 7 runs. `cargo run --release -p cnnc-runtime --example microkernels`
 
 use cnnc_runtime::jit::gemm::{PackedA, gemm};
-use cnnc_runtime::jit::microkernel::{Microkernel, TileFinish};
+use cnnc_runtime::jit::microkernel::Microkernel;
 use ndarray::Array2;
 use std::time::Instant;
 
@@ -21,37 +21,6 @@ fn median_seconds(mut run: impl FnMut()) -> f64 {
     times[3]
 }
 
-fn tile_peak(kernel: &Microkernel) -> f64 {
-    let k: usize = std::env::var("TILE_K")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
-    let a = vec![0.5f32; k * kernel.mr];
-    let b = vec![0.25f32; k * kernel.nr];
-    let mut c = vec![0.0f32; kernel.mr * kernel.nr];
-    let calls = 20_000;
-    let seconds = median_seconds(|| {
-        for _ in 0..calls {
-            let (rows, columns) = (kernel.mr, kernel.nr);
-            unsafe {
-                kernel.call(
-                    k,
-                    a.as_ptr(),
-                    kernel.mr,
-                    b.as_ptr(),
-                    kernel.nr,
-                    c.as_mut_ptr(),
-                    kernel.nr,
-                    rows,
-                    columns,
-                    TileFinish::plain(true),
-                )
-            };
-        }
-    });
-    (2 * kernel.mr * kernel.nr * k * calls) as f64 / seconds / 1e9
-}
-
 fn main() {
     println!("tile throughput, panels in L1 (K = 256):");
     for kernel in Microkernel::available() {
@@ -60,7 +29,7 @@ fn main() {
             kernel.name,
             kernel.mr,
             kernel.nr,
-            tile_peak(&kernel)
+            kernel.measure_peak(std::time::Duration::from_millis(300))
         );
     }
     println!(
