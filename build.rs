@@ -4,6 +4,7 @@ fn main() {
     // Without it Cargo runs this again, and relinks, whenever any file of the package
     // changes (docs and tests included).
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=CC");
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
         // At a fixed address (not position-independent): a PIE binary of this size
         // starts with 21 K relocations to apply and 90 more pages to write, 0.1 ms.
@@ -21,6 +22,17 @@ fn main() {
 /// package's, so the (position-independent) test executables link it too, as gcc's
 /// archive allows: `tests/unwind.rs` checks that a panic still unwinds there.
 fn static_unwinder() {
+    // Only where the C compiler that links has the archive (gcc's `libgcc-dev` does);
+    // elsewhere the shared library stays.
+    let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let found = std::process::Command::new(compiler)
+        .arg("-print-file-name=libgcc_eh.a")
+        .output()
+        .ok()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string());
+    if !found.is_some_and(|path| std::path::Path::new(&path).is_absolute()) {
+        return;
+    }
     let out = std::env::var("OUT_DIR").expect("Cargo sets OUT_DIR");
     let dir = std::path::Path::new(&out).join("unwinder");
     std::fs::create_dir_all(&dir).expect("create the linker script's folder");
