@@ -228,12 +228,44 @@ impl Geometry {
         // The thread with the most rows decides the time (56 rows in chunks of 8 give
         // 2 threads 32 and 24; in chunks of 7, 28 each): the shortest longest share,
         // then whole panels, then no short chunk, then the bigger chunk.
-        candidates
+        let by_rows = candidates
             .min_by_key(|&r| {
-                let longest = longest_share(height, r, target.threads);
+                let longest = longest_share(height, r, target.threads, |rows| rows);
                 (longest, !whole_panels(r), short(r), std::cmp::Reverse(r))
             })
-            .unwrap_or(rows)
+            .unwrap_or(rows);
+        // Or one chunk of every row, its output channels cut among the threads
+        // (`m_parts`), where that wastes fewer of the panels' columns than the threads'
+        // row shares do, beyond packing every pixel once a part.
+        match self.thread_cost(by_rows, target) > self.thread_cost(height, target) {
+            true => height,
+            false => by_rows,
+        }
+    }
+
+    /// The most work a thread does for chunks of `rows` output rows, in products of
+    /// one tile row and one column (NR columns a panel, a started panel whole), plus
+    /// packing: the thread with the longest share of the rows computes every output
+    /// channel for it, while a single chunk's channel parts (`parts_for`) each pack the
+    /// whole output's pixels and compute their tiles. A 14x14 output (196 pixels) on
+    /// two threads pays 128 columns for 98 pixels a thread in rows, 224 for 196 in
+    /// channels: ResNet-50's 1x1 convs there 8% sooner cut by channels.
+    fn thread_cost(&self, rows: u64, target: &CpuTarget) -> f64 {
+        let (height, width) = (self.out_height.max(1), self.out_width.max(1));
+        let tiles = self.m().div_ceil(target.mr).max(1);
+        let columns = |pixels: u64| pixels.div_ceil(target.nr) * target.nr;
+        let cost = |pixels: u64, tiles: u64| {
+            (columns(pixels) * tiles) as f64 + PACKED_PIXEL_COST * pixels as f64
+        };
+        let chunks = height.div_ceil(rows);
+        let parts = self.parts_for(chunks, target);
+        if parts == 1 {
+            return longest_share(height, rows, target.threads, |r| {
+                cost(r * width, tiles).round() as u64
+            }) as f64;
+        }
+        let parts_a_thread = (chunks * parts).div_ceil(target.threads);
+        parts_a_thread as f64 * cost(rows.min(height) * width, tiles.div_ceil(parts))
     }
 
     /// K per block: at most the target's, and the blocks as even as they go, so that no
@@ -252,7 +284,11 @@ impl Geometry {
     /// Parts each row chunk's output channels are cut into, so that a small output (too
     /// few row chunks for every thread to get two) still spreads over the threads.
     pub fn m_parts(&self, target: &CpuTarget) -> u64 {
-        let chunks = self.row_chunks(target);
+        self.parts_for(self.row_chunks(target), target)
+    }
+
+    /// `m_parts` for `chunks` row chunks.
+    fn parts_for(&self, chunks: u64, target: &CpuTarget) -> u64 {
         if target.threads <= 1 || self.dense || chunks >= 2 * target.threads {
             return 1;
         }
@@ -419,21 +455,29 @@ pub fn generate(
     }
 }
 
-/// The most output rows any thread computes when `height` rows in chunks of `rows` are
-/// split as the runtime splits chunks: in `threads` contiguous ranges, as even as they go.
-fn longest_share(height: u64, rows: u64, threads: u64) -> u64 {
+/// The most any thread does, each chunk of `r` rows costing `cost(r)`, when `height`
+/// rows in chunks of `rows` are split as the runtime splits chunks: in `threads`
+/// contiguous ranges, as even as they go.
+fn longest_share(height: u64, rows: u64, threads: u64, cost: impl Fn(u64) -> u64) -> u64 {
     let chunks = height.div_ceil(rows);
     let parts = threads.clamp(1, chunks);
     (0..parts)
         .map(|p| {
             let (first, end) = (chunks * p / parts, chunks * (p + 1) / parts);
             (first..end)
-                .map(|c| rows.min(height - c * rows))
+                .map(|c| cost(rows.min(height - c * rows)))
                 .sum::<u64>()
         })
         .max()
         .unwrap_or(0)
 }
+
+/// What packing one pixel (its K values, into a panel) costs, in products of one tile
+/// row and one column: its K floats copied at about a float a cycle against the tile's
+/// 32 multiply-adds a cycle, over the MR = 12 rows a tile row multiplies. Where cutting
+/// the channels would pack 784 pixels of 512 channels once a part (ResNet-50's 28x28
+/// 1x1 convs into 128 channels) it made them 35% slower.
+const PACKED_PIXEL_COST: f64 = 2.0;
 
 /// Floats of a chunk's packed input per K block: 384 KiB, in L2 beside the weights'
 /// block.
@@ -1105,13 +1149,13 @@ mod tests {
 
     #[test]
     fn the_longest_share_is_what_the_busiest_thread_computes() {
-        assert_eq!(longest_share(56, 8, 2), 32);
-        assert_eq!(longest_share(56, 7, 2), 28);
+        assert_eq!(longest_share(56, 8, 2, |r| r), 32);
+        assert_eq!(longest_share(56, 7, 2, |r| r), 28);
         // Chunks 9+9+9 | 9+9+9+2: the short chunk lands on the second thread.
-        assert_eq!(longest_share(56, 9, 2), 29);
-        assert_eq!(longest_share(56, 9, 1), 56);
+        assert_eq!(longest_share(56, 9, 2, |r| r), 29);
+        assert_eq!(longest_share(56, 9, 1, |r| r), 56);
         // More threads than chunks: one chunk each.
-        assert_eq!(longest_share(7, 4, 8), 4);
+        assert_eq!(longest_share(7, 4, 8, |r| r), 4);
     }
 
     #[test]
@@ -1128,6 +1172,26 @@ mod tests {
         // Pixel-major with weights too big for L2: channel parts.
         let last = geometry("512x7x7", "conv(512, 3x3, pad=1)");
         assert!(last.pixel_major(&two) && last.cuts_channels(&two));
+    }
+
+    #[test]
+    fn two_threads_cut_the_channels_where_their_rows_would_fill_panels_badly() {
+        use crate::codegen::cpu::test_support::{geometry, target};
+        let two = target(12, 32, 2);
+        // A 14x14 1x1 conv into 1024 channels with a residual (as ResNet-50's last of
+        // each block there): rows of 98 pixels a thread pay 128 columns, all 196
+        // pixels 224 for half the channels each.
+        let pointwise = geometry("1024x14x14", "residual { conv(1024, 1x1) }");
+        assert_eq!(pointwise.chunk_rows(&two), 14);
+        assert!(pointwise.m_parts(&two) >= 2 && pointwise.cuts_channels(&two));
+        // Its 28x28 1x1 convs into 128 channels: each part would pack 784 pixels of
+        // 512 channels for 11 tiles; rows.
+        let narrow = geometry("512x28x28", "conv(128, 1x1)");
+        assert!(narrow.chunk_rows(&two) < 28 && !narrow.cuts_channels(&two));
+        // Inception-v3's 8x8 3x3 convs: one panel of 32 pixels a thread in rows, as
+        // well filled as all 64 in two; packing twice as many pixels would cost more.
+        let small = geometry("448x8x8", "conv(384, 3x3, pad=1)");
+        assert_eq!(small.chunk_rows(&two), 4);
     }
 
     #[test]
