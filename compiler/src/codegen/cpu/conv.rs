@@ -236,8 +236,12 @@ impl Geometry {
             .unwrap_or(rows);
         // Or one chunk of every row, its output channels cut among the threads
         // (`m_parts`), where that wastes fewer of the panels' columns than the threads'
-        // row shares do, beyond packing every pixel once a part.
-        match self.thread_cost(by_rows, target) > self.thread_cost(height, target) {
+        // row shares do, beyond packing every pixel once a part, and where a K block of
+        // the whole output's packed pixels stays within half the L2 (ResNet-50's 28x28
+        // 1x1 convs of 512 channels into 128, whose parts would pack 784 pixels of 256
+        // channels each, ran 35% slower cut by channels).
+        let fits = self.k_block(target) * height * width <= 2 * CHUNK_FLOATS;
+        match fits && self.thread_cost(by_rows, target) > self.thread_cost(height, target) {
             true => height,
             false => by_rows,
         }
@@ -473,11 +477,11 @@ fn longest_share(height: u64, rows: u64, threads: u64, cost: impl Fn(u64) -> u64
 }
 
 /// What packing one pixel (its K values, into a panel) costs, in products of one tile
-/// row and one column: its K floats copied at about a float a cycle against the tile's
-/// 32 multiply-adds a cycle, over the MR = 12 rows a tile row multiplies. Where cutting
-/// the channels would pack 784 pixels of 512 channels once a part (ResNet-50's 28x28
-/// 1x1 convs into 128 channels) it made them 35% slower.
-const PACKED_PIXEL_COST: f64 = 2.0;
+/// row and one column (MR x K multiply-adds): fitted to ResNet-50's 1x1 convs at two
+/// threads, where cutting the channels made the 14x14 ones into 1024 channels 8% and
+/// the 28x28 ones into 512 4% sooner, and Inception-v3's 8x8 ones into 832 channels 5%
+/// slower.
+const PACKED_PIXEL_COST: f64 = 1.0;
 
 /// Floats of a chunk's packed input per K block: 384 KiB, in L2 beside the weights'
 /// block.
@@ -1184,8 +1188,12 @@ mod tests {
         let pointwise = geometry("1024x14x14", "residual { conv(1024, 1x1) }");
         assert_eq!(pointwise.chunk_rows(&two), 14);
         assert!(pointwise.m_parts(&two) >= 2 && pointwise.cuts_channels(&two));
-        // Its 28x28 1x1 convs into 128 channels: each part would pack 784 pixels of
-        // 512 channels for 11 tiles; rows.
+        // At 28x28 into 512 channels, packing 784 pixels of 128 channels a part:
+        // channels (800 columns for 784 pixels against two chunks of 224 for 196).
+        let wide = geometry("128x28x28", "conv(512, 1x1)");
+        assert_eq!(wide.chunk_rows(&two), 28);
+        // Into 128 channels from 512: a K block of all 784 pixels would not stay in
+        // half the L2; rows.
         let narrow = geometry("512x28x28", "conv(128, 1x1)");
         assert!(narrow.chunk_rows(&two) < 28 && !narrow.cuts_channels(&two));
         // Inception-v3's 8x8 3x3 convs: one panel of 32 pixels a thread in rows, as
