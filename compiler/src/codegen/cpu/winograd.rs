@@ -108,17 +108,25 @@ pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
         return alone * m;
     }
     if (m, g.kernel[0]) == (2, 3) {
-        // Two chunks a thread, unless cutting the rows that fine fills the tile's
-        // panels worse: a 14x14 output is 49 F(2x2) tiles, two panels of 32 in one
-        // chunk but four in chunks of two tile rows, twice the products. Then the
-        // threads split the output channels instead (`Geometry::m_parts`), each
-        // transforming the whole input, which for F(2x2, 3x3) (α = 4) is cheap.
-        let shared = best(most.min(tall.div_ceil(2 * target.threads)).max(1));
-        return if padded(shared) > padded(alone) {
-            alone
-        } else {
-            shared
-        } * m;
+        // Two chunks a thread, else one, unless cutting the rows that fine fills the
+        // tile's panels worse: a 14x14 output is 49 F(2x2) tiles, two panels of 32 in
+        // one chunk, four in chunks of two tile rows (twice the products), two in one
+        // chunk a thread (28 and 21 tiles). Where neither does, the threads split the
+        // output channels instead (`Geometry::m_parts`), each transforming the whole
+        // input: ResNet-50's, GoogLeNet's and AlexNet's 14x14 and 13x13 layers ran
+        // 7-12% sooner at two threads in one chunk a thread than in the channels
+        // split. But each thread's rows stream all the transformed weights, half of
+        // them each where the channels are split: VGG-16's 14x14 layers (16 MiB of
+        // them) ran 2% slower in rows, so rows only up to `ROWS_WEIGHT_FLOATS`.
+        let per_thread: &[u64] = match g.products() * g.m() * g.k() <= ROWS_WEIGHT_FLOATS {
+            true => &[2, 1],
+            false => &[2],
+        };
+        let shared = per_thread
+            .iter()
+            .map(|&per| best(most.min(tall.div_ceil(per * target.threads)).max(1)))
+            .find(|&rows| padded(rows) <= padded(alone));
+        return shared.unwrap_or(alone) * m;
     }
     // An α = 6 transform (F(4x4, 3x3)'s, F(2x2, 5x5)'s) costs too much to be done
     // twice, so the threads split the rows
@@ -152,6 +160,11 @@ pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
         .map_or(1, |(rows, _)| rows)
         * m
 }
+
+/// The most transformed weights (floats) for which the threads of an F(2x2, 3x3) layer
+/// take one chunk of rows each rather than split its channels: 8 MiB, between AlexNet's
+/// 6 MiB (its 384 -> 256 layer, 7% sooner in rows) and VGG-16's 16 MiB (2% slower).
+const ROWS_WEIGHT_FLOATS: u64 = 2 * 1024 * 1024;
 
 /// What a thread's chunk costs for each L2's worth of its transformed input and
 /// products beyond the first, as a fraction of its time (`chunk_rows`).
@@ -900,13 +913,30 @@ mod tests {
 
     #[test]
     fn threads_split_f2x2s_channels_where_splitting_the_rows_would_add_panels() {
-        // 14x14 in F(2x2) is 7x7 tiles: one chunk fills two panels of 32; chunks of
-        // two tile rows for two threads would fill four.
-        let small = geometry("256x14x14", "conv(256, 3x3, pad=1)");
-        assert_eq!(small.winograd, Some(2));
-        assert_eq!(chunk_rows(&small, 2, &target(12, 32, 1)), 14);
-        assert_eq!(chunk_rows(&small, 2, &target(12, 32, 2)), 14);
-        assert_eq!(small.m_parts(&target(12, 32, 2)), 2);
+        let two = target(12, 32, 2);
+        // (input, layer, rows a chunk on two threads, channel parts)
+        for (input, layer, rows, parts) in [
+            // 14x14 in F(2x2) is 7x7 tiles: one chunk fills two panels of 32; chunks
+            // of two tile rows for two threads would fill four, one chunk a thread
+            // (four and three tile rows) two.
+            ("256x14x14", "conv(256, 3x3, pad=1)", 8, 1),
+            // VGG-16's 512 -> 512 at 14x14: 16 MiB of transformed weights, which each
+            // thread's rows would stream whole; the channels split.
+            ("512x14x14", "conv(512, 3x3, pad=1)", 14, 2),
+            // 10x10 is 5x5 tiles, one panel: any cut of its rows fills two, so the
+            // threads split the channels.
+            ("256x10x10", "conv(256, 3x3, pad=1)", 10, 2),
+        ] {
+            let g = geometry(input, layer);
+            assert_eq!(g.winograd, Some(2), "{input}");
+            assert_eq!(
+                chunk_rows(&g, 2, &target(12, 32, 1)),
+                g.out_height,
+                "{input}"
+            );
+            assert_eq!(chunk_rows(&g, 2, &two), rows, "{input}");
+            assert_eq!(g.m_parts(&two), parts, "{input}");
+        }
         // The same 7x7 tiles in F(4x4) (28x28): rows cut, F(4x4)'s transform being
         // dear, in two chunks of one panel each (four and three tile rows), where
         // chunks of two tile rows gave the threads two half-empty panels each.
