@@ -237,9 +237,10 @@ impl Geometry {
         // Or one chunk of every row, its output channels cut among the threads
         // (`m_parts`), where that wastes fewer of the panels' columns than the threads'
         // row shares do, beyond packing every pixel once a part, and where a K block of
-        // the whole output's packed pixels stays within half the L2 (ResNet-50's 28x28
-        // 1x1 convs of 512 channels into 128, whose parts would pack 784 pixels of 256
-        // channels each, ran 35% slower cut by channels).
+        // the whole output's packed pixels stays within twice a chunk's budget (768
+        // KiB, beside the weights' block in the 2 MiB L2): ResNet-50's 28x28 1x1 convs
+        // of 512 channels into 128, whose parts would pack 784 pixels of 256 channels
+        // each, ran 35% slower cut by channels.
         let fits = self.k_block(target) * height * width <= 2 * CHUNK_FLOATS;
         match fits && self.thread_cost(by_rows, target) > self.thread_cost(height, target) {
             true => height,
@@ -1192,8 +1193,8 @@ mod tests {
         // channels (800 columns for 784 pixels against two chunks of 224 for 196).
         let wide = geometry("128x28x28", "conv(512, 1x1)");
         assert_eq!(wide.chunk_rows(&two), 28);
-        // Into 128 channels from 512: a K block of all 784 pixels would not stay in
-        // half the L2; rows.
+        // Into 128 channels from 512: a K block of all 784 pixels (256 channels) would
+        // not stay within twice a chunk's; rows.
         let narrow = geometry("512x28x28", "conv(128, 1x1)");
         assert!(narrow.chunk_rows(&two) < 28 && !narrow.cuts_channels(&two));
         // Inception-v3's 8x8 3x3 convs: one panel of 32 pixels a thread in rows, as
