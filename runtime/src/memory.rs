@@ -55,7 +55,7 @@ pub fn last_uses(net: &CheckedGraph) -> Vec<usize> {
 /// Needs this small are not checked against the machine's available memory: a machine
 /// with less free would struggle with any process, and reading `/proc/meminfo` took
 /// longer (20 us) than the rest of LeNet-5's start before its run.
-pub const SURELY_AVAILABLE: u64 = 64 << 20;
+const SURELY_AVAILABLE: u64 = 64 << 20;
 
 /// Refuses a run whose estimate exceeds `limit` bytes, or by default the machine's
 /// available memory (read only for an estimate above `SURELY_AVAILABLE`).

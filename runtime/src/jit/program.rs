@@ -309,7 +309,7 @@ impl<'a> Program<'a> {
             true => Generated::nothing(kernels, started.elapsed()),
             false => {
                 let options = Options { threads, ..options };
-                compile_kernels(&fused, net, &work, &to_generate, &options, started)?
+                compile_kernels(&fused, &work, &to_generate, &options, started)?
             }
         };
         let interpreted_kernels =
@@ -850,7 +850,6 @@ impl Generated {
 /// packs their weights (`Program::with_options`'s middle).
 fn compile_kernels(
     fused: &fused::Program<'_>,
-    net: &CheckedGraph,
     work: &[u64],
     to_generate: &[usize],
     options: &Options,
@@ -867,7 +866,11 @@ fn compile_kernels(
     } = *options;
     let (target, isa) = target_for(threads, tile, tile_epilogue, winograd_helpers)?;
     let fma = has_fma(&*isa);
-    let kernel_threads = cpu::kernel_threads(net, &fused.fused, threads);
+    // `cpu::kernel_threads`, from the work already computed.
+    let kernel_threads: Vec<u64> = work
+        .iter()
+        .map(|&work| cpu::threads_for(work, threads) as u64)
+        .collect();
     let mut interpreted = 0;
     let mut codes: Vec<Option<KernelCode>> = (0..fused.fused.kernels.len()).map(|_| None).collect();
     let generate = |&index: &usize| cpu::compile_one(&fused.fused, index, &target, &kernel_threads);
