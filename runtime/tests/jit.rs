@@ -439,15 +439,10 @@ fn products_over_shifted_copies_agree_with_the_reference() {
         // the trailing guard ends on a page: the table then starts 4 bytes off 8.
         "network S(input: 2x9x9) { conv(4, 3x3, pad=1) conv(4, 2x2) }",
     ];
-    let guards = [
-        None,
-        Some(jit::guarded::Guard::Trailing),
-        Some(jit::guarded::Guard::Leading),
-    ];
     let mut options = Vec::new();
     for threads in [1, 2] {
         for tile in [TileChoice::Auto, TileChoice::Cranelift] {
-            for guard in guards {
+            for guard in GUARDS {
                 options.push(jit::Options {
                     guard,
                     ..tile_options(threads, tile)
@@ -459,6 +454,53 @@ fn products_over_shifted_copies_agree_with_the_reference() {
         agrees_compiled_each_way(source, options.iter().copied());
     }
 }
+
+#[test]
+fn products_over_staged_rows_agree_with_the_reference() {
+    // Padded or strided convs whose output rows fill the tile's panels read their
+    // staged plane in place, a row's panels at a time (`pack/staged.rs`): a stem-like
+    // 7x7/2 whose rows are a panel and a half (48 = 32 + 16), a padded 3x3 at stride 1
+    // with rows of two panels, a 5x5/3 with asymmetric padding (three phases), two
+    // groups, a short last chunk (25 rows), a residual add and ReLU finished in the
+    // tiles; batch 2, one to three threads, and with a guard page after and before
+    // every buffer (the last panel of a row must read no column past its own).
+    let sources = [
+        "network S(input: 3x40x96) { conv(24, 7x7, stride=2, pad=3) relu }",
+        "network S(input: 3x25x64) { -> x conv(3, 3x3, pad=1) bn -> y add(x, y) relu }",
+        "network S(input: 4x30x143) { conv(20, 5x5, stride=3, pad=[2, 1, 0, 2]) }",
+        "network S(input: 6x20x64) { conv(10, 3x3, pad=1, groups=2) relu }",
+    ];
+    for source in sources {
+        let net = network(source);
+        for threads in [1, 2, 3] {
+            let (target, _) = jit::host_target(threads).expect("a target");
+            let weights = weights(&net, 3);
+            let program = jit::Program::with_threads(&net, &weights, threads).expect("compiles");
+            let fused = program.fused();
+            let staged = fused
+                .kernels
+                .iter()
+                .filter_map(|k| codegen::cpu::Geometry::of(fused, k))
+                .any(|g| g.staged_rows(&target));
+            assert_eq!(staged, target.exact_edges, "{source}, {threads} threads");
+        }
+        let options = [1, 2, 3]
+            .into_iter()
+            .flat_map(|threads| GUARDS.map(|guard| (threads, guard)))
+            .map(|(threads, guard)| jit::Options {
+                guard,
+                ..tile_options(threads, TileChoice::Auto)
+            });
+        agrees_compiled_each_way(source, options);
+    }
+}
+
+/// No guard page, one after every buffer, one before.
+const GUARDS: [Option<jit::guarded::Guard>; 3] = [
+    None,
+    Some(jit::guarded::Guard::Trailing),
+    Some(jit::guarded::Guard::Leading),
+];
 
 /// `source`'s network through the JIT compiled with each of `options`, against the
 /// reference (seeded weights, a batch of 2).

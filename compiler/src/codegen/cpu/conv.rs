@@ -3,7 +3,7 @@
 
 use super::epilogue;
 use super::loops::{counted, fixed, if_else};
-use super::pack::{Packing, Pixels, Shifted};
+use super::pack::{Packing, Pixels, TableChunk};
 use super::winograd;
 use super::{Arg, CpuTarget, KernelCode, kernel_function, sample_stride};
 use crate::ops::Op;
@@ -354,8 +354,9 @@ impl Geometry {
             Some(m) => winograd::Scratch::of(self, m, target).floats,
             None if self.pixel_major(target) => self.pixel_scratch(target).floats,
             None if self.shifted_copies(target) => {
-                Shifted::scratch_floats(self, self.chunk_rows(target))
+                self.shifted_copies_scratch(self.chunk_rows(target))
             }
+            None if self.staged_rows(target) => self.staged_rows_scratch(self.chunk_rows(target)),
             None => {
                 let rows = self.chunk_rows(target);
                 let staged = self.staged_floats(rows, target.nr, self.k_block(target));
@@ -448,13 +449,14 @@ pub fn generate(
         scratch_floats,
         chunks: geometry.chunk_count(target),
         cuts_channels: geometry.cuts_channels(target),
-        layout: match (
-            geometry.pixel_major(target),
-            geometry.shifted_copies(target),
-        ) {
-            (true, _) => Some("pixel-major"),
-            (false, true) => Some("shifted copies"),
-            (false, false) => None,
+        layout: if geometry.pixel_major(target) {
+            Some("pixel-major")
+        } else if geometry.shifted_copies(target) {
+            Some("shifted copies")
+        } else if geometry.staged_rows(target) {
+            Some("staged rows")
+        } else {
+            None
         },
         geometry: Some(geometry),
     }
@@ -568,11 +570,21 @@ pub(super) struct Gemm {
 }
 
 /// Where a product's B is: panel j (NR columns) at `at` + j x `panel` floats, its K
-/// steps as `steps` says.
+/// steps as `steps` says; or, with `rows`, output row r's panels from `at` + r x its
+/// step.
 pub(super) struct Panels {
     pub at: Value,
     pub panel: u64,
     pub steps: Steps,
+    pub rows: Option<RowPanels>,
+}
+
+/// Panels that stop at each output row's end (`pack/staged.rs`): row r's start
+/// `step` floats after row r - 1's, its panels `width` columns in all.
+#[derive(Clone, Copy)]
+pub(super) struct RowPanels {
+    pub width: u64,
+    pub step: u64,
 }
 
 /// Where each K step of a B panel starts, from its first.
@@ -591,6 +603,7 @@ impl Panels {
             at,
             panel: kc * nr,
             steps: Steps::Stride(nr),
+            rows: None,
         }
     }
 }
@@ -871,51 +884,58 @@ impl Product<'_> {
         // tiles, 6-16% on 1x1 convs of 64-512 channels at 28x28-56x56; row tiles
         // outside read each panel again from L2, 9% slower (64 -> 256 at 56x56).
         let in_place = g.columns_in_place(self.target) && !self.rows_outer(block, chunk.columns);
-        let columns = match (in_place, g.shifted_copies(self.target)) {
-            (true, _) => {
-                let channel = offset(b, input, block.p0, g.n());
-                let first_column = b.ins().imul_imm_s(chunk.first_row, g.out_width as i64);
-                Panels {
-                    at: offset(b, channel, first_column, 1),
-                    panel: nr,
-                    steps: Steps::Stride(g.n()),
-                }
+        let scratch = self.pointers.get(&Arg::Scratch);
+        let table_chunk = TableChunk {
+            geometry: g,
+            chunk_rows: g.chunk_rows(self.target),
+            first_row: chunk.first_row,
+            rows: chunk.rows,
+            input,
+            scratch,
+        };
+        let columns = if in_place {
+            let channel = offset(b, input, block.p0, g.n());
+            let first_column = b.ins().imul_imm_s(chunk.first_row, g.out_width as i64);
+            Panels {
+                at: offset(b, channel, first_column, 1),
+                panel: nr,
+                steps: Steps::Stride(g.n()),
+                rows: None,
             }
-            (false, true) => {
-                let scratch = self.pointers.get(&Arg::Scratch);
-                let table = Shifted {
-                    geometry: g,
-                    chunk_rows: g.chunk_rows(self.target),
+        } else if g.shifted_copies(self.target) {
+            Panels {
+                at: scratch,
+                panel: nr,
+                steps: Steps::Table(table_chunk.shifted_copies(b)),
+                rows: None,
+            }
+        } else if g.staged_rows(self.target) {
+            let staged = table_chunk.staged_rows(b);
+            Panels {
+                at: staged.first,
+                panel: nr,
+                steps: Steps::Table(staged.table),
+                rows: Some(RowPanels {
+                    width: g.out_width,
+                    step: staged.row_step,
+                }),
+            }
+        } else {
+            Packing {
+                geometry: g,
+                panel: nr,
+                kc: block.kc,
+                p0: block.p0,
+                pixels: Pixels::Rows {
                     first_row: chunk.first_row,
                     rows: chunk.rows,
-                    input,
-                    scratch,
-                }
-                .generate(b);
-                Panels {
-                    at: scratch,
-                    panel: nr,
-                    steps: Steps::Table(table),
-                }
+                },
+                input,
+                scratch,
+                staging: offset_by(b, scratch, g.packed_input(self.target)),
             }
-            (false, false) => {
-                let scratch = self.pointers.get(&Arg::Scratch);
-                Packing {
-                    geometry: g,
-                    panel: nr,
-                    kc: block.kc,
-                    p0: block.p0,
-                    pixels: Pixels::Rows {
-                        first_row: chunk.first_row,
-                        rows: chunk.rows,
-                    },
-                    input,
-                    scratch,
-                    staging: offset_by(b, scratch, g.packed_input(self.target)),
-                }
-                .generate(b);
-                Panels::packed(scratch, block.kc, nr)
-            }
+            .generate(b);
+            Panels::packed(scratch, block.kc, nr)
         };
         let gemm = Gemm {
             m: g.m(),
@@ -966,21 +986,53 @@ impl Product<'_> {
                     );
                 }
             };
-        let each_column =
-            |b: &mut FunctionBuilder, body: &mut dyn FnMut(&mut FunctionBuilder, Value, u64)| {
-                fixed(b, n / nr, |b, j| body(b, j, nr));
-                if n % nr != 0 {
-                    let j = b.ins().iconst(types::I64, (n / nr) as i64);
-                    body(b, j, n % nr);
+        // Each panel of `width` columns from `first` (its B at `at`, the next one a
+        // panel on): whole ones in a loop, then the short one.
+        let each_panel =
+            |b: &mut FunctionBuilder,
+             at: Value,
+             first: Value,
+             width: u64,
+             body: &mut dyn FnMut(&mut FunctionBuilder, Value, Value, u64)| {
+                let panel_at = |b: &mut FunctionBuilder, j: Value| {
+                    let column = b.ins().imul_imm_s(j, nr as i64);
+                    (offset(b, at, j, panels.panel), b.ins().iadd(first, column))
+                };
+                fixed(b, width / nr, |b, j| {
+                    let (b_panel, column) = panel_at(b, j);
+                    body(b, b_panel, column, nr)
+                });
+                if !width.is_multiple_of(nr) {
+                    let j = b.ins().iconst(types::I64, (width / nr) as i64);
+                    let (b_panel, column) = panel_at(b, j);
+                    body(b, b_panel, column, width % nr);
                 }
             };
-        let tile_at = |b: &mut FunctionBuilder, i: Value, rows: u64, j: Value, columns: u64| {
-            let b_panel = offset(b, panels.at, j, panels.panel);
+        let each_column =
+            |b: &mut FunctionBuilder,
+             body: &mut dyn FnMut(&mut FunctionBuilder, Value, Value, u64)| {
+                match panels.rows {
+                    None => {
+                        let first = b.ins().iconst(types::I64, 0);
+                        each_panel(b, panels.at, first, n, body)
+                    }
+                    Some(row) => fixed(b, n / row.width, |b, r| {
+                        let at = offset(b, panels.at, r, row.step);
+                        let first = b.ins().imul_imm_s(r, row.width as i64);
+                        each_panel(b, at, first, row.width, body)
+                    }),
+                }
+            };
+        let tile_at = |b: &mut FunctionBuilder,
+                       i: Value,
+                       rows: u64,
+                       b_panel: Value,
+                       column: Value,
+                       columns: u64| {
             let a_panel = offset(b, weights, i, gemm.a_panel);
             let p0_offset = b.ins().imul_imm_s(block.p0, (mr * 4) as i64);
             let a_panel = b.ins().iadd(a_panel, p0_offset);
             let row = b.ins().imul_imm_s(i, (mr * ldc) as i64);
-            let column = b.ins().imul_imm_s(j, nr as i64);
             let at = b.ins().iadd(row, column);
             let corner = offset(b, output, at, 1);
             let finish = gemm.finish.map(|f| TileFinish {
@@ -1003,11 +1055,15 @@ impl Product<'_> {
         };
         if self.rows_outer(block, n) {
             each_row(b, &mut |b, i, rows| {
-                each_column(b, &mut |b, j, columns| tile_at(b, i, rows, j, columns))
+                each_column(b, &mut |b, b_panel, column, columns| {
+                    tile_at(b, i, rows, b_panel, column, columns)
+                })
             });
         } else {
-            each_column(b, &mut |b, j, columns| {
-                each_row(b, &mut |b, i, rows| tile_at(b, i, rows, j, columns))
+            each_column(b, &mut |b, b_panel, column, columns| {
+                each_row(b, &mut |b, i, rows| {
+                    tile_at(b, i, rows, b_panel, column, columns)
+                })
             });
         }
     }

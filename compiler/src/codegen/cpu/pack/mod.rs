@@ -12,9 +12,9 @@
 //! loads for the interior, with no per-element test.
 
 mod shifted;
+mod staged;
 mod straight;
 
-pub(super) use shifted::Shifted;
 pub(super) use straight::{copy_floats, zero_floats};
 
 use super::conv::{Geometry, load_at, offset, offset_by};
@@ -22,6 +22,50 @@ use super::loops::{counted, divide, fixed, if_else};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::FunctionBuilder;
+
+/// A chunk of whole output rows whose tiles take B's steps from a table of offsets,
+/// one per K step (`tile::OFFSETS`): over shifted copies of its input
+/// (`TableChunk::shifted_copies`) or its staged plane (`TableChunk::staged_rows`).
+pub struct TableChunk<'g> {
+    pub geometry: &'g Geometry,
+    /// Rows of a full chunk: every chunk lays its copies or planes out for that many,
+    /// so that every chunk's table is the same.
+    pub chunk_rows: u64,
+    /// The chunk's output rows.
+    pub first_row: Value,
+    pub rows: u64,
+    /// The group's input, and the scratch the copies or planes and the table go to.
+    pub input: Value,
+    pub scratch: Value,
+}
+
+impl TableChunk<'_> {
+    /// The table at `table`, in the packed weights' order (c, then ky, then kx): tap
+    /// (c, ky, kx) at `c·per_channel + tap(ky, kx)` floats; a loop over the channels.
+    fn write_table(
+        &self,
+        b: &mut FunctionBuilder,
+        table: Value,
+        per_channel: u64,
+        tap: impl Fn(u64, u64) -> u64,
+    ) {
+        let g = self.geometry;
+        let channels = g.channels / g.groups;
+        let (kh, kw) = (g.kernel[0], g.kernel[1]);
+        let flags = MemFlagsData::new().with_notrap();
+        fixed(b, channels, |b, c| {
+            let entries = offset(b, table, c, 2 * kh * kw);
+            let base = b.ins().imul_imm_s(c, per_channel as i64);
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let value = b.ins().iadd_imm_s(base, tap(ky, kx) as i64);
+                    b.ins()
+                        .store(flags, value, entries, ((ky * kw + kx) * 8) as i32);
+                }
+            }
+        });
+    }
+}
 
 /// One row of one tap: where its inputs and its packed columns are.
 struct Row {

@@ -14,8 +14,9 @@
 use super::super::conv::{Geometry, offset, offset_by};
 use super::super::loops::fixed;
 use super::super::tile::NR;
+use super::TableChunk;
 use super::straight::copy_floats;
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
+use cranelift_codegen::ir::{InstBuilder, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
 /// Rows of a copy written per step of its loop, every address in a step a constant
@@ -24,54 +25,37 @@ use cranelift_frontend::FunctionBuilder;
 /// compile, four less well.
 const ROWS_PER_STEP: u64 = 2;
 
-/// One chunk's copies.
-pub struct Shifted<'g> {
-    pub geometry: &'g Geometry,
-    /// Rows of a full chunk: every chunk lays its copies out for that many.
-    pub chunk_rows: u64,
-    /// The chunk's output rows.
-    pub first_row: Value,
-    pub rows: u64,
-    /// The group's input, and the scratch the copies and the table go to.
-    pub input: Value,
-    pub scratch: Value,
-}
-
-impl Shifted<'_> {
+impl Geometry {
     /// Input rows of each copy: a full chunk's output rows and the kernel's height.
-    fn pitch_rows(geometry: &Geometry, chunk_rows: u64) -> u64 {
-        chunk_rows + geometry.kernel[0] - 1
+    fn copy_rows(&self, chunk_rows: u64) -> u64 {
+        chunk_rows + self.kernel[0] - 1
     }
 
     /// Floats from the scratch to the table: the copies, rounded up to an even count
     /// (the table's entries are two floats wide).
-    fn table_at(geometry: &Geometry, chunk_rows: u64) -> u64 {
-        let channels = geometry.channels / geometry.groups;
-        let copies = channels * geometry.kernel[1] * Self::pitch_rows(geometry, chunk_rows);
-        (copies * geometry.out_width).next_multiple_of(2)
+    fn copies_floats(&self, chunk_rows: u64) -> u64 {
+        let channels = self.channels / self.groups;
+        let copies = channels * self.kernel[1] * self.copy_rows(chunk_rows);
+        (copies * self.out_width).next_multiple_of(2)
     }
 
-    /// Floats of scratch a chunk of `chunk_rows` rows needs: the copies and the table,
-    /// and at least the generated tile's NR − 1 floats after the copies, which its last
-    /// panel reads (in columns it never stores; the precompiled tiles mask them).
-    pub fn scratch_floats(geometry: &Geometry, chunk_rows: u64) -> u64 {
-        Self::table_at(geometry, chunk_rows) + (2 * geometry.k()).max(NR)
+    /// Floats of scratch a chunk of `chunk_rows` rows of shifted copies needs: the
+    /// copies and the table, and at least the generated tile's NR − 1 floats after the
+    /// copies, which its last panel reads (in columns it never stores; the precompiled
+    /// tiles mask them).
+    pub fn shifted_copies_scratch(&self, chunk_rows: u64) -> u64 {
+        self.copies_floats(chunk_rows) + (2 * self.k()).max(NR)
     }
+}
 
-    /// The offset of tap (c, ky, kx)'s row from the first copy.
-    fn tap_offset(&self, (c, ky, kx): (u64, u64, u64)) -> u64 {
-        let g = self.geometry;
-        let copy = c * g.kernel[1] + kx;
-        (copy * Self::pitch_rows(g, self.chunk_rows) + ky) * g.out_width
-    }
-
+impl TableChunk<'_> {
     /// Writes the chunk's copies and the table; returns the table's address (the copies
-    /// start at the scratch).
-    pub fn generate(&self, b: &mut FunctionBuilder) -> Value {
+    /// start at the scratch). Tap (c, ky, kx)'s row is row ky of copy (c, kx).
+    pub fn shifted_copies(&self, b: &mut FunctionBuilder) -> Value {
         let g = self.geometry;
         let channels = g.channels / g.groups;
         let (kh, kw) = (g.kernel[0], g.kernel[1]);
-        let pitch = Self::pitch_rows(g, self.chunk_rows) * g.out_width;
+        let pitch = g.copy_rows(self.chunk_rows) * g.out_width;
         let first_input = offset(b, self.input, self.first_row, g.width);
         fixed(b, channels, |b, c| {
             let plane = offset(b, first_input, c, g.height * g.width);
@@ -102,31 +86,8 @@ impl Shifted<'_> {
                 }
             }
         });
-        let table = offset_by(b, self.scratch, Self::table_at(g, self.chunk_rows));
-        self.write_table(b, table);
+        let table = offset_by(b, self.scratch, g.copies_floats(self.chunk_rows));
+        self.write_table(b, table, kw * pitch, |ky, kx| kx * pitch + ky * g.out_width);
         table
-    }
-
-    /// The table: a loop over the channels, each writing its kh·kw taps' offsets.
-    fn write_table(&self, b: &mut FunctionBuilder, table: Value) {
-        let g = self.geometry;
-        let channels = g.channels / g.groups;
-        let (kh, kw) = (g.kernel[0], g.kernel[1]);
-        let flags = MemFlagsData::new().with_notrap();
-        let per_channel = self.tap_offset((1, 0, 0)) as i64;
-        fixed(b, channels, |b, c| {
-            let entries = b.ins().imul_imm_s(c, (kh * kw * 8) as i64);
-            let entries = b.ins().iadd(table, entries);
-            let base = b.ins().imul_imm_s(c, per_channel);
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    let value = b
-                        .ins()
-                        .iadd_imm_s(base, self.tap_offset((0, ky, kx)) as i64);
-                    b.ins()
-                        .store(flags, value, entries, ((ky * kw + kx) * 8) as i32);
-                }
-            }
-        });
     }
 }

@@ -252,7 +252,7 @@ impl Packing<'_> {
     /// Copies the block's input channels, the `band` rows from the chunk's first tap row,
     /// into planes `pitch` wide with the padding as zeros (each row split into the
     /// plan's phases); returns the first channel.
-    fn stage(
+    pub(super) fn stage(
         &self,
         b: &mut FunctionBuilder,
         staged: Value,

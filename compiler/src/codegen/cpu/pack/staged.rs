@@ -1,0 +1,136 @@
+//! Tiles that read a staged plane in place, one output row's panels at a time, for a
+//! padded or strided conv such as the 7x7/2 stems: no im2col at all.
+//!
+//! The chunk's input rows of every channel are staged once (`Packing::stage`: zero
+//! borders for the padding, each row split into `stride` phases, phase φ holding the
+//! padded row's columns φ, φ + s, ...). Then tap (c, ky, kx) of output row r's
+//! columns ox..ox + NR is one run of consecutive floats: row `r·sy + ky` of channel c's
+//! plane, phase `kx mod s`, from `ox + kx div s`. Its offset from the row's first
+//! panel depends on the tap alone, so one table of K offsets (`tile::OFFSETS`) serves
+//! every tile of the chunk, and a tile's B is where it lies. Panels stop at each
+//! output row's end (112 columns are three panels of 32 and one of 16, which the tile
+//! multiplies as one vector), which is why only rows that fill their panels well
+//! read in place (`Geometry::staged_rows`).
+//!
+//! The scratch holds the staged planes, then the table (one i64 per K step, in the
+//! packed weights' order: c, then ky, then kx).
+
+use super::straight::Straight;
+use super::{Packing, Pixels, TableChunk};
+use crate::codegen::cpu::CpuTarget;
+use crate::codegen::cpu::conv::{Geometry, offset_by};
+use cranelift_codegen::ir::{InstBuilder, Value, types};
+use cranelift_frontend::FunctionBuilder;
+
+/// The most floats of staged planes a chunk reads in place: twice a chunk's packed
+/// input budget (`CHUNK_FLOATS`), in L2 beside the weights.
+const MOST_STAGED_FLOATS: u64 = 2 * crate::codegen::cpu::conv::CHUNK_FLOATS;
+
+/// The widest staged row: a phased row's staging is written out, two instructions a
+/// float, so wider rows would make the kernel's code grow with them.
+const MOST_PITCH: u64 = 1024;
+
+/// The fewest taps a kernel has for its packing to be worth skipping: a 1x1 conv's
+/// im2col is a plain copy, and a 1x3's is cheap beside its product.
+const LEAST_TAPS: u64 = 9;
+
+impl Geometry {
+    /// Whether a direct product's tiles read the chunk's staged plane in place
+    /// (`pack/staged.rs`) instead of packed panels: a conv of one K block that pads or
+    /// strides, with taps enough that im2col costs (the 7x7/2 stems: 15% of their
+    /// time), whose output rows fill the tile's panels (whole panels, or a last one
+    /// the tile multiplies as one vector), for a tile that reads only the columns it
+    /// is asked for.
+    pub fn staged_rows(&self, target: &CpuTarget) -> bool {
+        let (ow, nr) = (self.out_width, target.nr);
+        let rows_fill_panels = ow >= nr && (ow.is_multiple_of(nr) || ow % nr <= nr / 2);
+        target.exact_edges
+            && !self.dense
+            && self.winograd.is_none()
+            && !self.pixel_major(target)
+            && !self.shifted_copies(target)
+            && (self.pads != [0; 4] || self.stride != [1, 1])
+            && self.dilation == [1, 1]
+            && self.kernel[0] * self.kernel[1] >= LEAST_TAPS
+            && self.k() <= target.kc
+            && rows_fill_panels
+            && self.staged_pitch() <= MOST_PITCH
+            && self.staged_plane_floats(self.chunk_rows(target)) <= MOST_STAGED_FLOATS
+    }
+
+    /// Floats from one staged row to the next: the padded row, whole phases.
+    fn staged_pitch(&self) -> u64 {
+        let padded = self.width + self.pads[1] + self.pads[3];
+        padded.next_multiple_of(self.stride[1])
+    }
+
+    /// Staged rows of each channel for a chunk of `rows` output rows.
+    fn staged_band(&self, rows: u64) -> u64 {
+        (rows.max(1) - 1) * self.stride[0] + self.kernel[0]
+    }
+
+    /// Floats of every channel's staged plane for chunks of `rows` output rows.
+    fn staged_plane_floats(&self, rows: u64) -> u64 {
+        let channels = self.channels / self.groups;
+        channels * self.staged_band(rows) * self.staged_pitch()
+    }
+
+    /// Floats of scratch for chunks of `chunk_rows` rows: the staged planes, rounded to
+    /// an even count, then the table's K entries of two floats each.
+    pub fn staged_rows_scratch(&self, chunk_rows: u64) -> u64 {
+        self.staged_plane_floats(chunk_rows).next_multiple_of(2) + 2 * self.k()
+    }
+}
+
+/// Where a chunk's tiles read: output row r's panel q at `first + r·row_step + q·NR`,
+/// each K step where `table` says.
+pub struct StagedPanels {
+    pub first: Value,
+    pub row_step: u64,
+    pub table: Value,
+}
+
+impl TableChunk<'_> {
+    /// Stages the chunk's input rows and writes the table; returns where the tiles
+    /// read.
+    pub fn staged_rows(&self, b: &mut FunctionBuilder) -> StagedPanels {
+        let g = self.geometry;
+        let pitch = g.staged_pitch();
+        let band = g.staged_band(self.chunk_rows);
+        let plan = Straight {
+            body_rows: 1,
+            pitch,
+            band: Some(band),
+            phases: g.stride[1],
+        };
+        let p0 = b.ins().iconst(types::I64, 0);
+        let packing = Packing {
+            geometry: g,
+            panel: 1,
+            kc: g.k(),
+            p0,
+            pixels: Pixels::Rows {
+                first_row: self.first_row,
+                rows: self.rows,
+            },
+            input: self.input,
+            scratch: self.scratch,
+            staging: self.scratch,
+        };
+        packing.stage(b, self.scratch, band, plan, self.first_row);
+        let table = offset_by(
+            b,
+            self.scratch,
+            g.staged_plane_floats(self.chunk_rows).next_multiple_of(2),
+        );
+        let s = g.stride[1];
+        self.write_table(b, table, band * pitch, |ky, kx| {
+            ky * pitch + (kx % s) * (pitch / s) + kx / s
+        });
+        StagedPanels {
+            first: self.scratch,
+            row_step: g.stride[0] * pitch,
+            table,
+        }
+    }
+}
