@@ -469,6 +469,8 @@ fn products_over_staged_rows_agree_with_the_reference() {
         "network S(input: 3x25x64) { -> x conv(3, 3x3, pad=1) bn -> y add(x, y) relu }",
         "network S(input: 4x30x143) { conv(20, 5x5, stride=3, pad=[2, 1, 0, 2]) }",
         "network S(input: 6x20x64) { conv(10, 3x3, pad=1, groups=2) relu }",
+        // Inception-v3's first layer in small: rows of 61, the last panel 29 wide.
+        "network S(input: 3x32x123) { conv(32, 3x3, stride=2) relu }",
     ];
     for source in sources {
         let net = network(source);

@@ -30,6 +30,9 @@ const MOST_STAGED_FLOATS: u64 = 2 * crate::codegen::cpu::conv::CHUNK_FLOATS;
 /// float, so wider rows would make the kernel's code grow with them.
 const MOST_PITCH: u64 = 1024;
 
+/// The least share of the columns a row's panels pay for that its pixels fill.
+const LEAST_FILLED: f64 = 0.9;
+
 /// The fewest taps a kernel has for its packing to be worth skipping: a 1x1 conv's
 /// im2col is a plain copy, and a 1x3's is cheap beside its product.
 const LEAST_TAPS: u64 = 9;
@@ -38,12 +41,20 @@ impl Geometry {
     /// Whether a direct product's tiles read the chunk's staged plane in place
     /// (`pack/staged.rs`) instead of packed panels: a conv of one K block that pads or
     /// strides, with taps enough that im2col costs (the 7x7/2 stems: 15% of their
-    /// time), whose output rows fill the tile's panels (whole panels, or a last one
-    /// the tile multiplies as one vector), for a tile that reads only the columns it
+    /// time), whose output rows fill 90% of the columns their panels pay for (a last
+    /// panel of at most half a panel, which the tile multiplies as one vector, paid as
+    /// half; Inception-v3's 149-wide rows fill 93%), for a tile that reads only the columns it
     /// is asked for.
     pub fn staged_rows(&self, target: &CpuTarget) -> bool {
         let (ow, nr) = (self.out_width, target.nr);
-        let rows_fill_panels = ow >= nr && (ow.is_multiple_of(nr) || ow % nr <= nr / 2);
+        // The columns a row's panels pay for: whole panels, and a last one of at most
+        // half a panel as half.
+        let paid = match ow % nr {
+            0 => ow,
+            rest if rest <= nr / 2 => ow - rest + nr / 2,
+            rest => ow - rest + nr,
+        };
+        let rows_fill_panels = ow >= nr && ow as f64 >= LEAST_FILLED * paid as f64;
         target.exact_edges
             && !self.dense
             && self.winograd.is_none()
