@@ -13,7 +13,9 @@ each thread count, each engine runs batch 1 on a random input after a warm-up:
 Every engine runs the same number of times: `--runs`, or more where that many would
 take less than `--min-seconds` of cnnc's time (LeNet-5's ten runs last 0.1 ms, too few
 for a median to settle: caches, branch predictors and the clock still warming), with a
-tenth as many warm-up runs.
+tenth as many warm-up runs; in `--rounds` rounds (3), the engines taking turns in a new
+order each round, and the median of the rounds' medians is shown: the machine is shared,
+and a burst of another's load then falls on one round of one engine, not on its figure.
 
 It prints Markdown: the machine and versions, a table of median latencies with the ratio
 best other engine / cnnc (above 1: cnnc is faster), and a table of each engine's time
@@ -152,6 +154,28 @@ def cnnc_bench(args, path, weights, threads, runs, warmup):
     )
 
 
+def latency_rounds(args, files, engines, threads, runs, warmup):
+    """cnnc's and each engine's latency: the median over `--rounds` rounds of each
+    one's median, the engines taking turns in a new order each round, so that a burst
+    of the shared machine's load falls on one round of one engine, not on its whole
+    figure. Returns cnnc's last report too."""
+    path, weights, model = files
+    contestants = len(engines) + 1
+    orders = itertools.cycle(itertools.permutations(range(contestants)))
+    samples = [[] for _ in range(contestants)]
+    report = None
+    for _ in range(args.rounds):
+        for contestant in next(orders):
+            if contestant == 0:
+                report = cnnc_bench(args, path, weights, threads, runs, warmup)
+                samples[0].append(report["latency"]["p50"])
+            else:
+                engine = engines[contestant - 1]
+                samples[contestant].append(engine_median(engine, model, threads, warmup, runs))
+    medians = [float(np.median(s)) for s in samples]
+    return report, medians[0], medians[1:]
+
+
 def runs_for(args, milliseconds):
     """The runs (and warm-up runs) for a network whose run takes `milliseconds`: at
     least `--runs`, and enough to last `--min-seconds`."""
@@ -263,6 +287,9 @@ def main():
                         help="more runs than --runs where those would take less time "
                              "(every engine runs as many)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of every engine's runs, in a new order each round; "
+                             "the median of the rounds' medians is shown")
     parser.add_argument("--first-output-samples", type=int, default=6,
                         help="fresh starts per engine for the model-to-first-output table "
                              "(the median is shown)")
@@ -276,7 +303,8 @@ def main():
           + f"; numpy {np.__version__}; Python {platform.python_version()}")
     print(f"- batch 1, f32, {args.runs} runs after {args.warmup} warm-up runs (or as many as "
           f"take {args.min_seconds} s of cnnc's time, a tenth as many warm-up runs), "
-          "medians in ms")
+          f"in {args.rounds} rounds, the engines' order changing each round; the median of "
+          "the rounds' medians, in ms")
     print()
     names = " | ".join(f"{e.name}" for e in engines)
     print(f"| network | threads | cnnc JIT | {names} | best other / cnnc |")
@@ -291,12 +319,11 @@ def main():
             cnnc(args, "export", path, "-o", model, "--prune-side-outputs")
             cnnc(args, "init", path, "-o", weights)
             for threads in args.threads:
-                report = cnnc_bench(args, path, weights, threads, args.runs, args.warmup)
-                runs, warmup = runs_for(args, report["latency"]["p50"])
-                if runs > args.runs:
-                    report = cnnc_bench(args, path, weights, threads, runs, warmup)
-                ours = report["latency"]["p50"]
-                theirs = [engine_median(e, model, threads, warmup, runs) for e in engines]
+                probe = cnnc_bench(args, path, weights, threads, args.runs, args.warmup)
+                runs, warmup = runs_for(args, probe["latency"]["p50"])
+                report, ours, theirs = latency_rounds(
+                    args, (path, weights, model), engines, threads, runs, warmup
+                )
                 cells = " | ".join(cell(ms) for ms in theirs)
                 print(f"| `{name}` | {threads} | {cell(ours)} | {cells} | {ratio(ours, theirs)} |",
                       flush=True)
