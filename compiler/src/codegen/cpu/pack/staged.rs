@@ -42,9 +42,9 @@ impl Geometry {
     /// (`pack/staged.rs`) instead of packed panels: a conv of one K block that pads or
     /// strides, with taps enough that im2col costs (the 7x7/2 stems: 15% of their
     /// time), whose output rows fill 90% of the columns their panels pay for (a last
-    /// panel of at most half a panel, which the tile multiplies as one vector, paid as
-    /// half; Inception-v3's 149-wide rows fill 93%), for a tile that reads only the columns it
-    /// is asked for.
+    /// panel of at most half a panel, which the tile multiplies as one vector, paid
+    /// as half; Inception-v3's 149-wide rows fill 93%), for a tile that reads only
+    /// the columns it is asked for.
     pub fn staged_rows(&self, target: &CpuTarget) -> bool {
         let (ow, nr) = (self.out_width, target.nr);
         // The columns a row's panels pay for: whole panels, and a last one of at most
