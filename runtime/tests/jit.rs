@@ -463,7 +463,8 @@ fn products_over_staged_rows_agree_with_the_reference() {
     // with rows of two panels, a 5x5/3 with asymmetric padding (three phases), two
     // groups, a short last chunk (25 rows), a residual add and ReLU finished in the
     // tiles; batch 2, one to three threads, and with a guard page after and before
-    // every buffer (the last panel of a row must read no column past its own).
+    // every buffer. (That a row's last panel reads no column past its own phase is
+    // `pack/staged.rs`'s unit test: such reads would land in the scratch.)
     let sources = [
         "network S(input: 3x40x96) { conv(24, 7x7, stride=2, pad=3) relu }",
         "network S(input: 3x25x64) { -> x conv(3, 3x3, pad=1) bn -> y add(x, y) relu }",

@@ -165,10 +165,12 @@ impl Team {
                 std::thread::yield_now();
             }
         }
+        // Cleared whichever part panicked, so the next job does not report it again.
+        let worker_panicked = shared.panicked.swap(false, Ordering::Relaxed);
         if let Err(payload) = mine {
             std::panic::resume_unwind(payload);
         }
-        if shared.panicked.swap(false, Ordering::Relaxed) {
+        if worker_panicked {
             panic!("a JIT worker thread panicked");
         }
     }
@@ -280,10 +282,16 @@ impl Shared {
 mod tests {
     use super::*;
 
-    /// Waits until `count` reaches `wanted` (the workers that must join have).
+    /// Waits until `count` reaches `wanted` (the workers that must join have),
+    /// yielding now and then to a worker that shares the core.
     fn wait_for(count: &AtomicUsize, wanted: usize) {
+        let mut spins = 0u32;
         while count.load(Ordering::Acquire) < wanted {
             std::hint::spin_loop();
+            spins += 1;
+            if spins.is_multiple_of(SPINS_PER_CHECK) {
+                std::thread::yield_now();
+            }
         }
     }
 

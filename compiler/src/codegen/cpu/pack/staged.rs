@@ -86,6 +86,14 @@ impl Geometry {
         channels * self.staged_band(rows) * self.staged_pitch()
     }
 
+    /// Where tap (ky, kx) of an output row's first column reads, from the row's
+    /// first staged row of the channel's plane: row ky, phase kx mod s, kx div s
+    /// into it.
+    fn staged_tap(&self, ky: u64, kx: u64) -> u64 {
+        let (pitch, s) = (self.staged_pitch(), self.stride[1]);
+        ky * pitch + (kx % s) * (pitch / s) + kx / s
+    }
+
     /// Floats of scratch for chunks of `chunk_rows` rows: the staged planes, rounded to
     /// an even count, then the table's K entries of two floats each.
     pub fn staged_rows_scratch(&self, chunk_rows: u64) -> u64 {
@@ -134,14 +142,64 @@ impl TableChunk<'_> {
             self.scratch,
             g.staged_plane_floats(self.chunk_rows).next_multiple_of(2),
         );
-        let s = g.stride[1];
-        self.write_table(b, table, band * pitch, |ky, kx| {
-            ky * pitch + (kx % s) * (pitch / s) + kx / s
-        });
+        self.write_table(b, table, band * pitch, |ky, kx| g.staged_tap(ky, kx));
         StagedPanels {
             first: self.scratch,
             row_step: g.stride[0] * pitch,
             table,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::codegen::cpu::test_support::{geometry, target};
+
+    #[test]
+    fn every_tap_reads_its_own_input_inside_its_own_staged_row() {
+        // The stems, Inception-v3's first layer (rows of 149), a 5x5/3 with
+        // asymmetric padding, a padded 3x3: each takes staged rows for the AVX-512
+        // tile, and every output column's tap reads the padded input column
+        // `ox·sx + kx` from its phase, never past the phase's end (where a row's last
+        // panel would read another phase's or row's floats), nor past the planes.
+        let shapes = [
+            ("3x224x224", "conv(64, 7x7, stride=2, pad=3)"),
+            ("3x299x299", "conv(32, 3x3, stride=2)"),
+            ("4x30x143", "conv(20, 5x5, stride=3, pad=[2, 1, 0, 2])"),
+            ("3x25x64", "conv(8, 3x3, pad=1)"),
+        ];
+        for (input, layer) in shapes {
+            let g = geometry(input, layer);
+            for threads in [1, 2] {
+                assert!(g.staged_rows(&target(12, 32, threads)), "{layer}");
+            }
+            let (pitch, s) = (g.staged_pitch(), g.stride[1]);
+            let phase_width = pitch / s;
+            let rows = g.chunk_rows(&target(12, 32, 1));
+            let channels = g.channels / g.groups;
+            let band = g.staged_band(rows);
+            for ky in 0..g.kernel[0] {
+                for kx in 0..g.kernel[1] {
+                    let tap = g.staged_tap(ky, kx);
+                    for ox in [0, g.out_width - 1] {
+                        let at = tap + ox;
+                        let (row, column) = (at / pitch, at % pitch);
+                        let padded_column = (column % phase_width) * s + column / phase_width;
+                        assert_eq!(row, ky, "{layer}: tap ({ky}, {kx})");
+                        assert_eq!(padded_column, ox * g.stride[1] + kx, "{layer}");
+                    }
+                }
+            }
+            // The last channel's last row's farthest read lies in the planes.
+            let farthest = (channels - 1) * band * pitch
+                + (rows - 1) * g.stride[0] * pitch
+                + g.staged_tap(g.kernel[0] - 1, g.kernel[1] - 1)
+                + g.out_width
+                - 1;
+            assert!(farthest < g.staged_plane_floats(rows), "{layer}");
+        }
+        // Rows of 55 (AlexNet's 11x11/4) fill 86% of their panels: packed.
+        let alexnet = geometry("3x224x224", "conv(64, 11x11, stride=4, pad=2)");
+        assert!(!alexnet.staged_rows(&target(12, 32, 1)));
     }
 }
