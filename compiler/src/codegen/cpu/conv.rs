@@ -912,7 +912,7 @@ impl Product<'_> {
         } else if g.staged_rows(self.target) {
             let staged = table_chunk.staged_rows(b);
             Panels {
-                at: staged.first,
+                at: scratch,
                 panel: nr,
                 steps: Steps::Table(staged.table),
                 rows: Some(RowPanels {

@@ -71,19 +71,13 @@ impl Geometry {
 
     /// Floats from one staged row to the next: the padded row, whole phases.
     fn staged_pitch(&self) -> u64 {
-        let padded = self.width + self.pads[1] + self.pads[3];
-        padded.next_multiple_of(self.stride[1])
-    }
-
-    /// Staged rows of each channel for a chunk of `rows` output rows.
-    fn staged_band(&self, rows: u64) -> u64 {
-        (rows.max(1) - 1) * self.stride[0] + self.kernel[0]
+        self.padded_width().next_multiple_of(self.stride[1])
     }
 
     /// Floats of every channel's staged plane for chunks of `rows` output rows.
     fn staged_plane_floats(&self, rows: u64) -> u64 {
         let channels = self.channels / self.groups;
-        channels * self.staged_band(rows) * self.staged_pitch()
+        channels * self.tap_rows(rows) * self.staged_pitch()
     }
 
     /// Where tap (ky, kx) of an output row's first column reads, from the row's
@@ -101,10 +95,9 @@ impl Geometry {
     }
 }
 
-/// Where a chunk's tiles read: output row r's panel q at `first + r·row_step + q·NR`,
-/// each K step where `table` says.
+/// Where a chunk's tiles read: output row r's panel q at the scratch's start
+/// `+ r·row_step + q·NR`, each K step where `table` says.
 pub struct StagedPanels {
-    pub first: Value,
     pub row_step: u64,
     pub table: Value,
 }
@@ -115,7 +108,7 @@ impl TableChunk<'_> {
     pub fn staged_rows(&self, b: &mut FunctionBuilder) -> StagedPanels {
         let g = self.geometry;
         let pitch = g.staged_pitch();
-        let band = g.staged_band(self.chunk_rows);
+        let band = g.tap_rows(self.chunk_rows);
         let plan = Straight {
             body_rows: 1,
             pitch,
@@ -144,7 +137,6 @@ impl TableChunk<'_> {
         );
         self.write_table(b, table, band * pitch, |ky, kx| g.staged_tap(ky, kx));
         StagedPanels {
-            first: self.scratch,
             row_step: g.stride[0] * pitch,
             table,
         }
@@ -177,7 +169,7 @@ mod tests {
             let phase_width = pitch / s;
             let rows = g.chunk_rows(&target(12, 32, 1));
             let channels = g.channels / g.groups;
-            let band = g.staged_band(rows);
+            let band = g.tap_rows(rows);
             for ky in 0..g.kernel[0] {
                 for kx in 0..g.kernel[1] {
                     let tap = g.staged_tap(ky, kx);

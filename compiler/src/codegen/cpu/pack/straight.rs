@@ -72,7 +72,7 @@ impl Geometry {
             return None;
         }
         let reads = self.kernel[0] * self.kernel[1] / (sh * sw).max(1);
-        let padded_width = self.width + self.pads[1] + self.pads[3];
+        let padded_width = self.padded_width();
         let phased = sw > 2 && reads >= PHASED_READS && padded_width <= MOST_PHASED_WIDTH;
         let phases = if phased { sw } else { 1 };
         let staged = self.pads != [0; 4] || phases > 1;
@@ -80,7 +80,7 @@ impl Geometry {
             true => padded_width.next_multiple_of(phases),
             false => self.width,
         };
-        let band = (rows - 1) * sh + (self.kernel[0] - 1) * self.dilation[0] + 1;
+        let band = self.tap_rows(rows);
         let plan = Straight {
             body_rows,
             pitch,
@@ -94,6 +94,16 @@ impl Geometry {
             return None;
         }
         Some(plan)
+    }
+
+    /// A padded input row's floats.
+    pub(super) fn padded_width(&self) -> u64 {
+        self.width + self.pads[1] + self.pads[3]
+    }
+
+    /// Input rows (padding rows included) the taps of `rows` output rows read.
+    pub(super) fn tap_rows(&self, rows: u64) -> u64 {
+        (rows.max(1) - 1) * self.stride[0] + (self.kernel[0] - 1) * self.dilation[0] + 1
     }
 
     /// Floats of the staged plane behind a direct product's packed input: a K block's
