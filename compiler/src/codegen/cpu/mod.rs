@@ -150,9 +150,15 @@ pub struct KernelCode {
     pub layout: Option<&'static str>,
 }
 
-/// Work a kernel needs per thread before another thread joins: waking one costs
-/// microseconds (tens on a loaded machine), and LeNet-5's layers take tens.
-const WORK_PER_THREAD: u64 = 500_000;
+/// Work a kernel needs per thread before another thread joins. A worker spinning
+/// between kernels joins in a few hundred nanoseconds (a sleeping one does not join:
+/// the caller runs its chunks, `jit::team`), and a kernel split for it also moves its
+/// data between the cores: about a microsecond in all. LeNet-5's C1, C3 and C5 (work
+/// 48-246 K, 2-6 us) took 13.6 us together with the rest on one thread and 11.9 on two
+/// (min of 5000 runs, 8 alternated rounds, Zen 4), and the pools over 7x7 to 13x13
+/// maps (GoogLeNet's, AlexNet's: 50-370 K) ran 1.7-2.2x faster on two; at 500 K all of
+/// those ran on one.
+const WORK_PER_THREAD: u64 = 40_000;
 
 /// A kernel's work per sample: its multiply-adds, and per output value the inputs it
 /// reads that no multiply-add counts (a pool's window, an LRN's channels and its
@@ -358,10 +364,12 @@ mod tests {
 
     #[test]
     fn small_kernels_stay_on_one_thread() {
-        // LeNet-5's C3: 240,000 multiply-adds and 1,600 outputs.
-        assert_eq!(threads_for(246_400, 2), 1);
-        assert_eq!(threads_for(600_000, 2), 2);
-        assert_eq!(threads_for(600_000, 8), 2);
+        // LeNet-5's F6 (10,080 multiply-adds, 84 outputs) and S2 (1,176 outputs of a
+        // 2x2 window) stay on one; its C3 (240,000 and 1,600 outputs) takes two.
+        assert_eq!(threads_for(10_416, 2), 1);
+        assert_eq!(threads_for(4_704, 2), 1);
+        assert_eq!(threads_for(246_400, 2), 2);
+        assert_eq!(threads_for(100_000, 8), 3);
         assert_eq!(threads_for(u64::MAX, 8), 8);
         assert_eq!(threads_for(0, 0), 1);
     }
