@@ -6,9 +6,10 @@
 //! sixteen lanes at a time with FMA. One body, compiled for AVX-512, AVX2+FMA and
 //! plain x86-64 (or any other target), the widest the CPU runs chosen at each call.
 //!
-//! A row is taken in blocks of sixteen; its last, short block is copied into a full one
-//! and computed the same way, so every value gets the same arithmetic wherever it falls
-//! in a row, and so whatever rows the threads cut.
+//! A row is taken in blocks of sixteen, the same arithmetic in every lane, so every value
+//! gets the same result wherever it falls in a row, and so whatever rows the threads cut:
+//! a row that ends in a short block ends with the full block that ends it, overlapping
+//! the one before (a row shorter than a block is copied into one).
 
 use cnnc_compiler::codegen::cpu::exp::{
     EXP_RANGE, LN2_HIGH, LN2_LOW, POLYNOMIAL, ROUNDER, TANH_SATURATES,
@@ -104,11 +105,11 @@ unsafe fn row<const FMA: bool>(
         Activation::Sigmoid => each(block, sigmoid_of::<FMA>),
     };
     let read = |at: usize| {
-        // SAFETY: the callers read blocks within the row.
+        // SAFETY: every call below has `at + BLOCK <= count`: within the row.
         unsafe { source.add(at).cast::<[f32; BLOCK]>().read_unaligned() }
     };
     let write = |at: usize, block: [f32; BLOCK]| {
-        // SAFETY: the callers write blocks within the row.
+        // SAFETY: as in `read`.
         unsafe {
             destination
                 .add(at)
@@ -121,7 +122,8 @@ unsafe fn row<const FMA: bool>(
     // last whole one: read before any write (the row may be written in place), it is
     // stored after them, and where the two overlap both computed the same values.
     // Copied into a block of its own instead, the tail cost two `memmove` calls:
-    // LeNet-5's rows of 100 and 196 took 40% longer than one row of their values.
+    // 4800 values in rows of 196, as LeNet-5's C1 is cut for two threads, took 2.0 us
+    // against 1.4 in one row (1.6 now).
     let last = (whole < count && count >= BLOCK).then(|| {
         let mut block = read(count - BLOCK);
         apply(&mut block);
