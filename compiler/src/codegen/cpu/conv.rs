@@ -301,7 +301,7 @@ impl Geometry {
         // Each part transforms (packs) the chunk's input again: Winograd's transform is
         // dearer than packing, and a small product's second part a thread balances
         // less than its packing costs, so one part a thread for those.
-        let small = self.m() * self.k() * self.n() < SMALL_PRODUCT;
+        let small = self.m().saturating_mul(self.k()).saturating_mul(self.n()) < SMALL_PRODUCT;
         let per_thread = if self.winograd.is_some() || small {
             1
         } else {
