@@ -301,7 +301,11 @@ impl Geometry {
         // Each part transforms (packs) the chunk's input again: Winograd's transform is
         // dearer than packing, and a small product's second part a thread balances
         // less than its packing costs, so one part a thread for those.
-        let small = self.m().saturating_mul(self.k()).saturating_mul(self.n()) < SMALL_PRODUCT;
+        // Every unit computes all the groups.
+        let macs = (self.m().saturating_mul(self.k()))
+            .saturating_mul(self.n())
+            .saturating_mul(self.groups);
+        let small = macs < SMALL_PRODUCT;
         let per_thread = if self.winograd.is_some() || small {
             1
         } else {
@@ -485,12 +489,12 @@ fn longest_share(height: u64, rows: u64, threads: u64, cost: impl Fn(u64) -> u64
         .unwrap_or(0)
 }
 
-/// Multiply-adds below which a product's threads take one unit each (`parts_for`):
-/// LeNet-5's C3 (240 K, 10x10 outputs) alone at two threads, each thread a chunk of
-/// five rows, ran in 4.54-4.63 us (the lowest five minimums of 20000 runs in 14
-/// alternated rounds) against 4.59-5.09 with each chunk's channels cut in two parts,
-/// which packed its rows twice; LeNet-5 at two threads 10.86-10.97 against 11.03-11.33.
-/// Of the example networks only that layer is this small and cut in parts.
+/// Multiply-adds (of all groups) below which a product's threads take one unit each
+/// (`parts_for`): LeNet-5's C3 (240 K, 10x10 outputs) alone at two threads, each
+/// thread a chunk of five rows, ran in 4.54-4.63 us (the lowest five minimums of 20000
+/// runs in 14 alternated rounds) against 4.59-5.09 with each chunk's channels cut in
+/// two parts, which packed its rows twice; LeNet-5 at two threads 10.86-10.97 against
+/// 11.03-11.33. Of the example networks only that layer is this small and cut in parts.
 const SMALL_PRODUCT: u64 = 1 << 20;
 
 /// What packing one pixel (its K values, into a panel) costs, in products of one tile

@@ -151,13 +151,13 @@ pub struct KernelCode {
 }
 
 /// Work a kernel needs per thread before another thread joins. A worker spinning
-/// between kernels joins in a few hundred nanoseconds (a sleeping one does not join:
-/// the caller runs its chunks, `jit::team`), and a kernel split for it also moves its
-/// data between the cores: about a microsecond in all. LeNet-5's C1, C3 and C5 (work
-/// 48-246 K, 2-6 us) took 13.6 us together with the rest on one thread and 11.9 on two
-/// (min of 5000 runs, 8 alternated rounds, Zen 4), and the pools over 7x7 to 13x13
-/// maps (GoogLeNet's, AlexNet's: 50-370 K) ran 1.7-2.2x faster on two; at 500 K all of
-/// those ran on one.
+/// between kernels joins in a few hundred nanoseconds (a sleeping one seldom wakes in
+/// time to join: the caller runs its chunks, `jit::team`), and a kernel split for it
+/// also moves its data between the cores: about a microsecond in all. LeNet-5's C1,
+/// C3 and C5 (work 48-246 K, 2-6 us) took 13.6 us together with the rest on one
+/// thread and 11.9 on two (min of 5000 runs, 8 alternated rounds, Zen 4), and the
+/// pools over 7x7 to 13x13 maps (GoogLeNet's, AlexNet's: 50-370 K) ran 1.7-2.2x
+/// faster on two; at 500 K all of those ran on one.
 const WORK_PER_THREAD: u64 = 40_000;
 
 /// A kernel's work per sample: its multiply-adds, and per output value the inputs it
