@@ -299,17 +299,17 @@ impl Geometry {
         }
         let tiles = self.m().div_ceil(target.mr);
         // Each part transforms (packs) the chunk's input again: Winograd's transform is
-        // dearer than packing, and a small product's second part a thread balances
-        // less than its packing costs, so one part a thread for those.
-        // Every unit computes all the groups.
-        let macs = (self.m().saturating_mul(self.k()))
+        // dearer than packing, and for a small product (all its groups: every unit
+        // computes them all) a second part a thread balances less than its packing
+        // costs, so one part a thread for those.
+        let macs = self
+            .m()
+            .saturating_mul(self.k())
             .saturating_mul(self.n())
             .saturating_mul(self.groups);
-        let small = macs < SMALL_PRODUCT;
-        let per_thread = if self.winograd.is_some() || small {
-            1
-        } else {
-            2
+        let per_thread = match self.winograd.is_some() || macs < SMALL_PRODUCT {
+            true => 1,
+            false => 2,
         };
         let wanted = (per_thread * target.threads)
             .div_ceil(chunks)
