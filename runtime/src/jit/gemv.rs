@@ -177,13 +177,8 @@ macro_rules! row_loops {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{AHEAD, STEP};
+    use crate::jit::microkernel::{avx2_mask, lanes_below};
     use std::arch::x86_64::*;
-
-    /// The lanes of a vector starting at column `first` that lie before `columns`.
-    fn lanes_below(columns: usize, first: usize, lanes: usize) -> u32 {
-        let valid = columns.saturating_sub(first).min(lanes);
-        ((1u64 << valid) - 1) as u32
-    }
 
     row_loops!(#[target_feature(enable = "avx512f")] avx512, __m512, lanes: 16,
         zero: _mm512_setzero_ps(), load: _mm512_loadu_ps, fma: _mm512_fmadd_ps,
@@ -194,14 +189,6 @@ mod x86 {
         zero: _mm256_setzero_ps(), load: _mm256_loadu_ps, fma: _mm256_fmadd_ps,
         mask: __m256i = |columns, first| avx2_mask(lanes_below(columns, first, 8)),
         masked_load: |p, m| _mm256_maskload_ps(p, m), sum: avx2_sum);
-
-    /// An AVX2 mask is a vector: lane i all ones where bit i is set.
-    #[target_feature(enable = "avx2")]
-    fn avx2_mask(bits: u32) -> __m256i {
-        let lane = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-        let set = _mm256_and_si256(_mm256_set1_epi32(bits as i32), lane);
-        _mm256_cmpeq_epi32(set, lane)
-    }
 
     /// The sum of the eight lanes.
     #[target_feature(enable = "avx2")]

@@ -487,16 +487,28 @@ macro_rules! tile {
     };
 }
 
+/// The lanes of a vector starting at column `first` that lie before `columns`, as bits.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn lanes_below(columns: usize, first: usize, lanes: usize) -> u32 {
+    let valid = columns.saturating_sub(first).min(lanes);
+    ((1u64 << valid) - 1) as u32
+}
+
+/// An AVX2 mask for `_mm256_maskload_ps` and `_mm256_maskstore_ps`: lane i all ones
+/// where bit i of `bits` is set.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub(crate) fn avx2_mask(bits: u32) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    let lane = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    let set = _mm256_and_si256(_mm256_set1_epi32(bits as i32), lane);
+    _mm256_cmpeq_epi32(set, lane)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::Microkernel;
+    use super::{Microkernel, lanes_below};
     use std::arch::x86_64::*;
-
-    /// The lanes of a vector starting at column `first` that lie before `columns`.
-    fn lanes_below(columns: usize, first: usize, lanes: usize) -> u32 {
-        let valid = columns.saturating_sub(first).min(lanes);
-        ((1u64 << valid) - 1) as u32
-    }
 
     mod avx512 {
         use super::*;
@@ -512,27 +524,11 @@ mod x86 {
 
     mod avx2 {
         use super::*;
-        /// AVX2 masks are vectors: lane i is all ones when it is stored.
-        #[target_feature(enable = "avx2")]
-        fn mask(columns: usize, first: usize) -> __m256i {
-            let bits = lanes_below(columns, first, 8);
-            let lane = |i: u32| if bits & (1 << i) != 0 { -1 } else { 0 };
-            _mm256_setr_epi32(
-                lane(0),
-                lane(1),
-                lane(2),
-                lane(3),
-                lane(4),
-                lane(5),
-                lane(6),
-                lane(7),
-            )
-        }
         tile!(#[target_feature(enable = "avx2,fma")] tile, __m256, 8, 6, 2,
             zero: _mm256_setzero_ps(), load: _mm256_loadu_ps, store: _mm256_storeu_ps,
             splat: _mm256_set1_ps, fma: _mm256_fmadd_ps, add: _mm256_add_ps,
             max: _mm256_max_ps, prefetch: |p| _mm_prefetch::<_MM_HINT_T0>(p),
-            mask: __m256i = |columns, first| mask(columns, first),
+            mask: __m256i = |columns, first| super::super::avx2_mask(lanes_below(columns, first, 8)),
             masked_load: |p, m| _mm256_maskload_ps(p, m),
             masked_store: |p, m, v| _mm256_maskstore_ps(p, m, v),
             rows: [1 2 3 4 5 6]);
