@@ -33,7 +33,7 @@ fn reference_output(net: &CheckedGraph, weights: &Weights, input: &Tensor) -> Te
 }
 
 /// The JIT's output with Winograd F(m x m, r x r) on every eligible conv, its transforms
-/// the runtime's AVX-512 ones where `helpers` lets the CPU use them, and how many convs
+/// the runtime's ones (AVX-512 or AVX2) where `helpers` lets the CPU use them, and how many convs
 /// used it.
 fn winograd_output(
     net: &CheckedGraph,

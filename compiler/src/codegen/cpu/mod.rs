@@ -61,9 +61,9 @@ pub struct CpuTarget {
     /// Whether tanh and sigmoid call the runtime's precompiled row helpers (`Arg::Tanh`,
     /// `Arg::Sigmoid`: sixteen lanes with FMA) rather than run as inline f32x4 code.
     pub activation_helpers: bool,
-    /// Whether Winograd kernels call the runtime's sixteen-lane transforms of a tile
-    /// row (`Arg::WinogradInput`, `Arg::WinogradOutput`: AVX-512) rather than run their
-    /// own f32x4 ones.
+    /// Whether Winograd kernels call the runtime's transforms of a tile row
+    /// (`Arg::WinogradInput`, `Arg::WinogradOutput`: AVX-512's sixteen lanes, AVX2's
+    /// eight) rather than run their own f32x4 ones.
     pub winograd_helpers: bool,
     /// Whether an edge tile reads only its own rows of A and columns of B (the
     /// precompiled tiles, by masked loads), so that a panel may be read where it lies,

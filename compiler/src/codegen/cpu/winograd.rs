@@ -39,12 +39,12 @@ use cranelift_frontend::FunctionBuilder;
 /// Tiles that go through the transforms at once: one per f32x4 lane.
 const LANES: u64 = 4;
 
-/// Tiles the runtime's transforms (`CpuTarget::winograd_helpers`) take at once: one per
-/// AVX-512 lane.
+/// The most tiles the runtime's transforms (`CpuTarget::winograd_helpers`) take at
+/// once: one per AVX-512 lane (AVX2's take eight). Their panels must be as wide.
 pub const WINOGRAD_HELPER_LANES: u64 = 16;
 
 /// `CNNC_WINOGRAD_HELPERS=0` keeps the runtime's transforms out (the kernels' own f32x4
-/// ones run, as on a CPU without AVX-512): to cross-check them and measure the gain.
+/// ones run, as on a CPU without AVX2): to cross-check them and measure the gain.
 pub const WINOGRAD_HELPERS_ENV: &str = "CNNC_WINOGRAD_HELPERS";
 
 /// Whether the environment lets Winograd kernels call the runtime's transforms: unless

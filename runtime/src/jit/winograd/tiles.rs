@@ -1,5 +1,5 @@
 //! The input and output transforms of one Winograd tile row, sixteen tiles at a time in
-//! AVX-512 lanes, for generated kernels to call (`Arg::WinogradInput`,
+//! AVX-512 lanes (eight in AVX2's), for generated kernels to call (`Arg::WinogradInput`,
 //! `Arg::WinogradOutput`). Cranelift lowers no vector wider than f32x4, and there the
 //! transforms of F(4x4,3x3) took as long as the products on 64 channels (VGG-16's
 //! 224x224 layer at one thread: input transform 4.5 ms, output 2.9, the rest 9.4).
@@ -65,15 +65,30 @@ pub fn output_transform(m: u64, r: u64) -> Option<OutputFn> {
     transforms(m, r).map(|(_, output)| output)
 }
 
-fn transforms(m: u64, r: u64) -> Option<(InputFn, OutputFn)> {
+/// Whether this CPU's transforms run faster than the kernels' own f32x4 ones: AVX-512's
+/// sixteen tiles at a time do (VGG-16's 64 -> 64 layer at 224x224 on a Xeon, one
+/// thread: 17.3 -> 14.6 ms); AVX2's eight did not on a Zen 3 (the lowest minimums of 8
+/// alternated rounds, one thread: 64 channels at 56x56 1.39-1.46 ms without them,
+/// 1.46-1.57 with; 32 -> 96 5x5 at 28x28 0.90 against 1.00), and only spare the
+/// compile.
+pub fn transforms_are_faster() -> bool {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
-        return match (m, r) {
-            (2, 3) => Some((x86::input_f2 as InputFn, x86::output_f2 as OutputFn)),
-            (4, 3) => Some((x86::input_f4 as InputFn, x86::output_f4 as OutputFn)),
-            (2, 5) => Some((x86::input_f25 as InputFn, x86::output_f25 as OutputFn)),
-            _ => None,
-        };
+        return true;
+    }
+    false
+}
+
+fn transforms(m: u64, r: u64) -> Option<(InputFn, OutputFn)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") {
+            return x86::avx512::pick(m, r);
+        }
+        if has!("avx2") && has!("fma") {
+            return x86::avx2::pick(m, r);
+        }
     }
     let _ = (m, r);
     None
@@ -136,18 +151,39 @@ macro_rules! unrolled {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{F2, F4, F25, LANES, Matrix, Variant};
-    use std::arch::x86_64::*;
+    use super::super::lanes::{Lanes, Ymm, Zmm};
+    use super::{F2, F4, F25, InputFn, Matrix, OutputFn, Variant};
 
     /// α x α vectors, sixteen tiles' values (padded to 6 x 6).
-    type Values = [[__m512; 6]; 6];
+    type Values<W> = [[W; 6]; 6];
 
-    /// The two C entry points of a variant.
+    /// An ISA's C entry points, one pair a variant, compiled for its features, and
+    /// `pick`, which finds a variant's pair.
     macro_rules! entry_points {
-        ($variant:ident: $input:ident, $output:ident) => {
+        ($isa:ident, $features:literal, $wide:ty) => {
+            pub mod $isa {
+                use super::*;
+
+                entry_points!(@variant $features, $wide, F2: input_f2, output_f2);
+                entry_points!(@variant $features, $wide, F4: input_f4, output_f4);
+                entry_points!(@variant $features, $wide, F25: input_f25, output_f25);
+
+                /// The transforms of F(m x m, r x r), if this ISA has them.
+                pub fn pick(m: u64, r: u64) -> Option<(InputFn, OutputFn)> {
+                    match (m, r) {
+                        (2, 3) => Some((input_f2 as InputFn, output_f2 as OutputFn)),
+                        (4, 3) => Some((input_f4 as InputFn, output_f4 as OutputFn)),
+                        (2, 5) => Some((input_f25 as InputFn, output_f25 as OutputFn)),
+                        _ => None,
+                    }
+                }
+            }
+        };
+        (@variant $features:literal, $wide:ty, $variant:ident: $input:ident, $output:ident) => {
             /// # Safety
-            /// As `InputFn` says, on a CPU with AVX-512F.
+            /// As `InputFn` says, on a CPU with the features compiled for.
             #[allow(clippy::too_many_arguments)]
+            #[target_feature(enable = $features)]
             pub unsafe extern "C" fn $input(
                 plane: *const f32,
                 first_row: isize,
@@ -176,12 +212,13 @@ mod x86 {
                     matrix,
                 };
                 // SAFETY: as the caller promised.
-                unsafe { input::<$variant>(&from, tiles, &to) }
+                unsafe { input::<$variant, $wide>(&from, tiles, &to) }
             }
 
             /// # Safety
-            /// As `OutputFn` says, on a CPU with AVX-512F.
+            /// As `OutputFn` says, on a CPU with the features compiled for.
             #[allow(clippy::too_many_arguments)]
+            #[target_feature(enable = $features)]
             pub unsafe extern "C" fn $output(
                 source: *const f32,
                 matrix: usize,
@@ -202,14 +239,13 @@ mod x86 {
                     relu: relu != 0,
                 };
                 // SAFETY: as the caller promised.
-                unsafe { output::<$variant>(source, matrix, tiles, &to) }
+                unsafe { output::<$variant, $wide>(source, matrix, tiles, &to) }
             }
         };
     }
 
-    entry_points!(F2: input_f2, output_f2);
-    entry_points!(F4: input_f4, output_f4);
-    entry_points!(F25: input_f25, output_f25);
+    entry_points!(avx512, "avx512f", Zmm);
+    entry_points!(avx2, "avx2,fma", Ymm);
 
     /// Where outputs go, and how they are finished: as `OutputFn` describes. The fields
     /// the caller passes on the stack (bias, residual, relu) are kept apart, for the
@@ -248,102 +284,102 @@ mod x86 {
     }
 
     /// # Safety
-    /// As `InputFn`, on a CPU with AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn input<V: Variant>(from: &Plane, tiles: usize, to: &Destination) {
-        let zero = _mm512_setzero_ps();
-        let misaligned = (to.at as usize / 4 + to.first_column) % LANES;
-        for (group, count) in groups(tiles, misaligned) {
-            // The group's input columns, `M + 1` vectors of them from `x`, each loaded
-            // with the lanes that lie in the plane.
-            let x = (group * V::M) as isize - from.left as isize;
-            let mut inside = [0 as __mmask16; 6];
-            unrolled!(V::M + 1, |v| {
-                inside[v] = lanes_within(x + (v * LANES) as isize, from.width);
-            });
-            let mut d = [[zero; 6]; 6];
-            unrolled!(V::ALPHA, |i| {
-                let y = from.first_row + i as isize;
-                if y >= 0 && (y as usize) < from.height {
-                    let row = from.at.wrapping_add(y as usize * from.width);
-                    let mut loaded = [zero; 6];
-                    unrolled!(V::M + 1, |v| {
-                        let at = row.wrapping_offset(x + (v * LANES) as isize);
-                        // SAFETY: only the lanes inside the row are read.
-                        loaded[v] = unsafe { _mm512_maskz_loadu_ps(inside[v], at) };
-                    });
-                    // SAFETY: the CPU has AVX-512F.
-                    d[i] = unsafe { columns::<V>(&loaded) };
-                }
-            });
-            // SAFETY: the CPU has AVX-512F.
-            let values = unsafe { transform::<V>(&V::INPUT, V::ALPHA, &d) };
-            let runs = runs(to, group, count);
-            unrolled!(V::ALPHA, |j| {
+    /// As `InputFn`, on a CPU with `W`'s features.
+    #[inline(always)]
+    unsafe fn input<V: Variant, W: Lanes>(from: &Plane, tiles: usize, to: &Destination) {
+        // SAFETY: the CPU has W's features; only the masks' lanes are read or written.
+        unsafe {
+            let zero = W::zero();
+            let misaligned = (to.at as usize / 4 + to.first_column) % W::LANES;
+            for (group, count) in groups(tiles, misaligned, W::LANES) {
+                // The group's input columns, `M + 1` vectors of them from `x`, each
+                // loaded with the lanes that lie in the plane.
+                let x = (group * V::M) as isize - from.left as isize;
+                let mut inside = [0u16; 6];
+                unrolled!(V::M + 1, |v| {
+                    inside[v] = lanes_within(x + (v * W::LANES) as isize, from.width, W::LANES);
+                });
+                let mut d = [[zero; 6]; 6];
                 unrolled!(V::ALPHA, |i| {
-                    let point = j * V::ALPHA + i;
-                    let matrix = to.at.wrapping_add(point * to.matrix);
-                    for (offset, mask) in runs {
-                        if mask != 0 {
-                            let at = matrix.wrapping_add(offset);
-                            // SAFETY: the unmasked lanes are the group's columns.
-                            unsafe { _mm512_mask_storeu_ps(at, mask, values[j][i]) };
-                        }
+                    let y = from.first_row + i as isize;
+                    if y >= 0 && (y as usize) < from.height {
+                        let row = from.at.wrapping_add(y as usize * from.width);
+                        let mut loaded = [zero; 6];
+                        unrolled!(V::M + 1, |v| {
+                            let at = row.wrapping_offset(x + (v * W::LANES) as isize);
+                            loaded[v] = W::load(at, inside[v]);
+                        });
+                        d[i] = columns::<V, W>(&loaded);
                     }
                 });
-            });
+                let values = transform::<V, W>(&V::INPUT, V::ALPHA, &d);
+                let runs = runs(to, group, count);
+                unrolled!(V::ALPHA, |j| {
+                    unrolled!(V::ALPHA, |i| {
+                        let point = j * V::ALPHA + i;
+                        let matrix = to.at.wrapping_add(point * to.matrix);
+                        for (offset, mask) in runs {
+                            if mask != 0 {
+                                values[j][i].store(matrix.wrapping_add(offset), mask);
+                            }
+                        }
+                    });
+                });
+            }
         }
     }
 
     /// # Safety
-    /// As `OutputFn`, on a CPU with AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn output<V: Variant>(source: *const f32, matrix: usize, tiles: usize, to: &Rows) {
-        let zero = _mm512_setzero_ps();
-        // SAFETY: a bias that is not null is the channel's.
-        let bias = (!to.bias.is_null()).then(|| _mm512_set1_ps(unsafe { *to.bias }));
-        for (group, count) in groups(tiles, source as usize / 4 % LANES) {
-            let lanes = ((1u32 << count) - 1) as __mmask16;
-            let mut products = [[zero; 6]; 6];
-            unrolled!(V::ALPHA, |j| {
-                unrolled!(V::ALPHA, |i| {
-                    let at = source.wrapping_add((j * V::ALPHA + i) * matrix + group);
-                    // SAFETY: the group's tiles lie within each matrix's row.
-                    products[j][i] = unsafe { _mm512_maskz_loadu_ps(lanes, at) };
-                });
-            });
-            // SAFETY: the CPU has AVX-512F.
-            let y = unsafe { transform::<V>(&V::OUTPUT, V::M, &products) };
-            let first = group * V::M;
-            unrolled!(V::M, |row| {
-                if row < to.rows {
-                    // SAFETY: the CPU has AVX-512F.
-                    let columns = unsafe { interleave::<V>(&y[row]) };
-                    unrolled!(V::M, |k| {
-                        let start = first + k * LANES;
-                        if start < to.width {
-                            let valid = (to.width - start).min(LANES);
-                            let mask = ((1u32 << valid) - 1) as __mmask16;
-                            let at = row * to.width + start;
-                            let mut value = columns[k];
-                            if let Some(bias) = bias {
-                                value = _mm512_add_ps(value, bias);
-                            }
-                            if !to.residual.is_null() {
-                                let residual = to.residual.wrapping_add(at);
-                                // SAFETY: the residual has the output's floats.
-                                let add = unsafe { _mm512_maskz_loadu_ps(mask, residual) };
-                                value = _mm512_add_ps(value, add);
-                            }
-                            if to.relu {
-                                value = _mm512_max_ps(value, zero);
-                            }
-                            // SAFETY: the unmasked floats lie within the output row.
-                            unsafe { _mm512_mask_storeu_ps(to.out.wrapping_add(at), mask, value) };
-                        }
+    /// As `OutputFn`, on a CPU with `W`'s features.
+    #[inline(always)]
+    unsafe fn output<V: Variant, W: Lanes>(
+        source: *const f32,
+        matrix: usize,
+        tiles: usize,
+        to: &Rows,
+    ) {
+        // SAFETY: the CPU has W's features; only the masks' lanes are read or written,
+        // and a bias that is not null is the channel's.
+        unsafe {
+            let zero = W::zero();
+            let bias = (!to.bias.is_null()).then(|| W::splat(*to.bias));
+            for (group, count) in groups(tiles, source as usize / 4 % W::LANES, W::LANES) {
+                let lanes = ((1u32 << count) - 1) as u16;
+                let mut products = [[zero; 6]; 6];
+                unrolled!(V::ALPHA, |j| {
+                    unrolled!(V::ALPHA, |i| {
+                        let at = source.wrapping_add((j * V::ALPHA + i) * matrix + group);
+                        products[j][i] = W::load(at, lanes);
                     });
-                }
-            });
+                });
+                let y = transform::<V, W>(&V::OUTPUT, V::M, &products);
+                let first = group * V::M;
+                unrolled!(V::M, |row| {
+                    if row < to.rows {
+                        let columns = interleave::<V, W>(&y[row]);
+                        unrolled!(V::M, |k| {
+                            let start = first + k * W::LANES;
+                            if start < to.width {
+                                let valid = (to.width - start).min(W::LANES);
+                                let mask = ((1u32 << valid) - 1) as u16;
+                                let at = row * to.width + start;
+                                let mut value = columns[k];
+                                if let Some(bias) = bias {
+                                    value = value.add(bias);
+                                }
+                                if !to.residual.is_null() {
+                                    let residual = to.residual.wrapping_add(at);
+                                    value = value.add(W::load(residual, mask));
+                                }
+                                if to.relu {
+                                    value = value.max(zero);
+                                }
+                                value.store(to.out.wrapping_add(at), mask);
+                            }
+                        });
+                    }
+                });
+            }
         }
     }
 
@@ -352,64 +388,70 @@ mod x86 {
     /// order).
     ///
     /// # Safety
-    /// The CPU has AVX-512F.
+    /// The CPU has `W`'s features.
     #[inline(always)]
-    unsafe fn transform<V: Variant>(l: &Matrix, rows: usize, d: &Values) -> Values {
-        let zero = unsafe { _mm512_setzero_ps() };
-        let mut across = [[zero; 6]; 6];
-        unrolled!(V::ALPHA, |i| {
-            unrolled!(rows, |k| {
-                across[i][k] = unsafe { combine::<V>(&l[k], &d[i]) };
-            });
-        });
-        let mut out = [[zero; 6]; 6];
-        unrolled!(rows, |k| {
-            let mut column = [zero; 6];
+    unsafe fn transform<V: Variant, W: Lanes>(l: &Matrix, rows: usize, d: &Values<W>) -> Values<W> {
+        // SAFETY: as the caller promised.
+        unsafe {
+            let zero = W::zero();
+            let mut across = [[zero; 6]; 6];
             unrolled!(V::ALPHA, |i| {
-                column[i] = across[i][k];
+                unrolled!(rows, |k| {
+                    across[i][k] = combine::<V, W>(&l[k], &d[i]);
+                });
             });
-            unrolled!(rows, |j| {
-                out[j][k] = unsafe { combine::<V>(&l[j], &column) };
+            let mut out = [[zero; 6]; 6];
+            unrolled!(rows, |k| {
+                let mut column = [zero; 6];
+                unrolled!(V::ALPHA, |i| {
+                    column[i] = across[i][k];
+                });
+                unrolled!(rows, |j| {
+                    out[j][k] = combine::<V, W>(&l[j], &column);
+                });
             });
-        });
-        out
+            out
+        }
     }
 
     /// `Σ c_k · v_k` over the nonzero coefficients, which are literals once unrolled.
     ///
     /// # Safety
-    /// The CPU has AVX-512F.
+    /// The CPU has `W`'s features.
     #[inline(always)]
-    unsafe fn combine<V: Variant>(coefficients: &[f32; 6], values: &[__m512; 6]) -> __m512 {
-        let mut sum: Option<__m512> = None;
-        unrolled!(V::ALPHA, |k| {
-            let (c, v) = (coefficients[k], values[k]);
-            // SAFETY: the CPU has AVX-512F.
-            unsafe {
+    unsafe fn combine<V: Variant, W: Lanes>(coefficients: &[f32; 6], values: &[W; 6]) -> W {
+        // SAFETY: as the caller promised.
+        unsafe {
+            let mut sum: Option<W> = None;
+            unrolled!(V::ALPHA, |k| {
+                let (c, v) = (coefficients[k], values[k]);
                 sum = match sum {
                     _ if c == 0.0 => sum,
                     None if c == 1.0 => Some(v),
-                    None => Some(_mm512_mul_ps(_mm512_set1_ps(c), v)),
-                    Some(s) if c == 1.0 => Some(_mm512_add_ps(s, v)),
-                    Some(s) if c == -1.0 => Some(_mm512_sub_ps(s, v)),
-                    Some(s) => Some(_mm512_fmadd_ps(_mm512_set1_ps(c), v, s)),
+                    None => Some(W::splat(c).mul(v)),
+                    Some(s) if c == 1.0 => Some(s.add(v)),
+                    Some(s) if c == -1.0 => Some(s.sub(v)),
+                    Some(s) => Some(W::splat(c).mul_add(v, s)),
                 };
-            }
-        });
-        // SAFETY: the CPU has AVX-512F.
-        sum.unwrap_or(unsafe { _mm512_setzero_ps() })
+            });
+            sum.unwrap_or(W::zero())
+        }
     }
 
     /// `tiles` in groups of at most sixteen, `(first tile, count)`, the first cut short
     /// so that the others start a cache line of the matrices (whose column 0 lies
     /// `misaligned` floats past one): a group's sixteen floats per matrix are then one
     /// line, where across two they took twice the stores' time.
-    fn groups(tiles: usize, misaligned: usize) -> impl Iterator<Item = (usize, usize)> {
-        let first = (LANES - misaligned) % LANES;
-        let first = if first == 0 { LANES } else { first };
+    fn groups(
+        tiles: usize,
+        misaligned: usize,
+        lanes: usize,
+    ) -> impl Iterator<Item = (usize, usize)> {
+        let first = (lanes - misaligned) % lanes;
+        let first = if first == 0 { lanes } else { first };
         std::iter::successors(Some((0, first.min(tiles))), move |&(start, count)| {
             let next = start + count;
-            (next < tiles).then(|| (next, (tiles - next).min(LANES)))
+            (next < tiles).then(|| (next, (tiles - next).min(lanes)))
         })
         .filter(|&(_, count)| count > 0)
     }
@@ -418,12 +460,11 @@ mod x86 {
     /// least sixteen columns wide): for each side, the offset at which lane 0 would lie
     /// and the mask of the lanes on that side (none, past the group's tiles). Always two
     /// stores, one perhaps of no lanes: a loop of one or two mispredicted its branch.
-    fn runs(to: &Destination, group: usize, count: usize) -> [(usize, __mmask16); 2] {
+    fn runs(to: &Destination, group: usize, count: usize) -> [(usize, u16); 2] {
         let column = to.first_column + group;
         let within = column % to.nr;
         let first = (to.nr - within).min(count);
-        let lanes =
-            |from: usize, to: usize| (((1u32 << to) - 1) & !((1u32 << from) - 1)) as __mmask16;
+        let lanes = |from: usize, to: usize| (((1u32 << to) - 1) & !((1u32 << from) - 1)) as u16;
         let start = column / to.nr * to.panel + within;
         [
             (start, lanes(0, first)),
@@ -432,10 +473,10 @@ mod x86 {
     }
 
     /// The lanes of sixteen floats from column `start` that lie in a row of `width`.
-    fn lanes_within(start: isize, width: usize) -> __mmask16 {
-        let low = (-start).clamp(0, LANES as isize) as u32;
-        let high = (width as isize - start).clamp(0, LANES as isize) as u32;
-        let below = |n: u32| ((1u32 << n) - 1) as __mmask16;
+    fn lanes_within(start: isize, width: usize, lanes: usize) -> u16 {
+        let low = (-start).clamp(0, lanes as isize) as u32;
+        let high = (width as isize - start).clamp(0, lanes as isize) as u32;
+        let below = |n: u32| ((1u32 << n) - 1) as u16;
         below(high) & !below(low)
     }
 
@@ -443,80 +484,33 @@ mod x86 {
     /// row's columns `row`.
     ///
     /// # Safety
-    /// The CPU has AVX-512F.
+    /// The CPU has `W`'s features.
     #[inline(always)]
-    unsafe fn columns<V: Variant>(row: &[__m512; 6]) -> [__m512; 6] {
+    unsafe fn columns<V: Variant, W: Lanes>(row: &[W; 6]) -> [W; 6] {
         // The gathers below are written for outputs of 2 and 4 a tile.
         const { assert!(V::M == 2 || V::M == 4) };
-        // SAFETY: as the caller promised, for every intrinsic below.
+        // SAFETY: as the caller promised.
         unsafe {
-            let mut gathered = [_mm512_setzero_ps(); 6];
-            let tail;
+            let mut gathered = [W::zero(); 6];
             if V::M == 2 {
-                let (a, b) = (row[0], row[1]);
-                tail = row[2];
-                let even =
-                    _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-                let odd =
-                    _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-                gathered[0] = _mm512_permutex2var_ps(a, even, b);
-                gathered[1] = _mm512_permutex2var_ps(a, odd, b);
+                let [even, odd] = W::stride2([row[0], row[1]]);
+                (gathered[0], gathered[1]) = (even, odd);
             } else {
-                let (a, b, c, d) = (row[0], row[1], row[2], row[3]);
-                tail = row[4];
-                unrolled!(4, |k| {
-                    let k = k as i32;
-                    // Lanes 0-7: floats k, k + 4, ..., k + 28 of the two sources.
-                    let pick = _mm512_setr_epi32(
-                        k,
-                        k + 4,
-                        k + 8,
-                        k + 12,
-                        k + 16,
-                        k + 20,
-                        k + 24,
-                        k + 28,
-                        k,
-                        k,
-                        k,
-                        k,
-                        k,
-                        k,
-                        k,
-                        k,
-                    );
-                    let low = _mm512_permutex2var_ps(a, pick, b);
-                    let high = _mm512_permutex2var_ps(c, pick, d);
-                    gathered[k as usize] = _mm512_shuffle_f32x4::<0b01_00_01_00>(low, high);
-                });
+                let four = W::stride4([row[0], row[1], row[2], row[3]]);
+                gathered[..4].copy_from_slice(&four);
             }
             // Columns M to α - 1: columns 0 to α - M - 1 one tile further, the last
             // lane's from the tail (its lanes 0, 1, ... in turn).
-            let mut from_tail = tail;
+            let mut from_tail = row[V::M];
             unrolled!(V::ALPHA, |c| {
                 if c > V::M {
-                    from_tail = next(from_tail, from_tail);
+                    from_tail = from_tail.shifted(from_tail);
                 }
                 if c >= V::M {
-                    gathered[c] = next(gathered[c.saturating_sub(V::M)], from_tail);
+                    gathered[c] = gathered[c.saturating_sub(V::M)].shifted(from_tail);
                 }
             });
             gathered
-        }
-    }
-
-    /// `low[1..16]` then `high[0]`.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F.
-    #[inline(always)]
-    unsafe fn next(low: __m512, high: __m512) -> __m512 {
-        // SAFETY: as the caller promised.
-        unsafe {
-            _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(
-                _mm512_castps_si512(high),
-                _mm512_castps_si512(low),
-            ))
         }
     }
 
@@ -524,34 +518,17 @@ mod x86 {
     /// for tile l), as 16·M contiguous columns.
     ///
     /// # Safety
-    /// The CPU has AVX-512F.
+    /// The CPU has `W`'s features.
     #[inline(always)]
-    unsafe fn interleave<V: Variant>(row: &[__m512; 6]) -> [__m512; 6] {
+    unsafe fn interleave<V: Variant, W: Lanes>(row: &[W; 6]) -> [W; 6] {
         // SAFETY: as the caller promised.
         unsafe {
-            // Lanes 0-7 (or 8-15) of two vectors, alternating.
-            let low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-            let high =
-                _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-            let mut out = [_mm512_setzero_ps(); 6];
-            let first_low = _mm512_permutex2var_ps(row[0], low, row[1]);
-            let first_high = _mm512_permutex2var_ps(row[0], high, row[1]);
+            let mut out = [W::zero(); 6];
             if V::M == 2 {
-                out[0] = first_low;
-                out[1] = first_high;
-                return out;
+                out[..2].copy_from_slice(&W::interleave2([row[0], row[1]]));
+            } else {
+                out[..4].copy_from_slice(&W::interleave4([row[0], row[1], row[2], row[3]]));
             }
-            // Columns 0-1 and 2-3 paired per tile above; now the pairs of four tiles.
-            let second_low = _mm512_permutex2var_ps(row[2], low, row[3]);
-            let second_high = _mm512_permutex2var_ps(row[2], high, row[3]);
-            let quads_low =
-                _mm512_setr_epi32(0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
-            let quads_high =
-                _mm512_setr_epi32(8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31);
-            out[0] = _mm512_permutex2var_ps(first_low, quads_low, second_low);
-            out[1] = _mm512_permutex2var_ps(first_low, quads_high, second_low);
-            out[2] = _mm512_permutex2var_ps(first_high, quads_low, second_high);
-            out[3] = _mm512_permutex2var_ps(first_high, quads_high, second_high);
             out
         }
     }
@@ -594,7 +571,7 @@ mod tests {
         (f64::from(actual) - expected).abs() <= 1e-5 * (1.0 + expected.abs())
     }
 
-    /// Each variant's helper (none without AVX-512, where the kernels' own transforms
+    /// Each variant's helper (none without AVX2, where the kernels' own transforms
     /// run), its transforms, m and α.
     fn variants<F>(
         helper: fn(u64, u64) -> Option<F>,
@@ -605,7 +582,7 @@ mod tests {
             .collect();
         if found.is_empty() {
             // Said, so that a run on such a CPU does not pass these tests unnoticed.
-            eprintln!("no AVX-512: nothing to test here (the kernels' own transforms run)");
+            eprintln!("no AVX2: nothing to test here (the kernels' own transforms run)");
         }
         found
     }
