@@ -1,7 +1,8 @@
 //! y = W·x for a dense layer's row-major weights: the matrix-vector product generated
 //! dense kernels call, each chunk of the kernel on its own rows (the threads split a
 //! large layer by chunks). Memory-bound (each weight is read once per sample), so it
-//! streams the rows, sixteen lanes of independent sums per row.
+//! streams the rows, a vector of independent sums per row (sixteen lanes with AVX-512,
+//! eight with AVX2, sixteen floats in the portable loop).
 
 /// The C entry point generated code calls, for weights that stream from memory: each
 /// row is prefetched ahead.
@@ -153,14 +154,15 @@ macro_rules! row_loops {
                     // The last k % STEP columns: masked loads read only them.
                     let masks: [$mask_type; VECTORS] =
                         std::array::from_fn(|v| $mask(k - body, v * $lanes));
-                    // SAFETY: the masks' lanes lie within x and each row.
+                    // SAFETY: the masks' lanes lie within x and each row (a vector
+                    // past the end has no lanes: its address is only wrapped to).
                     unsafe {
                         let xv: [$vector; VECTORS] = std::array::from_fn(|v| {
-                            $masked_load(x.as_ptr().add(body + v * $lanes), masks[v])
+                            $masked_load(x.as_ptr().wrapping_add(body + v * $lanes), masks[v])
                         });
                         for (sum, row) in sums.iter_mut().zip(rows) {
                             for (v, xv) in xv.iter().enumerate() {
-                                let at = row.as_ptr().add(body + v * $lanes);
+                                let at = row.as_ptr().wrapping_add(body + v * $lanes);
                                 *sum = $fma($masked_load(at, masks[v]), *xv, *sum);
                             }
                         }
@@ -225,6 +227,50 @@ mod tests {
     use super::*;
 
     type Entry = unsafe extern "C" fn(usize, usize, *const f32, *const f32, *mut f32);
+
+    type Rows = unsafe fn(&[f32], &[f32], &mut [f32], usize);
+
+    /// Every row loop this CPU runs, the one `rows` takes first: the entry points
+    /// test only that one.
+    fn every_loop() -> Vec<(&'static str, Rows)> {
+        let mut found: Vec<(&'static str, Rows)> = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx512f") {
+                found.push(("avx512", x86::avx512::rows::<true>));
+            }
+            if has!("avx2") && has!("fma") {
+                found.push(("avx2", x86::avx2::rows::<true>));
+            }
+        }
+        found.push(("portable", |w, x, y, k| rows_portable(w, x, y, k)));
+        found
+    }
+
+    #[test]
+    fn every_row_loop_matches_the_naive_product_and_itself_row_by_row() {
+        // Tails of 1, 7 (the second AVX2 vector empty), 8, 12 and none.
+        for (m, k) in [(1, 1), (29, 23), (13, 24), (70, 33), (30, 300), (9, 16)] {
+            let w: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 13 % 17) as f32 - 8.0) / 9.0)
+                .collect();
+            let x: Vec<f32> = (0..k).map(|i| ((i * 5 % 9) as f32 - 4.0) / 3.0).collect();
+            for (name, rows) in every_loop() {
+                let mut together = vec![f32::NAN; m];
+                // SAFETY: `every_loop` lists only loops this CPU runs.
+                unsafe { rows(&w, &x, &mut together, k) };
+                for (i, got) in together.iter().enumerate() {
+                    let want: f32 = (0..k).map(|p| w[i * k + p] * x[p]).sum();
+                    let close = (got - want).abs() <= 1e-4 * (1.0 + want.abs());
+                    assert!(close, "{name}: {m}x{k} row {i}");
+                    let mut alone = [f32::NAN];
+                    unsafe { rows(&w[i * k..][..k], &x, &mut alone, k) };
+                    assert_eq!(alone[0].to_bits(), got.to_bits(), "{name}: {m}x{k} row {i}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn matches_the_naive_product() {

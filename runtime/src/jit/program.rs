@@ -262,7 +262,9 @@ impl<'a> Program<'a> {
         Self::with_options(net, weights, Options::from_env(threads))
     }
 
-    /// As `with_threads`, in bounds-checked mode (`Options::guard`).
+    /// As `with_threads`, in bounds-checked mode (`Options::guard`), with the runtime's
+    /// Winograd transforms wherever `cnnc run` calls them (`Options::once_from_env`), so
+    /// that those are checked too.
     pub fn bounds_checked(
         net: &'a CheckedGraph,
         weights: &'a Weights,
@@ -271,6 +273,7 @@ impl<'a> Program<'a> {
     ) -> Result<Self> {
         let options = Options {
             guard: Some(guard),
+            winograd_helpers: Options::once_from_env(threads, 1).winograd_helpers,
             ..Options::from_env(threads)
         };
         Self::with_options(net, weights, options)

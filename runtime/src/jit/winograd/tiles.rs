@@ -12,7 +12,6 @@
 //! group, so the input's columns are gathered at stride m and the outputs interleaved
 //! back.
 
-use cnnc_compiler::codegen::cpu::WINOGRAD_HELPER_LANES;
 use cnnc_compiler::winograd::{F2X2_3X3, F2X2_5X5, F4X4_3X3};
 
 /// `fn(plane, first_row, height, width, left, tiles, destination, first_column, nr,
@@ -52,9 +51,6 @@ pub type OutputFn = unsafe extern "C" fn(
     usize,
 );
 
-const LANES: usize = 16;
-const _: () = assert!(WINOGRAD_HELPER_LANES as usize == LANES);
-
 /// The input transform of F(m x m, r x r), where this CPU runs it.
 pub fn input_transform(m: u64, r: u64) -> Option<InputFn> {
     transforms(m, r).map(|(input, _)| input)
@@ -79,19 +75,28 @@ pub fn transforms_are_faster() -> bool {
     false
 }
 
-fn transforms(m: u64, r: u64) -> Option<(InputFn, OutputFn)> {
+/// A pair of transforms for F(m x m, r x r), if an ISA has them.
+type Pick = fn(u64, u64) -> Option<(InputFn, OutputFn)>;
+
+/// Every ISA's transforms this CPU runs, the widest first (the one `transforms` takes;
+/// the tests check each).
+fn every_isa() -> Vec<Pick> {
+    let mut found: Vec<Pick> = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
         if has!("avx512f") {
-            return x86::avx512::pick(m, r);
+            found.push(x86::avx512::pick);
         }
         if has!("avx2") && has!("fma") {
-            return x86::avx2::pick(m, r);
+            found.push(x86::avx2::pick);
         }
     }
-    let _ = (m, r);
-    None
+    found
+}
+
+fn transforms(m: u64, r: u64) -> Option<(InputFn, OutputFn)> {
+    every_isa().first()?(m, r)
 }
 
 /// A variant's sizes and transform matrices as constants, padded to F(4x4)'s 6 x 6,
@@ -153,8 +158,13 @@ macro_rules! unrolled {
 mod x86 {
     use super::super::lanes::{Lanes, Ymm, Zmm};
     use super::{F2, F4, F25, InputFn, Matrix, OutputFn, Variant};
+    use cnnc_compiler::codegen::cpu::WINOGRAD_HELPER_LANES;
 
-    /// α x α vectors, sixteen tiles' values (padded to 6 x 6).
+    // The compiler makes the panels as wide as the widest group (`runs`).
+    const _: () = assert!(Zmm::LANES == WINOGRAD_HELPER_LANES as usize);
+    const _: () = assert!(Ymm::LANES <= Zmm::LANES);
+
+    /// α x α vectors, a group of tiles' values (padded to 6 x 6).
     type Values<W> = [[W; 6]; 6];
 
     /// An ISA's C entry points, one pair a variant, compiled for its features, and
@@ -383,7 +393,7 @@ mod x86 {
         }
     }
 
-    /// `L d Lᵀ` of sixteen tiles' α x α values `d`, for `L` of `rows` rows: each row of
+    /// `L d Lᵀ` of a group of tiles' α x α values `d`, for `L` of `rows` rows: each row of
     /// `d` through `L`, then each column of the result (the generated `transform`'s
     /// order).
     ///
@@ -438,10 +448,10 @@ mod x86 {
         }
     }
 
-    /// `tiles` in groups of at most sixteen, `(first tile, count)`, the first cut short
-    /// so that the others start a cache line of the matrices (whose column 0 lies
-    /// `misaligned` floats past one): a group's sixteen floats per matrix are then one
-    /// line, where across two they took twice the stores' time.
+    /// `tiles` in groups of at most `lanes`, `(first tile, count)`, the first cut short
+    /// so that the others start on a multiple of `lanes` floats of the matrices (whose
+    /// column 0 lies `misaligned` floats past one): sixteen lanes' floats are then one
+    /// cache line, where across two they took twice the stores' time.
     fn groups(
         tiles: usize,
         misaligned: usize,
@@ -456,8 +466,8 @@ mod x86 {
         .filter(|&(_, count)| count > 0)
     }
 
-    /// The group's sixteen columns cut at the panel edge they may cross (panels are at
-    /// least sixteen columns wide): for each side, the offset at which lane 0 would lie
+    /// The group's columns cut at the panel edge they may cross (panels are at least
+    /// as wide as a group): for each side, the offset at which lane 0 would lie
     /// and the mask of the lanes on that side (none, past the group's tiles). Always two
     /// stores, one perhaps of no lanes: a loop of one or two mispredicted its branch.
     fn runs(to: &Destination, group: usize, count: usize) -> [(usize, u16); 2] {
@@ -472,7 +482,7 @@ mod x86 {
         ]
     }
 
-    /// The lanes of sixteen floats from column `start` that lie in a row of `width`.
+    /// The lanes of `lanes` floats from column `start` that lie in a row of `width`.
     fn lanes_within(start: isize, width: usize, lanes: usize) -> u16 {
         let low = (-start).clamp(0, lanes as isize) as u32;
         let high = (width as isize - start).clamp(0, lanes as isize) as u32;
@@ -514,8 +524,8 @@ mod x86 {
         }
     }
 
-    /// One output row of sixteen tiles, `row[x]` holding column x of each tile (lane l
-    /// for tile l), as 16·M contiguous columns.
+    /// One output row of a group's tiles, `row[x]` holding column x of each tile (lane
+    /// l for tile l), as `LANES`·M contiguous columns.
     ///
     /// # Safety
     /// The CPU has `W`'s features.
@@ -571,14 +581,21 @@ mod tests {
         (f64::from(actual) - expected).abs() <= 1e-5 * (1.0 + expected.abs())
     }
 
-    /// Each variant's helper (none without AVX2, where the kernels' own transforms
-    /// run), its transforms, m and α.
+    /// Each variant's helper in one direction, for every ISA this CPU runs (none
+    /// without AVX2, where the kernels' own transforms run), its transforms, m and α.
     fn variants<F>(
-        helper: fn(u64, u64) -> Option<F>,
+        direction: fn((InputFn, OutputFn)) -> F,
     ) -> Vec<(F, &'static Transforms, usize, usize)> {
-        let found: Vec<_> = cnnc_compiler::winograd::VARIANTS
+        let found: Vec<_> = every_isa()
             .into_iter()
-            .filter_map(|t| Some((helper(t.m, t.r)?, t, t.m as usize, t.alpha())))
+            .flat_map(|pick| {
+                cnnc_compiler::winograd::VARIANTS
+                    .into_iter()
+                    .filter_map(move |t| {
+                        let helper = direction(pick(t.m, t.r)?);
+                        Some((helper, t, t.m as usize, t.alpha()))
+                    })
+            })
             .collect();
         if found.is_empty() {
             // Said, so that a run on such a CPU does not pass these tests unnoticed.
@@ -589,19 +606,23 @@ mod tests {
 
     #[test]
     fn the_input_transform_fills_exactly_its_columns_of_every_matrix() {
-        for (helper, t, m, alpha) in variants(input_transform) {
+        for (helper, t, m, alpha) in variants(|(input, _)| input) {
             let r = t.r;
-            let (nr, kc, channel) = (32, 3, 1);
+            let (kc, channel) = (3, 1);
             // (tiles, first column, misalignment, plane width x height, left padding,
-            // first input row: above the plane, inside, running past its bottom)
-            for (tiles, first_column, shift, (width, height), left, first_row) in [
+            // first input row: above the plane, inside, running past its bottom), in
+            // panels as wide as AVX2's tile makes them and as AVX-512's.
+            let cases = [
                 (1usize, 0usize, 0usize, (3usize, 2usize), 1usize, -1isize),
                 (5, 3, 1, (9, 8), 1, 0),
                 (16, 0, 0, (64, 5), 1, -1),
                 (17, 31, 2, (66, 9), 0, 3),
                 (37, 37, 5, (147, 147), 1, 140),
                 (50, 16, 0, (199, 10), 2, -2),
-            ] {
+            ];
+            let panel_widths = cases.into_iter().flat_map(|case| [(case, 16), (case, 32)]);
+            for ((tiles, first_column, shift, (width, height), left, first_row), nr) in panel_widths
+            {
                 let plane = values(width * height, (tiles * 7 + first_column) as u64);
                 let inside = |y: isize, x: isize| {
                     let within =
@@ -672,7 +693,7 @@ mod tests {
 
     #[test]
     fn the_output_transform_writes_exactly_its_rows_and_columns_finished() {
-        for (helper, t, m, alpha) in variants(output_transform) {
+        for (helper, t, m, alpha) in variants(|(_, output)| output) {
             let r = t.r;
             // (output width, rows, misalignment, finish: bias, residual, relu)
             for (case, (out_width, rows, shift)) in [
