@@ -507,7 +507,7 @@ pub(crate) fn avx2_mask(bits: u32) -> std::arch::x86_64::__m256i {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Microkernel, lanes_below};
+    use super::{Microkernel, avx2_mask, lanes_below};
     use std::arch::x86_64::*;
 
     mod avx512 {
@@ -528,7 +528,7 @@ mod x86 {
             zero: _mm256_setzero_ps(), load: _mm256_loadu_ps, store: _mm256_storeu_ps,
             splat: _mm256_set1_ps, fma: _mm256_fmadd_ps, add: _mm256_add_ps,
             max: _mm256_max_ps, prefetch: |p| _mm_prefetch::<_MM_HINT_T0>(p),
-            mask: __m256i = |columns, first| super::super::avx2_mask(lanes_below(columns, first, 8)),
+            mask: __m256i = |columns, first| avx2_mask(lanes_below(columns, first, 8)),
             masked_load: |p, m| _mm256_maskload_ps(p, m),
             masked_store: |p, m, v| _mm256_maskstore_ps(p, m, v),
             rows: [1 2 3 4 5 6]);

@@ -273,7 +273,7 @@ impl<'a> Program<'a> {
     ) -> Result<Self> {
         let options = Options {
             guard: Some(guard),
-            winograd_helpers: Options::once_from_env(threads, 1).winograd_helpers,
+            winograd_helpers: cpu::winograd_helpers_from_env(),
             ..Options::from_env(threads)
         };
         Self::with_options(net, weights, options)
@@ -1399,8 +1399,9 @@ mod tests {
         assert_eq!(Options::from_env(1).winograd_helpers, faster);
         let (once, _) = target_for(1, TileChoice::Auto, true, true).expect("a target");
         let (many, _) = target_for(1, TileChoice::Auto, true, faster).expect("a target");
-        assert_eq!(once.winograd_helpers, available && once.nr >= 16);
-        assert_eq!(many.winograd_helpers, faster && many.nr >= 16);
+        let wide = |target: &CpuTarget| target.nr >= cpu::WINOGRAD_HELPER_LANES;
+        assert_eq!(once.winograd_helpers, available && wide(&once));
+        assert_eq!(many.winograd_helpers, faster && wide(&many));
     }
 
     #[test]

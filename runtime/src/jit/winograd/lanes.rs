@@ -5,6 +5,7 @@
 //! Every method is `#[inline(always)]` and carries no target feature of its own: it is
 //! inlined into the transforms' entry points, which are compiled for the features.
 
+use crate::jit::microkernel::avx2_mask;
 use std::arch::x86_64::*;
 
 /// A vector of floats and the operations the transforms need. Masks are bits, bit j
@@ -198,155 +199,6 @@ impl Lanes for Zmm {
     }
 }
 
-/// What `Ymm` is made of: eight-float operations AVX2 has no single instruction for.
-mod avx2 {
-    use std::arch::x86_64::*;
-
-    /// The floats from `at` in the lanes of `bits`, zero in the others: a plain load
-    /// where every lane is asked for (AVX2's masked moves are slower).
-    #[inline(always)]
-    pub(super) unsafe fn load(at: *const f32, bits: u32) -> __m256 {
-        unsafe {
-            match bits {
-                0xff => _mm256_loadu_ps(at),
-                0 => _mm256_setzero_ps(),
-                _ => _mm256_maskload_ps(at, crate::jit::microkernel::avx2_mask(bits)),
-            }
-        }
-    }
-
-    /// `v`'s lanes of `bits` to the floats from `at`. Not by AVX2's masked
-    /// store, which AMD's cores run as microcode: it took a fifth of the input
-    /// transform's time on a Zen 3, where most groups of a short tile row are partial.
-    #[inline(always)]
-    pub(super) unsafe fn store(at: *mut f32, bits: u32, v: __m256) {
-        unsafe {
-            if bits == 0xff {
-                _mm256_storeu_ps(at, v);
-            } else {
-                store_quarter(at, bits & 0xf, _mm256_castps256_ps128(v));
-                store_quarter(at.wrapping_add(4), bits >> 4, _mm256_extractf128_ps::<1>(v));
-            }
-        }
-    }
-
-    /// `v`'s lanes of `bits` (four) to the floats from `at`, a float at a time unless
-    /// all four.
-    #[inline(always)]
-    pub(super) unsafe fn store_quarter(at: *mut f32, bits: u32, v: __m128) {
-        unsafe {
-            if bits == 0xf {
-                _mm_storeu_ps(at, v);
-                return;
-            }
-            let lane = |i: usize| bits & (1 << i) != 0;
-            let at = at as *mut i32;
-            if lane(0) {
-                at.write_unaligned(_mm_extract_ps::<0>(v));
-            }
-            if lane(1) {
-                at.add(1).write_unaligned(_mm_extract_ps::<1>(v));
-            }
-            if lane(2) {
-                at.add(2).write_unaligned(_mm_extract_ps::<2>(v));
-            }
-            if lane(3) {
-                at.add(3).write_unaligned(_mm_extract_ps::<3>(v));
-            }
-        }
-    }
-
-    /// `interleave4` of eight tiles: float 4j + c of the 32 is lane j of `v[c]`.
-    #[inline(always)]
-    pub(super) unsafe fn quads(v: [__m256; 4]) -> [__m256; 4] {
-        unsafe {
-            let t = transpose4(v);
-            [
-                _mm256_permute2f128_ps::<0x20>(t[0], t[1]),
-                _mm256_permute2f128_ps::<0x20>(t[2], t[3]),
-                _mm256_permute2f128_ps::<0x31>(t[0], t[1]),
-                _mm256_permute2f128_ps::<0x31>(t[2], t[3]),
-            ]
-        }
-    }
-
-    /// `interleave2` of eight tiles: float 2j + c of the 16 is lane j of `x` (c = 0)
-    /// or `y`.
-    #[inline(always)]
-    pub(super) unsafe fn pairs(x: __m256, y: __m256) -> [__m256; 2] {
-        unsafe {
-            let low = _mm256_unpacklo_ps(x, y);
-            let high = _mm256_unpackhi_ps(x, y);
-            [
-                _mm256_permute2f128_ps::<0x20>(low, high),
-                _mm256_permute2f128_ps::<0x31>(low, high),
-            ]
-        }
-    }
-
-    /// The four vectors of four floats transposed within each 128-bit half:
-    /// float i of result k's low half is float k of `v[i]`'s low half (and so for the
-    /// high halves).
-    #[inline(always)]
-    pub(super) unsafe fn transpose4(v: [__m256; 4]) -> [__m256; 4] {
-        unsafe {
-            let t0 = _mm256_unpacklo_ps(v[0], v[1]);
-            let t1 = _mm256_unpackhi_ps(v[0], v[1]);
-            let t2 = _mm256_unpacklo_ps(v[2], v[3]);
-            let t3 = _mm256_unpackhi_ps(v[2], v[3]);
-            [
-                _mm256_shuffle_ps::<0b01_00_01_00>(t0, t2),
-                _mm256_shuffle_ps::<0b11_10_11_10>(t0, t2),
-                _mm256_shuffle_ps::<0b01_00_01_00>(t1, t3),
-                _mm256_shuffle_ps::<0b11_10_11_10>(t1, t3),
-            ]
-        }
-    }
-
-    /// Lanes 1-7 of `low`, then lane 0 of `high`.
-    #[inline(always)]
-    pub(super) unsafe fn shifted(low: __m256, high: __m256) -> __m256 {
-        unsafe {
-            // Per 128-bit half: [low 4-7 | high 0-3] aligned against low by one float.
-            let middle = _mm256_permute2f128_ps::<0x21>(low, high);
-            _mm256_castsi256_ps(_mm256_alignr_epi8::<4>(
-                _mm256_castps_si256(middle),
-                _mm256_castps_si256(low),
-            ))
-        }
-    }
-
-    /// `a` then `b` as one row of sixteen floats, the even ones (`PICK` 0b10_00_10_00)
-    /// or the odd ones (0b11_01_11_01).
-    #[inline(always)]
-    pub(super) unsafe fn stride2<const PICK: i32>(a: __m256, b: __m256) -> __m256 {
-        unsafe {
-            // Per 128-bit half: two of a's floats, two of b's; then the 64-bit pairs in
-            // order.
-            let mixed = _mm256_shuffle_ps::<PICK>(a, b);
-            _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
-                mixed,
-            )))
-        }
-    }
-
-    /// Eight floats four apart from the 32 of `v`: float 4j + k, j = 0..8.
-    #[inline(always)]
-    pub(super) unsafe fn stride4(v: [__m256; 4]) -> [__m256; 4] {
-        unsafe {
-            // Float i of result k's halves: float k (low) or 4 + k (high) of v[i].
-            let rows = transpose4(v);
-            let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-            [
-                _mm256_permutevar8x32_ps(rows[0], order),
-                _mm256_permutevar8x32_ps(rows[1], order),
-                _mm256_permutevar8x32_ps(rows[2], order),
-                _mm256_permutevar8x32_ps(rows[3], order),
-            ]
-        }
-    }
-}
-
 /// One AVX2 register: eight tiles.
 #[derive(Clone, Copy)]
 pub(super) struct Ymm(__m256);
@@ -363,40 +215,146 @@ impl Lanes for Ymm {
         _mm256_fmadd_ps,
         _mm256_max_ps
     );
+    /// A plain load where every lane is asked for: AVX2's masked moves are slower.
     #[inline(always)]
     unsafe fn load(at: *const f32, mask: u16) -> Self {
-        unsafe { Ymm(avx2::load(at, u32::from(mask))) }
+        unsafe {
+            Ymm(match mask {
+                0xff => _mm256_loadu_ps(at),
+                0 => _mm256_setzero_ps(),
+                _ => _mm256_maskload_ps(at, avx2_mask(u32::from(mask))),
+            })
+        }
     }
+    /// Not by AVX2's masked store, which AMD's cores run as microcode: it took a fifth
+    /// of the input transform's time on a Zen 3, where most groups of a short tile row
+    /// are partial.
     #[inline(always)]
     unsafe fn store(self, at: *mut f32, mask: u16) {
-        unsafe { avx2::store(at, u32::from(mask), self.0) }
+        unsafe {
+            if mask == 0xff {
+                _mm256_storeu_ps(at, self.0);
+            } else {
+                let mask = u32::from(mask);
+                store_quarter(at, mask & 0xf, _mm256_castps256_ps128(self.0));
+                let high = _mm256_extractf128_ps::<1>(self.0);
+                store_quarter(at.wrapping_add(4), mask >> 4, high);
+            }
+        }
     }
     #[inline(always)]
     unsafe fn shifted(self, next: Self) -> Self {
-        unsafe { Ymm(avx2::shifted(self.0, next.0)) }
+        unsafe {
+            // Per 128-bit half: [self 4-7 | next 0-3] aligned against self by one float.
+            let middle = _mm256_permute2f128_ps::<0x21>(self.0, next.0);
+            Ymm(_mm256_castsi256_ps(_mm256_alignr_epi8::<4>(
+                _mm256_castps_si256(middle),
+                _mm256_castps_si256(self.0),
+            )))
+        }
     }
     #[inline(always)]
     unsafe fn stride2([a, b]: [Self; 2]) -> [Self; 2] {
         unsafe {
+            // Per 128-bit half: two of a's floats, two of b's (the even or the odd
+            // ones); then the 64-bit pairs in order.
+            let even = _mm256_castps_pd(_mm256_shuffle_ps::<0b10_00_10_00>(a.0, b.0));
+            let odd = _mm256_castps_pd(_mm256_shuffle_ps::<0b11_01_11_01>(a.0, b.0));
             [
-                Ymm(avx2::stride2::<0b10_00_10_00>(a.0, b.0)),
-                Ymm(avx2::stride2::<0b11_01_11_01>(a.0, b.0)),
+                Ymm(_mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(
+                    even,
+                ))),
+                Ymm(_mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(
+                    odd,
+                ))),
             ]
         }
     }
     #[inline(always)]
     unsafe fn stride4([a, b, c, d]: [Self; 4]) -> [Self; 4] {
-        let [w, x, y, z] = unsafe { avx2::stride4([a.0, b.0, c.0, d.0]) };
-        [Ymm(w), Ymm(x), Ymm(y), Ymm(z)]
+        unsafe {
+            // Float i of result k's halves: float k (low) or 4 + k (high) of input i.
+            let [w, x, y, z] = transpose4([a.0, b.0, c.0, d.0]);
+            let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+            [
+                Ymm(_mm256_permutevar8x32_ps(w, order)),
+                Ymm(_mm256_permutevar8x32_ps(x, order)),
+                Ymm(_mm256_permutevar8x32_ps(y, order)),
+                Ymm(_mm256_permutevar8x32_ps(z, order)),
+            ]
+        }
     }
     #[inline(always)]
     unsafe fn interleave2([a, b]: [Self; 2]) -> [Self; 2] {
-        let [low, high] = unsafe { avx2::pairs(a.0, b.0) };
-        [Ymm(low), Ymm(high)]
+        unsafe {
+            let low = _mm256_unpacklo_ps(a.0, b.0);
+            let high = _mm256_unpackhi_ps(a.0, b.0);
+            [
+                Ymm(_mm256_permute2f128_ps::<0x20>(low, high)),
+                Ymm(_mm256_permute2f128_ps::<0x31>(low, high)),
+            ]
+        }
     }
     #[inline(always)]
     unsafe fn interleave4([a, b, c, d]: [Self; 4]) -> [Self; 4] {
-        let [w, x, y, z] = unsafe { avx2::quads([a.0, b.0, c.0, d.0]) };
-        [Ymm(w), Ymm(x), Ymm(y), Ymm(z)]
+        unsafe {
+            let [w, x, y, z] = transpose4([a.0, b.0, c.0, d.0]);
+            [
+                Ymm(_mm256_permute2f128_ps::<0x20>(w, x)),
+                Ymm(_mm256_permute2f128_ps::<0x20>(y, z)),
+                Ymm(_mm256_permute2f128_ps::<0x31>(w, x)),
+                Ymm(_mm256_permute2f128_ps::<0x31>(y, z)),
+            ]
+        }
+    }
+}
+
+/// `v`'s lanes of `bits` (four) to the floats from `at`, a float at a time unless all
+/// four.
+///
+/// # Safety
+/// The CPU has AVX; `at` is valid for the lanes of `bits`.
+#[inline(always)]
+unsafe fn store_quarter(at: *mut f32, bits: u32, v: __m128) {
+    unsafe {
+        if bits == 0xf {
+            _mm_storeu_ps(at, v);
+            return;
+        }
+        let lane = |i: usize| bits & (1 << i) != 0;
+        let at = at as *mut i32;
+        if lane(0) {
+            at.write_unaligned(_mm_extract_ps::<0>(v));
+        }
+        if lane(1) {
+            at.add(1).write_unaligned(_mm_extract_ps::<1>(v));
+        }
+        if lane(2) {
+            at.add(2).write_unaligned(_mm_extract_ps::<2>(v));
+        }
+        if lane(3) {
+            at.add(3).write_unaligned(_mm_extract_ps::<3>(v));
+        }
+    }
+}
+
+/// Four vectors of eight floats transposed within each 128-bit half: float i of result
+/// k's low half is float k of `v[i]`'s low half (and so for the high halves).
+///
+/// # Safety
+/// The CPU has AVX.
+#[inline(always)]
+unsafe fn transpose4(v: [__m256; 4]) -> [__m256; 4] {
+    unsafe {
+        let t0 = _mm256_unpacklo_ps(v[0], v[1]);
+        let t1 = _mm256_unpackhi_ps(v[0], v[1]);
+        let t2 = _mm256_unpacklo_ps(v[2], v[3]);
+        let t3 = _mm256_unpackhi_ps(v[2], v[3]);
+        [
+            _mm256_shuffle_ps::<0b01_00_01_00>(t0, t2),
+            _mm256_shuffle_ps::<0b11_10_11_10>(t0, t2),
+            _mm256_shuffle_ps::<0b01_00_01_00>(t1, t3),
+            _mm256_shuffle_ps::<0b11_10_11_10>(t1, t3),
+        ]
     }
 }
