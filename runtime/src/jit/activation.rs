@@ -2,8 +2,8 @@
 //! those two activations (`Arg::Tanh`, `Arg::Sigmoid`). Inline, Cranelift's x64 backend
 //! spends dozens of instructions on each f32x4 of them (the exponent's bit arithmetic,
 //! the division, the NaN select); rustc compiles the same algorithm, with the same
-//! constants (the codegen's `exp` module: Cephes' `expf`, and tanh from `e^x − 1`),
-//! sixteen lanes at a time with FMA. One body, compiled for AVX-512, AVX2+FMA and
+//! constants (the codegen's `exp` module: Cephes' `expf` for the sigmoid, a rational
+//! function for tanh), sixteen lanes at a time with FMA. One body, compiled for AVX-512, AVX2+FMA and
 //! plain x86-64 (or any other target), the widest the CPU runs chosen at each call.
 //!
 //! A row is taken in blocks of sixteen, the same arithmetic in every lane, so every value
@@ -12,7 +12,8 @@
 //! the one before (a row shorter than a block is copied into one).
 
 use cnnc_compiler::codegen::cpu::exp::{
-    EXP_RANGE, LN2_HIGH, LN2_LOW, POLYNOMIAL, ROUNDER, TANH_SATURATES,
+    EXP_RANGE, LN2_HIGH, LN2_LOW, POLYNOMIAL, ROUNDER, TANH_DENOMINATOR, TANH_NUMERATOR,
+    TANH_SATURATES,
 };
 
 /// `fn(source, destination, count)`: `destination[i] = f(source[i])` for `i < count`;
@@ -189,11 +190,15 @@ fn reduce<const FMA: bool>(x: f32) -> (f32, f32) {
 /// `e^r − 1` of a reduced `r`: `r + r²·P(r)`.
 #[inline(always)]
 fn exp_minus_one_reduced<const FMA: bool>(r: f32) -> f32 {
-    let mut p = POLYNOMIAL[0];
-    for coefficient in &POLYNOMIAL[1..] {
-        p = multiply_add::<FMA>(p, r, *coefficient);
-    }
-    multiply_add::<FMA>(p, r * r, r)
+    multiply_add::<FMA>(horner::<FMA>(&POLYNOMIAL, r), r * r, r)
+}
+
+/// `coefficients` (highest power first) as a polynomial in `x`.
+#[inline(always)]
+fn horner<const FMA: bool>(coefficients: &[f32], x: f32) -> f32 {
+    coefficients[1..]
+        .iter()
+        .fold(coefficients[0], |sum, &c| multiply_add::<FMA>(sum, x, c))
 }
 
 /// `2^n` of `reduce`'s first value: the biased exponent n + 127 in bits 23..31 (its
@@ -214,20 +219,16 @@ fn exp_of<const FMA: bool>(x: f32) -> f32 {
     (exp_minus_one_reduced::<FMA>(r) + 1.0) * power_of_two(shifted)
 }
 
-/// `tanh x = −t / (t + 2)` at `t = e^−2|x| − 1`, then x's sign (tanh(−0) is −0), as
-/// the codegen's `exp::tanh`. `t` is `2^n·(e^r − 1) + (2^n − 1)`: exact near 0, where
-/// `1 − 2/(e^2x + 1)` lost its digits to cancellation, so one form serves every x,
-/// in about half the instructions of Cephes' two. |x| is clamped where tanh is 1.
+/// `tanh x ≈ x·P(x²) / Q(x²)`, x clamped to ±`TANH_SATURATES` and the result to
+/// [−1, 1], as the codegen's `exp::tanh`: within 5 ulp (`tools/fit_tanh.py`), where
+/// the exponential form it replaced kept 2 in 1.3x the time.
 #[inline(always)]
 fn tanh_of<const FMA: bool>(x: f32) -> f32 {
-    let magnitude = at_most(f32::from_bits(x.to_bits() & 0x7fff_ffff), TANH_SATURATES);
-    let sign = x.to_bits() & 0x8000_0000;
-    let (shifted, r) = reduce::<FMA>(-2.0 * magnitude);
-    let scale = power_of_two(shifted);
-    let t = multiply_add::<FMA>(scale, exp_minus_one_reduced::<FMA>(r), scale - 1.0);
-    // At most 0: its magnitude is tanh |x|.
-    let negated = t / (t + 2.0);
-    f32::from_bits((negated.to_bits() & 0x7fff_ffff) | sign)
+    let x = at_most(at_least(x, -TANH_SATURATES), TANH_SATURATES);
+    let square = x * x;
+    let numerator = horner::<FMA>(&TANH_NUMERATOR, square) * x;
+    let quotient = numerator / horner::<FMA>(&TANH_DENOMINATOR, square);
+    at_most(at_least(quotient, -1.0), 1.0)
 }
 
 /// `1 / (1 + e^−x)`, the reference's formula.
@@ -266,8 +267,9 @@ mod tests {
         let xs = samples();
         for (x, y) in xs.iter().zip(apply(tanh, &xs)) {
             let expected = x.tanh();
+            // 5 ulp is what `tools/fit_tanh.py` reports for the f32 evaluation.
             assert!(
-                ulps(y, expected) <= 4 || (y - expected).abs() < 1e-7,
+                ulps(y, expected) <= 5 || (y - expected).abs() < 1e-7,
                 "tanh({x}) = {y}, expected {expected}"
             );
         }
