@@ -650,6 +650,55 @@ fn epilogues_around_activation_helpers_agree_with_the_reference() {
 }
 
 #[test]
+fn pools_their_conv_computes_agree_with_the_reference() {
+    // A pool whose windows tile a direct conv's output is computed by the conv, chunk
+    // by chunk of rows, where the threads' chunks allow (LeNet-5's C1 and S2): after
+    // tanh and after a residual add, average and max, 2x2 and 3x3 windows, channel
+    // counts that leave a short tile, a pointwise conv, a pool that writes its slice
+    // of a concat; two samples, one to three threads.
+    let layers = [
+        (
+            "1x32x32",
+            "conv(6, 5x5) tanh avgpool(2x2) conv(16, 5x5) tanh avgpool(2x2)",
+        ),
+        ("3x40x40", "conv(20, 3x3, pad=1) relu maxpool(2x2)"),
+        ("8x36x30", "conv(13, 3x3, pad=1) maxpool(3x3)"),
+        (
+            "16x24x24",
+            "residual { conv(16, 3x3, pad=1) } relu maxpool(2x2)",
+        ),
+        ("6x20x20", "conv(40, 1x1) relu avgpool(2x2)"),
+        (
+            "4x16x16",
+            "concat { branch { conv(8, 3x3, pad=1) relu maxpool(2x2) } branch { avgpool(2x2) } }",
+        ),
+    ];
+    for (input_shape, layer) in layers {
+        let source = format!("network P(input: {input_shape}) {{ {layer} }}");
+        let net = network(&source);
+        let (weights, input) = (weights(&net, 5), input(&net, 2, 6));
+        let expected = reference_output(&net, &weights, &input);
+        for threads in [1, 2, 3] {
+            let program = jit::Program::with_threads(&net, &weights, threads).expect("compiles");
+            let kernels = program.fused().kernels.len();
+            let in_conv = (0..kernels).filter(|&k| program.op_text(k).contains("[in "));
+            if threads == 1 {
+                assert!(
+                    in_conv.count() > 0,
+                    "no pool computed by its conv in\n{source}"
+                );
+            }
+            let actual = program.run(vec![input.clone()]).expect("runs");
+            let error = relative_error(&actual, &expected);
+            assert!(
+                error <= TOLERANCE,
+                "{threads} threads: relative error {error:e} for\n{source}"
+            );
+        }
+    }
+}
+
+#[test]
 fn pixel_major_products_agree_with_the_reference() {
     // Small outputs whose channels fill the tile better than their pixels, over
     // enough input channels to pay for the transposing pass, turn the product over;

@@ -113,6 +113,10 @@ pub struct Kernel {
     /// order; empty for every other kernel (its weights are its layer's).
     pub parts: Vec<Part>,
     pub algorithm: Algorithm,
+    /// A pool the conv before it may compute as it writes its rows (`pools_into_convs`):
+    /// its output is live from that conv on, so a backend may skip its kernel or run it
+    /// by itself.
+    pub with_producer: bool,
 }
 
 impl Kernel {

@@ -50,6 +50,7 @@ pub fn lower(net: &CheckedGraph) -> FusedGraph {
             layers: vec![node.name.clone()],
             parts: Vec::new(),
             algorithm: Algorithm::Direct,
+            with_producer: false,
         });
     }
     fused.output = tensor_of[graph.output.0].unwrap_or(output_fallback(&fused));

@@ -116,6 +116,7 @@ fn merge(fused: &FusedGraph, group: &[usize], id: TensorId) -> (Kernel, Tensor) 
         layers: members.iter().flat_map(|k| k.layers.clone()).collect(),
         parts,
         algorithm: Algorithm::Direct,
+        with_producer: false,
     };
     let tensor = Tensor {
         name,

@@ -10,6 +10,8 @@
 //! 6. [`concat_in_place`]: branches write their channel slices of a concat's output.
 //! 7. [`merge_1x1_convs`]: 1x1 convs reading the same tensor become one conv.
 //! 8. [`choose_algorithms`]: Winograd for the 3x3 and 5x5 stride-1 convs where it pays.
+//! 9. [`pools_into_convs`]: a pool whose windows tile a direct conv's output may be
+//!    computed by that conv, row chunk by row chunk.
 //!
 //! [`plan`] then assigns buffers by liveness. Shapes come from the checked graph's facts;
 //! weights are not touched here: the runtime applies [`fold_batch_norm`] to them.
@@ -25,6 +27,7 @@ mod lower;
 mod merge_1x1;
 mod order;
 mod plan;
+mod pool_rows;
 mod render;
 
 pub use algorithm::{WINOGRAD_ENV, WinogradPolicy, choose_algorithms};
@@ -37,6 +40,7 @@ pub use ir::{Algorithm, FoldedBn, FusedGraph, Index, Kernel, Part, Place, Step, 
 pub use lower::lower;
 pub use merge_1x1::merge_1x1_convs;
 pub use plan::{MemoryPlan, plan};
+pub use pool_rows::pools_into_convs;
 pub use render::listing;
 
 use crate::check::CheckedGraph;
@@ -57,6 +61,7 @@ pub fn fuse_with(net: &CheckedGraph, winograd: WinogradPolicy) -> FusedGraph {
     concat_in_place(&mut fused);
     merge_1x1_convs(&mut fused);
     choose_algorithms(&mut fused, winograd);
+    pools_into_convs(&mut fused);
     compact(&mut fused);
     fused
 }

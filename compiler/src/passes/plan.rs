@@ -159,7 +159,9 @@ fn lifetimes(fused: &FusedGraph) -> Vec<Option<Lifetime>> {
         touch(input, 0, true);
     }
     for (k, kernel) in fused.kernels.iter().enumerate() {
-        touch(kernel.output, k + 1, true);
+        // A pool its producer may compute is written while that kernel runs.
+        let written = if kernel.with_producer { k } else { k + 1 };
+        touch(kernel.output, written, true);
         for read in kernel.reads() {
             touch(read, k + 1, false);
         }

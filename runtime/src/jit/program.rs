@@ -76,6 +76,9 @@ impl TileChoice {
 pub struct Program<'a> {
     fused: fused::Program<'a>,
     kernels: Vec<Option<Compiled>>,
+    /// By kernel index: the generated kernel that computes this one as it writes its
+    /// rows (a pool, `KernelCode::pools`), which then does not run by itself.
+    in_producer: Vec<Option<usize>>,
     microkernel: Option<Microkernel>,
     /// Whether the generated kernels' packed weights all fit in half the L2 and so stay
     /// there from one run to the next: dense kernels then call `gemv_resident` for
@@ -229,6 +232,9 @@ struct Compiled {
     /// (`cpu::kernel_work`).
     work: u64,
     args: Vec<Arg>,
+    /// The pool kernel it computes too (`KernelCode::pools`), whose output its
+    /// `PooledOutput` slot points at.
+    pools: Option<usize>,
     packed_weights: Floats,
     bias: Floats,
     /// Scale and shift vectors, in the order of the `Scale`/`Shift` slots.
@@ -331,6 +337,7 @@ impl<'a> Program<'a> {
         let Generated {
             module,
             kernels,
+            in_producer,
             microkernel,
             distinct_functions,
             baseline_functions,
@@ -341,7 +348,8 @@ impl<'a> Program<'a> {
         } = generated;
         // Only the kernels left to the reference kernels use the fused executor's
         // folded weights.
-        let unpacked = kernels.iter().enumerate().filter(|(_, k)| k.is_none());
+        let unpacked = (kernels.iter().zip(&in_producer).enumerate())
+            .filter(|(_, (k, producer))| k.is_none() && producer.is_none());
         for (index, _) in unpacked {
             fused.prepare_kernel(index)?;
         }
@@ -361,6 +369,7 @@ impl<'a> Program<'a> {
             interpreted_kernels,
             fused,
             kernels,
+            in_producer,
             microkernel,
             weights_stay_in_l2,
             scratch_floats,
@@ -403,26 +412,38 @@ impl<'a> Program<'a> {
         self.weights_stay_in_l2
     }
 
-    /// How many kernels run generated code, of how many.
+    /// How many kernels run generated code (their own, or their producer's), of how
+    /// many.
     pub fn generated(&self) -> (usize, usize) {
-        (self.kernels.iter().flatten().count(), self.kernels.len())
+        let in_producers = self.in_producer.iter().flatten().count();
+        (
+            self.kernels.iter().flatten().count() + in_producers,
+            self.kernels.len(),
+        )
     }
 
     /// The kernels that run on the reference path (no generated code), by name and op.
     pub fn on_reference_path(&self) -> Vec<String> {
         let fused = &self.fused.fused;
-        self.kernels
+        (self
+            .kernels
             .iter()
-            .zip(&fused.kernels)
-            .filter(|(compiled, _)| compiled.is_none())
-            .map(|(_, kernel)| format!("{} ({})", kernel.name, kernel.op.kind()))
-            .collect()
+            .zip(&self.in_producer)
+            .zip(&fused.kernels))
+        .filter(|((compiled, producer), _)| compiled.is_none() && producer.is_none())
+        .map(|(_, kernel)| format!("{} ({})", kernel.name, kernel.op.kind()))
+        .collect()
     }
 
     /// Kernel `index`'s op as the profile shows it: the fused graph's, with how the
-    /// generated code computes where that is not the usual product (`[pixel-major]`).
+    /// generated code computes where that is not the usual product (`[pixel-major]`),
+    /// or the kernel that computes it (`[in c1]`: its time is that kernel's).
     pub fn op_text(&self, index: usize) -> String {
-        let op = self.fused.fused.kernels[index].op_text();
+        let kernels = &self.fused.fused.kernels;
+        let op = kernels[index].op_text();
+        if let Some(producer) = self.in_producer[index] {
+            return format!("{op} [in {}]", kernels[producer].name);
+        }
         match self.kernels[index].as_ref().and_then(|k| k.layout) {
             Some(layout) => format!("{op} [{layout}]"),
             None => op,
@@ -489,9 +510,10 @@ impl<'a> Program<'a> {
         let team = self.team.try_lock().ok();
         for (index, kernel) in self.kernels.iter().enumerate() {
             let started = times.is_some().then(Instant::now);
-            match kernel {
-                Some(compiled) => call(compiled, &calls[index], batch, team.as_deref()),
-                None => self.fused.run_kernel(index, &mut storage)?,
+            match (kernel, self.in_producer[index]) {
+                (Some(compiled), _) => call(compiled, &calls[index], batch, team.as_deref()),
+                (None, Some(_)) => {}
+                (None, None) => self.fused.run_kernel(index, &mut storage)?,
             }
             if let (Some(times), Some(started)) = (times.as_deref_mut(), started) {
                 times.push(started.elapsed());
@@ -562,6 +584,11 @@ impl<'a> Program<'a> {
                 Arg::Input => storage.pointer(input)?,
                 Arg::Output => storage.pointer(kernel.output)?,
                 Arg::AddInput(tensor) | Arg::ConcatInput(tensor) => storage.pointer(*tensor)?,
+                Arg::PooledOutput => {
+                    let pool = compiled.pools.and_then(|p| self.fused.fused.kernels.get(p));
+                    let pool = pool.ok_or_else(|| codegen_error("no pool to write".into()))?;
+                    storage.pointer(pool.output)?
+                }
                 Arg::PackedWeights => compiled.packed_weights.as_ptr().cast_mut(),
                 Arg::Bias => compiled.bias.as_ptr().cast_mut(),
                 Arg::Scale { .. } | Arg::Shift { .. } => scale_shift
@@ -835,6 +862,8 @@ const BASELINE_COMPILE_NANOSECONDS: (u64, u64) = (30_000, 600);
 struct Generated {
     module: Option<JITModule>,
     kernels: Vec<Option<Compiled>>,
+    /// `Program::in_producer`.
+    in_producer: Vec<Option<usize>>,
     microkernel: Option<Microkernel>,
     distinct_functions: usize,
     baseline_functions: usize,
@@ -852,6 +881,7 @@ impl Generated {
         Generated {
             module: None,
             kernels: (0..kernels).map(|_| None).collect(),
+            in_producer: vec![None; kernels],
             microkernel: None,
             distinct_functions: 0,
             baseline_functions: 0,
@@ -895,12 +925,32 @@ fn compile_kernels(
         let kernel = code.kernel;
         codes[kernel] = Some(code);
     }
+    let interpreting: Vec<bool> = (codes.iter().flatten())
+        .map(|code| {
+            let op = &fused.fused.kernels[code.kernel].op;
+            interpreting_is_sooner(runs, work[code.kernel], op, &code.function)
+        })
+        .collect();
+    // A pool that a compiled conv computes needs no code of its own.
+    let mut in_producer = vec![None; codes.len()];
+    for (code, _) in (codes.iter().flatten())
+        .zip(&interpreting)
+        .filter(|(_, i)| !**i)
+    {
+        if let Some(pool) = code.pools() {
+            in_producer[pool] = Some(code.kernel);
+        }
+    }
+    let mut interpreting = interpreting.into_iter();
     let codes: Vec<Option<KernelCode>> = codes
         .into_iter()
         .map(|code| {
             let code = code?;
-            let op = &fused.fused.kernels[code.kernel].op;
-            if interpreting_is_sooner(runs, work[code.kernel], op, &code.function) {
+            let interpreted_sooner = interpreting.next().unwrap_or(false);
+            if in_producer[code.kernel].is_some() {
+                return None;
+            }
+            if interpreted_sooner {
                 interpreted += 1;
                 return None;
             }
@@ -962,6 +1012,7 @@ fn compile_kernels(
             cuts_channels: code.cuts_channels,
             layout: code.layout,
             work: work[code.kernel],
+            pools: code.pools(),
             args: code.args,
             packed_weights: data.packed_weights,
             bias: data.bias,
@@ -971,6 +1022,7 @@ fn compile_kernels(
     Ok(Generated {
         module,
         kernels,
+        in_producer,
         microkernel,
         distinct_functions,
         baseline_functions,

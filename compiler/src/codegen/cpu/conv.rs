@@ -4,8 +4,8 @@
 use super::epilogue;
 use super::loops::{counted, fixed, if_else};
 use super::pack::{Packing, Pixels, TableChunk};
-use super::winograd;
 use super::{Arg, CpuTarget, KernelCode, kernel_function, sample_stride};
+use super::{pool, winograd};
 use crate::ops::Op;
 use crate::passes::{Algorithm, FusedGraph, Kernel, Step};
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -41,6 +41,30 @@ pub struct Geometry {
     /// Tensors the epilogue adds to the output (residuals): each is read as the
     /// output is written.
     pub residuals: u64,
+    /// The pool after the conv that it may compute as it writes its rows
+    /// (`Kernel::with_producer`; whether it does is `fuses_pool`).
+    pub pool: Option<FollowingPool>,
+}
+
+/// A pool whose windows tile the conv's output, by its kernel's index.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FollowingPool {
+    pub kernel: usize,
+    pub stride: [u64; 2],
+}
+
+impl FollowingPool {
+    fn of(fused: &FusedGraph, conv: &Kernel) -> Option<FollowingPool> {
+        let reads_conv = |k: &Kernel| k.with_producer && k.inputs.first() == Some(&conv.output);
+        let kernel = fused.kernels.iter().position(reads_conv)?;
+        match &fused.kernels[kernel].op {
+            Op::Pool(pool) => Some(FollowingPool {
+                kernel,
+                stride: pool.window.stride,
+            }),
+            _ => None,
+        }
+    }
 }
 
 impl Geometry {
@@ -94,6 +118,7 @@ impl Geometry {
                         _ => None,
                     },
                     residuals: epilogue::add_inputs(&kernel.epilogue).count() as u64,
+                    pool: FollowingPool::of(fused, kernel),
                 })
             }
             Op::Dense(_) => Some(Geometry::matrix_vector(
@@ -125,6 +150,7 @@ impl Geometry {
             dense: true,
             winograd: None,
             residuals: 0,
+            pool: None,
         }
     }
 
@@ -199,11 +225,38 @@ impl Geometry {
     /// Output rows per chunk: as many as keep a K block of the chunk's packed input
     /// near 96 Ki floats (384 KiB, in L2 beside the weights' block), at least one.
     /// With several threads, chunks are also small enough that each thread gets two,
-    /// and where it costs little, whole panels (rows x width a multiple of NR).
+    /// and where it costs little, whole panels (rows x width a multiple of NR). Where
+    /// the kernel pools its rows (`fuses_pool`), a whole number of the pool's rows.
     pub fn chunk_rows(&self, target: &CpuTarget) -> u64 {
         if let Some(m) = self.winograd {
             return winograd::chunk_rows(self, m, target);
         }
+        match self.fuses_pool(target) {
+            true => self.rows_in_multiples(self.pool.map_or(1, |p| p.stride[0]), target),
+            false => self.rows_in_multiples(1, target),
+        }
+    }
+
+    /// Whether the kernel computes the pool after it (`Kernel::with_producer`) chunk by
+    /// chunk: a direct product in rows (not pixel-major, one group), whose chunks cut
+    /// in whole pool rows cost its busiest thread no more than the chunks it would
+    /// choose otherwise (LeNet-5's C3 on two threads: 6 + 4 rows against 5 + 5, so its
+    /// pool runs by itself there).
+    pub fn fuses_pool(&self, target: &CpuTarget) -> bool {
+        let Some(pool) = self.pool else {
+            return false;
+        };
+        if self.dense || self.winograd.is_some() || self.groups != 1 || self.pixel_major(target) {
+            return false;
+        }
+        let pooled = self.rows_in_multiples(pool.stride[0], target);
+        let free = self.rows_in_multiples(1, target);
+        pooled == free || self.thread_cost(pooled, target) <= self.thread_cost(free, target)
+    }
+
+    /// `chunk_rows` for chunks of a multiple of `multiple` rows (the output's height is
+    /// one).
+    fn rows_in_multiples(&self, multiple: u64, target: &CpuTarget) -> u64 {
         let (height, width) = (self.out_height.max(1), self.out_width.max(1));
         let columns = CHUNK_FLOATS / self.k_block(target);
         let mut rows = (columns / width).clamp(1, height);
@@ -215,12 +268,22 @@ impl Geometry {
                 .min(height.div_ceil(2 * target.threads).max(least))
                 .max(1);
         }
-        let candidates = rows.div_ceil(2)..=rows;
+        // Between half and all of `rows`; for a pool's multiples, up to twice (one
+        // chunk a thread rather than two: LeNet-5's C1, 28 rows on two threads, in
+        // chunks of 14 rather than 7).
+        let upper = if multiple > 1 { 2 * rows } else { rows };
+        let mut candidates: Vec<u64> = (rows.div_ceil(2)..=upper.min(height))
+            .filter(|r| r.is_multiple_of(multiple))
+            .collect();
+        if candidates.is_empty() {
+            candidates.push(rows.next_multiple_of(multiple).min(height));
+        }
         let whole_panels = |r: u64| (r * width).is_multiple_of(target.nr);
         // A short last chunk is a second copy of the chunk's code.
         let short = |r: u64| !height.is_multiple_of(r);
         if target.threads <= 1 {
             return candidates
+                .into_iter()
                 .rev()
                 .min_by_key(|&r| (!whole_panels(r), short(r)))
                 .unwrap_or(rows);
@@ -229,6 +292,7 @@ impl Geometry {
         // 2 threads 32 and 24; in chunks of 7, 28 each): the shortest longest share,
         // then whole panels, then no short chunk, then the bigger chunk.
         let by_rows = candidates
+            .into_iter()
             .min_by_key(|&r| {
                 let longest = longest_share(height, r, target.threads, |rows| rows);
                 (longest, !whole_panels(r), short(r), std::cmp::Reverse(r))
@@ -427,6 +491,9 @@ pub fn generate(
         args.extend([Arg::WinogradInput { m, r }, Arg::WinogradOutput { m, r }]);
     }
     args.extend(epilogue::args(kernel, target));
+    if geometry.fuses_pool(target) {
+        args.push(Arg::PooledOutput);
+    }
     let pointer = target.frontend.pointer_type();
     let slots_declared = args.clone();
     let function = kernel_function(index, target, |b, params| {
@@ -879,6 +946,36 @@ impl Product<'_> {
             channels: (first_channel, end_channel),
         };
         self.epilogue(b, rest, at, &columns);
+        if let Some(pooled) = self.pointers.find(&Arg::PooledOutput) {
+            self.pool_rows(b, pooled, chunk, at, (first_channel, end_channel));
+        }
+    }
+
+    /// The following pool over the chunk's rows, now finished and in cache
+    /// (`Geometry::fuses_pool`).
+    fn pool_rows(
+        &self,
+        b: &mut FunctionBuilder,
+        pooled: Value,
+        chunk: &Chunk,
+        at: &At,
+        channels: (Value, Value),
+    ) {
+        let Some(pool) = self.geometry.pool else {
+            return;
+        };
+        let pool_output = self.fused.kernels[pool.kernel].output;
+        let sample_stride = sample_stride(self.fused, pool_output);
+        let destination = offset(b, pooled, at.sample, sample_stride);
+        let ends = (at.output, destination);
+        pool::conv_rows(
+            b,
+            self.fused,
+            pool.kernel,
+            ends,
+            channels,
+            (chunk.first_row, chunk.rows),
+        );
     }
 
     #[allow(clippy::too_many_arguments)]

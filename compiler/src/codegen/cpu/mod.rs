@@ -33,7 +33,7 @@ mod softmax;
 pub mod tile;
 mod winograd;
 
-pub use conv::{Geometry, L2_BYTES};
+pub use conv::{FollowingPool, Geometry, L2_BYTES};
 pub use epilogue::{TILE_EPILOGUE_ENV, tile_epilogue_from_env};
 pub use winograd::{WINOGRAD_HELPER_LANES, WINOGRAD_HELPERS_ENV, winograd_helpers_from_env};
 
@@ -125,6 +125,9 @@ pub enum Arg {
         m: u64,
         r: u64,
     },
+    /// The output of the pool a conv computes over its rows (`Geometry::fuses_pool`), at
+    /// sample 0 (its channel offset applied).
+    PooledOutput,
 }
 
 /// One generated kernel: `fn(args: *const *mut f32, batch: i64, chunk_begin: i64,
@@ -148,6 +151,16 @@ pub struct KernelCode {
     /// How the code computes, where the fused graph does not say (`pixel-major`,
     /// `shifted copies`): the profile shows it beside the op.
     pub layout: Option<&'static str>,
+}
+
+impl KernelCode {
+    /// The pool kernel this one computes as it writes its rows: the runtime skips it.
+    pub fn pools(&self) -> Option<usize> {
+        let pool = self.geometry.as_ref()?.pool?;
+        self.args
+            .contains(&Arg::PooledOutput)
+            .then_some(pool.kernel)
+    }
 }
 
 /// Work a kernel needs per thread before another thread joins. A worker spinning

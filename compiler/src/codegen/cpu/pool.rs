@@ -110,6 +110,35 @@ pub fn generate(fused: &FusedGraph, index: usize, target: &CpuTarget) -> Option<
     })
 }
 
+/// Pool kernel `index` over the rows a conv chunk wrote, for its channels
+/// `[first, end)` (`conv::Geometry::fuses_pool`): `rows` input rows from `first_row` of
+/// `source` (the pool's input at its sample) become the output rows from `first_row /
+/// stride` of `destination` (its output at the sample). The windows tile the input, so
+/// the rows start and end on window boundaries, and every window is interior.
+pub(super) fn conv_rows(
+    b: &mut FunctionBuilder,
+    fused: &FusedGraph,
+    index: usize,
+    (source, destination): (Value, Value),
+    (first, end): (Value, Value),
+    (first_row, rows): (Value, u64),
+) {
+    let Some(w) = Window::of(fused, &fused.kernels[index]) else {
+        return;
+    };
+    let (plane, out_plane) = (w.height * w.width, w.out_height * w.out_width);
+    let first_out = b.ins().udiv_imm_u(first_row, w.stride[0] as i64);
+    let end_out = b.ins().iadd_imm_s(first_out, (rows / w.stride[0]) as i64);
+    let span = Axis::rows(&w).span(None);
+    counted(b, first, end, 1, |b, c| {
+        let source = offset(b, source, c, plane);
+        let destination = offset(b, destination, c, out_plane);
+        counted(b, first_out, end_out, 1, |b, oy| {
+            window_row(b, &w, source, destination, oy, &span)
+        });
+    });
+}
+
 pub(super) fn load(b: &mut FunctionBuilder, base: Value, index: Value) -> Value {
     let at = offset(b, base, index, 1);
     b.ins()
