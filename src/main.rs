@@ -582,11 +582,24 @@ fn build(
             let fused = passes::fuse(&checked);
             let (target, _) = cnnc_runtime::jit::host_target(threads).map_err(|e| e.to_string())?;
             let kernel_threads = codegen::cpu::kernel_threads(&checked, &fused, threads);
-            for code in codegen::cpu::compile(&fused, &target, &kernel_threads)
+            let codes: Vec<_> = codegen::cpu::compile(&fused, &target, &kernel_threads)
                 .into_iter()
                 .flatten()
-            {
+                .collect();
+            // A pool its conv computes runs no function of its own.
+            let pooled: Vec<(usize, usize)> = (codes.iter())
+                .filter_map(|code| Some((code.pools()?, code.kernel)))
+                .collect();
+            for code in &codes {
                 let kernel = &fused.kernels[code.kernel];
+                if let Some(&(_, conv)) = pooled.iter().find(|(pool, _)| *pool == code.kernel) {
+                    let conv = &fused.kernels[conv].name;
+                    println!(
+                        "; kernel {} `{}`: computed by `{conv}`\n",
+                        code.kernel, kernel.name
+                    );
+                    continue;
+                }
                 let algorithm = kernel.algorithm.marker().map(|m| format!(" [{m}]"));
                 let cut_for = match kernel_threads[code.kernel] {
                     1 => "1 thread".to_string(),
