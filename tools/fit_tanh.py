@@ -4,15 +4,17 @@ row helper and the codegen's inline f32x4 code, `compiler/src/codegen/cpu/exp.rs
 
     tanh x ≈ x·P(x²) / Q(x²)   on |x| <= 9 (x clamped there: tanh 9 rounds to 1),
 
-P of degree 5 and Q of degree 3 in x² with Q(0) = 1: nine multiply-adds and one
+P of degree 6 and Q of degree 3 in x², P(0) = Q(0) = 1: nine multiply-adds and one
 division a value, where the exponential form took about twenty operations.
 
 The fit minimizes the largest relative error: linearized least squares, x·P − tanh(x)·Q
 weighted by 1/(tanh(x)·Q_previous) (Loeb's iteration), reweighted by the error each
 round (Lawson's) towards the minimax solution. It prints the coefficients, highest
-power first as the Horner loops take them, and the largest error of the f32
-evaluation with fused multiply-adds, in units of the last place, over every float in
-[0, 9] that the sweep visits.
+power first as the Horner loops take them; the largest error of the f32 evaluation,
+with fused multiply-adds (the runtime's helper) and without (the generated f32x4
+code), in units of the last place, over every float in [0, 9] that the sweep visits;
+and the least x from 9 where each evaluation reaches 1, which the kernels clamp |x|
+to (their `TANH_SATURATES`).
 
     pip install numpy
     python3 tools/fit_tanh.py
@@ -52,41 +54,46 @@ def fused(a, b, c):
     return (a.astype(np.float64) * b.astype(np.float64) + np.float64(c)).astype(np.float32)
 
 
-def evaluate(x, p, q):
+def unfused(a, b, c):
+    """a·b rounded to f32, then + c rounded again."""
+    return a * b + np.float32(c)
+
+
+def evaluate(x, p, q, multiply_add=fused):
     """As the kernels do, with x clamped to the fitted range."""
     x = np.minimum(np.abs(x).astype(np.float32), np.float32(LIMIT)) * np.sign(x)
-    return evaluate_unclamped(x.astype(np.float32), p, q)
+    return evaluate_unclamped(x.astype(np.float32), p, q, multiply_add)
 
 
-def evaluate_unclamped(x, p, q):
-    """Horner with fused multiply-adds in f32, then x·P / Q."""
+def evaluate_unclamped(x, p, q, multiply_add=fused):
+    """Horner in f32, then x·P / Q."""
     s = x * x
     numerator = np.full_like(x, p[-1])
     for c in p[-2::-1]:
-        numerator = fused(numerator, s, c)
+        numerator = multiply_add(numerator, s, c)
     denominator = np.full_like(x, q[-1])
     for c in q[-2::-1]:
-        denominator = fused(denominator, s, c)
+        denominator = multiply_add(denominator, s, c)
     return numerator * x / denominator
 
 
 def main():
     p, q, error = fit()
     print(f"relative error of the fit in f64: {error:.2e}")
-    print("numerator (x^10 first):", ", ".join(f"{c:.9e}" for c in p[::-1]))
+    print("numerator (x^12 first):", ", ".join(f"{c:.9e}" for c in p[::-1]))
     print("denominator (x^6 first):", ", ".join(f"{c:.9e}" for c in q[::-1]))
     bits = np.arange(0, np.float32(LIMIT).view(np.int32) + 1, 3, dtype=np.int32)
     x = bits.view(np.float32)
-    y = evaluate(x, p, q)
     exact = np.tanh(x.astype(np.float64)).astype(np.float32)
-    ulps = np.abs(y.view(np.int32).astype(np.int64) - exact.view(np.int32).astype(np.int64))
-    print(f"f32 evaluation: at most {ulps.max()} ulp from the correctly rounded tanh "
-          f"(at x = {x[np.argmax(ulps)]})")
-    print(f"largest value below the clamp: {y.max()!r} (the kernels clamp the result to [-1, 1])")
     beyond = np.arange(np.float32(LIMIT).view(np.int32), np.float32(LIMIT + 1).view(np.int32))
     beyond = beyond.astype(np.int32).view(np.float32)
-    saturating = beyond[evaluate_unclamped(beyond, p, q) >= 1.0]
-    print(f"the least x from {LIMIT} where it evaluates to 1 or more: {saturating[0]!r}")
+    for name, multiply_add in [("with FMA", fused), ("without FMA", unfused)]:
+        y = evaluate(x, p, q, multiply_add)
+        ulps = np.abs(y.view(np.int32).astype(np.int64) - exact.view(np.int32).astype(np.int64))
+        saturating = beyond[evaluate_unclamped(beyond, p, q, multiply_add) >= 1.0]
+        print(f"f32 evaluation {name}: at most {ulps.max()} ulp from the correctly rounded "
+              f"tanh (at x = {x[np.argmax(ulps)]}); largest value {y.max()!r} (the kernels "
+              f"clamp the result to [-1, 1]); reaches 1 from x = {saturating[0]!r}")
 
 
 if __name__ == "__main__":
