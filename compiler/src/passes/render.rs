@@ -66,13 +66,12 @@ fn kernel_line(fused: &FusedGraph, plan: &MemoryPlan, kernel: &Kernel) -> String
     for step in &kernel.epilogue {
         let _ = write!(line, " + {}", step_text(step));
     }
-    let producer = kernel.inputs.first().and_then(|&input| {
-        let mut producers = fused.kernels.iter().filter(|k| k.output == input);
-        producers.next().filter(|_| kernel.with_producer)
-    });
-    if let Some(producer) = producer {
+    if kernel.with_producer {
         // Where the backend can, the conv pools the rows it writes.
-        let _ = write!(line, " [in {}'s rows]", producer.name);
+        let input = kernel.inputs.first();
+        if let Some(conv) = fused.kernels.iter().find(|k| Some(&k.output) == input) {
+            let _ = write!(line, " [in {}'s rows]", conv.name);
+        }
     }
     let _ = write!(
         line,

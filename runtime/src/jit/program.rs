@@ -925,32 +925,34 @@ fn compile_kernels(
         let kernel = code.kernel;
         codes[kernel] = Some(code);
     }
-    let interpreting: Vec<bool> = (codes.iter().flatten())
+    // By kernel index: whether the reference kernels finish it sooner than it compiles.
+    let interpreting: Vec<bool> = (codes.iter())
         .map(|code| {
-            let op = &fused.fused.kernels[code.kernel].op;
-            interpreting_is_sooner(runs, work[code.kernel], op, &code.function)
+            code.as_ref().is_some_and(|code| {
+                let op = &fused.fused.kernels[code.kernel].op;
+                interpreting_is_sooner(runs, work[code.kernel], op, &code.function)
+            })
         })
         .collect();
     // A pool that a compiled conv computes needs no code of its own.
     let mut in_producer = vec![None; codes.len()];
-    for (code, _) in (codes.iter().flatten())
-        .zip(&interpreting)
-        .filter(|(_, i)| !**i)
+    for code in codes
+        .iter()
+        .flatten()
+        .filter(|code| !interpreting[code.kernel])
     {
         if let Some(pool) = code.pools() {
             in_producer[pool] = Some(code.kernel);
         }
     }
-    let mut interpreting = interpreting.into_iter();
     let codes: Vec<Option<KernelCode>> = codes
         .into_iter()
         .map(|code| {
             let code = code?;
-            let interpreted_sooner = interpreting.next().unwrap_or(false);
             if in_producer[code.kernel].is_some() {
                 return None;
             }
-            if interpreted_sooner {
+            if interpreting[code.kernel] {
                 interpreted += 1;
                 return None;
             }
