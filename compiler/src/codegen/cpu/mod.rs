@@ -72,6 +72,22 @@ pub struct CpuTarget {
     pub frontend: TargetFrontendConfig,
 }
 
+impl CpuTarget {
+    /// What a product of `columns` columns costs, in columns of whole panels: NR a
+    /// panel, but half that for a last panel of at most NR / 2 columns, whose first
+    /// vector alone the precompiled tiles multiply (the generated tile reads and
+    /// multiplies whole panels).
+    pub fn product_columns(&self, columns: u64) -> u64 {
+        let (whole, rest) = (columns / self.nr, columns % self.nr);
+        let last = match rest {
+            0 => 0,
+            narrow if self.exact_edges && narrow <= self.nr / 2 => self.nr / 2,
+            _ => self.nr,
+        };
+        whole * self.nr + last
+    }
+}
+
 /// What the runtime puts in each slot of a kernel's argument array (all pointers).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Arg {
@@ -373,7 +389,7 @@ fn sample_stride(fused: &FusedGraph, id: TensorId) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::threads_for;
+    use super::{CpuTarget, threads_for};
 
     #[test]
     fn small_kernels_stay_on_one_thread() {
@@ -385,6 +401,29 @@ mod tests {
         assert_eq!(threads_for(100_000, 8), 3);
         assert_eq!(threads_for(u64::MAX, 8), 8);
         assert_eq!(threads_for(0, 0), 1);
+    }
+
+    #[test]
+    fn a_narrow_last_panel_costs_the_precompiled_tiles_half_a_panel() {
+        let precompiled = super::test_support::target(12, 32, 1);
+        let costs = [
+            (0, 0),
+            (16, 16),
+            (17, 32),
+            (32, 32),
+            (45, 48),
+            (49, 64),
+            (81, 96),
+        ];
+        for (columns, cost) in costs {
+            assert_eq!(precompiled.product_columns(columns), cost, "{columns}");
+        }
+        let generated = CpuTarget {
+            exact_edges: false,
+            ..precompiled
+        };
+        assert_eq!(generated.product_columns(45), 64);
+        assert_eq!(generated.product_columns(9), 32);
     }
 }
 

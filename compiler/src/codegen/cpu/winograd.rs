@@ -85,7 +85,8 @@ fn padded_columns(g: &Geometry, m: u64, rows: u64, nr: u64) -> u64 {
 
 /// Output rows per chunk (whole tile rows): as many tile rows as keep the chunk's
 /// transformed input and products within `chunk_floats` (at least one), and among
-/// those the count whose chunks leave the fewest unused columns in their last panels;
+/// those the count whose chunks' products cost the fewest columns
+/// (`CpuTarget::product_columns`: a chunk's last panel may be narrow);
 /// with several threads, the count that finishes first on them (`threads_finish`).
 /// Where two counts do equally well, the one without a short last chunk: one body of
 /// code instead of two.
@@ -94,13 +95,13 @@ pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
     let kc = g.k_block(target);
     let per_column = g.products() * (kc + padded_channels(g, target));
     let most = (chunk_floats(g) / (per_column * wide)).clamp(1, tall);
-    let panels = |rows: u64| (rows * wide).div_ceil(target.nr);
-    let padded = |rows: u64| (tall / rows) * panels(rows) + panels(tall % rows);
+    let cost = |rows: u64| product_columns(g, target, rows * wide);
+    let multiplied = |rows: u64| (tall / rows) * cost(rows) + cost(tall % rows);
     // Whether chunks of `rows` tile rows leave a short one, which is code of its own.
     let short = |rows: u64| rows < tall && !g.out_height.is_multiple_of(rows * m);
     let best = |most: u64| {
         (1..=most)
-            .min_by_key(|&rows| (padded(rows), short(rows), std::cmp::Reverse(rows)))
+            .min_by_key(|&rows| (multiplied(rows), short(rows), std::cmp::Reverse(rows)))
             .unwrap_or(1)
     };
     let alone = best(most);
@@ -108,10 +109,10 @@ pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
         return alone * m;
     }
     if (m, g.kernel[0]) == (2, 3) {
-        // Two chunks a thread, else one, unless cutting the rows that fine fills the
-        // tile's panels worse: a 14x14 output is 49 F(2x2) tiles, two panels of 32 in
-        // one chunk, four in chunks of two tile rows (twice the products), two in one
-        // chunk a thread (28 and 21 tiles). Where neither does, the threads split the
+        // Two chunks a thread, else one, unless cutting the rows that fine costs more
+        // products: a 14x14 output is 49 F(2x2) tiles, two panels of 32 in one chunk,
+        // four narrow ones in chunks of two tile rows (14 tiles: half a panel's
+        // products each, as much in all). Where neither does, the threads split the
         // output channels instead (`Geometry::m_parts`), each transforming the whole
         // input: ResNet-50's, GoogLeNet's and AlexNet's 14x14 and 13x13 layers ran
         // 7-12% sooner at two threads in one chunk a thread than in the channels
@@ -125,7 +126,7 @@ pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
         let shared = per_thread
             .iter()
             .map(|&per| best(most.min(tall.div_ceil(per * target.threads)).max(1)))
-            .find(|&rows| padded(rows) <= padded(alone));
+            .find(|&rows| multiplied(rows) <= multiplied(alone));
         return shared.unwrap_or(alone) * m;
     }
     // An α = 6 transform (F(4x4, 3x3)'s, F(2x2, 5x5)'s) costs too much to be done
@@ -153,7 +154,7 @@ pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
         .min_by(|&(a, finish_a), &(b, finish_b)| {
             finish_a
                 .total_cmp(&finish_b)
-                .then(padded(a).cmp(&padded(b)))
+                .then(multiplied(a).cmp(&multiplied(b)))
                 .then(short(a).cmp(&short(b)))
                 .then(b.cmp(&a))
         })
@@ -165,6 +166,25 @@ pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
 /// take one chunk of rows each rather than split its channels: 8 MiB, between AlexNet's
 /// 6 MiB (its 384 -> 256 layer, 7% sooner in rows) and VGG-16's 16 MiB (2% slower).
 const ROWS_WEIGHT_FLOATS: u64 = 2 * 1024 * 1024;
+
+/// What the products of a chunk of `tiles` tiles cost, in columns: a narrow last
+/// panel half a panel (`CpuTarget::product_columns`) where the transformed weights
+/// are at most `NARROW_WEIGHT_FLOATS`, a whole one where they are more: every chunk
+/// streams all of them, from L3 or memory, and half a panel's multiplies no longer
+/// hide the reads.
+fn product_columns(g: &Geometry, target: &CpuTarget, tiles: u64) -> u64 {
+    match g.products() * g.m() * g.k() <= NARROW_WEIGHT_FLOATS {
+        true => target.product_columns(tiles),
+        false => tiles.div_ceil(target.nr) * target.nr,
+    }
+}
+
+/// The most transformed weights (floats) for which a narrow last panel counts as half
+/// a panel (`product_columns`): 12 MiB. VGG-16's 256-channel 56x56 layers (9 MiB of
+/// them) ran 14% faster on two threads in chunks of one tile row (14 tiles, narrow),
+/// its 512-channel 28x28 and 14x14 ones (36 and 16 MiB) 7-30% slower in narrow
+/// chunks than in the whole panels' choice.
+const NARROW_WEIGHT_FLOATS: u64 = 3 * 1024 * 1024;
 
 /// What a thread's chunk costs for each L2's worth of its transformed input and
 /// products beyond the first, as a fraction of its time (`chunk_rows`).
@@ -185,7 +205,7 @@ fn threads_finish(g: &Geometry, target: &CpuTarget, tall: u64, wide: u64, rows: 
     let transform = TRANSFORM_WORK / g.m().max(1) as f64 + TRANSFORM_WORK / g.k().max(1) as f64;
     let cost = |rows: u64| {
         let tiles = rows * wide;
-        (tiles.div_ceil(target.nr) * target.nr) as f64 + tiles as f64 * transform
+        product_columns(g, target, tiles) as f64 + tiles as f64 * transform
     };
     let mut busy = vec![0.0f64; target.threads.max(1) as usize];
     let chunks = (0..tall).step_by(rows.max(1) as usize);
@@ -293,10 +313,17 @@ impl Product<'_> {
         .generate(b);
         let products = offset_by(b, scratch, layout.products);
         let channels = padded_channels(g, target);
+        // The padding of a narrow last panel is not multiplied (half a panel for the
+        // precompiled tiles), that of a wider one is: whole panels need no masks.
+        let tiles = chunk.rows.div_ceil(m) * tiles_wide(g, m);
+        let multiplied = match target.product_columns(tiles) < columns {
+            true => tiles,
+            false => columns,
+        };
         fixed(b, g.products(), |b, point| {
             let gemm = Gemm {
                 m: channels,
-                n: columns,
+                n: multiplied,
                 ldc: columns,
                 a_panel: g.k() * target.mr,
                 weights: offset(b, weights, point, channels * g.k()),
@@ -917,15 +944,16 @@ mod tests {
         // (input, layer, rows a chunk on two threads, channel parts)
         for (input, layer, rows, parts) in [
             // 14x14 in F(2x2) is 7x7 tiles: one chunk fills two panels of 32; chunks
-            // of two tile rows for two threads would fill four, one chunk a thread
-            // (four and three tile rows) two.
-            ("256x14x14", "conv(256, 3x3, pad=1)", 8, 1),
+            // of two tile rows (14 tiles, a narrow panel: half a panel's products
+            // each) cost as much in all and give each thread two.
+            ("256x14x14", "conv(256, 3x3, pad=1)", 4, 1),
             // VGG-16's 512 -> 512 at 14x14: 16 MiB of transformed weights, which each
             // thread's rows would stream whole; the channels split.
             ("512x14x14", "conv(512, 3x3, pad=1)", 14, 2),
-            // 10x10 is 5x5 tiles, one panel: any cut of its rows fills two, so the
-            // threads split the channels.
-            ("256x10x10", "conv(256, 3x3, pad=1)", 10, 2),
+            // 10x10 is 5x5 tiles, one panel of 25: one chunk a thread (15 and 10
+            // tiles) costs half a panel each, as much as the whole, and transforms
+            // the input once (0.355 -> 0.343 ms against the channels split).
+            ("256x10x10", "conv(256, 3x3, pad=1)", 6, 1),
         ] {
             let g = geometry(input, layer);
             assert_eq!(g.winograd, Some(2), "{input}");
@@ -956,20 +984,27 @@ mod tests {
         assert!(large.out_height.div_ceil(rows) >= 4, "{rows}");
         assert_eq!(large.m_parts(&target(12, 32, 2)), 1);
         // 14 tile rows in chunks of two or of four both fill seven panels; chunks of
-        // two leave no short chunk to write code for.
+        // two leave no short chunk to write code for. Two threads take chunks of one
+        // tile row: 14 tiles, half a panel's products each, seven chunks a thread.
         assert_eq!(chunk_rows(&large, 4, &target(12, 32, 1)), 8);
-        assert_eq!(rows, 8);
+        assert_eq!(rows, 4);
     }
 
     #[test]
     fn threads_keep_their_chunks_near_l2_where_that_costs_them_little() {
         // VGG-16's 256 -> 256 at 56x56: one chunk of seven tile rows a thread (98
         // tiles in four panels, 7 MiB of transformed input and products) would finish
-        // 2.5% sooner on paper than seven chunks of two (28 tiles in one panel, 2
-        // MiB); the spill to L3 makes the small chunks the faster.
+        // sooner on paper than seven chunks of two (28 tiles in one panel, 2 MiB) or
+        // fourteen of one (14 tiles, half a panel, 1 MiB); the spill to L3 makes the
+        // small chunks the faster, and the smallest balance best.
         let vgg = geometry("256x56x56", "conv(256, 3x3, pad=1)");
         assert_eq!(vgg.winograd, Some(4));
-        assert_eq!(chunk_rows(&vgg, 4, &target(12, 32, 2)), 8);
+        assert_eq!(chunk_rows(&vgg, 4, &target(12, 32, 2)), 4);
+        // Its 512 -> 512 at 28x28 streams 36 MiB of transformed weights through every
+        // chunk: narrow chunks do not pay there, so two chunks of whole panels (four
+        // and three tile rows), one a thread.
+        let deep = geometry("512x28x28", "conv(512, 3x3, pad=1)");
+        assert_eq!(chunk_rows(&deep, 4, &target(12, 32, 2)), 16);
         // Where the small chunks would fill their panels much worse, they stay large:
         // Inception-v3's 80 -> 192 at 71x71 in chunks of three tile rows (54 tiles in
         // two panels), not two (36 tiles, the same two panels).
