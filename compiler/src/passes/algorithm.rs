@@ -104,13 +104,22 @@ fn winograd_shapes(fused: &FusedGraph, kernel: &Kernel) -> Option<Shapes> {
 /// `CNNC_WINOGRAD=2` and `=4`): enough channels that the products, not the transforms,
 /// take the time, and an output large enough that the tiles fill the microkernel's
 /// columns. F(4x4,3x3) multiplies 1.8x less than F(2x2,3x3) but needs 36 matrices of
-/// transformed weights and products where F(2x2) needs 16, and below a 28x28 output
-/// too few tiles fill the tile's columns (512 channels at 14x14: 3.6 ms against
-/// F(2x2)'s 1.8 on two threads). From 28x28 it is faster up to 512 channels on either
-/// side (512 at 28x28: 4.4 ms against 7.6 on two threads, 9.6 against 14.1 on one;
-/// with the kernels' own f32x4 transforms 5.0 against 7.6; 128 channels at 112x112:
-/// 8.8 against 12.8); past 512, not measured, the 36 matrices of weights (38 MiB at
-/// 512) are left to F(2x2).
+/// transformed weights and products where F(2x2) needs 16. From 28x28 it is faster up
+/// to 512 channels on either side (512 at 28x28: 4.4 ms against 7.6 on two threads,
+/// 9.6 against 14.1 on one; with the kernels' own f32x4 transforms 5.0 against 7.6;
+/// 128 channels at 112x112: 8.8 against 12.8); past 512, not measured, the 36
+/// matrices of weights (38 MiB at 512) are left to F(2x2). Below 28x28 its tiles are
+/// few (4x4 at 14x14, one narrow panel that the tile multiplies at half cost, and the
+/// threads cut the channels: `codegen::cpu::winograd::chunk_rows`), and from 11x11
+/// it is faster where both sides have at least 96 channels (`CNNC_WINOGRAD=2` against
+/// `=4`, lowest of three, one and two threads, Zen 4: ResNet's 256 at 14x14 1.33 ->
+/// 0.83 ms and 0.68 -> 0.47; VGG-16's 512 at 14x14 6.0 -> 5.4 and 3.08 -> 2.78;
+/// AlexNet's conv3 2.0 -> 1.27 and 1.08 -> 0.75, its conv4 1.50 -> 0.96 and 0.81 ->
+/// 0.56; GoogLeNet's 96 -> 208 at 14x14 0.43 -> 0.28 and 0.23 -> 0.18; 128 at 20x20
+/// 0.61 -> 0.49 and 0.35 -> 0.24, at 11x11 0.31 -> 0.23 and 0.18 -> 0.15), but not at
+/// 10x10 (128 channels: 0.18 -> 0.23, nine tiles of F(4x4) against 25 of F(2x2)) nor
+/// with 64 channels, whose transforms weigh more (16x16: 0.11 -> 0.10 and 0.058 ->
+/// 0.068).
 ///
 /// A 5x5 conv has one variant, F(2x2,5x5): it saves 16 of 25 multiplies per output
 /// and channel pair where the 3x3 variants save 5-7 of 9, so its transforms pay from
@@ -133,10 +142,10 @@ fn winograd_tile(shapes: Shapes) -> Option<u64> {
     let least_channels = if shapes.kernel == 5 { 16 } else { 32 };
     let tiles = shapes.out_height.div_ceil(2) * shapes.out_width.div_ceil(2);
     let pays = shapes.channels >= least_channels && shapes.out_channels >= 32 && tiles >= 25;
+    let side = shapes.out_height.min(shapes.out_width);
     let four = shapes.channels <= 512
         && shapes.out_channels <= 512
-        && shapes.out_height >= 28
-        && shapes.out_width >= 28;
+        && (side >= 28 || (side >= 11 && shapes.channels.min(shapes.out_channels) >= 96));
     pays.then_some(if four && shapes.kernel == 3 { 4 } else { 2 })
 }
 
@@ -198,7 +207,8 @@ mod tests {
             conv(64, 3x3, pad=1)
         }";
         // Three input channels; 64 channels at 56x56 and 512 at 28x28 (F(4x4)); 1024
-        // output channels at 28x28 and a 14x14 output (F(2x2)); a 7x7 output.
+        // output channels at 28x28 and 1024 input channels at 14x14 (F(2x2)); a 7x7
+        // output.
         let direct = Algorithm::Direct;
         assert_eq!(
             algorithms(source, WinogradPolicy::Auto),
@@ -239,15 +249,27 @@ mod tests {
             auto("network N(input: 96x27x27) { conv(256, 5x5, pad=2, groups=2) }"),
             [f2]
         );
+        let f4 = Algorithm::Winograd { m: 4, r: 3 };
         assert_eq!(
             auto("network N(input: 384x13x13) { conv(384, 3x3, pad=1, groups=2) }"),
-            [WINOGRAD]
+            [f4]
         );
+        // Below 28x28, F(4x4) from 11x11 and 96 channels on both sides.
+        for (input, out, algorithm) in [
+            ("96x14x14", 208, f4),
+            ("256x11x11", 256, f4),
+            ("512x14x14", 512, f4),
+            ("64x16x16", 64, WINOGRAD),
+            ("96x14x14", 64, WINOGRAD),
+            ("128x10x10", 128, WINOGRAD),
+        ] {
+            let source = format!("network N(input: {input}) {{ conv({out}, 3x3, pad=1) }}");
+            assert_eq!(auto(&source), [algorithm], "{input} -> {out}");
+        }
         // 5x5s from 16 input channels (per group), 3x3s from 32.
         let source = "network N(input: 16x28x28) {
             conv(32, 5x5, pad=2) conv(32, 5x5, pad=2, groups=4) conv(32, 3x3, pad=1)
         }";
-        let f4 = Algorithm::Winograd { m: 4, r: 3 };
         assert_eq!(auto(source), [f2, Algorithm::Direct, f4]);
         assert_eq!(
             auto("network N(input: 16x28x28) { conv(32, 3x3, pad=1) }"),

@@ -144,7 +144,7 @@ pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
         let l2 = (L2_BYTES / 4) as f64;
         1.0 + SPILL_COST * ((floats - l2) / l2).max(0.0)
     };
-    (1..=most)
+    let (rows, finish) = (1..=most)
         .map(|rows| {
             (
                 rows,
@@ -158,8 +158,29 @@ pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
                 .then(short(a).cmp(&short(b)))
                 .then(b.cmp(&a))
         })
-        .map_or(1, |(rows, _)| rows)
-        * m
+        .unwrap_or((1, f64::INFINITY));
+    // But where the rows are too few to share (a 14x14 output is 4x4 tiles, one
+    // narrow panel, which two chunks of eight tiles each cost whole), one chunk of
+    // every row, its output channels cut among the threads (`Geometry::m_parts`), each
+    // transforming the whole input.
+    if most == tall && channels_finish(g, target, tall * wide) * spill(tall) < finish {
+        return tall * m;
+    }
+    rows * m
+}
+
+/// When the threads finish one chunk of `tiles` tiles whose output channels they
+/// share (`Geometry::m_parts`): each its part's products and output transforms, and
+/// every tile's input transform.
+fn channels_finish(g: &Geometry, target: &CpuTarget, tiles: u64) -> f64 {
+    let row_tiles = g.m().div_ceil(target.mr).max(1);
+    let parts = row_tiles.div_ceil(row_tiles.div_ceil(target.threads.max(1)));
+    let share = row_tiles.div_ceil(parts) as f64 / row_tiles as f64;
+    let (input, output) = (
+        TRANSFORM_WORK / g.m().max(1) as f64,
+        TRANSFORM_WORK / g.k().max(1) as f64,
+    );
+    product_columns(g, target, tiles) as f64 * share + tiles as f64 * (input + share * output)
 }
 
 /// The most transformed weights (floats) for which the threads of an F(2x2, 3x3) layer
@@ -946,10 +967,10 @@ mod tests {
             // 14x14 in F(2x2) is 7x7 tiles: one chunk fills two panels of 32; chunks
             // of two tile rows (14 tiles, a narrow panel: half a panel's products
             // each) cost as much in all and give each thread two.
-            ("256x14x14", "conv(256, 3x3, pad=1)", 4, 1),
-            // VGG-16's 512 -> 512 at 14x14: 16 MiB of transformed weights, which each
+            ("64x14x14", "conv(64, 3x3, pad=1)", 4, 1),
+            // 1024 -> 512 at 14x14: 32 MiB of transformed weights, which each
             // thread's rows would stream whole; the channels split.
-            ("512x14x14", "conv(512, 3x3, pad=1)", 14, 2),
+            ("1024x14x14", "conv(512, 3x3, pad=1)", 14, 2),
             // 10x10 is 5x5 tiles, one panel of 25: one chunk a thread (15 and 10
             // tiles) costs half a panel each, as much as the whole, and transforms
             // the input once (0.355 -> 0.343 ms against the channels split).
@@ -965,6 +986,14 @@ mod tests {
             assert_eq!(chunk_rows(&g, 2, &two), rows, "{input}");
             assert_eq!(g.m_parts(&two), parts, "{input}");
         }
+        // In F(4x4) 14x14 is 4x4 tiles, one narrow panel: two chunks of two tile rows
+        // would each cost the whole panel's products, so one chunk, its channels cut
+        // among the threads.
+        let few = geometry("256x14x14", "conv(256, 3x3, pad=1)");
+        assert_eq!(few.winograd, Some(4));
+        assert_eq!(chunk_rows(&few, 4, &target(12, 32, 2)), 16);
+        assert_eq!(few.m_parts(&target(12, 32, 2)), 2);
+        assert_eq!(chunk_rows(&few, 4, &target(12, 32, 1)), 16);
         // The same 7x7 tiles in F(4x4) (28x28): rows cut, F(4x4)'s transform being
         // dear, in two chunks of one panel each (four and three tile rows), where
         // chunks of two tile rows gave the threads two half-empty panels each.
