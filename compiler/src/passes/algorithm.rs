@@ -128,11 +128,19 @@ fn winograd_shapes(fused: &FusedGraph, kernel: &Kernel) -> Option<Shapes> {
 /// 0.66 -> 0.49; GoogLeNet's 32 -> 96 at 28x28 0.81 -> 0.48 and 0.53 -> 0.29, 24 -> 64
 /// at 14x14 0.114 -> 0.098 and 0.116 -> 0.095, 16 -> 48 at 14x14 0.062 -> 0.057 and
 /// 0.049 -> 0.038 (16 -> 32 at 28x28: 0.17 -> 0.19 on one thread, 0.092 -> 0.084 on
-/// two); at 7x7 it loses (48 -> 128: 0.11 -> 0.13, 2x on two threads).
+/// two); at 7x7 it lost before the narrow panels (48 -> 128: 0.11 -> 0.13, 2x on two
+/// threads) and gains since (below).
 ///
-/// The output's bound is in 2x2 tiles, at least 25, which fill most of a 32-column
-/// panel: 10x10 (25 tiles) and AlexNet's 13x13 (49) gain as 14x14 does, 8x8 (16) is
-/// even and 7x7 loses (`CNNC_WINOGRAD=0` against `=2`, one and two threads: 256
+/// The output's bound is in 2x2 tiles, at least 16: a 7x7 or 8x8 output's 16 tiles
+/// fill one narrow panel, which the tile multiplies at half a panel's cost (default
+/// against `CNNC_WINOGRAD=2`, lowest of three, one and two threads, Zen 4: 512
+/// channels at 7x7 2.22 -> 1.43 ms and 1.12 -> 0.71, Inception-v3's 448 -> 384 at 8x8
+/// 1.77 -> 0.87 and 0.91 -> 0.45, GoogLeNet's 160 -> 320 at 7x7 0.42 -> 0.27 and 0.23
+/// -> 0.15, its 5x5s 48 -> 128 and 32 -> 128 at 7x7 0.143 -> 0.096 and 0.095 -> 0.069
+/// on one thread); nine tiles (6x6) are even, four (4x4) 2x slower. Before the
+/// narrow panels (a whole panel of 32 columns for 16 tiles), 8x8 was even and 7x7
+/// lost, and the bound was 25 tiles: 10x10 (25 tiles) and AlexNet's 13x13 (49) gain
+/// as 14x14 does (`CNNC_WINOGRAD=0` against `=2`, one and two threads: 256
 /// channels at 10x10 0.58 -> 0.37 ms and 0.35 -> 0.22, at 12x12 1.12 -> 0.91 and 0.54
 /// -> 0.42; AlexNet's conv3, 256 -> 384 at 13x13, 2.06 -> 1.40 and 1.11 -> 0.63, its
 /// conv4 (two groups of 192) 1.25 -> 0.87 and 0.89 -> 0.65, its conv2 (5x5, two groups
@@ -141,7 +149,7 @@ fn winograd_shapes(fused: &FusedGraph, kernel: &Kernel) -> Option<Shapes> {
 fn winograd_tile(shapes: Shapes) -> Option<u64> {
     let least_channels = if shapes.kernel == 5 { 16 } else { 32 };
     let tiles = shapes.out_height.div_ceil(2) * shapes.out_width.div_ceil(2);
-    let pays = shapes.channels >= least_channels && shapes.out_channels >= 32 && tiles >= 25;
+    let pays = shapes.channels >= least_channels && shapes.out_channels >= 32 && tiles >= 16;
     let side = shapes.out_height.min(shapes.out_width);
     let four = shapes.channels <= 512
         && shapes.out_channels <= 512
@@ -203,11 +211,11 @@ mod tests {
             conv(1024, 3x3, pad=1)
             maxpool(2x2)
             conv(64, 3x3, pad=1)
-            maxpool(2x2)
+            maxpool(3x3, stride=2)
             conv(64, 3x3, pad=1)
         }";
         // Three input channels; 64 channels at 56x56 and 512 at 28x28 (F(4x4)); 1024
-        // output channels at 28x28 and 1024 input channels at 14x14 (F(2x2)); a 7x7
+        // output channels at 28x28 and 1024 input channels at 14x14 (F(2x2)); a 6x6
         // output.
         let direct = Algorithm::Direct;
         assert_eq!(
@@ -232,18 +240,19 @@ mod tests {
     }
 
     #[test]
-    fn auto_takes_outputs_of_25_tiles_groups_and_5x5s_from_16_channels() {
+    fn auto_takes_outputs_of_16_tiles_groups_and_5x5s_from_16_channels() {
         let auto = |source: &str| algorithms(source, WinogradPolicy::Auto);
         let f2 = Algorithm::Winograd { m: 2, r: 5 };
-        // 10x10 is 25 tiles, 8x8 16.
-        assert_eq!(
-            auto("network N(input: 256x10x10) { conv(256, 3x3, pad=1) }"),
-            [WINOGRAD]
-        );
-        assert_eq!(
-            auto("network N(input: 256x8x8) { conv(256, 3x3, pad=1) }"),
-            [Algorithm::Direct]
-        );
+        // 10x10 is 25 tiles, 8x8 and 7x7 16, 6x6 9.
+        for (side, algorithm) in [
+            (10, WINOGRAD),
+            (8, WINOGRAD),
+            (7, WINOGRAD),
+            (6, Algorithm::Direct),
+        ] {
+            let source = format!("network N(input: 256x{side}x{side}) {{ conv(256, 3x3, pad=1) }}");
+            assert_eq!(auto(&source), [algorithm], "{side}x{side}");
+        }
         // AlexNet's conv2 and conv4: 48 and 192 channels per group.
         assert_eq!(
             auto("network N(input: 96x27x27) { conv(256, 5x5, pad=2, groups=2) }"),

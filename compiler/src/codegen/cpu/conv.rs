@@ -1347,13 +1347,14 @@ mod tests {
         let (one, two) = (target(12, 32, 1), target(12, 32, 2));
         // 8x8 in one row chunk: the threads split its channels.
         let small = geometry("448x8x8", "conv(384, 3x3, pad=1)");
+        assert_eq!(small.winograd, Some(2));
         assert!(small.m_parts(&two) > 1 && small.cuts_channels(&two));
         assert!(!small.cuts_channels(&one));
         // 56x56: rows enough for both threads.
         let large = geometry("64x56x56", "conv(256, 1x1)");
         assert!(!large.cuts_channels(&two));
         // Pixel-major with weights too big for L2: channel parts.
-        let last = geometry("512x7x7", "conv(512, 3x3, pad=1)");
+        let last = geometry("512x14x14", "conv(512, 3x3, stride=2, pad=1)");
         assert!(last.pixel_major(&two) && last.cuts_channels(&two));
         // LeNet-5's C3, two row chunks of a 240 K product: one unit a thread, its
         // rows packed once.
@@ -1379,9 +1380,9 @@ mod tests {
         // not stay within twice a chunk's; rows.
         let narrow = geometry("512x28x28", "conv(128, 1x1)");
         assert!(narrow.chunk_rows(&two) < 28 && !narrow.cuts_channels(&two));
-        // Inception-v3's 8x8 3x3 convs: one panel of 32 pixels a thread in rows, as
+        // Inception-v3's 8x8 1x3 convs: one panel of 32 pixels a thread in rows, as
         // well filled as all 64 in two; packing twice as many pixels would cost more.
-        let small = geometry("448x8x8", "conv(384, 3x3, pad=1)");
+        let small = geometry("384x8x8", "conv(384, 1x3, pad=0x1)");
         assert_eq!(small.chunk_rows(&two), 4);
     }
 

@@ -443,7 +443,8 @@ mod tests {
     fn small_outputs_of_many_channels_are_pixel_major() {
         let avx512 = target(12, 32, 1);
         // 49 pixels fill 49 of 64 lanes; 512 channels fill every one.
-        assert!(geometry("512x7x7", "conv(512, 3x3, pad=1)").pixel_major(&avx512));
+        let strided = geometry("512x14x14", "conv(512, 3x3, stride=2, pad=1)");
+        assert!(strided.pixel_major(&avx512));
         assert!(geometry("256x14x14", "conv(256, 1x1)").pixel_major(&avx512));
         // 784 pixels fill 98% of their panels: the direct product stays.
         assert!(!geometry("64x28x28", "conv(64, 3x3, pad=1)").pixel_major(&avx512));
@@ -499,7 +500,7 @@ mod tests {
     fn threads_split_the_channels_of_weights_too_big_for_l2() {
         // 512 x 4608 weights (9 MiB) for 49 pixels: each thread its half of the
         // channels, every pixel in one span, packed as whole rows.
-        let big = geometry("512x7x7", "conv(512, 3x3, pad=1)");
+        let big = geometry("512x14x14", "conv(512, 3x3, stride=2, pad=1)");
         assert_eq!(big.channel_parts(&target(12, 32, 1)), 1);
         assert_eq!(big.channel_parts(&target(12, 32, 2)), 2);
         assert_eq!(big.chunk_pixels(&target(12, 32, 2)), 49);
