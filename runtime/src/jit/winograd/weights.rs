@@ -52,22 +52,23 @@ pub fn pack(
         }
     }
     by_panel.into_par_iter().enumerate().try_for_each_init(
-        || (Vec::new(), vec![0.0f32; points]),
-        |(rows, u), (panel, mut matrices)| {
+        || (Vec::new(), vec![0.0f32; points * mr]),
+        |(rows, steps), (panel, mut matrices)| {
             let first = panel * mr;
             let count = mr.min(out_channels - first);
             rows.resize(count * in_channels * area, 0.0);
             fill(first, rows)?;
             // Input channel outside, output channel inside: each matrix's step c (mr
-            // consecutive floats) is written whole before the next, where the other
-            // order came back to every line of the α² matrices mr times.
+            // consecutive floats) is transformed into `steps` (point-major) and then
+            // copied whole, where single floats stored across the α² matrices waited
+            // on their lines (a third of ResNet-18's fold and pack).
             for c in 0..in_channels {
                 for r in 0..count {
                     let g = &rows[(r * in_channels + c) * area..][..area];
-                    transform(transforms, g, u);
-                    for (matrix, &value) in matrices.iter_mut().zip(u.iter()) {
-                        matrix[c * mr + r] = value;
-                    }
+                    transform(transforms, g, |point, value| steps[point * mr + r] = value);
+                }
+                for (matrix, step) in matrices.iter_mut().zip(steps.chunks_exact(mr)) {
+                    matrix[c * mr..][..count].copy_from_slice(&step[..count]);
                 }
             }
             Ok(())
@@ -75,28 +76,38 @@ pub fn pack(
     )
 }
 
-/// The largest α of a variant: 6 (F(4x4,3x3), F(2x2,5x5)).
-const MAX_ALPHA: usize = 6;
+/// `G g Gᵀ` of one r x r kernel (row-major): `put(point, value)` for each of its α²
+/// points, row-major. Each variant's sizes are constants, so the loops unroll.
+fn transform(transforms: &Transforms, g: &[f32], put: impl FnMut(usize, f32)) {
+    match (transforms.alpha(), transforms.r) {
+        (4, 3) => transform_sized::<4, 3>(transforms.weights, g, put),
+        (6, 3) => transform_sized::<6, 3>(transforms.weights, g, put),
+        (6, 5) => transform_sized::<6, 5>(transforms.weights, g, put),
+        (alpha, r) => unreachable!("no Winograd variant has α = {alpha} and r = {r}"),
+    }
+}
 
-/// The largest r of a variant: 5.
-const MAX_R: usize = 5;
-
-/// `G g Gᵀ` of one r x r kernel (row-major) into `u`, row-major α x α.
-fn transform(transforms: &Transforms, g: &[f32], u: &mut [f32]) {
-    let (gm, r) = (transforms.weights, transforms.r as usize);
+fn transform_sized<const ALPHA: usize, const R: usize>(
+    weights: &[&[f64]],
+    g: &[f32],
+    mut put: impl FnMut(usize, f32),
+) {
+    let gm: [[f64; R]; ALPHA] = std::array::from_fn(|i| std::array::from_fn(|a| weights[i][a]));
+    let g: [[f64; R]; R] =
+        std::array::from_fn(|a| std::array::from_fn(|b| f64::from(g[a * R + b])));
     // G g: α x r.
-    let mut left = [[0.0f64; MAX_R]; MAX_ALPHA];
+    let mut left = [[0.0f64; R]; ALPHA];
     for (row, out) in gm.iter().zip(&mut left) {
-        for (b, value) in out[..r].iter_mut().enumerate() {
-            *value = (0..r).map(|a| row[a] * f64::from(g[a * r + b])).sum();
+        for (b, value) in out.iter_mut().enumerate() {
+            *value = (0..R).map(|a| row[a] * g[a][b]).sum();
         }
     }
-    let mut values = u.iter_mut();
-    for row in &left[..gm.len()] {
-        for column in gm {
-            if let Some(value) = values.next() {
-                *value = (0..r).map(|b| row[b] * column[b]).sum::<f64>() as f32;
-            }
+    for (i, row) in left.iter().enumerate() {
+        for (j, column) in gm.iter().enumerate() {
+            put(
+                i * ALPHA + j,
+                (0..R).map(|b| row[b] * column[b]).sum::<f64>() as f32,
+            );
         }
     }
 }
@@ -144,7 +155,7 @@ mod tests {
             let mut g = [0.0f32; 9];
             g[a * 3 + b] = 1.0;
             let mut u = [0.0f32; 16];
-            transform(&F2X2_3X3, &g, &mut u);
+            transform(&F2X2_3X3, &g, |point, value| u[point] = value);
             for j in 0..4 {
                 for i in 0..4 {
                     let expected = F2X2_3X3.weights[j][a] * F2X2_3X3.weights[i][b];
@@ -184,7 +195,7 @@ mod tests {
             transform(
                 &F2X2_3X3,
                 &weights[(o * in_channels + c) * 9..][..9],
-                &mut u,
+                |point, value| u[point] = value,
             );
             for (point, value) in u.iter().enumerate() {
                 let at = point * matrix + (o / mr) * mr * in_channels + c * mr + o % mr;
