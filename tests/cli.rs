@@ -98,7 +98,8 @@ fn build_emits_the_fused_graph_and_its_memory_plan() {
     let output = cnnc(&["build", "examples/resnet18.cnn", "--emit", "fused"]);
     let fused = stdout(&output);
     // BN folded, ReLU and the residual add in the conv's epilogue, in source order;
-    // the 3x3 convs through Winograd F(4x4,3x3) from 56x56 to 14x14, direct at 7x7.
+    // the 3x3 convs through Winograd F(4x4,3x3) from 56x56 to 14x14 and F(2x2,3x3) at
+    // 7x7 (the strided ones direct).
     assert!(
         fused.contains(
             "%4 = conv 64 3x3 p1 nobias [winograd F(4x4,3x3)] (%3) + fold(layer1.0.bn2) + bias + add(%2) + relu"
@@ -107,6 +108,11 @@ fn build_emits_the_fused_graph_and_its_memory_plan() {
     );
     assert!(
         fused.contains("%13 = conv 256 3x3 p1 nobias [winograd F(4x4,3x3)] (%12)"),
+        "{fused}"
+    );
+    assert!(
+        fused.contains("%17 = conv 512 3x3 s2 p1 nobias (%16)")
+            && fused.contains("%18 = conv 512 3x3 p1 nobias [winograd F(2x2,3x3)] (%17)"),
         "{fused}"
     );
     assert!(

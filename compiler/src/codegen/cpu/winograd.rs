@@ -118,7 +118,10 @@ pub fn chunk_rows(g: &Geometry, m: u64, target: &CpuTarget) -> u64 {
         // 7-12% sooner at two threads in one chunk a thread than in the channels
         // split. But each thread's rows stream all the transformed weights, half of
         // them each where the channels are split: VGG-16's 14x14 layers (16 MiB of
-        // them) ran 2% slower in rows, so rows only up to `ROWS_WEIGHT_FLOATS`.
+        // them) ran 2% slower in rows, so rows only up to `ROWS_WEIGHT_FLOATS`. (Those
+        // were measured when all of them were F(2x2)'s; the 13x13 and 14x14 layers of
+        // AlexNet, VGG-16, GoogLeNet and ResNet are F(4x4)'s now, their 7x7 layers
+        // F(2x2)'s.)
         let per_thread: &[u64] = match g.products() * g.m() * g.k() <= ROWS_WEIGHT_FLOATS {
             true => &[2, 1],
             false => &[2],
@@ -185,7 +188,8 @@ fn channels_finish(g: &Geometry, target: &CpuTarget, tiles: u64) -> f64 {
 
 /// The most transformed weights (floats) for which the threads of an F(2x2, 3x3) layer
 /// take one chunk of rows each rather than split its channels: 8 MiB, between AlexNet's
-/// 6 MiB (its 384 -> 256 layer, 7% sooner in rows) and VGG-16's 16 MiB (2% slower).
+/// 6 MiB (its 384 -> 256 layer, 7% sooner in rows) and VGG-16's 16 MiB (2% slower),
+/// measured when those 13x13 and 14x14 layers were F(2x2)'s (they are F(4x4)'s now).
 const ROWS_WEIGHT_FLOATS: u64 = 2 * 1024 * 1024;
 
 /// What the products of a chunk of `tiles` tiles cost, in columns: a narrow last
@@ -203,8 +207,10 @@ fn product_columns(g: &Geometry, target: &CpuTarget, tiles: u64) -> u64 {
 /// The most transformed weights (floats) for which a narrow last panel counts as half
 /// a panel (`product_columns`): 12 MiB. VGG-16's 256-channel 56x56 layers (9 MiB of
 /// them) ran 14% faster on two threads in chunks of one tile row (14 tiles, narrow),
-/// its 512-channel 28x28 and 14x14 ones (36 and 16 MiB) 7-30% slower in narrow
-/// chunks than in the whole panels' choice.
+/// its 512-channel 28x28 and 14x14 ones (36 MiB in F(4x4), and 16 MiB in F(2x2), as
+/// the 14x14 ones were then) 7-30% slower in narrow chunks than in the whole panels'
+/// choice. (`threads_finish` assumes no channel parts; from three threads, where a
+/// few chunks may be cut into parts too, it is rougher.)
 const NARROW_WEIGHT_FLOATS: u64 = 3 * 1024 * 1024;
 
 /// What a thread's chunk costs for each L2's worth of its transformed input and
