@@ -238,10 +238,8 @@ impl Geometry {
         if let Some(m) = self.winograd {
             return winograd::chunk_rows(self, m, target);
         }
-        match self.fuses_pool(target) {
-            true => self.rows_in_multiples(self.pool.map_or(1, |p| p.stride[0]), target),
-            false => self.rows_in_multiples(1, target),
-        }
+        self.pooled_rows(target)
+            .unwrap_or_else(|| self.rows_in_multiples(1, target))
     }
 
     /// Whether the kernel computes the pool after it (`Kernel::with_producer`) chunk by
@@ -253,17 +251,21 @@ impl Geometry {
     /// lowest of 3000 runs, 10 alternated rounds); S4 by itself read half of C3's rows
     /// from the other core, 0.53 us.
     pub fn fuses_pool(&self, target: &CpuTarget) -> bool {
-        let Some(pool) = self.pool else {
-            return false;
-        };
+        self.pooled_rows(target).is_some()
+    }
+
+    /// The chunks' rows, in whole pool rows, where the kernel pools them (`fuses_pool`).
+    fn pooled_rows(&self, target: &CpuTarget) -> Option<u64> {
+        let pool = self.pool?;
         if self.dense || self.winograd.is_some() || self.groups != 1 || self.pixel_major(target) {
-            return false;
+            return None;
         }
         let pooled = self.rows_in_multiples(pool.stride[0], target);
         let free = self.rows_in_multiples(1, target);
-        pooled == free
+        let pays = pooled == free
             || self.macs() < SMALL_PRODUCT
-            || self.thread_cost(pooled, target) <= self.thread_cost(free, target)
+            || self.thread_cost(pooled, target) <= self.thread_cost(free, target);
+        pays.then_some(pooled)
     }
 
     /// `chunk_rows` for chunks of a multiple of `multiple` rows (the output's height is

@@ -78,9 +78,14 @@ fn padded_channels(g: &Geometry, target: &CpuTarget) -> u64 {
     g.m().div_ceil(target.mr) * target.mr
 }
 
+/// The tiles of a chunk of `rows` output rows.
+fn chunk_tiles(g: &Geometry, m: u64, rows: u64) -> u64 {
+    rows.div_ceil(m) * tiles_wide(g, m)
+}
+
 /// Columns of a chunk's products: its tiles, rounded up to whole NR panels.
 fn padded_columns(g: &Geometry, m: u64, rows: u64, nr: u64) -> u64 {
-    (rows.div_ceil(m) * tiles_wide(g, m)).div_ceil(nr) * nr
+    chunk_tiles(g, m, rows).div_ceil(nr) * nr
 }
 
 /// Output rows per chunk (whole tile rows): as many tile rows as keep the chunk's
@@ -342,7 +347,7 @@ impl Product<'_> {
         let channels = padded_channels(g, target);
         // The padding of a narrow last panel is not multiplied (half a panel for the
         // precompiled tiles), that of a wider one is: whole panels need no masks.
-        let tiles = chunk.rows.div_ceil(m) * tiles_wide(g, m);
+        let tiles = chunk_tiles(g, m, chunk.rows);
         let multiplied = match target.product_columns(tiles) < columns {
             true => tiles,
             false => columns,
